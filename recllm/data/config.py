@@ -1,0 +1,106 @@
+"""DataConfig: where a dataset comes from and how it is cleaned and split."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+FORMATS = ("recbole", "p5", "lcrec", "generic")
+SPLITS = ("loo", "temporal")
+
+
+@dataclass
+class DataConfig:
+    """How to read, clean and split a recommendation dataset.
+
+    Every field can be set in a recipe's YAML or on the command line (``--data_path ...``).
+    """
+
+    data_path: str = field(
+        default="ml-100k",
+        metadata={
+            "help": "Dataset directory or file, or a dataset name the toolkit fetches itself "
+            "(ml-100k). The format is detected from the files unless `data_format` is set."
+        },
+    )
+    data_format: str | None = field(
+        default=None,
+        metadata={"help": f"Force a loader instead of auto-detection: one of {FORMATS}."},
+    )
+    items_file: str | None = field(
+        default=None,
+        metadata={
+            "help": "Item-text file: the items table for the generic format, the "
+            "`ASIN text` file for the P5 layout. Default: found next to the interactions."
+        },
+    )
+    user_col: str = field(default="user_id", metadata={"help": "User id column (generic format)."})
+    item_col: str = field(default="item_id", metadata={"help": "Item id column (generic format)."})
+    time_col: str | None = field(
+        default="timestamp",
+        metadata={
+            "help": "Timestamp column (seconds or ISO 8601). Used when present; histories are "
+            "then sorted by it (ties keep file order). Set to null to ignore timestamps."
+        },
+    )
+    text_fields: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "Item text fields to keep, title first. Default: every text field the "
+            "source has. A field an item lacks entirely is an error."
+        },
+    )
+    min_interactions: int = field(
+        default=3,
+        metadata={
+            "help": "Users with fewer interactions are dropped (and counted in the log): "
+            "leave-one-out needs 3 (train, valid target, test target)."
+        },
+    )
+    drop_unused_items: bool = field(
+        default=True,
+        metadata={"help": "Drop catalog items that occur in no history (counted in the log)."},
+    )
+    split: str = field(
+        default="loo",
+        metadata={
+            "help": "`loo`: leave-one-out per user (last = test, second-to-last = valid); "
+            "`temporal`: global time cut-offs (needs timestamps)."
+        },
+    )
+    max_history: int | None = field(
+        default=20,
+        metadata={
+            "help": "Keep only the last N items of each history given to the model (TIGER "
+            "uses 20); null keeps all. Longer = more tokens per example."
+        },
+    )
+    valid_ratio: float = field(
+        default=0.1,
+        metadata={"help": "Temporal split: share of interactions (by time) in the valid window."},
+    )
+    test_ratio: float = field(
+        default=0.1,
+        metadata={"help": "Temporal split: share of interactions (by time) in the test window."},
+    )
+
+    def __post_init__(self) -> None:
+        if self.data_format is not None and self.data_format not in FORMATS:
+            raise ValueError(
+                f"--data_format {self.data_format!r} is not one of {FORMATS}; leave it unset to "
+                "auto-detect"
+            )
+        if self.split not in SPLITS:
+            raise ValueError(f"--split {self.split!r} is not one of {SPLITS}")
+        if self.min_interactions < 1:
+            raise ValueError("--min_interactions must be >= 1")
+        if self.split == "loo" and self.min_interactions < 3:
+            raise ValueError(
+                "--split loo needs --min_interactions >= 3 (one training item, a validation "
+                "target and a test target per user)"
+            )
+        if self.max_history is not None and self.max_history < 1:
+            raise ValueError("--max_history must be >= 1, or null for the full history")
+        if not (0 < self.valid_ratio < 1 and 0 < self.test_ratio < 1):
+            raise ValueError("--valid_ratio and --test_ratio must lie strictly between 0 and 1")
+        if self.valid_ratio + self.test_ratio >= 1:
+            raise ValueError("--valid_ratio + --test_ratio must be < 1 (something must train)")

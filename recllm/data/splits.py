@@ -1,0 +1,217 @@
+"""Train / valid / test splits: per-user leave-one-out and a global temporal split.
+
+Leave-one-out follows the protocol of the published tables (see the TIGER and P5 papers): for a
+user's chronological sequence ``s``, ``s[-1]`` is the test target, ``s[-2]`` the validation
+target, and ``s[:-2]`` the training part. The test history is ``s[:-1]`` (it includes the
+validation target) and the validation history ``s[:-2]``, each cut to the last ``max_history``
+items. Only ``Split.train`` may feed training texts and collaborative statistics.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from recllm.data.config import DataConfig
+from recllm.data.types import Interactions, RecDataset
+
+if TYPE_CHECKING:
+    import datasets
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Example:
+    """One prediction task: given ``history`` (oldest first), predict ``target``."""
+
+    user_id: str
+    history: tuple[str, ...]
+    target: str
+
+
+@dataclass
+class Split:
+    """A dataset split.
+
+    Attributes:
+        train: The training interactions only: the one source training texts and collaborative
+            signal may use.
+        valid: Validation examples.
+        test: Test examples.
+        kind: ``"loo"`` or ``"temporal"``.
+        max_history: The truncation applied to example histories (None = full).
+    """
+
+    train: Interactions
+    valid: list[Example]
+    test: list[Example]
+    kind: str
+    max_history: int | None
+
+    def train_examples(self) -> Iterator[Example]:
+        """Next-item examples from every prefix of every training sequence (length >= 1)."""
+        for user, seq in self.train.sequences.items():
+            for t in range(1, len(seq)):
+                yield Example(user, _cut(seq[:t], self.max_history), seq[t])
+
+    def to_datasets(self) -> datasets.DatasetDict:
+        """``train`` (one row per user: ``user_id``, ``item_ids``), ``valid`` and ``test``
+        (``user_id``, ``history``, ``target``)."""
+        import datasets
+
+        def rows(examples: list[Example]) -> datasets.Dataset:
+            return datasets.Dataset.from_dict(
+                {
+                    "user_id": [e.user_id for e in examples],
+                    "history": [list(e.history) for e in examples],
+                    "target": [e.target for e in examples],
+                },
+                features=datasets.Features(
+                    {
+                        "user_id": datasets.Value("string"),
+                        "history": datasets.Sequence(datasets.Value("string")),
+                        "target": datasets.Value("string"),
+                    }
+                ),
+            )
+
+        return datasets.DatasetDict(
+            {"train": self.train.to_dataset(), "valid": rows(self.valid), "test": rows(self.test)}
+        )
+
+
+def _cut(history: list[str] | tuple[str, ...], max_history: int | None) -> tuple[str, ...]:
+    return tuple(history if max_history is None else history[-max_history:])
+
+
+def leave_one_out(interactions: Interactions, max_history: int | None = 20) -> Split:
+    """Per-user leave-one-out: last item = test target, second-to-last = validation target.
+
+    Users with fewer than 3 interactions cannot be split this way; they are skipped and counted
+    in the log.
+    """
+    train: dict[str, list[str]] = {}
+    train_ts: dict[str, list[float]] | None = {} if interactions.timestamps is not None else None
+    valid: list[Example] = []
+    test: list[Example] = []
+    skipped = 0
+    for user, seq in interactions.sequences.items():
+        if len(seq) < 3:
+            skipped += 1
+            continue
+        train[user] = seq[:-2]
+        if train_ts is not None and interactions.timestamps is not None:
+            train_ts[user] = interactions.timestamps[user][:-2]
+        valid.append(Example(user, _cut(seq[:-2], max_history), seq[-2]))
+        test.append(Example(user, _cut(seq[:-1], max_history), seq[-1]))
+    if skipped:
+        logger.warning("leave-one-out: skipped %d users with fewer than 3 interactions", skipped)
+    return Split(Interactions(train, train_ts), valid, test, "loo", max_history)
+
+
+def temporal_split(
+    interactions: Interactions,
+    valid_ratio: float = 0.1,
+    test_ratio: float = 0.1,
+    max_history: int | None = 20,
+) -> Split:
+    """A global temporal split: two time cut-offs shared by all users.
+
+    The cut-offs are the timestamps at the ``1 - valid_ratio - test_ratio`` and
+    ``1 - test_ratio`` quantiles of all interactions. Interactions before the first cut-off train;
+    each interaction in the valid (test) window becomes an example whose history is everything the
+    user did before it (cut to ``max_history``). Interactions without any earlier history are not
+    examples (nothing to condition on).
+
+    Raises:
+        ValueError: The interactions have no timestamps.
+    """
+    if interactions.timestamps is None:
+        raise ValueError(
+            "a temporal split needs timestamps and this dataset has none (the P5 and LC-Rec "
+            "layouts carry only order); use --split loo"
+        )
+    times = sorted(t for ts in interactions.timestamps.values() for t in ts)
+    n = len(times)
+    t_valid = times[min(n - 1, int(n * (1 - valid_ratio - test_ratio)))]
+    t_test = times[min(n - 1, int(n * (1 - test_ratio)))]
+    train: dict[str, list[str]] = {}
+    train_ts: dict[str, list[float]] = {}
+    valid: list[Example] = []
+    test: list[Example] = []
+    for user, seq in interactions.sequences.items():
+        ts = interactions.timestamps[user]
+        for k, (item, t) in enumerate(zip(seq, ts, strict=True)):
+            if t < t_valid:
+                train.setdefault(user, []).append(item)
+                train_ts.setdefault(user, []).append(t)
+            elif k > 0:
+                (valid if t < t_test else test).append(
+                    Example(user, _cut(seq[:k], max_history), item)
+                )
+    logger.info(
+        "temporal split at t=%s / %s: %d train interactions, %d valid, %d test examples",
+        t_valid,
+        t_test,
+        sum(len(s) for s in train.values()),
+        len(valid),
+        len(test),
+    )
+    return Split(Interactions(train, train_ts), valid, test, "temporal", max_history)
+
+
+def split_dataset(dataset: RecDataset, config: DataConfig | None = None) -> Split:
+    """Split ``dataset`` as ``config.split`` says."""
+    cfg = config or DataConfig()
+    if cfg.split == "loo":
+        return leave_one_out(dataset.interactions, cfg.max_history)
+    return temporal_split(dataset.interactions, cfg.valid_ratio, cfg.test_ratio, cfg.max_history)
+
+
+def write_split(split: Split, dataset: RecDataset, out_dir: str, overwrite: bool = False) -> None:
+    """Write a split as JSONL files plus ``split.json`` (config and versions), atomically.
+
+    Layout: ``items.jsonl`` (catalog), ``train.jsonl`` (``user_id``, ``item_ids``),
+    ``valid.jsonl`` / ``test.jsonl`` (``user_id``, ``history``, ``target``), ``split.json``.
+    """
+    import json
+
+    from recllm.io import atomic_dir
+    from recllm.provenance import provenance
+
+    def dump(path, rows) -> None:
+        with open(path, "w", encoding="utf-8") as f:
+            for r in rows:
+                f.write(json.dumps(r, ensure_ascii=False) + "\n")
+
+    with atomic_dir(out_dir, overwrite=overwrite) as tmp:
+        dump(tmp / "items.jsonl", ({"item_id": i, **t} for i, t in dataset.catalog.items.items()))
+        dump(
+            tmp / "train.jsonl",
+            ({"user_id": u, "item_ids": s} for u, s in split.train.sequences.items()),
+        )
+        for name, examples in (("valid", split.valid), ("test", split.test)):
+            dump(
+                tmp / f"{name}.jsonl",
+                (
+                    {"user_id": e.user_id, "history": list(e.history), "target": e.target}
+                    for e in examples
+                ),
+            )
+        meta = {
+            "dataset": dataset.name,
+            "source": dataset.source,
+            "format": dataset.format,
+            "split": split.kind,
+            "max_history": split.max_history,
+            "counts": {
+                "train_users": len(split.train),
+                "valid": len(split.valid),
+                "test": len(split.test),
+            },
+            **provenance(),
+        }
+        (tmp / "split.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
