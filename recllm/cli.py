@@ -26,10 +26,14 @@ def _flag(parser: argparse.ArgumentParser, name: str, **kwargs) -> None:
     parser.add_argument(*names, dest=name, **kwargs)
 
 
-def _add_data_args(p: argparse.ArgumentParser) -> None:
+def _add_data_args(p: argparse.ArgumentParser, positional: bool = True) -> None:
     from recllm.data.config import FORMATS, SPLITS
 
-    p.add_argument("data", help="dataset directory or file, or a dataset name (ml-100k)")
+    help_ = "dataset directory or file, or a dataset name (ml-100k)"
+    if positional:
+        p.add_argument("data", help=help_)
+    else:
+        p.add_argument("--data", default="ml-100k", help=help_ + " (default: ml-100k)")
     _flag(p, "format", choices=FORMATS, default=None, help="force a loader (default: auto-detect)")
     _flag(p, "items_file", default=None, help="item-text file (P5) or items table (generic)")
     _flag(p, "user_col", default="user_id", help="user id column (generic, RecBole)")
@@ -115,6 +119,107 @@ def _cmd_quickstart(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sid_config(args: argparse.Namespace):
+    from recllm.sid.config import SIDConfig
+
+    return SIDConfig(
+        method=args.method,
+        levels=args.levels,
+        codebook_size=args.codebook_size,
+        seed=args.seed,
+        niter=args.niter,
+        collisions=args.collisions,
+        embedding=args.embedding,
+        text_model=args.text_model,
+        text_dim=args.text_dim,
+        collab_weight=args.collab_weight,
+        collab_dim=args.collab_dim,
+        contrastive_weight=args.contrastive_weight,
+    )
+
+
+def _add_sid_args(p: argparse.ArgumentParser) -> None:
+    from recllm.sid.config import COLLISIONS, EMBEDDINGS, METHODS, SIDConfig
+
+    d = SIDConfig()
+    _flag(p, "method", choices=METHODS, default=d.method, help="quantizer")
+    _flag(p, "levels", type=int, default=d.levels, help="code levels (tokens per SID)")
+    _flag(p, "codebook_size", type=int, default=d.codebook_size, help="codes per level")
+    _flag(p, "seed", type=int, default=d.seed, help="random seed")
+    _flag(p, "niter", type=int, default=d.niter, help="k-means iterations per level")
+    _flag(p, "collisions", choices=COLLISIONS, default=d.collisions, help="collision handling")
+    _flag(p, "embedding", choices=EMBEDDINGS, default=d.embedding, help="text embedding source")
+    _flag(p, "text_model", default=None, help="model dir (lm) or sentence-transformers model (st)")
+    _flag(p, "text_dim", type=int, default=d.text_dim, help="TF-IDF SVD dimension")
+    _flag(
+        p, "collab_weight", type=float, default=d.collab_weight, help="collaborative share in [0,1)"
+    )
+    _flag(p, "collab_dim", type=int, default=d.collab_dim, help="collaborative dimension")
+    _flag(
+        p,
+        "contrastive_weight",
+        type=float,
+        default=0.0,
+        help="rq-vae: PLUM contrastive loss weight",
+    )
+    p.add_argument("--no-cache", action="store_true", help="recompute embeddings")
+
+
+def _cmd_sid_embed(args: argparse.Namespace) -> int:
+    from recllm.data import load_rec_dataset, split_dataset
+    from recllm.sid.embed import item_embeddings, save_embeddings
+
+    data_cfg = _data_config(args)
+    dataset = load_rec_dataset(config=data_cfg)
+    x, desc = item_embeddings(
+        dataset.catalog,
+        split_dataset(dataset, data_cfg),
+        _sid_config(args),
+        cache=not args.no_cache,
+    )
+    save_embeddings(args.out, dataset.catalog.ids, x)
+    print(json.dumps({"out": args.out, "items": int(x.shape[0]), **desc}))
+    return 0
+
+
+def _cmd_sid_build(args: argparse.Namespace) -> int:
+    from recllm.data import load_rec_dataset
+    from recllm.sid.build import build_sid_map, write_sid_artifact
+
+    data_cfg = _data_config(args)
+    build = build_sid_map(
+        load_rec_dataset(config=data_cfg), _sid_config(args), data_cfg, cache=not args.no_cache
+    )
+    write_sid_artifact(build, args.out, overwrite=args.overwrite)
+    m = build.metrics
+    print(
+        f"wrote {args.out}: {m['items']} items, {m['unique_codes_before']} unique codes before "
+        f"collision handling ({m['collisions_before']} collisions, {m['items_moved']} moved by "
+        f"{m['collision_strategy']}), utilization {m['utilization']}"
+    )
+    return 0
+
+
+def _cmd_sid_stats(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from recllm.sid.metrics import code_metrics
+    from recllm.sid.sidmap import SIDMap, read_index_json
+
+    path = Path(args.path)
+    if path.is_dir() and (path / "metrics.json").is_file():
+        metrics = json.loads((path / "metrics.json").read_text(encoding="utf-8"))
+    elif path.name.endswith(".index.json"):
+        _, codes = read_index_json(path)
+        sizes = tuple(int(c) + 1 for c in codes.max(0))
+        metrics = {"source": str(path), **code_metrics(codes, sizes)}
+    else:
+        sid_map = SIDMap.load(path)
+        metrics = code_metrics(sid_map.codes, sid_map.codebook_sizes)
+    print(json.dumps(metrics, indent=2))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="recllm", description="Turn a pretrained LLM into a generative recommender."
@@ -149,6 +254,24 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--out", required=True, help="output directory (written atomically)")
     sp.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     sp.set_defaults(func=_cmd_split)
+
+    sid = sub.add_parser("sid", help="semantic IDs: embed items, build and inspect SID maps")
+    ssub = sid.add_subparsers(dest="sid_command", required=True)
+    e = ssub.add_parser("embed", help="write item embeddings with their ids (.npz)")
+    _add_data_args(e, positional=False)
+    _add_sid_args(e)
+    e.add_argument("--out", required=True, help="output .npz file (item_ids, embeddings)")
+    e.set_defaults(func=_cmd_sid_embed)
+    b = ssub.add_parser("build", help="build a SID map artifact directory")
+    _add_data_args(b, positional=False)
+    _add_sid_args(b)
+    b.add_argument("--embeddings", default=None, help="precomputed .npz from `recllm sid embed`")
+    b.add_argument("--out", required=True, help="output directory (written atomically)")
+    b.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    b.set_defaults(func=_cmd_sid_build)
+    st = ssub.add_parser("stats", help="print a SID map's metrics as JSON")
+    st.add_argument("path", help="artifact directory, sid_map.json, or a published *.index.json")
+    st.set_defaults(func=_cmd_sid_stats)
     return parser
 
 

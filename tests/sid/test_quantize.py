@@ -1,0 +1,104 @@
+"""RQ-KMeans and balanced residual k-means: exact properties on small data."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+from recllm.sid.quantize import (
+    balanced_assign,
+    balanced_kmeans,
+    balanced_rq_kmeans,
+    check_embeddings,
+    rq_kmeans,
+)
+
+
+def clustered(n: int = 2000, d: int = 16, centers: int = 40, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    c = rng.normal(size=(centers, d))
+    return (c[rng.integers(0, centers, n)] + 0.2 * rng.normal(size=(n, d))).astype(np.float32)
+
+
+@pytest.mark.parametrize("n", [1000, 1003, 1031])
+def test_balanced_sizes_differ_by_at_most_one(n):
+    x = clustered(n)
+    centroids, assign = balanced_kmeans(x, 32, niter=5, seed=0, max_points_per_centroid=8)
+    sizes = np.bincount(assign, minlength=32)
+    assert sizes.max() - sizes.min() <= 1
+    assert sizes.sum() == n
+    assert centroids.shape == (32, 16)
+
+
+def test_balanced_assign_exact_small_case():
+    # 4 points, 2 clusters: both points near cluster 0 cannot both go there (size 2 each)
+    dist = np.array([[0.0, 0.1, 5.0, 5.0], [1.0, 2.0, 0.0, 0.2]])  # (K, N)
+    assign = balanced_assign(dist, np.random.default_rng(0))
+    assert assign.tolist() == [0, 0, 1, 1]
+    dist = np.array([[0.0, 0.1, 0.2, 5.0], [1.0, 2.0, 3.0, 0.0]])
+    assign = balanced_assign(dist, np.random.default_rng(0))
+    assert np.bincount(assign).tolist() == [2, 2]
+
+
+@pytest.mark.parametrize("method", [rq_kmeans, balanced_rq_kmeans])
+def test_levels_reduce_error_monotonically(method):
+    x = clustered()
+    r = method(x, levels=4, codebook_size=16, seed=0, niter=10)
+    total = float((x * x).sum(1).mean())
+    errors = [total, *r.recon_error]
+    assert all(b <= a for a, b in itertools.pairwise(errors)), errors
+    assert errors[-1] < 0.5 * total
+    # the reported error is the true error of the reconstruction from the codebooks
+    recon = sum(book[r.codes[:, lv]] for lv, book in enumerate(r.codebooks))
+    assert np.isclose(((x - recon) ** 2).sum(1).mean(), r.recon_error[-1], rtol=1e-4)
+
+
+def test_balanced_every_level_balanced():
+    r = balanced_rq_kmeans(clustered(1000), levels=3, codebook_size=16, seed=1, niter=5)
+    for level in range(3):
+        sizes = np.bincount(r.codes[:, level], minlength=16)
+        assert sizes.min() in (62, 63) and sizes.max() - sizes.min() <= 1
+
+
+@pytest.mark.parametrize("method", [rq_kmeans, balanced_rq_kmeans])
+def test_deterministic(method):
+    x = clustered()
+    a = method(x, levels=3, codebook_size=16, seed=3, niter=5)
+    b = method(x, levels=3, codebook_size=16, seed=3, niter=5)
+    assert np.array_equal(a.codes, b.codes)
+    assert a.codes.dtype == np.int64 and a.codes.shape == (2000, 3)
+    assert a.codes.min() >= 0 and a.codes.max() < 16
+
+
+def test_rq_kmeans_groups_clustered_points():
+    # two far-apart blobs: level 0 with 2 codes separates them exactly
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.normal(size=(50, 4)) + 100, rng.normal(size=(50, 4)) - 100]).astype(
+        np.float32
+    )
+    r = rq_kmeans(x, levels=1, codebook_size=2, seed=0)
+    assert len(set(r.codes[:50, 0])) == 1 and len(set(r.codes[50:, 0])) == 1
+    assert r.codes[0, 0] != r.codes[50, 0]
+
+
+def test_nan_embeddings_rejected():
+    x = clustered(100)
+    x[7, 3] = np.nan
+    with pytest.raises(
+        ValueError, match=r"1 rows contain NaN or infinite values \(first rows: \[7\]\).*Fix"
+    ):
+        check_embeddings(x, 16)
+
+
+def test_too_few_items_rejected():
+    with pytest.raises(
+        ValueError, match=r"10 items but codebook size 16.*Fix: pass --codebook-size <= 10"
+    ):
+        rq_kmeans(clustered(10), levels=2, codebook_size=16)
+
+
+def test_wrong_rank_rejected():
+    with pytest.raises(ValueError, match="expected an \\(items, dim\\) matrix"):
+        check_embeddings(np.zeros(5, dtype=np.float32), 2)
