@@ -188,7 +188,11 @@ def _cmd_sid_build(args: argparse.Namespace) -> int:
 
     data_cfg = _data_config(args)
     build = build_sid_map(
-        load_rec_dataset(config=data_cfg), _sid_config(args), data_cfg, cache=not args.no_cache
+        load_rec_dataset(config=data_cfg),
+        _sid_config(args),
+        data_cfg,
+        cache=not args.no_cache,
+        embeddings=args.embeddings,
     )
     write_sid_artifact(build, args.out, overwrite=args.overwrite)
     m = build.metrics

@@ -37,14 +37,21 @@ def _l2(x: np.ndarray) -> np.ndarray:
 
 
 def tfidf_embeddings(texts: list[str], dim: int = 128, seed: int = 0) -> np.ndarray:
-    """TF-IDF (words and bigrams, sublinear tf) reduced by truncated SVD; rows L2-normalized."""
+    """TF-IDF (words and bigrams, sublinear tf, the 50k most frequent terms) reduced by a
+    randomized truncated SVD; rows L2-normalized.
+
+    Three power iterations instead of scikit-learn's default of five or more: the LU steps on the
+    (terms x dim) matrix dominate the time and more iterations barely move the codes.
+    """
     from sklearn.decomposition import TruncatedSVD
     from sklearn.feature_extraction.text import TfidfVectorizer
 
-    tfidf = TfidfVectorizer(sublinear_tf=True, ngram_range=(1, 2), min_df=1, max_features=200_000)
+    tfidf = TfidfVectorizer(
+        sublinear_tf=True, ngram_range=(1, 2), max_features=50_000, dtype=np.float32
+    )
     m = tfidf.fit_transform(texts)
     dim = max(1, min(dim, m.shape[1] - 1, len(texts) - 1))
-    svd = TruncatedSVD(n_components=dim, algorithm="randomized", random_state=seed)
+    svd = TruncatedSVD(n_components=dim, algorithm="randomized", n_iter=3, random_state=seed)
     return _l2(svd.fit_transform(m))
 
 
