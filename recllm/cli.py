@@ -98,23 +98,42 @@ def _cmd_split(args: argparse.Namespace) -> int:
 def _cmd_quickstart(args: argparse.Namespace) -> int:
     from recllm.data import dataset_stats, format_stats, load_rec_dataset, split_dataset
     from recllm.data.config import DataConfig
+    from recllm.sid.build import build_sid_map, write_sid_artifact
+    from recllm.sid.config import SIDConfig
 
     cfg = DataConfig(data_path=args.data)
-    print(f"[1/2] data: loading {cfg.data_path} (fetched into the cache on first use)")
+    print(f"[1/3] data: loading {cfg.data_path} (fetched into the cache on first use)")
     dataset = load_rec_dataset(config=cfg)
     print(format_stats(dataset_stats(dataset)))
     split = split_dataset(dataset, cfg)
     print(
-        f"[2/2] split: leave-one-out, histories cut to the last {cfg.max_history} items: "
+        f"[2/3] split: leave-one-out, histories cut to the last {cfg.max_history} items: "
         f"{split.train.num_interactions:,} training interactions, {len(split.valid):,} valid "
         f"and {len(split.test):,} test users"
     )
     for ex in split.test[:3]:
         recent = "; ".join(dataset.catalog.title(i) for i in ex.history[-3:])
         print(f"  user {ex.user_id}: ... {recent} -> next: {dataset.catalog.title(ex.target)}")
+    sid_cfg = SIDConfig(method="rq-kmeans", levels=3, codebook_size=64, collab_weight=0.3)
     print(
-        "Next: semantic IDs, PLUM SFT and constrained evaluation join this quickstart as they "
-        "land (see README)."
+        f"[3/3] semantic IDs: TF-IDF text + collaborative embeddings -> RQ-KMeans "
+        f"{sid_cfg.levels} x {sid_cfg.codebook_size}"
+    )
+    build = build_sid_map(dataset, sid_cfg, cfg, split=split)
+    out = write_sid_artifact(build, args.out, overwrite=True)
+    m = build.metrics
+    print(
+        f"  {m['items']} items, {m['unique_codes_before']} unique codes before collision "
+        f"handling, {m['items_moved']} moved; utilization per level {m['utilization']}"
+    )
+    sid_map = build.sid_map
+    first = dataset.catalog.ids[0]
+    siblings = [i for i in sid_map.item_ids if sid_map.code(i)[:2] == sid_map.code(first)[:2]]
+    for item in siblings[:3]:
+        print(f"  {sid_map.code(item)}  {dataset.catalog.title(item)}")
+    print(f"  SID map, metrics and code_usage.png in {out}")
+    print(
+        "Next: PLUM SFT and constrained evaluation join this quickstart as they land (see README)."
     )
     return 0
 
@@ -234,6 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     q = sub.add_parser("quickstart", help="run the main job on the embedded default")
     q.add_argument("--data", default="ml-100k", help="dataset path or name (default: ml-100k)")
+    q.add_argument("--out", default="outputs/quickstart/sids", help="where the SID map goes")
     q.set_defaults(func=_cmd_quickstart)
 
     data = sub.add_parser("data", help="fetch, inspect and split datasets")

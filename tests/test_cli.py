@@ -126,6 +126,8 @@ def test_fetch_ml100k_from_pypi_and_use_by_name(tmp_path, shared_data_or_none):
     # second use hits the cache (no download): fast and logged
     proc = run_cli("data", "fetch", "ml-100k", env=env)
     assert "already in the cache" in proc.stderr
-    proc = run_cli("quickstart", env=env)
+    proc = run_cli("quickstart", "--out", str(tmp_path / "qs"), env=env)
     assert proc.returncode == 0, proc.stderr
     assert "users         943" in proc.stdout and "-> next:" in proc.stdout
+    assert "1682 items" in proc.stdout
+    assert (tmp_path / "qs" / "sid_map.json").is_file()
