@@ -108,7 +108,11 @@ def sq_distances(x: np.ndarray, centroids: np.ndarray) -> np.ndarray:
 
 
 def nearest(x: np.ndarray, centroids: np.ndarray, batch: int = 65536) -> np.ndarray:
-    """Index of the nearest centroid for every row, in batches to bound memory."""
+    """Index of the nearest centroid for every row (faiss' fused search when installed)."""
+    faiss = _faiss()
+    if faiss is not None:
+        _, idx = faiss.knn(x, centroids, 1)
+        return idx[:, 0].astype(np.int64)
     out = np.empty(len(x), dtype=np.int64)
     for s in range(0, len(x), batch):
         out[s : s + batch] = sq_distances(x[s : s + batch], centroids).argmin(1)
@@ -128,15 +132,18 @@ def _residual_levels(
     errors: list[float] = []
     last_input = residual
     for level in tqdm(range(levels), desc=desc, unit="level", leave=False):
-        last_input = residual.copy()
         centroids, assign = fit_level(residual, level)
         # Final M-step on all points: each code vector becomes the mean of the residuals it
         # holds. Then every level provably lowers (never raises) the mean squared error.
         centroids = _cluster_means(residual, assign, centroids)
         codes[:, level] = assign
         codebooks.append(centroids)
-        residual -= centroids[assign]
-        errors.append(float((residual * residual).sum(1).mean()))
+        if level == levels - 1:
+            last_input = residual  # keep the last level's input; the residual becomes new
+            residual = residual - centroids[assign]
+        else:
+            residual -= centroids[assign]
+        errors.append(float(np.einsum("ij,ij->", residual, residual, dtype=np.float64)) / len(x))
         logger.debug("%s level %d: mse %.6f", desc, level, errors[-1])
     return QuantizeResult(codes, (codebook_size,) * levels, codebooks, last_input, errors)
 
@@ -147,10 +154,10 @@ def _cluster_means(x: np.ndarray, assign: np.ndarray, fallback: np.ndarray) -> n
 
     k = len(fallback)
     onehot = sp.csr_matrix(
-        (np.ones(len(x), dtype=np.float64), (assign, np.arange(len(x)))), shape=(k, len(x))
+        (np.ones(len(x), dtype=np.float32), (assign, np.arange(len(x)))), shape=(k, len(x))
     )
     counts = np.bincount(assign, minlength=k)
-    sums = onehot @ x.astype(np.float64)
+    sums = onehot @ x  # (k, d), one sparse product
     means = np.where(counts[:, None] > 0, sums / np.maximum(counts, 1)[:, None], fallback)
     return means.astype(np.float32)
 
@@ -202,13 +209,22 @@ def balanced_assign(dist: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return assign
 
 
-def _dist_cluster_major(x: np.ndarray, x_norm: np.ndarray, centroids: np.ndarray) -> np.ndarray:
-    """``(K, N)`` squared distances, cluster-major so each cluster's row is contiguous."""
-    d = centroids @ x.T  # (K, N)
-    d *= -2.0
-    d += x_norm[None, :]
-    d += (centroids * centroids).sum(1)[:, None]
-    return d
+def _augment_points(x: np.ndarray) -> np.ndarray:
+    """``[-2x, 1, |x|^2]`` so one GEMM with :func:`_augment_centroids` gives squared distances."""
+    out = np.empty((len(x), x.shape[1] + 2), dtype=np.float32)
+    np.multiply(x, -2.0, out=out[:, :-2])
+    out[:, -2] = 1.0
+    out[:, -1] = np.einsum("ij,ij->i", x, x)
+    return out
+
+
+def _augment_centroids(c: np.ndarray) -> np.ndarray:
+    """``[c, |c|^2, 1]``; ``aug_c @ aug_x.T`` = ``|x|^2 - 2 x.c + |c|^2``."""
+    out = np.empty((len(c), c.shape[1] + 2), dtype=np.float32)
+    out[:, :-2] = c
+    out[:, -2] = np.einsum("ij,ij->i", c, c)
+    out[:, -1] = 1.0
+    return out
 
 
 def balanced_kmeans(
@@ -232,18 +248,19 @@ def balanced_kmeans(
     rng = np.random.default_rng(seed)
     cap = max_points_per_centroid * k
     sample = x if len(x) <= cap else x[np.sort(rng.choice(len(x), cap, replace=False))]
-    sample_norm = (sample * sample).sum(1)
+    sample_aug = _augment_points(sample)  # (n, d + 2)
     centroids = sample[rng.choice(len(sample), k, replace=False)].copy()
     ones = np.ones(len(sample), dtype=np.float32)
     cols = np.arange(len(sample))
     for _ in range(niter):
-        assign = balanced_assign(_dist_cluster_major(sample, sample_norm, centroids), rng)
+        # (k, n) squared distances in one GEMM, cluster-major for balanced_assign
+        assign = balanced_assign(_augment_centroids(centroids) @ sample_aug.T, rng)
         # cluster sums as one sparse (K, n) @ (n, d) product; sizes are never 0
         onehot = sp.csr_matrix((ones, (assign, cols)), shape=(k, len(sample)))
         centroids = (onehot @ sample) / np.bincount(assign, minlength=k)[:, None]
         centroids = centroids.astype(np.float32)
     if sample is not x:
-        assign = balanced_assign(_dist_cluster_major(x, (x * x).sum(1), centroids), rng)
+        assign = balanced_assign(_augment_centroids(centroids) @ _augment_points(x).T, rng)
     return centroids, assign
 
 
