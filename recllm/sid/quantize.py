@@ -131,6 +131,7 @@ def _residual_levels(
     codebooks: list[np.ndarray] = []
     errors: list[float] = []
     last_input = residual
+    chosen = np.empty_like(residual)  # reused buffer: fresh (N, d) temporaries cost page faults
     for level in tqdm(range(levels), desc=desc, unit="level", leave=False):
         centroids, assign = fit_level(residual, level)
         # Final M-step on all points: each code vector becomes the mean of the residuals it
@@ -138,11 +139,12 @@ def _residual_levels(
         centroids = _cluster_means(residual, assign, centroids)
         codes[:, level] = assign
         codebooks.append(centroids)
+        np.take(centroids, assign, axis=0, out=chosen)
         if level == levels - 1:
             last_input = residual  # keep the last level's input; the residual becomes new
-            residual = residual - centroids[assign]
+            residual = np.subtract(residual, chosen, out=chosen)
         else:
-            residual -= centroids[assign]
+            residual -= chosen
         errors.append(float(np.einsum("ij,ij->", residual, residual, dtype=np.float64)) / len(x))
         logger.debug("%s level %d: mse %.6f", desc, level, errors[-1])
     return QuantizeResult(codes, (codebook_size,) * levels, codebooks, last_input, errors)
@@ -183,25 +185,37 @@ def rq_kmeans(
     return _residual_levels(x, levels, codebook_size, fit, "rq-kmeans")
 
 
-def balanced_assign(dist: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Assign ``N`` points to ``K`` clusters of sizes ``N // K`` or ``N // K + 1``.
+def balanced_sizes(n: int, k: int) -> np.ndarray:
+    """Cluster sizes for ``n`` points in ``k`` clusters: ``n // k``, the first ``n % k`` one more."""
+    sizes = np.full(k, n // k, dtype=np.int64)
+    sizes[: n % k] += 1
+    return sizes
+
+
+def balanced_assign(
+    dist: np.ndarray, rng: np.random.Generator, sizes: np.ndarray | None = None
+) -> np.ndarray:
+    """Exact greedy balanced assignment of ``N`` points to ``K`` clusters.
 
     OneRec's greedy: visit the clusters in a random order; each takes its nearest still
     unassigned points up to its size. ``dist`` is ``(K, N)`` (cluster-major, so each cluster's
-    row is contiguous).
+    row is contiguous). Costs ``O(K * N)``; :func:`balanced_assign_candidates` is the fast path.
+
+    Args:
+        dist: ``(K, N)`` squared distances.
+        rng: Orders the clusters.
+        sizes: Capacity per cluster (must sum to ``N``); default :func:`balanced_sizes`.
     """
     k, n = dist.shape
-    sizes = np.full(k, n // k, dtype=np.int64)
-    sizes[: n % k] += 1
+    sizes = balanced_sizes(n, k) if sizes is None else sizes
     assign = np.full(n, -1, dtype=np.int64)
     pool = np.arange(n)  # unassigned points
     for c in rng.permutation(k):
-        size = sizes[c]
+        size = int(sizes[c])
+        if size == 0:
+            continue
         row = dist[c, pool]
-        if size < len(pool):
-            take = np.argpartition(row, size - 1)[:size]
-        else:
-            take = np.arange(len(pool))
+        take = np.argpartition(row, size - 1)[:size] if size < len(pool) else np.arange(len(pool))
         assign[pool[take]] = c
         keep = np.ones(len(pool), dtype=bool)
         keep[take] = False
@@ -209,22 +223,64 @@ def balanced_assign(dist: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return assign
 
 
-def _augment_points(x: np.ndarray) -> np.ndarray:
-    """``[-2x, 1, |x|^2]`` so one GEMM with :func:`_augment_centroids` gives squared distances."""
-    out = np.empty((len(x), x.shape[1] + 2), dtype=np.float32)
-    np.multiply(x, -2.0, out=out[:, :-2])
-    out[:, -2] = 1.0
-    out[:, -1] = np.einsum("ij,ij->i", x, x)
-    return out
+def _nearest_k(x: np.ndarray, centroids: np.ndarray, t: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(distances, indices)``, each ``(N, t)``, of every point's ``t`` nearest centroids,
+    nearest first (faiss' fused search when installed)."""
+    faiss = _faiss()
+    if faiss is not None:
+        d, i = faiss.knn(x, centroids, t)
+        return d, i.astype(np.int64)
+    dist = sq_distances(x, centroids)
+    i = np.argpartition(dist, t - 1, axis=1)[:, :t]
+    d = np.take_along_axis(dist, i, 1)
+    order = np.argsort(d, axis=1, kind="stable")
+    return np.take_along_axis(d, order, 1), np.take_along_axis(i, order, 1)
 
 
-def _augment_centroids(c: np.ndarray) -> np.ndarray:
-    """``[c, |c|^2, 1]``; ``aug_c @ aug_x.T`` = ``|x|^2 - 2 x.c + |c|^2``."""
-    out = np.empty((len(c), c.shape[1] + 2), dtype=np.float32)
-    out[:, :-2] = c
-    out[:, -2] = np.einsum("ij,ij->i", c, c)
-    out[:, -1] = 1.0
-    return out
+def balanced_assign_candidates(
+    x: np.ndarray,
+    centroids: np.ndarray,
+    rng: np.random.Generator,
+    candidates: int = 4,
+    exact_below: int = 4096,
+) -> np.ndarray:
+    """Exactly balanced assignment (sizes ``N // K`` or ``+1``) in rounds over near centroids.
+
+    Round ``r``: every unassigned point proposes to its ``r``-th nearest centroid among those
+    with room; each centroid accepts its nearest proposers up to its remaining capacity. After
+    ``candidates`` rounds the points left over search again among the centroids that still have
+    room, and so on; the last few (fewer than ``exact_below``) go through the exact greedy of
+    :func:`balanced_assign`. The candidate lists come from fused top-k searches, so the cost
+    stays close to a plain k-means assignment step instead of the greedy's ``O(K * N)``
+    selections.
+    """
+    n, k = len(x), len(centroids)
+    remaining = balanced_sizes(n, k)
+    assign = np.full(n, -1, dtype=np.int64)
+    pending = np.arange(n)
+    while pending.size:
+        room = np.flatnonzero(remaining > 0)
+        if pending.size < exact_below or len(room) <= candidates:
+            sub = sq_distances(x[pending], centroids[room]).T  # (clusters with room, leftovers)
+            greedy = balanced_assign(np.ascontiguousarray(sub), rng, remaining[room])
+            assign[pending] = room[greedy]
+            break
+        d_top, i_top = _nearest_k(x[pending], centroids[room], candidates)
+        i_top = room[i_top]  # (pending, candidates) centroid ids, nearest first
+        rows = np.arange(len(pending))
+        for r in range(candidates):
+            c = i_top[rows, r]
+            order = np.lexsort((d_top[rows, r], c))  # by centroid, then distance
+            rows, c = rows[order], c[order]
+            rank = np.arange(len(c)) - np.searchsorted(c, c, side="left")  # rank in centroid
+            ok = rank < remaining[c]
+            assign[pending[rows[ok]]] = c[ok]
+            remaining -= np.bincount(c[ok], minlength=k)
+            rows = np.sort(rows[~ok])
+            if rows.size == 0:
+                break
+        pending = pending[rows]
+    return assign
 
 
 def balanced_kmeans(
@@ -233,35 +289,29 @@ def balanced_kmeans(
     *,
     niter: int = 20,
     seed: int = 0,
+    refine: int = 2,
     max_points_per_centroid: int = 256,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Balanced k-means: Lloyd iterations with :func:`balanced_assign` as the assignment step.
+    """Balanced k-means: every cluster ends with ``N // K`` or ``N // K + 1`` points.
 
-    Centroids are trained on a subsample of ``max_points_per_centroid * k`` points (as faiss
-    does for plain k-means); the final balanced assignment covers all points.
+    Plain k-means (:func:`kmeans`, ``niter`` iterations) places the centroids; ``refine``
+    balanced Lloyd iterations on the same training subsample then move them to where balanced
+    clusters want them, and a last balanced assignment covers all points. Every balanced
+    assignment is exact (:func:`balanced_assign_candidates`).
 
     Returns:
         ``(centroids (k, d), assignment (N,))`` with cluster sizes differing by at most 1.
     """
-    import scipy.sparse as sp
-
     rng = np.random.default_rng(seed)
     cap = max_points_per_centroid * k
     sample = x if len(x) <= cap else x[np.sort(rng.choice(len(x), cap, replace=False))]
-    sample_aug = _augment_points(sample)  # (n, d + 2)
-    centroids = sample[rng.choice(len(sample), k, replace=False)].copy()
-    ones = np.ones(len(sample), dtype=np.float32)
-    cols = np.arange(len(sample))
-    for _ in range(niter):
-        # (k, n) squared distances in one GEMM, cluster-major for balanced_assign
-        assign = balanced_assign(_augment_centroids(centroids) @ sample_aug.T, rng)
-        # cluster sums as one sparse (K, n) @ (n, d) product; sizes are never 0
-        onehot = sp.csr_matrix((ones, (assign, cols)), shape=(k, len(sample)))
-        centroids = (onehot @ sample) / np.bincount(assign, minlength=k)[:, None]
-        centroids = centroids.astype(np.float32)
-    if sample is not x:
-        assign = balanced_assign(_augment_centroids(centroids) @ _augment_points(x).T, rng)
-    return centroids, assign
+    centroids = kmeans(
+        sample, k, niter=niter, seed=seed, max_points_per_centroid=max_points_per_centroid
+    )
+    for _ in range(refine):  # balanced Lloyd iterations
+        assign = balanced_assign_candidates(sample, centroids, rng)
+        centroids = _cluster_means(sample, assign, centroids)  # sizes are never 0
+    return centroids, balanced_assign_candidates(x, centroids, rng)
 
 
 def balanced_rq_kmeans(

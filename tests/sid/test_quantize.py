@@ -9,6 +9,7 @@ import pytest
 
 from recllm.sid.quantize import (
     balanced_assign,
+    balanced_assign_candidates,
     balanced_kmeans,
     balanced_rq_kmeans,
     check_embeddings,
@@ -102,3 +103,15 @@ def test_too_few_items_rejected():
 def test_wrong_rank_rejected():
     with pytest.raises(ValueError, match="expected an \\(items, dim\\) matrix"):
         check_embeddings(np.zeros(5, dtype=np.float32), 2)
+
+
+def test_candidate_assignment_balanced_even_when_all_points_agree():
+    # every point prefers centroid 0: rounds fill it, the rest spill to the others, sizes exact
+    rng = np.random.default_rng(0)
+    x = (rng.normal(size=(1000, 4)) * 0.01).astype(np.float32)
+    centroids = np.array([[0, 0, 0, 0], [5, 0, 0, 0], [0, 5, 0, 0], [0, 0, 9, 0]], np.float32)
+    assign = balanced_assign_candidates(x, centroids, rng, candidates=2, exact_below=10)
+    assert np.bincount(assign, minlength=4).tolist() == [250, 250, 250, 250]
+    # the 250 points nearest to centroid 0 are the ones it kept
+    d0 = (x**2).sum(1)
+    assert set(np.flatnonzero(assign == 0)) == set(np.argsort(d0, kind="stable")[:250])
