@@ -4,7 +4,8 @@ with the published SID files shipped beside the data.
     python scripts/sid_real_check.py --shared ../shared/data --out outputs/sid_real_check
 
 Prints a Markdown table (items, unique codes before collision handling, collisions, largest
-group, per-level utilization, seconds) with the published rows first; writes each artifact and
+group, per-level utilization, seconds of the build: embeddings, served from the content-hash
+cache after the first run, plus quantization) with the published rows first; writes each artifact and
 ``table.md`` under ``--out``. The last line is one JSON object of the figures.
 """
 
@@ -48,8 +49,14 @@ METHODS = [
     ("rq-kmeans", SIDConfig(method="rq-kmeans")),
     ("rq-kmeans + collab 0.3", SIDConfig(method="rq-kmeans", collab_weight=0.3)),
     ("balanced", SIDConfig(method="balanced")),
+    ("balanced + collab 0.3", SIDConfig(method="balanced", collab_weight=0.3)),
     ("rq-vae", SIDConfig(method="rq-vae")),
     ("rq-vae + contrastive (PLUM)", SIDConfig(method="rq-vae", contrastive_weight=0.1)),
+    ("rq-vae + collab 0.3", SIDConfig(method="rq-vae", collab_weight=0.3)),
+    (
+        "rq-kmeans 4 levels + collab 0.3",
+        SIDConfig(method="rq-kmeans", collab_weight=0.3, levels=4),
+    ),
 ]
 
 
@@ -96,7 +103,8 @@ def main() -> None:
             build = build_sid_map(ds, cfg, DataConfig())
             seconds = time.perf_counter() - t
             write_sid_artifact(build, out / key / name.replace(" ", "_"), overwrite=True)
-            lines.append(row(f"recllm {name} (3 x 256, {cfg.embedding})", build.metrics, seconds))
+            label = f"recllm {name} ({cfg.levels} x {cfg.codebook_size}, {cfg.embedding})"
+            lines.append(row(label, build.metrics, seconds))
             figures[f"{key}/{name}"] = {
                 "unique": build.metrics["unique_codes_before"],
                 "collisions": build.metrics["collisions_before"],
