@@ -1,0 +1,213 @@
+"""Turn a split, its catalog and a SID map into conversational training and evaluation data.
+
+Every example is a TRL conversational prompt/completion pair::
+
+    {"prompt": [{"role": "user", "content": ...}],
+     "completion": [{"role": "assistant", "content": ...}], "task": "rec"}
+
+so SFT computes the loss on the completion only, with any chat template. Texts come from the
+Jinja templates in ``prompts/`` (``{% block user %}`` and ``{% block assistant %}`` of
+``<task>.jinja``). Training texts use ``Split.train`` only; valid/test examples become
+recommendation prompts with their target item for evaluation.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import jinja2
+
+from recllm.data.splits import Example, Split
+from recllm.data.types import Catalog
+from recllm.tasks.config import TASKS, TaskConfig
+
+if TYPE_CHECKING:
+    import datasets
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ItemView:
+    """What a template may show of an item."""
+
+    id: str
+    sid: str
+    title: str
+    text: str
+
+
+class TaskRenderer:
+    """Renders the user and assistant turns of a task from ``<prompts_dir>/<task>.jinja``.
+
+    Templates fail loudly on undefined variables (``StrictUndefined``) instead of rendering
+    empty strings into training data.
+    """
+
+    def __init__(self, prompts_dir: str | Path) -> None:
+        self.prompts_dir = Path(prompts_dir)
+        self.env = jinja2.Environment(
+            loader=jinja2.FileSystemLoader(str(self.prompts_dir)),
+            undefined=jinja2.StrictUndefined,
+            keep_trailing_newline=False,
+            autoescape=False,  # plain text for an LLM, not HTML
+        )
+        self._cache: dict[str, jinja2.Template] = {}
+
+    def template(self, task: str) -> jinja2.Template:
+        if task not in self._cache:
+            try:
+                tpl = self.env.get_template(f"{task}.jinja")
+            except jinja2.TemplateNotFound:
+                raise FileNotFoundError(
+                    f"{self.prompts_dir / (task + '.jinja')}: no template for task {task!r}; "
+                    "Fix: add it or point --prompts_dir at a folder that has it"
+                ) from None
+            missing = {"user", "assistant"} - set(tpl.blocks)
+            if missing:
+                raise ValueError(
+                    f"{self.prompts_dir / (task + '.jinja')}: missing block(s) {sorted(missing)}; "
+                    "Fix: define {% block user %} and {% block assistant %}"
+                )
+            self._cache[task] = tpl
+        return self._cache[task]
+
+    def render(self, task: str, **variables: Any) -> tuple[str, str]:
+        """``(user text, assistant text)`` of one example."""
+        tpl = self.template(task)
+        ctx = tpl.new_context(variables)
+        user = "".join(tpl.blocks["user"](ctx)).strip()
+        assistant = "".join(tpl.blocks["assistant"](ctx)).strip()
+        return user, assistant
+
+    def example(self, task: str, **variables: Any) -> dict[str, Any]:
+        """A conversational prompt/completion row."""
+        user, assistant = self.render(task, **variables)
+        return {
+            "prompt": [{"role": "user", "content": user}],
+            "completion": [{"role": "assistant", "content": assistant}],
+            "task": task,
+        }
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
+class TaskBuilder:
+    """Builds every task's examples for one catalog and SID assignment.
+
+    Args:
+        catalog: Items and their texts.
+        sid_text: Item id -> its SID rendered as text (``recllm.vocab`` renders it).
+        config: Templates, mixture and limits.
+    """
+
+    def __init__(
+        self, catalog: Catalog, sid_text: Callable[[str], str], config: TaskConfig | None = None
+    ) -> None:
+        self.catalog = catalog
+        self.config = config or TaskConfig()
+        self.renderer = TaskRenderer(self.config.prompts_dir)
+        self._sid_text = sid_text
+        self._views: dict[str, ItemView] = {}
+
+    def item(self, item_id: str) -> ItemView:
+        view = self._views.get(item_id)
+        if view is None:
+            cfg = self.config
+            view = ItemView(
+                id=item_id,
+                sid=self._sid_text(item_id),
+                title=_cut(self.catalog.title(item_id), cfg.max_title_chars),
+                text=_cut(
+                    self.catalog.text(item_id) or self.catalog.title(item_id), cfg.max_text_chars
+                ),
+            )
+            self._views[item_id] = view
+        return view
+
+    # ------------------------------------------------------------------ per task
+
+    def rec(self, examples: Iterable[Example]) -> Iterator[dict[str, Any]]:
+        """History -> next item's SID."""
+        for ex in examples:
+            row = self.renderer.example(
+                "rec",
+                history=[self.item(i) for i in ex.history],
+                target=self.item(ex.target),
+                with_titles=self.config.rec_history_titles,
+            )
+            row["user_id"], row["target"] = ex.user_id, ex.target
+            yield row
+
+    def behaviour(self, split: Split) -> Iterator[dict[str, Any]]:
+        """Training histories cut into windows of ``behaviour_max_items``; each window's first
+        half is the prompt, the rest its continuation (SIDs interleaved with titles)."""
+        w = self.config.behaviour_max_items
+        for user, seq in split.train.sequences.items():
+            for start in range(0, max(1, len(seq) - 1), w):
+                window = seq[start : start + w]
+                if len(window) < 2:
+                    continue
+                half = len(window) // 2
+                row = self.renderer.example(
+                    "behaviour",
+                    head=[self.item(i) for i in window[:half]],
+                    tail=[self.item(i) for i in window[half:]],
+                )
+                row["user_id"], row["target"] = user, window[half]
+                yield row
+
+    def catalog_task(self, task: str) -> Iterator[dict[str, Any]]:
+        """One example per catalog item for the catalog alignment tasks."""
+        for item_id in self.catalog.ids:
+            row = self.renderer.example(task, item=self.item(item_id))
+            row["user_id"], row["target"] = "", item_id
+            yield row
+
+    # ------------------------------------------------------------------ datasets
+
+    def natural(self, task: str, split: Split) -> list[dict[str, Any]]:
+        """All examples of ``task`` (training data only)."""
+        if task == "rec":
+            return list(self.rec(split.train_examples()))
+        if task == "behaviour":
+            return list(self.behaviour(split))
+        return list(self.catalog_task(task))
+
+    def train_rows(self, split: Split) -> list[dict[str, Any]]:
+        """The training mixture, shuffled with the configured seed."""
+        rng = random.Random(self.config.seed)
+        rows: list[dict[str, Any]] = []
+        counts: dict[str, int] = {}
+        for task in TASKS:
+            weight = self.config.mixture.get(task, 0.0)
+            if weight <= 0:
+                continue
+            base = self.natural(task, split)
+            whole, frac = int(weight), weight - int(weight)
+            chosen = base * whole + rng.sample(base, round(frac * len(base)))
+            counts[task] = len(chosen)
+            rows.extend(chosen)
+        rng.shuffle(rows)
+        logger.info("training mixture: %s (%d examples)", counts, len(rows))
+        return rows
+
+    def build(self, split: Split) -> datasets.DatasetDict:
+        """``train`` (the mixture) and ``valid`` / ``test`` (recommendation prompts with their
+        ``target`` item id)."""
+        import datasets
+
+        return datasets.DatasetDict(
+            {
+                "train": datasets.Dataset.from_list(self.train_rows(split)),
+                "valid": datasets.Dataset.from_list(list(self.rec(split.valid))),
+                "test": datasets.Dataset.from_list(list(self.rec(split.test))),
+            }
+        )

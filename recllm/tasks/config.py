@@ -1,0 +1,65 @@
+"""TaskConfig: which training texts are built, from which templates, in what mixture."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+#: The repository's prompts/ folder (recipes run from a clone; YAML may point elsewhere).
+DEFAULT_PROMPTS_DIR = str(Path(__file__).resolve().parents[2] / "prompts")
+
+TASKS = ("behaviour", "catalog_sid_to_title", "catalog_title_to_sid", "catalog_sid_to_text", "rec")
+
+
+def _default_mixture() -> dict[str, float]:
+    return {
+        "behaviour": 1.0,
+        "catalog_sid_to_title": 1.0,
+        "catalog_title_to_sid": 1.0,
+        "catalog_sid_to_text": 0.0,
+        "rec": 1.0,
+    }
+
+
+@dataclass
+class TaskConfig:
+    """Training texts for alignment and recommendation SFT."""
+
+    mixture: dict[str, float] = field(
+        default_factory=_default_mixture,
+        metadata={
+            "help": "Per task, a multiplier on its natural number of examples: 1.0 = every "
+            "example once, 0.5 = a seeded random half, 2.0 = every example twice, 0 = off. "
+            f"Tasks: {TASKS}."
+        },
+    )
+    prompts_dir: str = field(
+        default=DEFAULT_PROMPTS_DIR,
+        metadata={"help": "Folder of the Jinja templates, one <task>.jinja per task."},
+    )
+    rec_history_titles: bool = field(
+        default=False,
+        metadata={
+            "help": "Show titles next to the SIDs in recommendation histories (longer prompts)."
+        },
+    )
+    behaviour_max_items: int = field(
+        default=20,
+        metadata={"help": "Items per behaviour text (a window of a training history)."},
+    )
+    max_title_chars: int = field(
+        default=120, metadata={"help": "Titles are cut to this many characters."}
+    )
+    max_text_chars: int = field(
+        default=400, metadata={"help": "Item texts (catalog_sid_to_text) are cut to this length."}
+    )
+    seed: int = field(default=0, metadata={"help": "Seed for mixture sampling and shuffling."})
+
+    def __post_init__(self) -> None:
+        unknown = set(self.mixture) - set(TASKS)
+        if unknown:
+            raise ValueError(f"mixture has unknown task(s) {sorted(unknown)}; known: {TASKS}")
+        if any(w < 0 for w in self.mixture.values()):
+            raise ValueError("mixture weights must be >= 0")
+        if self.behaviour_max_items < 2:
+            raise ValueError("behaviour_max_items must be >= 2 (a beginning and a continuation)")
