@@ -145,7 +145,7 @@ def _sid_config(args: argparse.Namespace):
         method=args.method,
         levels=args.levels,
         codebook_size=args.codebook_size,
-        seed=args.seed,
+        sid_seed=args.seed,
         niter=args.niter,
         collisions=args.collisions,
         embedding=args.embedding,
@@ -164,7 +164,7 @@ def _add_sid_args(p: argparse.ArgumentParser) -> None:
     _flag(p, "method", choices=METHODS, default=d.method, help="quantizer")
     _flag(p, "levels", type=int, default=d.levels, help="code levels (tokens per SID)")
     _flag(p, "codebook_size", type=int, default=d.codebook_size, help="codes per level")
-    _flag(p, "seed", type=int, default=d.seed, help="random seed")
+    _flag(p, "seed", type=int, default=d.sid_seed, help="random seed")
     _flag(p, "niter", type=int, default=d.niter, help="k-means iterations per level")
     _flag(p, "collisions", choices=COLLISIONS, default=d.collisions, help="collision handling")
     _flag(p, "embedding", choices=EMBEDDINGS, default=d.embedding, help="text embedding source")

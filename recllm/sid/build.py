@@ -44,13 +44,15 @@ class SIDBuild:
 def quantize(x: np.ndarray, cfg: SIDConfig, pairs: np.ndarray | None = None) -> QuantizeResult:
     """Run the configured quantizer on ``(N, d)`` embeddings."""
     if cfg.method == "rq-kmeans":
-        return rq_kmeans(x, cfg.levels, cfg.codebook_size, seed=cfg.seed, niter=cfg.niter)
+        return rq_kmeans(x, cfg.levels, cfg.codebook_size, seed=cfg.sid_seed, niter=cfg.niter)
     if cfg.method == "balanced":
-        return balanced_rq_kmeans(x, cfg.levels, cfg.codebook_size, seed=cfg.seed, niter=cfg.niter)
+        return balanced_rq_kmeans(
+            x, cfg.levels, cfg.codebook_size, seed=cfg.sid_seed, niter=cfg.niter
+        )
     from recllm.sid.rq_vae import RQVAEConfig, rq_vae
 
     vae_cfg = RQVAEConfig(contrastive_weight=cfg.contrastive_weight)
-    return rq_vae(x, cfg.levels, cfg.codebook_size, seed=cfg.seed, config=vae_cfg, pairs=pairs)
+    return rq_vae(x, cfg.levels, cfg.codebook_size, seed=cfg.sid_seed, config=vae_cfg, pairs=pairs)
 
 
 def build_sid_map(

@@ -21,7 +21,9 @@ class SIDConfig:
     codebook_size: int = field(
         default=256, metadata={"help": "Codes per level K (new vocabulary rows = L * K)."}
     )
-    seed: int = field(default=0, metadata={"help": "Seed for every random step."})
+    sid_seed: int = field(
+        default=0, metadata={"help": "Seed for every random step of the SID build."}
+    )
     niter: int = field(
         default=20, metadata={"help": "k-means iterations per level (rq-kmeans, balanced)."}
     )
@@ -45,14 +47,14 @@ class SIDConfig:
         metadata={"help": "Model directory (lm) or sentence-transformers name/path (st)."},
     )
     text_dim: int = field(default=128, metadata={"help": "TF-IDF SVD components (tfidf only)."})
-    text_fields: list[str] | None = field(
+    sid_text_fields: list[str] | None = field(
         default=None,
         metadata={"help": "Item text fields to embed, in order. Default: all of the catalog's."},
     )
-    max_length: int = field(
+    text_max_length: int = field(
         default=128, metadata={"help": "Token limit per item text (lm, st). Longer = slower."}
     )
-    batch_size: int = field(
+    embed_batch_size: int = field(
         default=32, metadata={"help": "Items per forward pass (lm, st). Higher = more memory."}
     )
     collab_weight: float = field(

@@ -142,10 +142,10 @@ def embedding_key(catalog: Catalog, split: Split, cfg: SIDConfig) -> str:
     relevant = {
         k: v
         for k, v in asdict(cfg).items()
-        if k.startswith(("embedding", "text_", "max_length", "collab_", "seed"))
+        if k.startswith(("embedding", "text_", "collab_", "sid_seed", "sid_text_fields"))
     }
     h.update(json.dumps(relevant, sort_keys=True).encode())
-    for item, text in zip(catalog.ids, item_texts(catalog, cfg.text_fields), strict=True):
+    for item, text in zip(catalog.ids, item_texts(catalog, cfg.sid_text_fields), strict=True):
         h.update(f"{item}\x1f{text}\x1e".encode())
     if cfg.collab_weight > 0:
         for user, seq in split.train.sequences.items():
@@ -171,7 +171,7 @@ def item_embeddings(
     desc: dict[str, object] = {
         "embedding": cfg.embedding,
         "text_model": cfg.text_model,
-        "text_fields": cfg.text_fields or list(catalog.text_fields),
+        "text_fields": cfg.sid_text_fields or list(catalog.text_fields),
         "collab_weight": cfg.collab_weight,
         "key": key,
     }
@@ -181,22 +181,22 @@ def item_embeddings(
             logger.info("embeddings from cache %s", path)
             desc["dim"] = int(x.shape[1])
             return x, desc
-    texts = item_texts(catalog, cfg.text_fields)
+    texts = item_texts(catalog, cfg.sid_text_fields)
     if cfg.embedding == "tfidf":
-        text = tfidf_embeddings(texts, cfg.text_dim, cfg.seed)
+        text = tfidf_embeddings(texts, cfg.text_dim, cfg.sid_seed)
     elif cfg.embedding == "lm":
         assert cfg.text_model is not None
         text = lm_embeddings(
-            texts, cfg.text_model, batch_size=cfg.batch_size, max_length=cfg.max_length
+            texts, cfg.text_model, batch_size=cfg.embed_batch_size, max_length=cfg.text_max_length
         )
     else:
         assert cfg.text_model is not None
         text = st_embeddings(
-            texts, cfg.text_model, batch_size=cfg.batch_size, max_length=cfg.max_length
+            texts, cfg.text_model, batch_size=cfg.embed_batch_size, max_length=cfg.text_max_length
         )
     if cfg.collab_weight > 0:
         collab = collaborative_embeddings(
-            split.train, catalog.ids, cfg.collab_dim, window=cfg.collab_window, seed=cfg.seed
+            split.train, catalog.ids, cfg.collab_dim, window=cfg.collab_window, seed=cfg.sid_seed
         )
         x = fuse(text, collab, cfg.collab_weight)
     else:

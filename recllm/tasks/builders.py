@@ -183,7 +183,7 @@ class TaskBuilder:
 
     def train_rows(self, split: Split) -> list[dict[str, Any]]:
         """The training mixture, shuffled with the configured seed."""
-        rng = random.Random(self.config.seed)
+        rng = random.Random(self.config.task_seed)
         rows: list[dict[str, Any]] = []
         counts: dict[str, int] = {}
         for task in TASKS:

@@ -53,7 +53,7 @@ class TaskConfig:
     max_text_chars: int = field(
         default=400, metadata={"help": "Item texts (catalog_sid_to_text) are cut to this length."}
     )
-    seed: int = field(default=0, metadata={"help": "Seed for mixture sampling and shuffling."})
+    task_seed: int = field(default=0, metadata={"help": "Seed for mixture sampling and shuffling."})
 
     def __post_init__(self) -> None:
         unknown = set(self.mixture) - set(TASKS)

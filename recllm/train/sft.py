@@ -1,0 +1,71 @@
+"""Stage glue over TRL's SFTTrainer: the embedding-only warm-up and supervised fine-tuning.
+
+A stage is one ``SFTTrainer`` run on conversational prompt/completion data (loss on the
+completion only). The warm-up stage trains only the new SID rows (:mod:`recllm.train.rows`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+from recllm.train.rows import train_rows_only
+
+if TYPE_CHECKING:
+    import datasets
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+    from trl import SFTConfig, SFTTrainer
+
+logger = logging.getLogger(__name__)
+
+
+def train_stage(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    train_dataset: datasets.Dataset,
+    args: SFTConfig,
+    *,
+    eval_dataset: datasets.Dataset | None = None,
+    peft_config=None,
+) -> SFTTrainer:
+    """Run one SFT stage and return its trainer (``trainer.state.log_history`` has the losses)."""
+    from trl import SFTTrainer
+
+    trainer = SFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
+        processing_class=tokenizer,
+        peft_config=peft_config,
+    )
+    trainer.train()
+    return trainer
+
+
+def embedding_warmup(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    train_dataset: datasets.Dataset,
+    args: SFTConfig,
+    sid_token_ids: Iterable[int],
+) -> SFTTrainer:
+    """Train only the SID rows of the embedding matrices; every other weight stays bit-identical.
+
+    Weight decay is forced to 0 for this stage (decay would shrink the frozen rows too), and the
+    parameters are unfrozen again afterwards, ready for the next stage.
+    """
+    handles = train_rows_only(model, sid_token_ids)
+    if args.weight_decay:
+        logger.info(
+            "embedding warm-up: weight_decay %s -> 0 (it would move frozen rows)", args.weight_decay
+        )
+    try:
+        trainer = train_stage(model, tokenizer, train_dataset, replace(args, weight_decay=0.0))
+    finally:
+        handles.remove()
+        for p in model.parameters():
+            p.requires_grad_(True)
+    return trainer

@@ -1,0 +1,240 @@
+"""A model directory that carries its SID map, and a loader that refuses mismatched parts.
+
+:func:`save_model_with_sids` writes, atomically (a temporary sibling directory renamed into
+place)::
+
+    out_dir/
+      config.json, model.safetensors, generation_config.json   # the model
+      tokenizer.json, tokenizer_config.json, ...                # the extended tokenizer
+      sid_map.json                                              # recllm.sid.SIDMap
+      recllm_vocab.json                                         # how the three fit together
+
+``recllm_vocab.json`` records the SID map's content hash, the token format, the id range of the
+SID tokens, the levels and codebook sizes and the library versions. :func:`load_model_with_sids`
+re-checks all of it, because a model decoded with another map's SIDs still produces valid-looking
+item ids: the error would otherwise only show up as bad metrics.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from recllm.io import atomic_dir, write_json_atomic
+from recllm.provenance import library_versions
+from recllm.sid.sidmap import FILENAME as SID_MAP_FILENAME
+from recllm.sid.sidmap import SIDMap
+from recllm.vocab.extend import CONFIG_HASH_ATTR, check_vocab
+from recllm.vocab.format import SID_FORMAT, SIDFormat, SIDTokenIds, VocabMismatchError
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+__all__ = [
+    "VOCAB_FILENAME",
+    "VOCAB_FORMAT",
+    "load_model_with_sids",
+    "read_vocab_record",
+    "save_model_with_sids",
+]
+
+logger = logging.getLogger(__name__)
+
+VOCAB_FILENAME = "recllm_vocab.json"
+VOCAB_FORMAT = "recllm.vocab/1"
+
+
+def save_model_with_sids(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    sid_map: SIDMap,
+    out_dir: str | os.PathLike[str],
+    *,
+    fmt: SIDFormat = SID_FORMAT,
+    overwrite: bool = False,
+) -> Path:
+    """Save model, tokenizer, SID map and ``recllm_vocab.json`` into one directory, atomically.
+
+    Args:
+        model: A plain transformers model (merge PEFT adapters first: an adapter directory does
+            not hold the resized embedding).
+        tokenizer: The tokenizer extended for ``sid_map``.
+        sid_map: The SID map the model was extended and trained for.
+        out_dir: Target directory.
+        fmt: The token format.
+        overwrite: Replace an existing non-empty ``out_dir``.
+
+    Returns:
+        ``out_dir`` as a Path.
+
+    Raises:
+        VocabMismatchError: Model, tokenizer and SID map do not belong together.
+        TypeError: ``model`` is a PEFT model.
+        FileExistsError: ``out_dir`` exists, is not empty and ``overwrite`` is False.
+    """
+    if hasattr(model, "peft_config"):
+        raise TypeError(
+            "save_model_with_sids needs a plain transformers model; Fix: "
+            "model = model.merge_and_unload() (save the adapter separately first if you need it)"
+        )
+    ids = check_vocab(tokenizer, sid_map, fmt)
+    stamp = getattr(model.config, CONFIG_HASH_ATTR, None)
+    if stamp is not None and stamp != sid_map.content_hash:
+        raise VocabMismatchError(
+            f"the model's SID rows were made for SID map {stamp}, not {sid_map.content_hash}; "
+            "Fix: save it with the SID map it was extended and trained with"
+        )
+    _check_rows(model, ids, "the model")
+    setattr(model.config, CONFIG_HASH_ATTR, sid_map.content_hash)
+    versions = library_versions()
+    record = {
+        "format": VOCAB_FORMAT,
+        "sid_map_hash": sid_map.content_hash,
+        "token_format": {
+            "begin": fmt.begin,
+            "end": fmt.end,
+            "code_token": "<{letter}_{code}>, letter a = level 0",
+            "order": "begin, end, then level by level, code by code (contiguous ids)",
+        },
+        "levels": sid_map.levels,
+        "codebook_sizes": list(sid_map.codebook_sizes),
+        "num_sid_tokens": ids.num_tokens,
+        "first_sid_token_id": ids.first_id,
+        "last_sid_token_id": ids.last_id,
+        "tokenizer_len": len(tokenizer),
+        "embedding_rows": model.get_input_embeddings().weight.shape[0],
+        "versions": {k: versions[k] for k in ("recllm", "transformers", "torch") if k in versions},
+    }
+    with atomic_dir(out_dir, overwrite=overwrite) as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        sid_map.save(tmp)
+        write_json_atomic(tmp / VOCAB_FILENAME, record)
+    logger.info(
+        "Saved model with SID map %s (%d SID tokens, ids %d..%d) to %s",
+        sid_map.content_hash[:12],
+        ids.num_tokens,
+        ids.first_id,
+        ids.last_id,
+        out_dir,
+    )
+    return Path(out_dir)
+
+
+def read_vocab_record(directory: str | os.PathLike[str]) -> dict[str, Any]:
+    """The parsed ``recllm_vocab.json`` of a directory written by :func:`save_model_with_sids`.
+
+    Raises:
+        VocabMismatchError: The file is missing or has another format.
+    """
+    path = Path(directory) / VOCAB_FILENAME
+    if not path.is_file():
+        raise VocabMismatchError(
+            f"{path} not found: {directory} was not saved by recllm.vocab.save_model_with_sids, "
+            "so nothing ties its tokenizer to a SID map. Fix: extend the base model with "
+            "recllm.vocab.extend_vocab and save it with save_model_with_sids"
+        )
+    record = json.loads(path.read_text(encoding="utf-8"))
+    found = record.get("format") if isinstance(record, dict) else None
+    if found != VOCAB_FORMAT:
+        raise VocabMismatchError(
+            f"{path}: not a {VOCAB_FORMAT} record (format {found!r}); Fix: re-save the model "
+            "with this recllm version's save_model_with_sids"
+        )
+    return record
+
+
+def load_model_with_sids(
+    directory: str | os.PathLike[str],
+    *,
+    sid_map: SIDMap | None = None,
+    **from_pretrained_kwargs: Any,
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, SIDMap]:
+    """Load a directory written by :func:`save_model_with_sids` and check its parts match.
+
+    Cheap checks run before the model weights are read: the stored SID map's hash equals the
+    recorded one, an explicit ``sid_map`` has that hash too, and the tokenizer holds exactly the
+    SID tokens at the recorded ids. Then the model's embedding (and LM head) must cover them.
+
+    Args:
+        directory: The saved directory.
+        sid_map: The SID map the caller intends to use (e.g. the one evaluation reads); refused
+            when it differs from the saved one. None uses the saved map.
+        **from_pretrained_kwargs: Passed to ``AutoModelForCausalLM.from_pretrained``
+            (``dtype=``, ``device_map=``, ...).
+
+    Returns:
+        ``(model, tokenizer, sid_map)``.
+
+    Raises:
+        VocabMismatchError: Any part does not match; the message names both sides and the fix.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    directory = Path(directory)
+    record = read_vocab_record(directory)
+    recorded = record["sid_map_hash"]
+    stored = SIDMap.load(directory / SID_MAP_FILENAME)
+    if stored.content_hash != recorded:
+        raise VocabMismatchError(
+            f"{directory}: {SID_MAP_FILENAME} has content hash {stored.content_hash} but "
+            f"{VOCAB_FILENAME} records {recorded}: the SID map file was replaced after saving. "
+            "Fix: restore the SID map the model was saved with"
+        )
+    if sid_map is not None and sid_map.content_hash != recorded:
+        raise VocabMismatchError(
+            f"SID map mismatch: the model in {directory} was trained with SID map {recorded}, "
+            f"but the SID map passed in has content hash {sid_map.content_hash}. Decoding would "
+            f"map generated SIDs to the wrong items. Fix: use the saved map "
+            f"(SIDMap.load('{directory / SID_MAP_FILENAME}')) or pass sid_map=None, or re-run "
+            "vocabulary extension and training with your map"
+        )
+    fmt = SIDFormat(record["token_format"]["begin"], record["token_format"]["end"])
+    tokenizer = AutoTokenizer.from_pretrained(directory)
+    ids = check_vocab(tokenizer, stored, fmt)
+    if (ids.first_id, ids.last_id) != (
+        record["first_sid_token_id"],
+        record["last_sid_token_id"],
+    ):
+        raise VocabMismatchError(
+            f"{directory}: the tokenizer has SID tokens at ids {ids.first_id}..{ids.last_id}, "
+            f"but {VOCAB_FILENAME} records {record['first_sid_token_id']}.."
+            f"{record['last_sid_token_id']}; Fix: restore the tokenizer files saved with the model"
+        )
+
+    model = AutoModelForCausalLM.from_pretrained(directory, **from_pretrained_kwargs)
+    stamp = getattr(model.config, CONFIG_HASH_ATTR, None)
+    if stamp is not None and stamp != recorded:
+        raise VocabMismatchError(
+            f"{directory}: config.json says the SID rows were made for SID map {stamp}, "
+            f"{VOCAB_FILENAME} says {recorded}; Fix: restore the files saved together"
+        )
+    _check_rows(model, ids, str(directory))
+    logger.info(
+        "Loaded model with SID map %s (%d items, %d SID tokens, ids %d..%d) from %s",
+        recorded[:12],
+        len(stored),
+        ids.num_tokens,
+        ids.first_id,
+        ids.last_id,
+        directory,
+    )
+    return model, tokenizer, sid_map if sid_map is not None else stored
+
+
+def _check_rows(model: PreTrainedModel, ids: SIDTokenIds, where: str) -> None:
+    """The input embedding and the LM head must have a row for every SID token."""
+    matrices = {"input embedding": model.get_input_embeddings().weight}
+    out = model.get_output_embeddings()
+    if out is not None:
+        matrices["LM head"] = out.weight
+    for name, weight in matrices.items():
+        if weight.shape[0] <= ids.last_id:
+            raise VocabMismatchError(
+                f"{where}: the {name} has {weight.shape[0]} rows but SID token ids go up to "
+                f"{ids.last_id}; Fix: extend the model with recllm.vocab.extend_vocab (or load "
+                "the model saved with this tokenizer)"
+            )
