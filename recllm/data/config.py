@@ -56,6 +56,13 @@ class DataConfig:
             "leave-one-out needs 3 (train, valid target, test target)."
         },
     )
+    max_users: int | None = field(
+        default=None,
+        metadata={
+            "help": "Keep only the first N users (file order) before cleaning: a smaller, "
+            "deterministic subset for quick CPU runs; null keeps everyone."
+        },
+    )
     drop_unused_items: bool = field(
         default=True,
         metadata={"help": "Drop catalog items that occur in no history (counted in the log)."},
@@ -98,6 +105,8 @@ class DataConfig:
                 "--split loo needs --min_interactions >= 3 (one training item, a validation "
                 "target and a test target per user)"
             )
+        if self.max_users is not None and self.max_users < 1:
+            raise ValueError("--max_users must be >= 1, or null for every user")
         if self.max_history is not None and self.max_history < 1:
             raise ValueError("--max_history must be >= 1, or null for the full history")
         if not (0 < self.valid_ratio < 1 and 0 < self.test_ratio < 1):

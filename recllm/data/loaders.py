@@ -214,6 +214,11 @@ def load_rec_dataset(
 
 def _clean(ds: RecDataset, cfg: DataConfig) -> RecDataset:
     inter = ds.interactions
+    if cfg.max_users is not None and cfg.max_users < inter.num_users:
+        logger.info(
+            "keeping the first %d of %d users (--max_users)", cfg.max_users, inter.num_users
+        )
+        inter = inter.subset(list(inter.sequences)[: cfg.max_users])
     short = [u for u, s in inter.sequences.items() if len(s) < cfg.min_interactions]
     if short:
         logger.warning(

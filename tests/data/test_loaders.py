@@ -214,3 +214,9 @@ def test_shared_dataset_counts(rel, shared_data):
         interactions,
     )
     assert ds.dropped == {"users_short": 0, "items_unused": 0}
+
+
+def test_max_users_subset(tmp_path):
+    ds = load_rec_dataset(recbole_dir(tmp_path), DataConfig(max_users=1))
+    assert list(ds.interactions.sequences) == ["u1"]
+    assert ds.catalog.ids == ["i1", "i2", "i3"]

@@ -1,0 +1,146 @@
+"""PLUM-style SFT: SID vocabulary -> embedding-only warm-up -> alignment + recommendation SFT.
+
+    accelerate launch recipes/plum_sft.py --config recipes/plum_sft.yaml
+    accelerate launch --config_file recipes/accelerate/ddp.yaml recipes/plum_sft.py \\
+        --config recipes/plum_sft.yaml --model_name_or_path PATH --learning_rate 1e-4
+
+Steps: log the resolved config -> data and split -> SID map (loaded, or built on the fly into
+OUTPUT_DIR/sids) -> extend the tokenizer and embeddings with one token per (level, code) ->
+training texts (behaviour, catalog, recommendation; training split only) -> warm-up that trains
+only the new SID rows -> SFT on the mixture (full fine-tuning, or LoRA with ``--use_peft``) ->
+save a model directory that carries its tokenizer and SID map (OUTPUT_DIR/model).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import torch
+from accelerate import PartialState
+from transformers import AutoModelForCausalLM, AutoTokenizer
+from trl import ModelConfig, SFTConfig, TrlParser, get_peft_config
+
+from recllm.data import DataConfig, load_rec_dataset, split_dataset
+from recllm.io import write_json_atomic
+from recllm.sid.build import build_sid_map, write_sid_artifact
+from recllm.sid.config import SIDConfig
+from recllm.sid.sidmap import SIDMap
+from recllm.tasks import TaskBuilder, TaskConfig
+from recllm.train.sft import embedding_warmup, train_stage
+from recllm.vocab import SID_FORMAT, extend_vocab, save_model_with_sids
+
+logger = logging.getLogger("recllm.recipes.plum_sft")
+
+
+@dataclass
+class PlumArguments:
+    """Recipe-level options (the rest comes from the data, SID, task, SFT and model configs)."""
+
+    sid_map: str | None = field(
+        default=None,
+        metadata={
+            "help": "SID artifact directory to use; default: build one into OUTPUT_DIR/sids."
+        },
+    )
+    vocab_init: str = field(
+        default="item_text",
+        metadata={
+            "help": "New SID rows start at: `mean` of all rows or `item_text` (mean of the "
+            "title tokens of the items carrying each code)."
+        },
+    )
+    warmup_steps_embed: int = field(
+        default=50, metadata={"help": "Steps of the embedding-only warm-up (0 = skip)."}
+    )
+    warmup_learning_rate: float = field(
+        default=1e-3, metadata={"help": "Learning rate of the warm-up (only SID rows move)."}
+    )
+    max_train_examples: int | None = field(
+        default=None,
+        metadata={"help": "Cap on training examples after mixing (seeded); null = all."},
+    )
+
+
+def main(
+    plum: PlumArguments,
+    data_cfg: DataConfig,
+    sid_cfg: SIDConfig,
+    task_cfg: TaskConfig,
+    sft_cfg: SFTConfig,
+    model_cfg: ModelConfig,
+) -> Path:
+    state = PartialState()
+    out = Path(sft_cfg.output_dir)
+    if state.is_main_process:
+        logger.info(
+            "resolved config: %s",
+            {
+                "plum": asdict(plum),
+                "data": asdict(data_cfg),
+                "sid": asdict(sid_cfg),
+                "tasks": asdict(task_cfg),
+                "model": asdict(model_cfg),
+                "sft": {k: v for k, v in sft_cfg.to_dict().items() if not k.startswith("_")},
+            },
+        )
+
+    # data -> split -> SID map (rank 0 builds it; the other ranks read what it wrote)
+    dataset = load_rec_dataset(config=data_cfg)
+    split = split_dataset(dataset, data_cfg)
+    sid_dir = Path(plum.sid_map) if plum.sid_map else out / "sids"
+    with state.main_process_first():
+        if not (sid_dir / "sid_map.json").is_file():
+            write_sid_artifact(build_sid_map(dataset, sid_cfg, data_cfg, split=split), sid_dir)
+        sid_map = SIDMap.load(sid_dir)
+
+    # model + vocabulary extension
+    tokenizer = AutoTokenizer.from_pretrained(model_cfg.model_name_or_path)
+    dtype = getattr(torch, model_cfg.dtype) if model_cfg.dtype not in (None, "auto") else "auto"
+    model = AutoModelForCausalLM.from_pretrained(model_cfg.model_name_or_path, dtype=dtype)
+    ext = extend_vocab(model, tokenizer, sid_map, init=plum.vocab_init, catalog=dataset.catalog)
+
+    # training texts (training split only) and their mixture
+    builder = TaskBuilder(
+        dataset.catalog, lambda item: SID_FORMAT.render(sid_map.code(item)), task_cfg
+    )
+    data = builder.build(split)
+    train = data["train"]
+    log: dict[str, list] = {}
+    if plum.max_train_examples is not None and len(train) > plum.max_train_examples:
+        train = train.shuffle(seed=task_cfg.task_seed).select(range(plum.max_train_examples))
+
+    # stage 1: only the new SID rows train; stage 2: SFT on the mixture
+    if plum.warmup_steps_embed > 0:
+        warm_args = replace(
+            sft_cfg,
+            max_steps=plum.warmup_steps_embed,
+            num_train_epochs=1,
+            learning_rate=plum.warmup_learning_rate,
+            output_dir=str(out / "warmup"),
+            save_strategy="no",
+        )
+        embedding_warmup(model, tokenizer, train, warm_args, ext.ids().tolist())
+    trainer = train_stage(model, tokenizer, train, sft_cfg, peft_config=get_peft_config(model_cfg))
+
+    # save: merged weights + tokenizer + SID map, checked to belong together
+    final = trainer.model
+    if model_cfg.use_peft:
+        final = final.merge_and_unload()
+    model_dir = out / "model"
+    if state.is_main_process:
+        save_model_with_sids(final, tokenizer, sid_map, model_dir, overwrite=True)
+        write_json_atomic(out / "train_log.json", log)  # both stages' loss curves
+        print(f"model with {len(ext.ids())} SID tokens saved to {model_dir}")
+        print(f"load it with recllm.vocab.load_model_with_sids({str(model_dir)!r})")
+    state.wait_for_everyone()
+    return model_dir
+
+
+if __name__ == "__main__":
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    parser = TrlParser((PlumArguments, DataConfig, SIDConfig, TaskConfig, SFTConfig, ModelConfig))
+    main(*parser.parse_args_and_config())
