@@ -118,11 +118,15 @@ def main(
             max_steps=plum.warmup_steps_embed,
             num_train_epochs=1,
             learning_rate=plum.warmup_learning_rate,
+            lr_scheduler_type="constant",
+            warmup_steps=0,
             output_dir=str(out / "warmup"),
             save_strategy="no",
         )
-        embedding_warmup(model, tokenizer, train, warm_args, ext.ids().tolist())
+        warm = embedding_warmup(model, tokenizer, train, warm_args, ext.ids().tolist())
+        log["warmup"] = warm.state.log_history
     trainer = train_stage(model, tokenizer, train, sft_cfg, peft_config=get_peft_config(model_cfg))
+    log["sft"] = trainer.state.log_history
 
     # save: merged weights + tokenizer + SID map, checked to belong together
     final = trainer.model

@@ -1,0 +1,130 @@
+"""recipes/plum_sft.py as users launch it: `accelerate launch`, tiny Qwen3 / Qwen3-MoE, ml-100k."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from recllm.data import load_rec_dataset
+from recllm.data.config import DataConfig
+from recllm.testing import save_tiny_model
+from recllm.vocab import extend_vocab, load_model_with_sids
+
+ROOT = Path(__file__).resolve().parents[2]
+RECIPE = ROOT / "recipes" / "plum_sft.py"
+
+
+def accelerate_launch(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    accelerate = Path(sys.executable).with_name("accelerate")
+    cmd = [str(accelerate), "launch", "--cpu", "--num_processes", "1", str(RECIPE), *args]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    return subprocess.run(cmd, capture_output=True, text=True, cwd=cwd, env=env, timeout=900)
+
+
+@pytest.fixture(scope="module")
+def ml100k_subset(shared_data_or_none, tmp_path_factory) -> str:
+    """ml-100k from ../shared when present, else the toolkit's own fetch (PyPI)."""
+    if shared_data_or_none is not None:
+        return str(shared_data_or_none / "ml-100k")
+    return "ml-100k"
+
+
+@pytest.mark.parametrize("moe", [False, True], ids=["dense", "moe"])
+def test_recipe_trains_and_saves(tmp_path, moe, ml100k_subset):
+    base = save_tiny_model(tmp_path / "base", moe=moe, tie_word_embeddings=False)
+    out = tmp_path / "run"
+    proc = accelerate_launch(
+        "--config",
+        str(ROOT / "recipes" / "plum_sft.yaml"),
+        "--model_name_or_path",
+        str(base),
+        "--data_path",
+        ml100k_subset,
+        "--max_users",
+        "40",
+        "--codebook_size",
+        "16",
+        "--warmup_steps_embed",
+        "5",
+        "--max_steps",
+        "25",
+        "--learning_rate",
+        "3e-3",
+        "--warmup_steps",
+        "0",
+        "--per_device_train_batch_size",
+        "8",
+        "--max_train_examples",
+        "200",
+        "--logging_steps",
+        "1",
+        "--output_dir",
+        str(out),
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert f"saved to {out / 'model'}" in proc.stdout
+    log = json.loads((out / "train_log.json").read_text())
+    losses = [h["loss"] for h in log["sft"] if "loss" in h]
+    assert len(losses) == 25 and all(torch.isfinite(torch.tensor(losses)))
+    assert sum(losses[-5:]) / 5 < sum(losses[:5]) / 5  # it learns
+    assert len([h for h in log["warmup"] if "loss" in h]) == 5
+
+    model, tok, sid_map = load_model_with_sids(out / "model")
+    assert len(sid_map) > 0 and (out / "sids" / "metrics.json").is_file()
+    # SID rows moved away from their initialization
+    fresh = type(model).from_pretrained(base)
+    fresh_tok = type(tok).from_pretrained(base)
+    ds = load_rec_dataset(ml100k_subset, DataConfig(max_users=40))
+    ext = extend_vocab(fresh, fresh_tok, sid_map, init="item_text", catalog=ds.catalog)
+    ids = ext.ids()
+    trained = model.get_input_embeddings().weight[ids]
+    initial = fresh.get_input_embeddings().weight[ids]
+    assert not torch.allclose(trained, initial)
+    assert model.config.model_type == ("qwen3_moe" if moe else "qwen3")
+
+
+def test_every_recipe_yaml_parses():
+    from trl import ModelConfig, SFTConfig, TrlParser
+
+    sys.path.insert(0, str(ROOT / "recipes"))
+    try:
+        import plum_sft
+    finally:
+        sys.path.pop(0)
+    from recllm.sid.config import SIDConfig
+    from recllm.tasks import TaskConfig
+
+    types = (plum_sft.PlumArguments, DataConfig, SIDConfig, TaskConfig, SFTConfig, ModelConfig)
+    for path in sorted((ROOT / "recipes").glob("*.yaml")):
+        parser = TrlParser(types)
+        parsed = parser.parse_args_and_config(["--config", str(path)])
+        keys = set(yaml.safe_load(path.read_text()))
+        assert keys, path
+        _, data, _, _, sft, model = parsed
+        assert model.model_name_or_path and sft.output_dir and data.data_path
+    for path in sorted((ROOT / "recipes" / "accelerate").glob("*.yaml")):
+        cfg = yaml.safe_load(path.read_text())
+        assert cfg["distributed_type"] in {"MULTI_GPU", "FSDP", "DEEPSPEED"}, path
+
+
+def test_unknown_yaml_key_fails(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    shutil.copy(ROOT / "recipes" / "plum_sft.yaml", bad)
+    with open(bad, "a") as f:
+        f.write("learnin_rate: 1.0\n")
+    proc = subprocess.run(
+        [sys.executable, str(RECIPE), "--config", str(bad)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert proc.returncode != 0 and "learnin_rate" in proc.stderr
