@@ -71,6 +71,11 @@ def main(
     sft_cfg: SFTConfig,
     model_cfg: ModelConfig,
 ) -> Path:
+    if not torch.cuda.is_available() and not sft_cfg.use_cpu:
+        # no GPU: train on CPU, as several gloo data-parallel ranks when launched with
+        # `accelerate launch --multi_gpu --num_processes N` (plain --cpu runs one process)
+        sft_cfg = replace(sft_cfg, use_cpu=True)
+    _ = sft_cfg.device  # sets up the distributed state the trainer will use
     state = PartialState()
     out = Path(sft_cfg.output_dir)
     if state.is_main_process:
@@ -107,9 +112,9 @@ def main(
     )
     data = builder.build(split)
     train = data["train"]
-    log: dict[str, list] = {}
     if plum.max_train_examples is not None and len(train) > plum.max_train_examples:
         train = train.shuffle(seed=task_cfg.task_seed).select(range(plum.max_train_examples))
+    log: dict[str, object] = {"world_size": state.num_processes, "train_examples": len(train)}
 
     # stage 1: only the new SID rows train; stage 2: SFT on the mixture
     if plum.warmup_steps_embed > 0:
