@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from accelerate import PartialState
 from transformers import AutoModelForCausalLM, AutoTokenizer
-from trl import ModelConfig, SFTConfig, TrlParser, get_peft_config
+from trl import ModelConfig, SFTConfig, TrlParser
 
 from recllm.data import DataConfig, load_rec_dataset, split_dataset
 from recllm.io import write_json_atomic
@@ -28,6 +28,7 @@ from recllm.sid.build import build_sid_map, write_sid_artifact
 from recllm.sid.config import SIDConfig
 from recllm.sid.sidmap import SIDMap
 from recllm.tasks import TaskBuilder, TaskConfig
+from recllm.train.lora import sid_lora_config
 from recllm.train.sft import embedding_warmup, train_stage
 from recllm.vocab import SID_FORMAT, extend_vocab, save_model_with_sids
 
@@ -130,7 +131,10 @@ def main(
         )
         warm = embedding_warmup(model, tokenizer, train, warm_args, ext.ids().tolist())
         log["warmup"] = warm.state.log_history
-    trainer = train_stage(model, tokenizer, train, sft_cfg, peft_config=get_peft_config(model_cfg))
+    peft_config = (
+        sid_lora_config(model, ext.ids().tolist(), model_cfg) if model_cfg.use_peft else None
+    )
+    trainer = train_stage(model, tokenizer, train, sft_cfg, peft_config=peft_config)
     log["sft"] = trainer.state.log_history
 
     # save: merged weights + tokenizer + SID map, checked to belong together

@@ -128,3 +128,89 @@ def test_unknown_yaml_key_fails(tmp_path):
         cwd=tmp_path,
     )
     assert proc.returncode != 0 and "learnin_rate" in proc.stderr
+
+
+def run_small(base: Path, out: Path, data: str, *extra: str, launch: list[str] | None = None):
+    args = [
+        "--config",
+        str(ROOT / "recipes" / "plum_sft.yaml"),
+        "--model_name_or_path",
+        str(base),
+        "--data_path",
+        data,
+        "--max_users",
+        "30",
+        "--codebook_size",
+        "16",
+        "--warmup_steps_embed",
+        "3",
+        "--max_train_examples",
+        "96",
+        "--per_device_train_batch_size",
+        "4",
+        "--logging_steps",
+        "1",
+        "--warmup_steps",
+        "0",
+        "--output_dir",
+        str(out),
+        *extra,
+    ]
+    accelerate = Path(sys.executable).with_name("accelerate")
+    cmd = [
+        str(accelerate),
+        "launch",
+        *(launch or ["--cpu", "--num_processes", "1"]),
+        str(RECIPE),
+        *args,
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    return subprocess.run(cmd, capture_output=True, text=True, cwd=out.parent, env=env, timeout=900)
+
+
+@pytest.mark.parametrize("tied", [True, False], ids=["tied", "untied"])
+def test_lora_trains_adapters_and_only_sid_rows(tmp_path, tied, ml100k_subset):
+    base = save_tiny_model(tmp_path / "base", tie_word_embeddings=tied)
+    out = tmp_path / "run"
+    proc = run_small(
+        base,
+        out,
+        ml100k_subset,
+        "--use_peft",
+        "--lora_r",
+        "4",
+        "--max_steps",
+        "12",
+        "--learning_rate",
+        "1e-2",
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    log = json.loads((out / "train_log.json").read_text())
+    losses = [h["loss"] for h in log["sft"] if "loss" in h]
+    assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3
+    model, tok, _ = load_model_with_sids(out / "model")
+    ref = type(model).from_pretrained(base)
+    first = tok.convert_tokens_to_ids("<|sid_begin|>")
+    for name in ("model.embed_tokens.weight", "lm_head.weight"):
+        new, old = model.state_dict()[name], ref.state_dict()[name]
+        assert torch.equal(new[:first], old[:first]), name  # pre-existing rows untouched
+    q_new = model.state_dict()["model.layers.0.self_attn.q_proj.weight"]
+    q_old = ref.state_dict()["model.layers.0.self_attn.q_proj.weight"]
+    assert not torch.equal(q_new, q_old)  # the merged LoRA moved the linear layers
+    assert (model.lm_head.weight is model.model.embed_tokens.weight) == tied
+
+
+def test_two_process_data_parallel(tmp_path, ml100k_subset):
+    """Two real gloo ranks (`--multi_gpu` on CPU; `--cpu --num_processes 2` runs one process)."""
+    base = save_tiny_model(tmp_path / "base")
+    out = tmp_path / "run"
+    launch = ["--multi_gpu", "--num_processes", "2", "--main_process_port", "29561"]
+    proc = run_small(base, out, ml100k_subset, "--max_steps", "6", launch=launch)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    log = json.loads((out / "train_log.json").read_text())
+    assert log["world_size"] == 2
+    epochs = [h["epoch"] for h in log["sft"] if "loss" in h]
+    # each step consumes 2 ranks x 4 examples of the 96
+    assert epochs[-1] == pytest.approx(6 * 2 * 4 / 96)
+    assert proc.stdout.count("saved to") == 1  # rank 0 saves
+    load_model_with_sids(out / "model")
