@@ -22,11 +22,16 @@ ROOT = Path(__file__).resolve().parents[2]
 RECIPE = ROOT / "recipes" / "plum_sft.py"
 
 
-def accelerate_launch(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+def accelerate_launch(
+    *args: str, cwd: Path, launch: list[str] | None = None
+) -> subprocess.CompletedProcess:
+    """Run the recipe as users do; one CPU process unless ``launch`` says otherwise."""
     accelerate = Path(sys.executable).with_name("accelerate")
-    cmd = [str(accelerate), "launch", "--cpu", "--num_processes", "1", str(RECIPE), *args]
+    cmd = [str(accelerate), "launch", *(launch or ["--cpu", "--num_processes", "1"])]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    return subprocess.run(cmd, capture_output=True, text=True, cwd=cwd, env=env, timeout=900)
+    return subprocess.run(
+        [*cmd, str(RECIPE), *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=900
+    )
 
 
 @pytest.fixture(scope="module")
@@ -156,16 +161,7 @@ def run_small(base: Path, out: Path, data: str, *extra: str, launch: list[str] |
         str(out),
         *extra,
     ]
-    accelerate = Path(sys.executable).with_name("accelerate")
-    cmd = [
-        str(accelerate),
-        "launch",
-        *(launch or ["--cpu", "--num_processes", "1"]),
-        str(RECIPE),
-        *args,
-    ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    return subprocess.run(cmd, capture_output=True, text=True, cwd=out.parent, env=env, timeout=900)
+    return accelerate_launch(*args, cwd=out.parent, launch=launch)
 
 
 @pytest.mark.parametrize("tied", [True, False], ids=["tied", "untied"])
