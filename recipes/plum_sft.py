@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from accelerate import PartialState
 from transformers import AutoModelForCausalLM, AutoTokenizer
-from trl import ModelConfig, SFTConfig, TrlParser
+from trl import ModelConfig, SFTConfig, TrlParser, get_quantization_config
 
 from recllm.data import DataConfig, load_rec_dataset, split_dataset
 from recllm.io import write_json_atomic
@@ -28,7 +28,7 @@ from recllm.sid.build import build_sid_map, write_sid_artifact
 from recllm.sid.config import SIDConfig
 from recllm.sid.sidmap import SIDMap
 from recllm.tasks import TaskBuilder, TaskConfig
-from recllm.train.lora import sid_lora_config
+from recllm.train.lora import merge_adapter_full_precision, sid_lora_config
 from recllm.train.sft import embedding_warmup, train_stage
 from recllm.vocab import SID_FORMAT, extend_vocab, save_model_with_sids
 
@@ -104,7 +104,15 @@ def main(
     # model + vocabulary extension
     tokenizer = AutoTokenizer.from_pretrained(model_cfg.model_name_or_path)
     dtype = getattr(torch, model_cfg.dtype) if model_cfg.dtype not in (None, "auto") else "auto"
-    model = AutoModelForCausalLM.from_pretrained(model_cfg.model_name_or_path, dtype=dtype)
+    quant = get_quantization_config(model_cfg)  # QLoRA: --load_in_4bit (bitsandbytes)
+    if quant is not None and not model_cfg.use_peft:
+        raise ValueError(
+            "--load_in_4bit/--load_in_8bit need --use_peft: a quantized base only "
+            "trains through adapters (QLoRA)"
+        )
+    model = AutoModelForCausalLM.from_pretrained(
+        model_cfg.model_name_or_path, dtype=dtype, quantization_config=quant
+    )
     ext = extend_vocab(model, tokenizer, sid_map, init=plum.vocab_init, catalog=dataset.catalog)
 
     # training texts (training split only) and their mixture
@@ -115,10 +123,23 @@ def main(
     train = data["train"]
     if plum.max_train_examples is not None and len(train) > plum.max_train_examples:
         train = train.shuffle(seed=task_cfg.task_seed).select(range(plum.max_train_examples))
-    log: dict[str, object] = {"world_size": state.num_processes, "train_examples": len(train)}
+    log: dict[str, object] = {
+        "world_size": state.num_processes,
+        "train_examples": len(train),
+        "quantized": "4bit"
+        if getattr(model, "is_loaded_in_4bit", False)
+        else "8bit"
+        if getattr(model, "is_loaded_in_8bit", False)
+        else None,
+    }
 
     # stage 1: only the new SID rows train; stage 2: SFT on the mixture
-    if plum.warmup_steps_embed > 0:
+    if quant is not None and plum.warmup_steps_embed > 0:
+        logger.warning(
+            "QLoRA: no embedding-only warm-up on a quantized base (the trainer "
+            "refuses it); the SID rows train together with the adapters"
+        )
+    elif plum.warmup_steps_embed > 0:
         warm_args = replace(
             sft_cfg,
             max_steps=plum.warmup_steps_embed,
@@ -139,7 +160,20 @@ def main(
 
     # save: merged weights + tokenizer + SID map, checked to belong together
     final = trainer.model
-    if model_cfg.use_peft:
+    if quant is not None:  # merge the QLoRA adapter into the full-precision base, not into 4 bits
+        adapter_dir = out / "adapter"
+        if state.is_main_process:
+            final.save_pretrained(adapter_dir)
+        state.wait_for_everyone()
+        final, tokenizer = merge_adapter_full_precision(
+            adapter_dir,
+            model_cfg.model_name_or_path,
+            sid_map,
+            init=plum.vocab_init,
+            catalog=dataset.catalog,
+            dtype=dtype,
+        )
+    elif model_cfg.use_peft:
         final = final.merge_and_unload()
     model_dir = out / "model"
     if state.is_main_process:

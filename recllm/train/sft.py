@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
+from recllm.train.lora import keep_sid_rows_fp32
 from recllm.train.rows import train_rows_only
 
 if TYPE_CHECKING:
@@ -41,6 +42,9 @@ def train_stage(
         processing_class=tokenizer,
         peft_config=peft_config,
     )
+    if getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False):
+        cast = keep_sid_rows_fp32(trainer.model)
+        logger.info("QLoRA: %d SID-row tensors kept in float32", cast)
     trainer.train()
     return trainer
 

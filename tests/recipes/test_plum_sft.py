@@ -210,3 +210,42 @@ def test_two_process_data_parallel(tmp_path, ml100k_subset):
     assert epochs[-1] == pytest.approx(6 * 2 * 4 / 96)
     assert proc.stdout.count("saved to") == 1  # rank 0 saves
     load_model_with_sids(out / "model")
+
+
+def test_qlora_4bit_base_merges_into_full_precision(tmp_path, ml100k_subset):
+    pytest.importorskip("bitsandbytes")
+    base = save_tiny_model(tmp_path / "base")
+    out = tmp_path / "run"
+    extra = [
+        "--use_peft",
+        "--load_in_4bit",
+        "--lora_r",
+        "4",
+        "--max_steps",
+        "12",
+        "--learning_rate",
+        "1e-2",
+    ]
+    proc = run_small(base, out, ml100k_subset, *extra)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    log = json.loads((out / "train_log.json").read_text())
+    assert log["quantized"] == "4bit" and "warmup" not in log
+    losses = [h["loss"] for h in log["sft"] if "loss" in h]
+    assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3
+    model, tok, _ = load_model_with_sids(out / "model")
+    ref = type(model).from_pretrained(base)
+    first = tok.convert_tokens_to_ids("<|sid_begin|>")
+    emb, ref_emb = model.get_input_embeddings().weight, ref.get_input_embeddings().weight
+    assert torch.equal(emb[:first], ref_emb[:first])  # pre-existing rows untouched
+    q = model.model.layers[0].self_attn.q_proj.weight
+    assert q.dtype == torch.float32 and not torch.equal(
+        q, ref.model.layers[0].self_attn.q_proj.weight
+    )
+
+
+def test_quantized_base_without_peft_is_refused(tmp_path, ml100k_subset):
+    pytest.importorskip("bitsandbytes")
+    base = save_tiny_model(tmp_path / "base")
+    proc = run_small(base, tmp_path / "run", ml100k_subset, "--load_in_4bit", "--max_steps", "2")
+    assert proc.returncode != 0
+    assert "--load_in_4bit/--load_in_8bit need --use_peft" in proc.stderr
