@@ -164,6 +164,20 @@ def run_small(base: Path, out: Path, data: str, *extra: str, launch: list[str] |
     return accelerate_launch(*args, cwd=out.parent, launch=launch)
 
 
+def assert_adapters_merged_and_old_rows_kept(model_dir: Path, base: Path):
+    """The merged (Q)LoRA moved the linear layers; embedding rows below the SIDs are untouched."""
+    model, tok, _ = load_model_with_sids(model_dir)
+    ref = type(model).from_pretrained(base)
+    first = tok.convert_tokens_to_ids("<|sid_begin|>")
+    for name in ("model.embed_tokens.weight", "lm_head.weight"):
+        new, old = model.state_dict()[name], ref.state_dict()[name]
+        assert torch.equal(new[:first], old[:first]), name
+    q_new = model.state_dict()["model.layers.0.self_attn.q_proj.weight"]
+    q_old = ref.state_dict()["model.layers.0.self_attn.q_proj.weight"]
+    assert not torch.equal(q_new, q_old)
+    return model
+
+
 @pytest.mark.parametrize("tied", [True, False], ids=["tied", "untied"])
 def test_lora_trains_adapters_and_only_sid_rows(tmp_path, tied, ml100k_subset):
     base = save_tiny_model(tmp_path / "base", tie_word_embeddings=tied)
@@ -184,15 +198,7 @@ def test_lora_trains_adapters_and_only_sid_rows(tmp_path, tied, ml100k_subset):
     log = json.loads((out / "train_log.json").read_text())
     losses = [h["loss"] for h in log["sft"] if "loss" in h]
     assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3
-    model, tok, _ = load_model_with_sids(out / "model")
-    ref = type(model).from_pretrained(base)
-    first = tok.convert_tokens_to_ids("<|sid_begin|>")
-    for name in ("model.embed_tokens.weight", "lm_head.weight"):
-        new, old = model.state_dict()[name], ref.state_dict()[name]
-        assert torch.equal(new[:first], old[:first]), name  # pre-existing rows untouched
-    q_new = model.state_dict()["model.layers.0.self_attn.q_proj.weight"]
-    q_old = ref.state_dict()["model.layers.0.self_attn.q_proj.weight"]
-    assert not torch.equal(q_new, q_old)  # the merged LoRA moved the linear layers
+    model = assert_adapters_merged_and_old_rows_kept(out / "model", base)
     assert (model.lm_head.weight is model.model.embed_tokens.weight) == tied
 
 
@@ -232,15 +238,8 @@ def test_qlora_4bit_base_merges_into_full_precision(tmp_path, ml100k_subset):
     assert log["quantized"] == "4bit" and "warmup" not in log
     losses = [h["loss"] for h in log["sft"] if "loss" in h]
     assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3
-    model, tok, _ = load_model_with_sids(out / "model")
-    ref = type(model).from_pretrained(base)
-    first = tok.convert_tokens_to_ids("<|sid_begin|>")
-    emb, ref_emb = model.get_input_embeddings().weight, ref.get_input_embeddings().weight
-    assert torch.equal(emb[:first], ref_emb[:first])  # pre-existing rows untouched
-    q = model.model.layers[0].self_attn.q_proj.weight
-    assert q.dtype == torch.float32 and not torch.equal(
-        q, ref.model.layers[0].self_attn.q_proj.weight
-    )
+    model = assert_adapters_merged_and_old_rows_kept(out / "model", base)
+    assert model.model.layers[0].self_attn.q_proj.weight.dtype == torch.float32
 
 
 def test_quantized_base_without_peft_is_refused(tmp_path, ml100k_subset):
