@@ -307,6 +307,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
+    # third-party chatter at INFO (faiss reports which CPU build it loaded) is not ours to show
+    for name in ("faiss", "faiss.loader", "httpx", "sentence_transformers"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     from recllm.data.errors import DataError
 
     try:
