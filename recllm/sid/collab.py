@@ -16,6 +16,12 @@ from recllm.data.types import Interactions
 logger = logging.getLogger(__name__)
 
 
+def l2_normalize(x: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length (float32); all-zero rows stay zero."""
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return np.where(norms > 0, x / np.maximum(norms, 1e-12), 0.0).astype(np.float32)
+
+
 def cooccurrence_pairs(
     train: Interactions, item_index: dict[str, int], window: int = 3
 ) -> np.ndarray:
@@ -92,8 +98,7 @@ def collaborative_embeddings(
     svd = TruncatedSVD(n_components=dim, algorithm="randomized", random_state=seed)
     u = svd.fit_transform(m)  # (N, dim) = U * S
     u /= np.sqrt(np.maximum(svd.singular_values_, 1e-12))  # U * sqrt(S): symmetric split
-    norms = np.linalg.norm(u, axis=1, keepdims=True)
-    u = np.where(norms > 0, u / np.maximum(norms, 1e-12), 0.0)
+    u = l2_normalize(u)
     cold = int((np.asarray(m.sum(1)).ravel() == 0).sum())
     if cold:
         logger.info("%d items have no training co-occurrence: zero collaborative vector", cold)

@@ -16,7 +16,7 @@ from recllm.data.fetch import cache_dir, resolve
 from recllm.data.splits import Split
 from recllm.data.types import Catalog
 from recllm.io import atomic_path, write_json_atomic
-from recllm.sid.collab import collaborative_embeddings
+from recllm.sid.collab import collaborative_embeddings, l2_normalize
 from recllm.sid.config import SIDConfig
 
 logger = logging.getLogger(__name__)
@@ -29,11 +29,6 @@ def item_texts(catalog: Catalog, fields: list[str] | None = None) -> list[str]:
         text = catalog.text(item, fields)
         texts.append(text if text else f"item {item}")
     return texts
-
-
-def _l2(x: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return np.where(norms > 0, x / np.maximum(norms, 1e-12), 0.0).astype(np.float32)
 
 
 def tfidf_embeddings(texts: list[str], dim: int = 128, seed: int = 0) -> np.ndarray:
@@ -52,7 +47,7 @@ def tfidf_embeddings(texts: list[str], dim: int = 128, seed: int = 0) -> np.ndar
     m = tfidf.fit_transform(texts)
     dim = max(1, min(dim, m.shape[1] - 1, len(texts) - 1))
     svd = TruncatedSVD(n_components=dim, algorithm="randomized", n_iter=3, random_state=seed)
-    return _l2(svd.fit_transform(m))
+    return l2_normalize(svd.fit_transform(m))
 
 
 def lm_embeddings(
@@ -89,7 +84,7 @@ def lm_embeddings(
             hidden = model(**batch).last_hidden_state  # (B, T, H)
             mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)
             out.append(((hidden * mask).sum(1) / mask.sum(1).clamp(min=1)).float().numpy())
-    return _l2(np.concatenate(out))
+    return l2_normalize(np.concatenate(out))
 
 
 def st_embeddings(
@@ -109,14 +104,14 @@ def st_embeddings(
     st = SentenceTransformer(str(resolve(model, kind="model")), device="cpu")
     st.max_seq_length = max_length
     x = st.encode(texts, batch_size=batch_size, show_progress_bar=True, convert_to_numpy=True)
-    return _l2(np.asarray(x, dtype=np.float32))
+    return l2_normalize(np.asarray(x, dtype=np.float32))
 
 
 def fuse(text: np.ndarray, collab: np.ndarray, weight: float) -> np.ndarray:
     """Weighted concatenation ``[sqrt(1-w) * text, sqrt(w) * collab]`` of L2-normalized blocks,
     so ``w`` is the collaborative block's share of every squared distance."""
     return np.concatenate(
-        [np.sqrt(1.0 - weight) * _l2(text), np.sqrt(weight) * _l2(collab)], axis=1
+        [np.sqrt(1.0 - weight) * l2_normalize(text), np.sqrt(weight) * l2_normalize(collab)], axis=1
     ).astype(np.float32)
 
 

@@ -164,6 +164,10 @@ def run_small(base: Path, out: Path, data: str, *extra: str, launch: list[str] |
     return accelerate_launch(*args, cwd=out.parent, launch=launch)
 
 
+#: A small LoRA run that learns within a dozen steps on the tiny model.
+LORA_ARGS = ("--use_peft", "--lora_r", "4", "--max_steps", "12", "--learning_rate", "1e-2")
+
+
 def assert_adapters_merged_and_old_rows_kept(model_dir: Path, base: Path):
     """The merged (Q)LoRA moved the linear layers; embedding rows below the SIDs are untouched."""
     model, tok, _ = load_model_with_sids(model_dir)
@@ -182,18 +186,7 @@ def assert_adapters_merged_and_old_rows_kept(model_dir: Path, base: Path):
 def test_lora_trains_adapters_and_only_sid_rows(tmp_path, tied, ml100k_subset):
     base = save_tiny_model(tmp_path / "base", tie_word_embeddings=tied)
     out = tmp_path / "run"
-    proc = run_small(
-        base,
-        out,
-        ml100k_subset,
-        "--use_peft",
-        "--lora_r",
-        "4",
-        "--max_steps",
-        "12",
-        "--learning_rate",
-        "1e-2",
-    )
+    proc = run_small(base, out, ml100k_subset, *LORA_ARGS)
     assert proc.returncode == 0, proc.stderr[-4000:]
     log = json.loads((out / "train_log.json").read_text())
     losses = [h["loss"] for h in log["sft"] if "loss" in h]
@@ -222,17 +215,7 @@ def test_qlora_4bit_base_merges_into_full_precision(tmp_path, ml100k_subset):
     pytest.importorskip("bitsandbytes")
     base = save_tiny_model(tmp_path / "base")
     out = tmp_path / "run"
-    extra = [
-        "--use_peft",
-        "--load_in_4bit",
-        "--lora_r",
-        "4",
-        "--max_steps",
-        "12",
-        "--learning_rate",
-        "1e-2",
-    ]
-    proc = run_small(base, out, ml100k_subset, *extra)
+    proc = run_small(base, out, ml100k_subset, *LORA_ARGS, "--load_in_4bit")
     assert proc.returncode == 0, proc.stderr[-4000:]
     log = json.loads((out / "train_log.json").read_text())
     assert log["quantized"] == "4bit" and "warmup" not in log
