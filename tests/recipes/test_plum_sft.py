@@ -77,6 +77,9 @@ def test_recipe_trains_and_saves(tmp_path, moe, ml100k_subset):
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert f"saved to {out / 'model'}" in proc.stdout
+    resolved = json.loads((out / "resolved_config.json").read_text())
+    assert resolved["sft"]["packing"] is True and resolved["data"]["max_users"] == 40
+    assert resolved["model"]["model_name_or_path"] == str(base) and resolved["versions"]["trl"]
     log = json.loads((out / "train_log.json").read_text())
     losses = [h["loss"] for h in log["sft"] if "loss" in h]
     assert len(losses) == 25 and all(torch.isfinite(torch.tensor(losses)))
@@ -200,7 +203,10 @@ def test_two_process_data_parallel(tmp_path, ml100k_subset):
     base = save_tiny_model(tmp_path / "base")
     out = tmp_path / "run"
     launch = ["--multi_gpu", "--num_processes", "2", "--main_process_port", "29561"]
-    proc = run_small(base, out, ml100k_subset, "--max_steps", "6", launch=launch)
+    # unpacked, so that an epoch is a known number of rows
+    proc = run_small(
+        base, out, ml100k_subset, "--max_steps", "6", "--packing", "false", launch=launch
+    )
     assert proc.returncode == 0, proc.stderr[-4000:]
     log = json.loads((out / "train_log.json").read_text())
     assert log["world_size"] == 2
