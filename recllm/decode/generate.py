@@ -1,0 +1,421 @@
+"""Prompts in, ranked catalog items out: constrained SID generation for recommendation prompts.
+
+:func:`generate_sids` tokenizes chat messages (or rendered strings), left-pads them in batches,
+generates answers that are exactly one SID each (``SIDLogitsProcessor(sid_only=True)``) and maps
+the SIDs back to item ids through the trie. Decoding modes:
+
+- ``"beam"``: beam search, ``num_return_sequences=k``. SIDs are unique in the map, so the beams
+  are distinct items. ``engine="sid_beam"`` runs :func:`recllm.decode.beam.sid_beam_search`
+  (same items and scores, several times faster); ``engine="generate"`` runs ``model.generate``.
+- ``"greedy"``: one item per prompt.
+- ``"sample"``: ``k`` samples per prompt (seeded), duplicates merged.
+
+Every ``model.generate`` call gets an explicit :class:`transformers.GenerationConfig`, and the
+model's own ``generation_config`` (what ``generation_config.json`` loaded, e.g. Qwen3's
+``do_sample=True, temperature=0.6, top_k=20``) is set aside for the call: transformers fills
+every field the passed config leaves unset from it, which would silently turn beam search into
+sampling or add a repetition penalty.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
+
+import torch
+
+from recllm.decode.beam import sid_beam_search
+from recllm.decode.processor import SIDLogitsProcessor
+from recllm.decode.trie import SIDTrie
+from recllm.vocab.format import SID_FORMAT, SIDFormat, SIDTokenIds
+
+if TYPE_CHECKING:
+    from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
+
+    from recllm.data.types import Catalog
+    from recllm.sid.sidmap import SIDMap
+
+__all__ = ["Prompt", "Recommendation", "encode_prompts", "generate_sids", "sid_generation_config"]
+
+logger = logging.getLogger(__name__)
+
+#: A prompt: chat messages (``[{"role": "user", "content": ...}]``, rendered with the
+#: tokenizer's chat template and a generation prompt) or an already rendered string.
+Prompt = str | Sequence[Mapping[str, Any]]
+
+DecodeMode = Literal["beam", "greedy", "sample"]
+Engine = Literal["generate", "sid_beam"]
+
+# Hugging Face pads beam search with duplicate beams scored about -1e9 when fewer items than
+# beams are reachable; anything below this is one of them.
+_GHOST_SCORE = -1.0e8
+
+
+class Recommendation(NamedTuple):
+    """One recommended item.
+
+    Attributes:
+        item_id: The item.
+        score: Beam: the length-normalised sequence log-prob (full-vocabulary log-probs of
+            begin marker, codes, end marker and stop token). Greedy / sample: the summed
+            log-probs of those tokens under the model (before temperature).
+        title: The item's title when ``titles`` was given, else None.
+    """
+
+    item_id: str
+    score: float
+    title: str | None = None
+
+
+def sid_generation_config(
+    *,
+    mode: DecodeMode,
+    levels: int,
+    num_beams: int = 1,
+    k: int = 1,
+    stop_token_id: int,
+    pad_token_id: int,
+    length_penalty: float = 1.0,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float = 1.0,
+) -> GenerationConfig:
+    """The explicit generation config of a SID answer (``begin + L codes + end + stop``).
+
+    Every field that changes which tokens are picked is set, ``do_sample`` included.
+
+    Args:
+        mode: ``"beam"``, ``"greedy"`` or ``"sample"``.
+        levels: SID levels ``L``; ``max_new_tokens = L + 3``.
+        num_beams: Beams (beam mode).
+        k: Sequences returned per prompt.
+        stop_token_id: EOS / end-of-turn token closing the answer.
+        pad_token_id: Padding token id.
+        length_penalty: Beam score = summed log-prob / length ** length_penalty.
+        temperature: Sampling temperature.
+        top_k: Sampling top-k (None or 0: off).
+        top_p: Sampling nucleus (1.0: off).
+    """
+    from transformers import GenerationConfig
+
+    common: dict[str, Any] = {
+        "max_new_tokens": levels + 3,
+        "min_new_tokens": 0,
+        "num_return_sequences": k,
+        "eos_token_id": stop_token_id,
+        "pad_token_id": pad_token_id,
+        "use_cache": True,
+        "return_dict_in_generate": True,
+        "repetition_penalty": 1.0,
+        "no_repeat_ngram_size": 0,
+        "renormalize_logits": False,
+    }
+    if mode == "beam":
+        # One beam runs as greedy search in transformers, which reports no sequence scores:
+        # keep the logits to compute them.
+        return GenerationConfig(
+            do_sample=False,
+            num_beams=num_beams,
+            length_penalty=length_penalty,
+            early_stopping=False,
+            output_scores=num_beams > 1,
+            output_logits=num_beams == 1,
+            **common,
+        )
+    if mode == "greedy":
+        return GenerationConfig(do_sample=False, num_beams=1, output_logits=True, **common)
+    if mode == "sample":
+        return GenerationConfig(
+            do_sample=True,
+            num_beams=1,
+            temperature=temperature,
+            top_k=top_k or 0,
+            top_p=top_p,
+            output_logits=True,
+            **common,
+        )
+    raise ValueError(f"mode must be 'beam', 'greedy' or 'sample', not {mode!r}")
+
+
+@contextlib.contextmanager
+def _without_model_generation_defaults(model: PreTrainedModel) -> Iterator[None]:
+    """Hide ``model.generation_config`` during a call, so none of its fields leak in.
+
+    transformers fills the fields an explicit config leaves at None from the model's
+    generation config (``GenerationMixin._prepare_generation_config``); a blank one in its place
+    leaves only transformers' global defaults.
+    """
+    from transformers import GenerationConfig
+
+    saved = model.generation_config
+    model.generation_config = GenerationConfig()
+    try:
+        yield
+    finally:
+        model.generation_config = saved
+
+
+def encode_prompts(
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: Sequence[Prompt],
+    *,
+    chat_template_kwargs: Mapping[str, Any] | None = None,
+) -> list[list[int]]:
+    """Token ids of each prompt: messages through the chat template (with the generation
+    prompt), strings as they are (no special tokens added)."""
+    texts = []
+    for prompt in prompts:
+        if isinstance(prompt, str):
+            texts.append(prompt)
+        else:
+            texts.append(
+                tokenizer.apply_chat_template(
+                    list(prompt),
+                    tokenize=False,
+                    add_generation_prompt=True,
+                    **(chat_template_kwargs or {}),
+                )
+            )
+    return [list(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+
+
+def _left_pad(
+    sequences: list[list[int]], pad_id: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(s) for s in sequences)
+    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for row, seq in enumerate(sequences):
+        if seq:
+            ids[row, width - len(seq) :] = torch.tensor(seq, dtype=torch.long)
+            mask[row, width - len(seq) :] = 1
+    return ids.to(device), mask.to(device)
+
+
+@torch.no_grad()
+def generate_sids(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: Sequence[Prompt],
+    sid_map: SIDMap,
+    *,
+    k: int = 10,
+    num_beams: int | None = None,
+    batch_size: int = 8,
+    mode: DecodeMode = "beam",
+    engine: Engine = "generate",
+    length_penalty: float = 1.0,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float = 1.0,
+    seed: int | None = None,
+    stop_token_id: int | None = None,
+    titles: Catalog | Mapping[str, str] | None = None,
+    trie: SIDTrie | None = None,
+    fmt: SIDFormat = SID_FORMAT,
+    chat_template_kwargs: Mapping[str, Any] | None = None,
+    progress: bool = False,
+) -> list[list[Recommendation]]:
+    """Recommend catalog items for each prompt by constrained SID generation.
+
+    Args:
+        model: A causal LM extended for ``sid_map`` (:func:`recllm.vocab.extend_vocab`).
+        tokenizer: Its tokenizer.
+        prompts: Chat messages or rendered strings, one per user.
+        sid_map: The SID map the model was trained with.
+        k: Items per prompt (beam: ``num_return_sequences``; sample: samples drawn; greedy: 1).
+        num_beams: Beams (beam mode); ``k`` when None; at least ``k``.
+        batch_size: Prompts per ``generate`` call.
+        mode: ``"beam"``, ``"greedy"`` or ``"sample"``.
+        engine: Beam mode only: ``"generate"`` (``model.generate``) or ``"sid_beam"``
+            (:func:`recllm.decode.beam.sid_beam_search`, same result, faster).
+        length_penalty: Beam score = summed log-prob / length ** length_penalty (every answer
+            has length ``L + 3``, so it rescales scores and never reorders them).
+        temperature: Sampling temperature.
+        top_k: Sampling top-k (None: off).
+        top_p: Sampling nucleus (1.0: off).
+        seed: Seed of the sampling RNG (the global RNG is restored afterwards).
+        stop_token_id: Token that ends the answer; ``tokenizer.eos_token_id`` when None.
+        titles: A :class:`recllm.data.types.Catalog` or an ``item -> title`` mapping.
+        trie: A prebuilt trie of ``sid_map`` (saves rebuilding it per call).
+        fmt: The SID token format.
+        chat_template_kwargs: Extra arguments of ``apply_chat_template`` (``enable_thinking``).
+        progress: Show a progress bar over batches.
+
+    Returns:
+        Per prompt, distinct items best first: ``k`` in beam mode (fewer only when the catalog
+        has fewer items), 1 in greedy mode, up to ``k`` in sample mode.
+
+    Raises:
+        ValueError: Bad arguments, or no stop token.
+        RuntimeError: A generated answer is not a catalog SID (cannot happen under the
+            constraint; it means the decoding setup is broken).
+    """
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    if mode == "greedy" and k != 1:
+        raise ValueError("greedy decoding gives one item per prompt; Fix: k=1 or mode='beam'")
+    if engine not in ("generate", "sid_beam"):
+        raise ValueError(f"engine must be 'generate' or 'sid_beam', not {engine!r}")
+    if engine == "sid_beam" and mode != "beam":
+        raise ValueError("engine='sid_beam' is a beam search; Fix: mode='beam'")
+    beams = k if num_beams is None else num_beams
+    if mode == "beam" and beams < k:
+        raise ValueError(f"num_beams ({beams}) must be >= k ({k})")
+    stop = tokenizer.eos_token_id if stop_token_id is None else stop_token_id
+    if stop is None:
+        raise ValueError("the tokenizer has no EOS token; Fix: pass stop_token_id")
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stop
+    token_ids = fmt.token_ids(tokenizer, sid_map.codebook_sizes)
+    if trie is None:
+        trie = SIDTrie.from_sid_map(sid_map, token_ids)
+    elif trie.token_ids != token_ids:
+        raise ValueError("the trie was built for another SID token layout than the tokenizer's")
+    trie = trie.to(model.device)
+    processor = SIDLogitsProcessor(trie, sid_only=True, stop_token_id=stop)
+    config = sid_generation_config(
+        mode=mode,
+        levels=trie.levels,
+        num_beams=beams,
+        k=k,
+        stop_token_id=stop,
+        pad_token_id=pad,
+        length_penalty=length_penalty,
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+    )
+    logger.info(
+        "generate_sids: %d prompts, mode=%s, engine=%s, k=%d, num_beams=%d, batch_size=%d, "
+        "%d items x %d levels",
+        len(prompts),
+        mode,
+        engine,
+        k,
+        beams if mode == "beam" else 1,
+        batch_size,
+        len(sid_map),
+        trie.levels,
+    )
+    encoded = encode_prompts(tokenizer, prompts, chat_template_kwargs=chat_template_kwargs)
+    starts = range(0, len(encoded), batch_size)
+    if progress:
+        from tqdm.auto import tqdm
+
+        starts = tqdm(starts, desc="generate_sids", unit="batch")
+    rng_devices = [model.device.index or 0] if model.device.type == "cuda" else []
+    results: list[list[Recommendation]] = []
+    with contextlib.ExitStack() as stack:
+        if seed is not None:
+            stack.enter_context(torch.random.fork_rng(devices=rng_devices))
+            torch.manual_seed(seed)
+        for start in starts:
+            ids, mask = _left_pad(encoded[start : start + batch_size], pad, model.device)
+            if engine == "sid_beam":
+                out = sid_beam_search(
+                    model,
+                    ids,
+                    mask,
+                    trie,
+                    num_beams=beams,
+                    num_return_sequences=k,
+                    length_penalty=length_penalty,
+                    stop_token_id=stop,
+                )
+                rows = out.items.cpu().tolist()
+                scores = out.scores.cpu().tolist()
+                for row_items, row_scores in zip(rows, scores, strict=True):
+                    pairs = [(r, s) for r, s in zip(row_items, row_scores, strict=True) if r >= 0]
+                    results.append(_ranked(pairs, sid_map, titles))
+                continue
+            with _without_model_generation_defaults(model):
+                out = model.generate(
+                    input_ids=ids,
+                    attention_mask=mask,
+                    generation_config=config,
+                    logits_processor=[processor],
+                )
+            generated = out.sequences[:, ids.shape[1] :]  # (rows*k, new tokens)
+            if mode == "beam" and beams > 1:
+                seq_scores = out.sequences_scores.float().cpu()
+            else:
+                seq_scores = _sequence_logprob(out.logits, generated, trie.levels)
+                if mode == "beam":  # one beam is greedy search; score it like a beam
+                    seq_scores = seq_scores / (trie.levels + 3) ** length_penalty
+            item_rows = _parse(generated, token_ids, trie)
+            per_prompt = k
+            for p in range(ids.shape[0]):
+                span = slice(p * per_prompt, (p + 1) * per_prompt)
+                pairs = [
+                    (int(r), float(s))
+                    for r, s in zip(
+                        item_rows[span].tolist(), seq_scores[span].tolist(), strict=True
+                    )
+                    if not (mode == "beam" and s < _GHOST_SCORE)
+                ]
+                results.append(_ranked(pairs, sid_map, titles))
+    return results
+
+
+def _parse(generated: torch.Tensor, token_ids: SIDTokenIds, trie: SIDTrie) -> torch.Tensor:
+    """SID-map row of each generated answer ``begin, codes..., end, stop``.
+
+    Raises:
+        RuntimeError: An answer is not exactly one catalog SID.
+    """
+    width = token_ids.levels + 2
+    codes, bad = [], []
+    for row, seq in enumerate(generated[:, :width].tolist()):
+        code = token_ids.decode(seq)
+        if code is None:
+            bad.append(row)
+            code = (0,) * token_ids.levels
+        codes.append(code)
+    rows = trie.item_index(torch.tensor(codes, dtype=torch.long))
+    bad += [r for r in (rows < 0).nonzero().flatten().tolist() if r not in bad]
+    if bad:
+        raise RuntimeError(
+            f"{len(bad)} generated answer(s) are not catalog SIDs (first: "
+            f"{generated[bad[0]].tolist()}); the SID constraint was not applied"
+        )
+    return rows.cpu()
+
+
+def _sequence_logprob(
+    logits: tuple[torch.Tensor, ...], generated: torch.Tensor, levels: int
+) -> torch.Tensor:
+    """Summed full-vocabulary log-probs of the answer tokens (through the stop token)."""
+    total = torch.zeros(generated.shape[0], dtype=torch.float32, device=generated.device)
+    steps = min(len(logits), levels + 3, generated.shape[1])
+    for t in range(steps):
+        logp = torch.log_softmax(logits[t].float(), dim=-1)  # (rows, vocab)
+        total += logp.gather(1, generated[:, t : t + 1].to(logp.device)).squeeze(1).to(total.device)
+    return total.cpu()
+
+
+def _ranked(
+    pairs: list[tuple[int, float]],
+    sid_map: SIDMap,
+    titles: Catalog | Mapping[str, str] | None,
+) -> list[Recommendation]:
+    """Distinct items by descending score."""
+    best: dict[int, float] = {}
+    for row, score in pairs:
+        if row not in best or score > best[row]:
+            best[row] = score
+    ranked = sorted(best.items(), key=lambda rs: -rs[1])
+    out = []
+    for row, score in ranked:
+        item = sid_map.item_ids[row]
+        out.append(Recommendation(item, score, _title(titles, item)))
+    return out
+
+
+def _title(titles: Catalog | Mapping[str, str] | None, item: str) -> str | None:
+    if titles is None:
+        return None
+    if isinstance(titles, Mapping):
+        return titles.get(item)
+    return titles.title(item) if item in titles else None

@@ -1,0 +1,79 @@
+"""A transformers logits processor that keeps every generated SID inside the catalog.
+
+:class:`SIDLogitsProcessor` constrains only the SID spans of a generation: after the model
+emits ``<|sid_begin|>``, the next ``L`` tokens must walk the SID trie (level-``l`` code tokens
+that extend a catalog prefix), then ``<|sid_end|>`` is forced. Elsewhere the model writes free
+text, unless ``sid_only=True`` (recommendation prompts whose answer is one SID): then the first
+token is forced to ``<|sid_begin|>`` and the token after ``<|sid_end|>`` to the stop token
+(EOS / ``<|im_end|>``).
+
+Two facts a caller should know:
+
+- The state comes from the last ``L + 1`` tokens of every row at every call (beam search
+  reorders rows between steps, so carried state would go stale), computed with a few tensor ops
+  per SID level for the whole ``batch x beams`` at once (:func:`recllm.decode.trie.span_state`).
+- In beam search Hugging Face applies logits processors AFTER ``log_softmax``: the processor
+  only writes -inf, so the beam scores stay full-vocabulary log-probabilities (the probability
+  the unconstrained model gives the SID), not log-probabilities renormalised over the allowed
+  set. Greedy search and sampling see raw logits; masking them gives the model's distribution
+  restricted to the allowed set.
+"""
+
+from __future__ import annotations
+
+import torch
+from transformers import LogitsProcessor
+
+from recllm.decode.trie import SIDTrie, constrain_scores, sid_constraint, tails_of
+
+__all__ = ["SIDLogitsProcessor"]
+
+
+class SIDLogitsProcessor(LogitsProcessor):
+    """Mask every token that would leave a catalog SID (see the module docstring).
+
+    Args:
+        trie: The SID trie of the catalog (:class:`recllm.decode.trie.SIDTrie`); moved to the
+            scores' device on first use.
+        sid_only: The answer is exactly one SID: force ``<|sid_begin|>`` outside spans and
+            ``stop_token_id`` after ``<|sid_end|>``.
+        stop_token_id: Token forced after ``<|sid_end|>`` when ``sid_only`` (the tokenizer's
+            EOS, ``<|im_end|>`` for ChatML models).
+        check: Raise ``ValueError`` when a row sits in a span that is no catalog prefix (a
+            malformed SID at the end of a prompt) instead of masking the row completely.
+
+    Example:
+        >>> proc = SIDLogitsProcessor(trie, sid_only=True, stop_token_id=tok.eos_token_id)
+        >>> model.generate(**inputs, generation_config=cfg, logits_processor=[proc])
+    """
+
+    def __init__(
+        self,
+        trie: SIDTrie,
+        *,
+        sid_only: bool = False,
+        stop_token_id: int | None = None,
+        check: bool = True,
+    ) -> None:
+        if sid_only and stop_token_id is None:
+            raise ValueError("sid_only=True needs stop_token_id (the EOS / end-of-turn token id)")
+        if stop_token_id is not None and stop_token_id in trie.token_ids.all_ids():
+            raise ValueError(f"stop_token_id {stop_token_id} is a SID token")
+        self.trie = trie
+        self.sid_only = sid_only
+        self.stop_token_id = stop_token_id
+        self.check = check
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        """Return ``scores`` (``(batch*beams, vocab)``) with -inf on disallowed tokens."""
+        if self.trie.device != scores.device:
+            self.trie = self.trie.to(scores.device)
+        tails = tails_of(input_ids, self.trie.levels + 1)  # (batch*beams, L + 1)
+        constraint = sid_constraint(
+            tails,
+            self.trie,
+            sid_only=self.sid_only,
+            stop_token_id=self.stop_token_id,
+            check=self.check,
+        )
+        return constrain_scores(scores, constraint, self.trie)
