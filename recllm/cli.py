@@ -175,8 +175,7 @@ def _quickstart_train(args, data_cfg, sid_cfg, sid_dir, model_path):
         lr_scheduler_type="cosine",
         warmup_steps=max(1, args.sft_steps // 10),
         max_length=512,
-        packing=True,
-        packing_strategy="bfd",
+        train_sampling_strategy="group_by_length",  # as recipes/plum_sft.yaml: little padding
         gradient_checkpointing=False,
         bf16=False,
         logging_steps=max(1, args.sft_steps // 10),
@@ -338,7 +337,7 @@ def build_parser() -> argparse.ArgumentParser:
     _flag(q, "max_users", type=int, default=200, help="first N users (0 = all)")
     _flag(q, "warmup_steps", type=int, default=10, help="embedding-only warm-up steps")
     _flag(q, "sft_steps", type=int, default=20, help="SFT steps")
-    _flag(q, "batch_size", type=int, default=4, help="packed rows of 512 tokens per step")
+    _flag(q, "batch_size", type=int, default=8, help="examples per step")
     _flag(q, "max_train_examples", type=int, default=4000, help="cap on training texts")
     q.set_defaults(func=_cmd_quickstart)
 
