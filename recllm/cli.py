@@ -188,6 +188,88 @@ def _quickstart_train(args, data_cfg, sid_cfg, sid_dir, model_path):
     return run_plum(plum, replace(data_cfg), sid_cfg, TaskConfig(), sft, model_cfg)
 
 
+def _parse_ks(text: str) -> list[int]:
+    try:
+        ks = sorted({int(k) for k in text.split(",") if k.strip()})
+    except ValueError:
+        raise SystemExit(f"error: --k {text!r}: give comma-separated integers, e.g. 5,10") from None
+    if not ks or ks[0] < 1:
+        raise SystemExit(f"error: --k {text!r}: cut-offs must be integers >= 1, e.g. 5,10")
+    return ks
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from recllm.data import load_rec_dataset, split_dataset
+    from recllm.data.config import DataConfig
+    from recllm.eval import plot_recall, save_metrics
+    from recllm.eval.run import PromptSpec, evaluate_recommender
+    from recllm.vocab import load_model_with_sids
+
+    ks = _parse_ks(args.k)
+    if args.beams < max(ks):
+        raise SystemExit(f"error: --beams {args.beams} < largest K {max(ks)}; Fix: raise --beams")
+    model_dir = Path(args.model)
+    spec = PromptSpec.from_model_dir(model_dir)
+    data_fields = dict(spec.data or {})
+    if args.data is not None:
+        data_fields["data_path"] = args.data
+    if "data_path" not in data_fields:
+        raise SystemExit(
+            f"error: {model_dir} does not record its training data; Fix: pass --data PATH_OR_NAME"
+        )
+    data_cfg = DataConfig(**data_fields)
+    dataset = load_rec_dataset(config=data_cfg)
+    split = split_dataset(dataset, data_cfg)
+    examples = split.test if args.split == "test" else split.valid
+    if args.max_users:
+        examples = examples[: args.max_users]
+    model, tokenizer, sid_map = load_model_with_sids(model_dir)
+    print(
+        f"evaluating {model_dir} on {len(examples):,} {args.split} users of {data_cfg.data_path} "
+        f"({spec.style} prompts, beam {args.beams}, K {ks}, engine {args.engine})"
+    )
+    result = evaluate_recommender(
+        model,
+        tokenizer,
+        sid_map,
+        examples,
+        spec,
+        dataset.catalog,
+        beams=args.beams,
+        ks=ks,
+        batch_size=args.batch_size,
+        engine=args.engine,
+    )
+    out = Path(args.out) if args.out else model_dir / f"eval_{args.split}"
+    m = result.metrics
+    for k in ks:
+        print(f"  Recall@{k} {m[f'recall@{k}']:.4f}   NDCG@{k} {m[f'ndcg@{k}']:.4f}")
+    print(
+        f"  invalid rate {m['invalid_rate']:.4f}, coverage {m['coverage']:.4f}, "
+        f"{m['users']} users in {result.seconds:.1f} s ({m['users_per_second']} users/s)"
+    )
+    for ex, ranked in list(zip(examples, result.ranked, strict=True))[:3]:
+        title = dataset.catalog.title
+        print(f"  user {ex.user_id}: ... {'; '.join(title(i) for i in ex.history[-2:])}")
+        hit = " (hit)" if ex.target in ranked[: max(ks)] else ""
+        print(f"    next: {title(ex.target)}{hit}")
+        print(f"    top 3: {'; '.join(title(i) for i in ranked[:3])}")
+    save_metrics(
+        out / "metrics.json",
+        m,
+        config={k: v for k, v in vars(args).items() if not callable(v)},
+        model=str(model_dir),
+        split=args.split,
+        prompt_style=spec.style,
+        data=data_fields,
+    )
+    plot_recall(out / "recall.png", m, ks, title=f"{model_dir.name} ({args.split})")
+    print(f"  metrics.json and recall.png in {out}")
+    return 0
+
+
 def _cmd_model_convert(args: argparse.Namespace) -> int:
     from recllm.models.gguf import main
 
@@ -340,6 +422,29 @@ def build_parser() -> argparse.ArgumentParser:
     _flag(q, "batch_size", type=int, default=8, help="examples per step")
     _flag(q, "max_train_examples", type=int, default=4000, help="cap on training texts")
     q.set_defaults(func=_cmd_quickstart)
+
+    ev = sub.add_parser(
+        "eval", help="constrained beam search over held-out users: Recall@K, NDCG@K, invalid rate"
+    )
+    ev.add_argument("--model", required=True, help="model directory written by recllm")
+    ev.add_argument(
+        "--data",
+        default=None,
+        help="dataset path or name (default: the data the model was trained on, as recorded)",
+    )
+    ev.add_argument("--split", choices=("test", "valid"), default="test")
+    ev.add_argument("--beams", type=int, default=20, help="beam width (>= the largest K)")
+    ev.add_argument("--k", default="5,10", help="comma-separated cut-offs (default 5,10)")
+    _flag(ev, "max_users", type=int, default=None, help="evaluate the first N users only")
+    _flag(ev, "batch_size", type=int, default=32, help="users per decoding batch")
+    ev.add_argument(
+        "--engine",
+        choices=("sid_beam", "generate"),
+        default="sid_beam",
+        help="recllm's SID beam search (default) or transformers generate + SID processor",
+    )
+    ev.add_argument("--out", default=None, help="output directory (default: MODEL/eval_SPLIT)")
+    ev.set_defaults(func=_cmd_eval)
 
     mdl = sub.add_parser("model", help="base models: convert a GGUF checkpoint")
     msub = mdl.add_subparsers(dest="model_command", required=True)

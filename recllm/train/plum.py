@@ -201,9 +201,32 @@ def run_plum(
         final = final.merge_and_unload()
     model_dir = out / "model"
     if state.is_main_process:
-        save_model_with_sids(final, tokenizer, sid_map, model_dir, overwrite=True)
+        save_model_with_sids(
+            final,
+            tokenizer,
+            sid_map,
+            model_dir,
+            overwrite=True,
+            recommender=chat_recommender(task_cfg, data_cfg),
+            prompt_files=[Path(task_cfg.prompts_dir) / "rec.jinja"],
+        )
         write_json_atomic(out / "train_log.json", log)  # both stages' loss curves
         print(f"model with {len(ext.ids())} SID tokens saved to {model_dir}")
         print(f"load it with recllm.vocab.load_model_with_sids({str(model_dir)!r})")
     state.wait_for_everyone()
     return model_dir
+
+
+def chat_recommender(task_cfg: TaskConfig, data_cfg: DataConfig) -> dict[str, object]:
+    """What evaluation and serving need to prompt a PLUM-trained model as it was trained, and
+    the data it was trained on (evaluation defaults to the same users and split)."""
+    return {
+        "prompt_style": "chat",
+        "max_history": data_cfg.max_history,
+        "data": asdict(data_cfg),
+        "task": {
+            "rec_history_titles": task_cfg.rec_history_titles,
+            "max_title_chars": task_cfg.max_title_chars,
+            "max_text_chars": task_cfg.max_text_chars,
+        },
+    }

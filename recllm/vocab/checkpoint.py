@@ -8,6 +8,7 @@ place)::
       tokenizer.json, tokenizer_config.json, ...                # the extended tokenizer
       sid_map.json                                              # recllm.sid.SIDMap
       recllm_vocab.json                                         # how the three fit together
+      prompts/rec.jinja                                         # optional: the prompt it learned
 
 ``recllm_vocab.json`` records the SID map's content hash, the token format, the id range of the
 SID tokens, the levels and codebook sizes and the library versions. :func:`load_model_with_sids`
@@ -20,6 +21,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -45,6 +48,7 @@ logger = logging.getLogger(__name__)
 
 VOCAB_FILENAME = "recllm_vocab.json"
 VOCAB_FORMAT = "recllm.vocab/1"
+PROMPTS_DIRNAME = "prompts"
 
 
 def save_model_with_sids(
@@ -55,6 +59,8 @@ def save_model_with_sids(
     *,
     fmt: SIDFormat = SID_FORMAT,
     overwrite: bool = False,
+    recommender: Mapping[str, Any] | None = None,
+    prompt_files: Sequence[str | os.PathLike[str]] = (),
 ) -> Path:
     """Save model, tokenizer, SID map and ``recllm_vocab.json`` into one directory, atomically.
 
@@ -66,6 +72,11 @@ def save_model_with_sids(
         out_dir: Target directory.
         fmt: The token format.
         overwrite: Replace an existing non-empty ``out_dir``.
+        recommender: How to prompt the model for recommendations (``prompt_style``
+            ``"chat"`` or ``"sid_sequence"``, ``max_history``, task settings), stored in
+            ``recllm_vocab.json`` so that evaluation and serving build the prompts training used.
+        prompt_files: Jinja templates to copy into ``out_dir/prompts/`` (the model then carries
+            the exact prompt it was trained on).
 
     Returns:
         ``out_dir`` as a Path.
@@ -108,10 +119,16 @@ def save_model_with_sids(
         "embedding_rows": model.get_input_embeddings().weight.shape[0],
         "versions": {k: versions[k] for k in ("recllm", "transformers", "torch") if k in versions},
     }
+    if recommender is not None:
+        record["recommender"] = dict(recommender)
     with atomic_dir(out_dir, overwrite=overwrite) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         sid_map.save(tmp)
+        if prompt_files:
+            (tmp / PROMPTS_DIRNAME).mkdir()
+            for f in prompt_files:
+                shutil.copyfile(f, tmp / PROMPTS_DIRNAME / Path(f).name)
         write_json_atomic(tmp / VOCAB_FILENAME, record)
     logger.info(
         "Saved model with SID map %s (%d SID tokens, ids %d..%d) to %s",
