@@ -9,8 +9,9 @@ token), so beam search over it has a fixed number of steps and a tiny candidate 
 2. Exactly ``L`` steps follow. At each, the candidates are the (beam, code) pairs the trie
    allows; one ``topk`` over ``(batch, beams * max_codes)`` picks the next beams, and the KV cache
    (a transformers ``Cache``) is expanded / reordered by beam index with ``Cache.reorder_cache``.
-3. With ``stop_token_id`` two more single-token steps score ``<|sid_end|>`` and the stop token,
-   which re-rank the beams without changing the set (each beam has one allowed token there).
+3. With ``stop_token_id`` the forced ``<|sid_end|>`` rides along with the last code token in
+   one two-token forward, which scores ``<|sid_end|>`` and the stop token; they re-rank the beams
+   without changing the set (each beam has one allowed token there).
 
 **Equality with Hugging Face beam search** (checked by the tests on tiny Qwen3 / Qwen3-MoE):
 
@@ -127,7 +128,7 @@ def sid_beam_search(
         logits_to_keep=2 if stop_token_id is not None else 1,
     )
     cache = out.past_key_values
-    logp = torch.log_softmax(out.logits[:, -1].float(), dim=-1)  # (batch, vocab)
+    logp = torch.log_softmax(out.logits[:, -1:].float(), dim=-1)  # (batch, 1, vocab)
     scores = torch.zeros(batch, 1, device=device)  # (batch, beams) summed log-probs
     if stop_token_id is not None:
         scores += torch.log_softmax(out.logits[:, -2].float(), dim=-1)[:, ids.begin_id, None]
@@ -142,7 +143,7 @@ def sid_beam_search(
     for level in range(levels):
         beams = scores.shape[1]
         token_cols = (trie.code_token_start[level] + code_range).clamp(max=ids.last_id)
-        cand = logp[:, token_cols].view(batch, beams, max_codes)  # (batch, beams, max_codes)
+        cand = logp[:, -1, token_cols].view(batch, beams, max_codes)  # (batch, beams, max_codes)
         allowed = trie.allowed[nodes] & (code_range < trie.codebook_sizes[level])
         cand = torch.where(allowed, cand + scores[..., None], float("-inf"))
         flat = cand.view(batch, beams * max_codes)
@@ -159,27 +160,26 @@ def sid_beam_search(
         nodes = torch.where(alive, child, 0)
         codes = torch.cat([codes[rows, source], code[..., None]], dim=2)
         scores = top
-        if level == levels - 1 and stop_token_id is None:
+        last = level == levels - 1
+        if last and stop_token_id is None:
             break
         # Expand (level 0) / reorder the cache rows to the beams' sources, then feed the codes.
+        # After the last level the end marker is forced, so it rides along in the same forward:
+        # position 0 scores <|sid_end|>, position 1 the stop token.
         flat_source = (rows * beams + source).view(-1)  # (batch*num_beams,)
         cache.reorder_cache(flat_source)
+        tokens = (trie.code_token_start[level] + code).view(-1, 1)  # (batch*num_beams, 1)
+        if last:
+            tokens = torch.cat([tokens, torch.full_like(tokens, ids.end_id)], dim=1)
         attention_mask = torch.cat(
-            [attention_mask[flat_source], attention_mask.new_ones(batch * num_beams, 1)], dim=1
+            [attention_mask[flat_source], attention_mask.new_ones(tokens.shape)], dim=1
         )
-        tokens = (trie.code_token_start[level] + code).view(-1, 1)
         logp = _step(model, tokens, attention_mask if padded else None, next_position, cache)
-        next_position = next_position + 1
+        next_position = next_position + tokens.shape[1]
 
-    # 3. Optionally score <|sid_end|> and the stop token (one allowed token per beam).
     if stop_token_id is not None:
-        scores = scores + logp[:, ids.end_id].view(batch, num_beams)
-        attention_mask = torch.cat(
-            [attention_mask, attention_mask.new_ones(batch * num_beams, 1)], dim=1
-        )
-        tokens = torch.full((batch * num_beams, 1), ids.end_id, dtype=torch.long, device=device)
-        logp = _step(model, tokens, attention_mask if padded else None, next_position, cache)
-        scores = scores + logp[:, stop_token_id].view(batch, num_beams)
+        scores = scores + logp[:, 0, ids.end_id].view(batch, num_beams)
+        scores = scores + logp[:, 1, stop_token_id].view(batch, num_beams)
         length = levels + 3
     else:
         length = levels
@@ -201,10 +201,11 @@ def _step(
     next_position: torch.Tensor,
     cache,
 ) -> torch.Tensor:
-    """One decoding step of ``(rows, 1)`` tokens: full-vocabulary log-probs ``(rows, vocab)``."""
-    rows = tokens.shape[0]
+    """Feed ``(rows, t)`` tokens: full-vocabulary log-probs ``(rows, t, vocab)`` in float32."""
+    rows, width = tokens.shape
     per_prompt = rows // next_position.shape[0]
-    position_ids = next_position.repeat_interleave(per_prompt)[:, None]
+    offsets = torch.arange(width, device=tokens.device)
+    position_ids = next_position.repeat_interleave(per_prompt)[:, None] + offsets
     out = model(
         input_ids=tokens,
         attention_mask=attention_mask,
@@ -212,4 +213,4 @@ def _step(
         past_key_values=cache,
         use_cache=True,
     )
-    return torch.log_softmax(out.logits[:, -1].float(), dim=-1)
+    return torch.log_softmax(out.logits.float(), dim=-1)

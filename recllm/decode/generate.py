@@ -274,7 +274,12 @@ def generate_sids(
     elif trie.token_ids != token_ids:
         raise ValueError("the trie was built for another SID token layout than the tokenizer's")
     trie = trie.to(model.device)
-    processor = SIDLogitsProcessor(trie, sid_only=True, stop_token_id=stop)
+    # Beam search hands processors a fresh log_softmax tensor, so masking it in place is safe
+    # and saves a (batch*beams, vocab) allocation per step; greedy search and sampling pass the
+    # raw logits that output_logits keeps for the scores, so they get a copy.
+    processor = SIDLogitsProcessor(
+        trie, sid_only=True, stop_token_id=stop, inplace=mode == "beam" and beams > 1
+    )
     config = sid_generation_config(
         mode=mode,
         levels=trie.levels,

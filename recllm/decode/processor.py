@@ -41,6 +41,10 @@ class SIDLogitsProcessor(LogitsProcessor):
             EOS, ``<|im_end|>`` for ChatML models).
         check: Raise ``ValueError`` when a row sits in a span that is no catalog prefix (a
             malformed SID at the end of a prompt) instead of masking the row completely.
+        inplace: Write the mask into the scores tensor transformers passes in, instead of
+            returning a new one: no ``(batch*beams, vocab)`` allocation per step. Safe in beam
+            search, where that tensor is a fresh ``log_softmax`` output; NOT with greedy search
+            or sampling and ``output_logits=True``, where it is the stored raw logits.
 
     Example:
         >>> proc = SIDLogitsProcessor(trie, sid_only=True, stop_token_id=tok.eos_token_id)
@@ -54,6 +58,7 @@ class SIDLogitsProcessor(LogitsProcessor):
         sid_only: bool = False,
         stop_token_id: int | None = None,
         check: bool = True,
+        inplace: bool = False,
     ) -> None:
         if sid_only and stop_token_id is None:
             raise ValueError("sid_only=True needs stop_token_id (the EOS / end-of-turn token id)")
@@ -63,6 +68,7 @@ class SIDLogitsProcessor(LogitsProcessor):
         self.sid_only = sid_only
         self.stop_token_id = stop_token_id
         self.check = check
+        self.inplace = inplace
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         """Return ``scores`` (``(batch*beams, vocab)``) with -inf on disallowed tokens."""
@@ -76,4 +82,4 @@ class SIDLogitsProcessor(LogitsProcessor):
             stop_token_id=self.stop_token_id,
             check=self.check,
         )
-        return constrain_scores(scores, constraint, self.trie)
+        return constrain_scores(scores, constraint, self.trie, inplace=self.inplace)

@@ -474,35 +474,65 @@ def _forced_outside(constraint: SIDConstraint, trie: SIDTrie) -> torch.Tensor:
 
 
 def constrain_scores(
-    scores: torch.Tensor, constraint: SIDConstraint, trie: SIDTrie
+    scores: torch.Tensor,
+    constraint: SIDConstraint,
+    trie: SIDTrie,
+    *,
+    inplace: bool = False,
 ) -> torch.Tensor:
-    """``scores`` with -inf on every token a restricted row may not emit (a new tensor).
+    """``scores`` with -inf on every token a restricted row may not emit.
 
-    Free rows are returned unchanged, and allowed entries keep their value: applied to
+    Free rows are left unchanged, and allowed entries keep their value: applied to
     log-probabilities (Hugging Face beam search) the kept scores stay full-vocabulary
-    log-probabilities. Cost: one masked copy of ``scores`` plus work on the SID block.
+    log-probabilities. Cost: one write over the ``(N, vocab)`` scores plus one ``(N, K_l)``
+    copy per level some row is at.
 
     Args:
         scores: ``(N, vocab)`` logits or log-probabilities.
         constraint: From :func:`sid_constraint`, for the same rows.
         trie: The SID trie.
+        inplace: Overwrite ``scores`` and return it, instead of returning a new tensor. Saves
+            allocating (and page-faulting) an ``(N, vocab)`` tensor per step, which dominates
+            at 50k+ vocabularies; only for callers that own ``scores`` (see
+            :class:`recllm.decode.processor.SIDLogitsProcessor`).
     """
-    ids = trie.token_ids
-    if scores.shape[1] <= ids.last_id:
+    if scores.shape[1] <= trie.token_ids.last_id:
         raise ValueError(
-            f"scores have {scores.shape[1]} columns but SID token ids go up to {ids.last_id}"
+            f"scores have {scores.shape[1]} columns but SID token ids go up to "
+            f"{trie.token_ids.last_id}"
         )
-    lo, hi = ids.first_id, ids.last_id + 1
-    constrained = constraint.constrained[:, None]  # (N, 1)
-    out = scores.masked_fill(constrained, float("-inf"))  # (N, vocab)
-    keep = _block_mask(constraint, trie) | ~constrained  # (N, num_sid_tokens)
-    out[:, lo:hi] = scores[:, lo:hi].masked_fill(~keep, float("-inf"))
-    # A forced token outside the block (the stop token): one write per row; rows without one
-    # write back the value they already hold.
-    outside = _forced_outside(constraint, trie)
-    col = torch.where(outside, constraint.forced, lo)[:, None]  # (N, 1)
-    value = torch.where(outside[:, None], scores.gather(1, col), out.gather(1, col))
-    out.scatter_(1, col, value)
+    # Read what survives before anything is overwritten: per level some row is at, the
+    # level's slice and which of its entries are allowed; per row, the forced token's value.
+    kept = []
+    for level in range(trie.levels):
+        at_level = constraint.level == level  # (N,)
+        if not bool(at_level.any()):
+            continue
+        lo = int(trie.code_token_start[level])
+        width = trie.codebook_sizes[level]
+        keep = constraint.codes[:, :width] & at_level[:, None]  # (N, K_level)
+        values = scores[:, lo : lo + width]
+        kept.append((lo, width, keep, values.clone() if inplace else values))
+    forced = constraint.forced >= 0
+    col = torch.where(forced, constraint.forced, 0)[:, None]  # (N, 1)
+    forced_values = scores.gather(1, col)
+
+    constrained = constraint.constrained
+    everything = bool(constrained.all())
+    if inplace:
+        out = scores.fill_(float("-inf")) if everything else scores
+        if not everything:
+            out.masked_fill_(constrained[:, None], float("-inf"))
+    elif everything:
+        # Every row restricted (SID-only answers): a fill writes the output without reading
+        # the scores, half the memory traffic of a masked copy.
+        out = torch.full_like(scores, float("-inf"))
+    else:
+        out = scores.masked_fill(constrained[:, None], float("-inf"))  # (N, vocab)
+    for lo, width, keep, values in kept:
+        out[:, lo : lo + width] = torch.where(keep, values, out[:, lo : lo + width])
+    # Forced tokens: one write per row; rows without one write back the value they hold.
+    out.scatter_(1, col, torch.where(forced[:, None], forced_values, out.gather(1, col)))
     return out
 
 

@@ -234,6 +234,10 @@ def test_processor_mask_matches_brute_force(data, sid_only, seed):
     scores = torch.randn(len(seqs), vocab, generator=torch.Generator().manual_seed(seed % 1000))
     proc = SIDLogitsProcessor(trie, sid_only=sid_only, stop_token_id=stop)
     out = proc(batch, scores)
+    inplace = SIDLogitsProcessor(trie, sid_only=sid_only, stop_token_id=stop, inplace=True)
+    written = scores.clone()
+    assert inplace(batch, written) is written
+    assert torch.equal(written, out)
     for row, seq in enumerate(seqs):
         padded = [pad] * (width - len(seq)) + seq
         expected = brute_allowed(padded, codes, ids, vocab, sid_only=sid_only, stop_token_id=stop)
