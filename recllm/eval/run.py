@@ -167,34 +167,70 @@ def evaluate_recommender(
     prompts = build_prompts(spec, examples, sid_map, catalog)
     token_ids = SID_FORMAT.token_ids(tokenizer, sid_map.codebook_sizes)
     trie = SIDTrie.from_sid_map(sid_map, token_ids)
-    # A chat model ends its answer with the tokenizer's EOS; in a SID sequence the next item's
-    # <|sid_begin|> follows, so that is the "stop" token scored after <|sid_end|>.
-    stop = token_ids.begin_id if spec.style == "sid_sequence" else None
     model.eval()
     start = time.perf_counter()
-    with torch.inference_mode():
-        recs = generate_sids(
-            model,
-            tokenizer,
-            prompts,
-            sid_map,
-            k=k,
-            num_beams=beams,
-            batch_size=batch_size,
-            mode="beam",
-            engine=engine,
-            trie=trie,
-            stop_token_id=stop,
-            progress=progress,
+    if spec.style == "sid_sequence":
+        # No end-of-answer token exists in a SID sequence (the next item's marker follows), so
+        # the beam is scored on the code tokens alone: only recllm's SID beam search does that.
+        if engine != "sid_beam":
+            raise ValueError(
+                "a sid_sequence model has no end-of-answer token for generate() to stop on; "
+                "Fix: engine='sid_beam'"
+            )
+        ranked_rows = _sequence_beam(
+            model, tokenizer, prompts, trie, beams, k, batch_size, progress
         )
+        recs = [[sid_map.item_ids[r] for r in row] for row in ranked_rows]
+    else:
+        with torch.inference_mode():
+            out = generate_sids(
+                model,
+                tokenizer,
+                prompts,
+                sid_map,
+                k=k,
+                num_beams=beams,
+                batch_size=batch_size,
+                mode="beam",
+                engine=engine,
+                trie=trie,
+                progress=progress,
+            )
+        recs = [[r.item_id for r in items] for items in out]
     seconds = time.perf_counter() - start
     metrics = RankingMetrics(sid_map.item_ids)
     ranked = []
-    for ex, items in zip(examples, recs, strict=True):
-        ids = [r.item_id for r in items]
+    for ex, ids in zip(examples, recs, strict=True):
         metrics.add(ids, ex.target)
         ranked.append(ids)
     figures = metrics.compute(ks)
     figures["beams"] = beams
     figures["users_per_second"] = round(len(examples) / seconds, 2) if seconds else 0.0
     return EvalResult(figures, ranked, seconds)
+
+
+def _sequence_beam(
+    model, tokenizer, prompts, trie, beams, k, batch_size, progress
+) -> list[list[int]]:
+    """SID-map rows of the top ``k`` items per string prompt (code tokens scored only)."""
+    import torch
+    from tqdm.auto import tqdm
+
+    from recllm.decode import encode_prompts, sid_beam_search
+
+    encoded = encode_prompts(tokenizer, prompts)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    out: list[list[int]] = []
+    starts = range(0, len(encoded), batch_size)
+    for start in tqdm(starts, desc="sid_beam_search", unit="batch", disable=not progress):
+        chunk = encoded[start : start + batch_size]
+        width = max(len(c) for c in chunk)
+        ids = torch.full((len(chunk), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(chunk), width), dtype=torch.long)
+        for row, seq in enumerate(chunk):
+            ids[row, width - len(seq) :] = torch.tensor(seq)
+            mask[row, width - len(seq) :] = 1
+        with torch.inference_mode():
+            res = sid_beam_search(model, ids, mask, trie, num_beams=beams, num_return_sequences=k)
+        out.extend([r for r in row if r >= 0] for row in res.items.tolist())
+    return out

@@ -49,7 +49,9 @@ class SeqLMConfig:
     num_heads: int = field(
         default=4, metadata={"help": "Attention heads (head_dim = width / heads)."}
     )
-    num_kv_heads: int = field(default=4, metadata={"help": "Key/value heads (GQA when fewer)."})
+    num_kv_heads: int | None = field(
+        default=None, metadata={"help": "Key/value heads (GQA when fewer); None = num_heads."}
+    )
     intermediate_size: int = field(default=1024, metadata={"help": "MLP width."})
     attention_dropout: float = field(
         default=0.1, metadata={"help": "Dropout on attention weights."}
@@ -97,6 +99,9 @@ def build_seqlm(
         raise ValueError(
             f"hidden_size {cfg.hidden_size} is not a multiple of num_heads {cfg.num_heads}"
         )
+    kv_heads = cfg.num_kv_heads or cfg.num_heads
+    if cfg.num_heads % kv_heads:
+        raise ValueError(f"num_heads {cfg.num_heads} is not a multiple of num_kv_heads {kv_heads}")
     tok = sid_sequence_tokenizer()
     per_item = sid_map.levels + 2
     config = Qwen3Config(
@@ -105,7 +110,7 @@ def build_seqlm(
         intermediate_size=cfg.intermediate_size,
         num_hidden_layers=cfg.num_layers,
         num_attention_heads=cfg.num_heads,
-        num_key_value_heads=cfg.num_kv_heads,
+        num_key_value_heads=kv_heads,
         head_dim=cfg.hidden_size // cfg.num_heads,
         max_position_embeddings=max(512, 2 ** math.ceil(math.log2((cfg.max_items + 2) * per_item))),
         attention_dropout=cfg.attention_dropout,

@@ -1,0 +1,257 @@
+"""Amazon Beauty (P5/TIGER split): recllm's generative recommender beside TIGER and a same-run SASRec.
+
+    python scripts/beauty_benchmark.py                         # ~1 hour on 2 cores
+    python scripts/beauty_benchmark.py --recllm-minutes 5 --sasrec-minutes 3 --eval-users 2000
+
+recllm side: semantic IDs (TF-IDF item text + collaborative PPMI signal from the training split,
+RQ-KMeans 3 x 256, collisions reassigned) -> a from-scratch Qwen3-architecture decoder over SID
+sequences (recllm.train.seqlm, trained through TRL's SFTTrainer within ``--recllm-minutes``) ->
+trie-constrained SID beam search (``--beams``) -> Recall/NDCG@5/10. SASRec side: full-softmax
+cross-entropy over all items (recllm.baselines.sasrec) within ``--sasrec-minutes``, epoch chosen
+on valid. Both: leave-one-out, full ranking over all 12,101 items, histories cut to the last 20
+items, seen items not removed (../shared/data/README.md). Prints the table beside TIGER's published
+row; writes ``metrics.json`` and ``recall.png`` into ``--out``; the last line is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import os
+import platform
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+PUBLISHED = {
+    "TIGER (paper)": {"recall@5": 0.0454, "ndcg@5": 0.0321, "recall@10": 0.0648, "ndcg@10": 0.0384},
+    "SASRec (TIGER paper)": {
+        "recall@5": 0.0387,
+        "ndcg@5": 0.0249,
+        "recall@10": 0.0605,
+        "ndcg@10": 0.0318,
+    },
+}
+COLUMNS = ("recall@5", "ndcg@5", "recall@10", "ndcg@10")
+
+
+def parse_args() -> argparse.Namespace:
+    from recllm.testing import shared_data_dir
+
+    default = None if (d := shared_data_dir()) is None else d / "amazon_p5" / "beauty"
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--data", default=default, help="Beauty folder (P5 layout)")
+    p.add_argument("--out", default="outputs/beauty_benchmark", help="output directory")
+    p.add_argument("--recllm-minutes", type=float, default=35.0, help="training budget")
+    p.add_argument("--sasrec-minutes", type=float, default=12.0, help="0 = skip SASRec")
+    p.add_argument("--epochs", type=float, default=30, help="upper bound (schedule length)")
+    p.add_argument("--hidden", type=int, default=128)
+    p.add_argument("--layers", type=int, default=2)
+    p.add_argument("--heads", type=int, default=4)
+    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--dropout", type=float, default=0.1, help="attention dropout")
+    p.add_argument("--codebook", type=int, default=256)
+    p.add_argument("--levels", type=int, default=3)
+    p.add_argument("--collab", type=float, default=0.3, help="collaborative share of item vectors")
+    p.add_argument("--beams", type=int, default=20)
+    p.add_argument("--eval-users", type=int, default=0, help="first N test users (0 = all)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads")
+    return p.parse_args()
+
+
+def table(rows: dict[str, dict[str, float]]) -> str:
+    head = f"{'method':<28}" + "".join(
+        f"{c.replace('recall', 'R').replace('ndcg', 'N'):>9}" for c in COLUMNS
+    )
+    lines = [head]
+    for name, fig in rows.items():
+        lines.append(f"{name:<28}" + "".join(f"{fig[c]:>9.4f}" for c in COLUMNS))
+    return "\n".join(lines)
+
+
+def train_recllm(args, dataset, split, out: Path):
+    """SIDs -> from-scratch SID-sequence decoder, trained within the budget; returns its dir."""
+    from trl import SFTConfig, SFTTrainer
+
+    from recllm.data import DataConfig
+    from recllm.sid.build import build_sid_map, write_sid_artifact
+    from recllm.sid.config import SIDConfig
+    from recllm.sid.sidmap import SIDMap
+    from recllm.train.seqlm import (
+        PROMPT_STYLE,
+        SeqLMConfig,
+        build_seqlm,
+        time_budget_callback,
+        training_dataset,
+    )
+    from recllm.vocab import save_model_with_sids
+
+    sid_cfg = SIDConfig(
+        method="rq-kmeans",
+        levels=args.levels,
+        codebook_size=args.codebook,
+        collab_weight=args.collab,
+    )
+    sid_dir = out / "sids"
+    if not (sid_dir / "sid_map.json").is_file():
+        build = build_sid_map(dataset, sid_cfg, DataConfig(data_path=str(args.data)), split=split)
+        write_sid_artifact(build, sid_dir)
+    sid_map = SIDMap.load(sid_dir)
+    cfg = SeqLMConfig(
+        hidden_size=args.hidden,
+        num_layers=args.layers,
+        num_heads=args.heads,
+        num_kv_heads=args.heads,
+        intermediate_size=2 * args.hidden,
+        attention_dropout=args.dropout,
+        max_items=20,
+    )
+    model, tok = build_seqlm(sid_map, cfg)
+    train = training_dataset(split, sid_map, tok, cfg.max_items)
+    logging.info(
+        "recllm: %d training windows, %d tokens, %.2fM parameters",
+        len(train),
+        sum(len(r) for r in train["input_ids"]),
+        model.num_parameters() / 1e6,
+    )
+    budget = time_budget_callback(args.recllm_minutes)
+    sft = SFTConfig(
+        output_dir=str(out / "recllm_run"),
+        num_train_epochs=args.epochs,
+        per_device_train_batch_size=args.batch,
+        learning_rate=args.lr,
+        lr_scheduler_type="cosine",
+        warmup_steps=200,
+        weight_decay=0.1,
+        max_length=None,
+        train_sampling_strategy="group_by_length",
+        bf16=False,
+        use_cpu=True,
+        report_to="none",
+        save_strategy="no",
+        logging_steps=200,
+        seed=0,
+    )
+    trainer = SFTTrainer(
+        model=model, args=sft, train_dataset=train, processing_class=tok, callbacks=[budget]
+    )
+    trainer.train()
+    model_dir = save_model_with_sids(
+        model,
+        tok,
+        sid_map,
+        out / "recllm_model",
+        overwrite=True,
+        recommender={"prompt_style": PROMPT_STYLE, "max_history": cfg.max_items},
+    )
+    info = {
+        "epochs": round(trainer.state.epoch or 0.0, 2),
+        "steps": trainer.state.global_step,
+        "stopped_by_budget": budget.stopped_at is not None,
+        "final_loss": next(
+            (h["loss"] for h in reversed(trainer.state.log_history) if "loss" in h), None
+        ),
+        "parameters": model.num_parameters(),
+        "model": asdict(cfg),
+        "sid": asdict(sid_cfg),
+    }
+    return model_dir, info
+
+
+def main() -> None:
+    t0 = time.monotonic()
+    args = parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    if args.data is None:
+        raise SystemExit("no Beauty data: pass --data path/to/amazon_p5/beauty")
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    from recllm.data import DataConfig, load_rec_dataset, split_dataset
+    from recllm.eval import plot_recall, save_metrics
+    from recllm.eval.run import PromptSpec, evaluate_recommender
+    from recllm.vocab import load_model_with_sids
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    print(f"command: python {' '.join(sys.argv)}")
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__} "
+        f"({torch.get_num_threads()} threads)"
+    )
+    data_cfg = DataConfig(data_path=str(args.data), max_history=20)
+    dataset = load_rec_dataset(config=data_cfg)
+    split = split_dataset(dataset, data_cfg)
+    test = split.test[: args.eval_users] if args.eval_users else split.test
+    rows: dict[str, dict[str, float]] = {}
+    info: dict[str, object] = {}
+
+    t = time.monotonic()
+    model_dir, info["recllm"] = train_recllm(args, dataset, split, out)
+    info["recllm_train_minutes"] = round((time.monotonic() - t) / 60, 2)
+    model, tok, sid_map = load_model_with_sids(model_dir)
+    result = evaluate_recommender(
+        model,
+        tok,
+        sid_map,
+        test,
+        PromptSpec.from_model_dir(model_dir),
+        dataset.catalog,
+        beams=args.beams,
+        ks=(5, 10),
+        batch_size=64,
+    )
+    rows[f"recllm SID decoder (beam {args.beams})"] = result.metrics
+    info["recllm_eval_minutes"] = round(result.seconds / 60, 2)
+
+    if args.sasrec_minutes > 0:
+        from recllm.baselines.sasrec import SASRecConfig, evaluate_sasrec, train_sasrec
+
+        t = time.monotonic()
+        cfg = SASRecConfig(time_budget_minutes=args.sasrec_minutes)
+        sasrec, history = train_sasrec(split, dataset.catalog, cfg)
+        scored = dataclasses.replace(split, test=test)  # the same users as recllm
+        rows["SASRec (same run)"] = evaluate_sasrec(sasrec, scored, "test", ks=(5, 10))
+        info["sasrec_minutes"] = round((time.monotonic() - t) / 60, 2)
+        info["sasrec_epochs"] = len(history)
+    rows.update(PUBLISHED)
+
+    print(
+        f"\nAmazon Beauty, test, {len(test)} users, full ranking over {len(dataset.catalog)} "
+        f"items, histories <= 20 items, seen items not removed"
+    )
+    print(table(rows))
+    first = next(iter(rows))
+    print(
+        f"invalid rate {rows[first]['invalid_rate']:.4f}; recllm {info['recllm']['epochs']} "
+        f"epochs in {info['recllm_train_minutes']} min, eval {info['recllm_eval_minutes']} min; "
+        f"total {(time.monotonic() - t0) / 60:.1f} min"
+    )
+    save_metrics(out / "metrics.json", rows, vars(args), dataset="beauty", split="test", info=info)
+    plot_recall(out / "recall.png", {k: rows[k] for k in rows}, ks=(5, 10), title="Beauty, test")
+    print(f"metrics.json and recall.png in {out}")
+    print(
+        json.dumps(
+            {
+                "users": len(test),
+                "rows": {
+                    name: {
+                        c: round(float(fig[c]), 4) for c in (*COLUMNS, "invalid_rate") if c in fig
+                    }
+                    for name, fig in rows.items()
+                },
+                "info": info,
+                "minutes": round((time.monotonic() - t0) / 60, 2),
+            },
+            default=str,
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
