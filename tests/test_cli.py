@@ -137,17 +137,30 @@ def test_quickstart_end_to_end_on_a_tiny_model(tmp_path, shared_data_or_none):
     base = save_tiny_model(tmp_path / "base")
     out = tmp_path / "qs"
     args = ["--data", data, "--model", str(base), "--out", str(out), "--max-users", "60"]
-    args += ["--warmup-steps", "2", "--sft-steps", "3", "--batch-size", "2"]
+    args += ["--warmup-steps", "2", "--sft-steps", "3", "--batch-size", "2", "--eval-users", "10"]
+    args += ["--beams", "10"]
     proc = run_cli("quickstart", *args, env={"OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"})
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "users         60" in proc.stdout and "-> next:" in proc.stdout
     assert (out / "sids" / "sid_map.json").is_file() and (out / "sids" / "code_usage.png").is_file()
-    assert (
-        f"[6/6] done: the fine-tuned model, its tokenizer and SID map are in {out / 'model'}"
-        in (proc.stdout)
-    )
+    assert f"the fine-tuned model, its tokenizer and SID map are in {out / 'model'}" in proc.stdout
+    assert "[6/6] constrained evaluation: 10 test users" in proc.stdout
+    assert "invalid rate 0.000" in proc.stdout and "recommended: " in proc.stdout
     assert f'load_model_with_sids("{out / "model"}")' in proc.stdout  # how to use it
     log = json.loads((out / "train_log.json").read_text())
     assert len([h for h in log["sft"] if "loss" in h]) == 3
     model, tok, sid_map = load_model_with_sids(out / "model")
     assert len(sid_map) > 0 and len(tok) > model.config.vocab_size - 64
+
+    # `recllm eval` reads the data and prompt style the model directory records
+    ev = out / "ev"
+    args = ["--model", str(out / "model"), "--max-users", "6", "--beams", "4", "--k", "2,4"]
+    proc = run_cli("eval", *args, "--out", str(ev), env={"OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "on 6 test users of" in proc.stdout and "(chat prompts, beam 4" in proc.stdout
+    doc = json.loads((ev / "metrics.json").read_text())
+    assert doc["metrics"]["users"] == 6 and doc["metrics"]["invalid_rate"] == 0.0
+    assert set(doc["metrics"]) >= {"recall@2", "ndcg@4", "coverage"}
+    assert (ev / "recall.png").stat().st_size > 1000
+    bad = run_cli("eval", "--model", str(out / "model"), "--beams", "2", "--k", "5")
+    assert bad.returncode != 0 and "Fix: raise --beams" in bad.stderr
