@@ -10,16 +10,10 @@ Every key of the YAML can be overridden on the command line. The stages live in
 
 import logging
 
-from trl import ModelConfig, SFTConfig, TrlParser
-
-from recllm.data import DataConfig
-from recllm.sid.config import SIDConfig
-from recllm.tasks import TaskConfig
-from recllm.train.plum import PlumArguments, run_plum
+from recllm.train.plum import parse_recipe_args, run_plum
 
 if __name__ == "__main__":
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    parser = TrlParser((PlumArguments, DataConfig, SIDConfig, TaskConfig, SFTConfig, ModelConfig))
-    run_plum(*parser.parse_args_and_config())
+    run_plum(*parse_recipe_args())

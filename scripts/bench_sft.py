@@ -7,8 +7,8 @@ All runs train one epoch over the same examples (ml-100k training texts: behavio
 recommendation, SIDs included) from the same starting weights, side by side in one process,
 alternating over ``--repeats`` rounds (best time counts):
 
-- baseline: ``SFTTrainer`` with TRL's defaults (the SFTConfig a user gets without a recipe,
-  except bf16, which is slow on most CPUs);
+- baseline: ``SFTTrainer`` with TRL's defaults (the SFTConfig a user gets without a recipe:
+  bf16 autocast, gradient checkpointing, random padded batches);
 - recipe: the SFT stage of ``recipes/plum_sft.py`` with the settings of
   ``recipes/plum_sft.yaml`` (``train_stage`` and its config);
 - the recipe with random (padded) batches, and with TRL's padding-free bfd packing.
@@ -71,19 +71,9 @@ def count_tokens(tok, train) -> int:
 
 def recipe_sft_config(out: str, batch: int, seed: int, **overrides):
     """The SFT settings of recipes/plum_sft.yaml, as the recipe parses them (+ ``overrides``)."""
-    from trl import ModelConfig, SFTConfig, TrlParser
+    from recllm.train.plum import parse_recipe_args
 
-    sys.path.insert(0, str(ROOT / "recipes"))
-    import plum_sft
-
-    from recllm.data import DataConfig
-    from recllm.sid.config import SIDConfig
-    from recllm.tasks import TaskConfig
-
-    parser = TrlParser(
-        (plum_sft.PlumArguments, DataConfig, SIDConfig, TaskConfig, SFTConfig, ModelConfig)
-    )
-    sft = parser.parse_args_and_config(["--config", str(ROOT / "recipes" / "plum_sft.yaml")])[4]
+    sft = parse_recipe_args(["--config", str(ROOT / "recipes" / "plum_sft.yaml")])[4]
     return replace(
         sft,
         output_dir=out,
@@ -108,7 +98,6 @@ def run_bare(model, tok, train, out: str, batch: int, seed: int) -> float:
         num_train_epochs=1,
         per_device_train_batch_size=batch,
         use_cpu=True,
-        bf16=False,  # TRL defaults to bf16, which is much slower than float32 on most CPUs
         seed=seed,
         report_to="none",
         save_strategy="no",
@@ -222,6 +211,7 @@ def main() -> None:
                 "ratio_vs_bare": {k: round(v, 3) for k, v in ratios.items()},
                 "ratio": round(ratios["recipe"], 3),
                 "recipe_settings": {
+                    "bf16": yaml_cfg.bf16,
                     "gradient_checkpointing": yaml_cfg.gradient_checkpointing,
                     "train_sampling_strategy": yaml_cfg.train_sampling_strategy,
                     "padding_free": yaml_cfg.padding_free,

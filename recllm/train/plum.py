@@ -230,3 +230,25 @@ def chat_recommender(task_cfg: TaskConfig, data_cfg: DataConfig) -> dict[str, ob
             "max_text_chars": task_cfg.max_text_chars,
         },
     }
+
+
+def recipe_parser():
+    """The recipe's ``TrlParser`` over its six config dataclasses."""
+    from trl import TrlParser
+
+    return TrlParser((PlumArguments, DataConfig, SIDConfig, TaskConfig, SFTConfig, ModelConfig))
+
+
+def parse_recipe_args(argv: list[str] | None = None):
+    """Parse YAML + command line into the six configs of :func:`run_plum`.
+
+    Without a GPU, ``--use_cpu true`` is added unless given: the recipe trains on CPU then anyway,
+    and transformers refuses ``bf16: true`` (bf16 autocast, fast on CPUs with AVX512-BF16/AMX)
+    unless ``use_cpu`` is set before the configs are validated.
+    """
+    import sys
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not torch.cuda.is_available() and not any(a.startswith("--use_cpu") for a in args):
+        args += ["--use_cpu", "true"]
+    return recipe_parser().parse_args_and_config(args)
