@@ -206,6 +206,7 @@ def _quickstart_train(args, data_cfg, sid_cfg, sid_dir, model_path):
     """The recipe (recipes/plum_sft.yaml's settings) sized for a few minutes on 2 CPU cores."""
     from dataclasses import replace
 
+    import torch
     from trl import ModelConfig, SFTConfig
 
     from recllm.tasks import TaskConfig
@@ -227,6 +228,7 @@ def _quickstart_train(args, data_cfg, sid_cfg, sid_dir, model_path):
         train_sampling_strategy="group_by_length",  # as recipes/plum_sft.yaml: little padding
         gradient_checkpointing=False,
         bf16=_bf16_fast(),  # as plum_sft.yaml, where the CPU has bf16 instructions
+        use_cpu=not torch.cuda.is_available(),
         logging_steps=max(1, args.sft_steps // 10),
         save_strategy="no",
         report_to="none",
