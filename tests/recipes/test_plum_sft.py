@@ -78,7 +78,10 @@ def test_recipe_trains_and_saves(tmp_path, moe, ml100k_subset):
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert f"saved to {out / 'model'}" in proc.stdout
     resolved = json.loads((out / "resolved_config.json").read_text())
-    assert resolved["sft"]["packing"] is True and resolved["data"]["max_users"] == 40
+    assert (
+        resolved["sft"]["train_sampling_strategy"] == "group_by_length"
+        and resolved["data"]["max_users"] == 40
+    )
     assert resolved["model"]["model_name_or_path"] == str(base) and resolved["versions"]["trl"]
     log = json.loads((out / "train_log.json").read_text())
     losses = [h["loss"] for h in log["sft"] if "loss" in h]
