@@ -26,16 +26,8 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-PUBLISHED = {
-    "TIGER (paper)": {"recall@5": 0.0454, "ndcg@5": 0.0321, "recall@10": 0.0648, "ndcg@10": 0.0384},
-    "SASRec (TIGER paper)": {
-        "recall@5": 0.0387,
-        "ndcg@5": 0.0249,
-        "recall@10": 0.0605,
-        "ndcg@10": 0.0318,
-    },
-}
-COLUMNS = ("recall@5", "ndcg@5", "recall@10", "ndcg@10")
+from recllm.eval.published import BEAUTY_PUBLISHED as PUBLISHED
+from recllm.eval.published import COLUMNS
 
 
 def parse_args() -> argparse.Namespace:

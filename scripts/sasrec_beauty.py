@@ -29,19 +29,9 @@ import torch
 from recllm.baselines.sasrec import SASRecConfig, evaluate_sasrec, train_sasrec
 from recllm.data import DataConfig, load_rec_dataset, split_dataset
 from recllm.eval.metrics import plot_recall, save_metrics
+from recllm.eval.published import BEAUTY_PUBLISHED as PUBLISHED
+from recllm.eval.published import COLUMNS
 from recllm.testing import shared_data_dir
-
-#: TIGER (NeurIPS 2023), Table 1, Beauty.
-PUBLISHED = {
-    "TIGER (paper)": {"recall@5": 0.0454, "ndcg@5": 0.0321, "recall@10": 0.0648, "ndcg@10": 0.0384},
-    "SASRec (TIGER paper)": {
-        "recall@5": 0.0387,
-        "ndcg@5": 0.0249,
-        "recall@10": 0.0605,
-        "ndcg@10": 0.0318,
-    },
-}
-COLUMNS = ("recall@5", "ndcg@5", "recall@10", "ndcg@10")
 
 #: Where Beauty's defaults differ from SASRecConfig's: Beauty is sparse (8.9 interactions per user),
 #: so it wants SASRec's dropout for sparse data (0.5, Kang & McAuley) and more, smaller steps per

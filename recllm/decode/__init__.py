@@ -15,6 +15,7 @@ from recllm.decode.generate import (
     Recommendation,
     encode_prompts,
     generate_sids,
+    left_pad,
     sid_generation_config,
 )
 from recllm.decode.processor import SIDLogitsProcessor
@@ -41,6 +42,7 @@ __all__ = [
     "constrain_scores",
     "encode_prompts",
     "generate_sids",
+    "left_pad",
     "sid_beam_search",
     "sid_constraint",
     "sid_generation_config",

@@ -181,9 +181,10 @@ def encode_prompts(
     return [list(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
 
 
-def _left_pad(
+def left_pad(
     sequences: list[list[int]], pad_id: int, device: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(input_ids, attention_mask)`` of token-id lists, left-padded to the longest."""
     width = max(len(s) for s in sequences)
     ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(sequences), width), dtype=torch.long)
@@ -317,7 +318,7 @@ def generate_sids(
             stack.enter_context(torch.random.fork_rng(devices=rng_devices))
             torch.manual_seed(seed)
         for start in starts:
-            ids, mask = _left_pad(encoded[start : start + batch_size], pad, model.device)
+            ids, mask = left_pad(encoded[start : start + batch_size], pad, model.device)
             if engine == "sid_beam":
                 out = sid_beam_search(
                     model,

@@ -216,20 +216,14 @@ def _sequence_beam(
     import torch
     from tqdm.auto import tqdm
 
-    from recllm.decode import encode_prompts, sid_beam_search
+    from recllm.decode import encode_prompts, left_pad, sid_beam_search
 
     encoded = encode_prompts(tokenizer, prompts)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     out: list[list[int]] = []
     starts = range(0, len(encoded), batch_size)
     for start in tqdm(starts, desc="sid_beam_search", unit="batch", disable=not progress):
-        chunk = encoded[start : start + batch_size]
-        width = max(len(c) for c in chunk)
-        ids = torch.full((len(chunk), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(chunk), width), dtype=torch.long)
-        for row, seq in enumerate(chunk):
-            ids[row, width - len(seq) :] = torch.tensor(seq)
-            mask[row, width - len(seq) :] = 1
+        ids, mask = left_pad(encoded[start : start + batch_size], pad, model.device)
         with torch.inference_mode():
             res = sid_beam_search(model, ids, mask, trie, num_beams=beams, num_return_sequences=k)
         out.extend([r for r in row if r >= 0] for row in res.items.tolist())

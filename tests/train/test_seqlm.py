@@ -111,33 +111,12 @@ def test_learns_a_cyclic_catalog_and_evaluates(tmp_path, torch_single_thread):
     catalog = Catalog({i: {"title": f"title {i}"} for i in ITEMS}, text_fields=("title",))
     prompts = build_prompts(spec, split.test, smap, catalog)
     assert prompts[0].count(SID_FORMAT.begin) == 8  # history cut to max_history
+    run = dict(beams=4, ks=(1, 3), batch_size=8, progress=False)
     result = evaluate_recommender(
-        model,
-        tok,
-        smap,
-        split.test,
-        spec,
-        catalog,
-        beams=4,
-        ks=(1, 3),
-        batch_size=8,
-        engine="sid_beam",
-        progress=False,
+        model, tok, smap, split.test, spec, catalog, engine="sid_beam", **run
     )
     with pytest.raises(ValueError, match="engine='sid_beam'"):
-        evaluate_recommender(
-            model,
-            tok,
-            smap,
-            split.test,
-            spec,
-            catalog,
-            beams=4,
-            ks=(1, 3),
-            batch_size=8,
-            engine="generate",
-            progress=False,
-        )
+        evaluate_recommender(model, tok, smap, split.test, spec, catalog, engine="generate", **run)
     m = result.metrics
     assert m["invalid_rate"] == 0.0 and m["users"] == 24
     assert m["recall@1"] >= 0.5 and m["recall@3"] >= 0.8, m  # chance: 1/12 and 3/12
