@@ -7,6 +7,8 @@ Everything here is built in-process in a second or two on a CPU and never downlo
 - :func:`build_tiny_qwen3` builds a randomly initialised two-layer ``Qwen3ForCausalLM`` or
   ``Qwen3MoeForCausalLM`` whose shapes vLLM's CPU backend accepts.
 - :func:`save_tiny_model` writes both to a directory that ``from_pretrained`` and ``vllm.LLM`` load.
+- :func:`save_tiny_recommender` writes a tiny catalog + interactions data set and a tiny Qwen3
+  extended with random SIDs for it, as a recllm model directory (serving and decoding tests).
 - :func:`find_shared_dir`, :func:`shared_data_dir` and :func:`load_qwen3_tokenizer` locate the
   optional ``shared/`` folder (real Qwen3 tokenizer files, prepared data sets) next to the checkout.
 
@@ -45,6 +47,7 @@ __all__ = [
     "find_shared_dir",
     "load_qwen3_tokenizer",
     "save_tiny_model",
+    "save_tiny_recommender",
     "shared_data_dir",
 ]
 
@@ -353,3 +356,70 @@ def load_qwen3_tokenizer(
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(path, local_files_only=True)
+
+
+def save_tiny_recommender(
+    directory: str | os.PathLike[str],
+    *,
+    num_items: int = 60,
+    num_users: int = 40,
+    codebook_sizes: tuple[int, ...] = (6, 7, 8),
+    seed: int = 0,
+) -> Path:
+    """A tiny recommender model directory (untrained) and the data set it records.
+
+    Writes ``directory/data/{items,interactions}.csv`` (items ``item0..``, titles ``movie 0..``,
+    every item used, 5-12 interactions per user) and ``directory/model``: an untied tiny Qwen3
+    extended with random unique SIDs for the items, whose SID rows get a wide random spread (so
+    beam scores differ by far more than float noise), saved by
+    :func:`recllm.vocab.save_model_with_sids` with a chat-style ``recommender`` record pointing at
+    the data.
+
+    Returns:
+        The model directory.
+    """
+    import numpy as np
+    import torch
+
+    from recllm.sid.sidmap import SIDMap
+    from recllm.vocab import extend_vocab, save_model_with_sids
+
+    root = Path(directory)
+    data = root / "data"
+    data.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    items = [f"item{i}" for i in range(num_items)]
+    lines = ["item_id,title"] + [f"{item},movie {i}" for i, item in enumerate(items)]
+    (data / "items.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    rows, t = ["user_id,item_id,timestamp"], 0
+    order = rng.permutation(num_items).tolist()  # every item appears at least once
+    for u in range(num_users):
+        n = int(rng.integers(5, 13))
+        picks = [order.pop()] if order else []
+        picks += rng.choice(num_items, size=n - len(picks), replace=False).tolist()
+        for i in dict.fromkeys(picks):
+            t += 1
+            rows.append(f"u{u},{items[i]},{t}")
+    (data / "interactions.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+
+    grid = np.stack(np.meshgrid(*[np.arange(k) for k in codebook_sizes], indexing="ij"), -1)
+    grid = grid.reshape(-1, len(codebook_sizes))
+    codes = grid[rng.choice(len(grid), size=num_items, replace=False)]
+    sid_map = SIDMap(items, codes, codebook_sizes)
+    tok = build_tiny_tokenizer()
+    model = build_tiny_qwen3(tok, tie_word_embeddings=False, seed=seed)
+    ext = extend_vocab(model, tok, sid_map)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for weight in (model.get_input_embeddings().weight, model.get_output_embeddings().weight):
+            span = ext.last_id - ext.first_id + 1
+            weight[ext.first_id : ext.last_id + 1] = torch.randn(span, weight.shape[1], generator=g)
+    recommender = {
+        "prompt_style": "chat",
+        "max_history": 20,
+        "data": {"data_path": str(data)},
+        "task": {},
+    }
+    return save_model_with_sids(
+        model, tok, sid_map, root / "model", overwrite=True, recommender=recommender
+    )

@@ -1,0 +1,215 @@
+"""Constrained SID beam search on a vLLM engine, scored exactly like Hugging Face beam search.
+
+A recommendation answer is ``<|sid_begin|>`` + ``L`` codes + ``<|sid_end|>`` + stop token, so
+its beam search has a fixed shape. The driver here runs it as ``L + 1`` rounds of ordinary
+vLLM requests (each round one batch over all prompts and beams; prefix caching keeps the
+prompts' KV blocks between rounds), with :class:`~recllm.decode.vllm_processor.SIDVLLMLogitsProcessor`
+in ``sid_only`` mode and ``logprobs_mode="processed_logits"``, so every reported logprob is the
+full-vocabulary log-probability of an allowed token:
+
+1. prompt -> 2 tokens: ``<|sid_begin|>`` (forced; its logprob) and the top ``num_beams``
+   level-0 codes (``logprobs=num_beams``: the processor leaves only allowed codes finite).
+2. for each level ``1..L-1``: prompt + begin + the beam's codes -> 1 token, top ``num_beams``
+   codes of each beam; the best ``num_beams`` (beam, code) pairs of each prompt survive.
+3. prompt + begin + codes -> 2 tokens: the forced ``<|sid_end|>`` and stop token, scored.
+
+A score is ``(log p(begin) + code log-probs + log p(end) + log p(stop)) / (L + 3) **
+length_penalty``, as :func:`recllm.decode.beam.sid_beam_search` with ``stop_token_id`` and
+``model.generate`` + ``SIDLogitsProcessor(sid_only=True)`` compute it. vLLM's own
+``LLM.beam_search`` works too under the processor's global config, but needs ``L + 3`` rounds of
+``2 * beam_width`` logprobs and divides by the prompt length as well.
+
+The rounds are a generator (:func:`sid_beam_rounds`) so the same code drives the offline
+``vllm.LLM`` (:func:`vllm_sid_beam_search`) and the server's async engine
+(:func:`async_vllm_sid_beam_search`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import uuid
+from collections.abc import Generator, Sequence
+from typing import TYPE_CHECKING, Any
+
+from recllm.decode.trie import SIDTrie
+from recllm.decode.vllm_processor import EXTRA_SID, EXTRA_SID_ONLY
+
+if TYPE_CHECKING:
+    from vllm import LLM, SamplingParams
+    from vllm.outputs import CompletionOutput
+
+__all__ = ["async_vllm_sid_beam_search", "sid_beam_rounds", "vllm_sid_beam_search"]
+
+#: Ranked ``(SID-map row, score)`` pairs of one prompt, best first.
+Ranked = list[tuple[int, float]]
+Round = list[tuple[list[int], "SamplingParams"]]
+
+
+def _params(max_tokens: int, logprobs: int) -> SamplingParams:
+    from vllm import SamplingParams
+
+    return SamplingParams(
+        temperature=0.0,
+        max_tokens=max_tokens,
+        logprobs=logprobs,
+        detokenize=False,
+        extra_args={EXTRA_SID: True, EXTRA_SID_ONLY: True},
+    )
+
+
+def _candidates(out: CompletionOutput, step: int) -> list[tuple[int, float]]:
+    """Finite ``(token, logprob)`` entries of generated position ``step``."""
+    if out.logprobs is None or len(out.logprobs) <= step:
+        raise RuntimeError(
+            "vLLM returned no logprobs for a SID beam step; the engine must run with "
+            "logprobs_mode='processed_logits' and the recllm SID logits processor "
+            "(recllm.decode.vllm_processor.vllm_engine_kwargs)"
+        )
+    return [(t, lp.logprob) for t, lp in out.logprobs[step].items() if math.isfinite(lp.logprob)]
+
+
+def sid_beam_rounds(
+    prompts: Sequence[Sequence[int]],
+    trie: SIDTrie,
+    *,
+    num_beams: int,
+    k: int | None = None,
+    length_penalty: float = 1.0,
+) -> Generator[Round, list[CompletionOutput], list[Ranked]]:
+    """The beam search as rounds of requests (see the module docstring).
+
+    Yields one round (``(token_ids, SamplingParams)`` per request) at a time and expects the
+    requests' first ``CompletionOutput`` back, in order, through ``send``.
+
+    Returns:
+        Per prompt, up to ``k`` ``(SID-map row, score)`` pairs, best first.
+
+    Raises:
+        ValueError: Bad sizes.
+        RuntimeError: The engine does not return the expected logprobs or tokens.
+    """
+    k = num_beams if k is None else k
+    if num_beams < 1 or not 1 <= k <= num_beams:
+        raise ValueError(f"need 1 <= k ({k}) <= num_beams ({num_beams}); Fix: raise num_beams")
+    ids = trie.token_ids
+    levels = trie.levels
+    code_start = [int(s) for s in trie.code_token_start]
+    prompts = [list(p) for p in prompts]
+
+    # Round 1: the forced begin marker, then the level-0 candidates.
+    outs = yield [(p, _params(2, num_beams)) for p in prompts]
+    beams: list[list[tuple[tuple[int, ...], float]]] = []  # per prompt: (code tokens, score)
+    for out in outs:
+        if not out.token_ids or out.token_ids[0] != ids.begin_id:
+            raise RuntimeError(
+                f"the engine did not force <|sid_begin|> (got {list(out.token_ids)}); the SID "
+                "logits processor is not installed or not in sid_only mode"
+            )
+        begin = out.logprobs[0][ids.begin_id].logprob
+        cands = [((t,), begin + lp) for t, lp in _candidates(out, 1)]
+        beams.append(_best(cands, num_beams))
+
+    # Rounds 2..L: one more level per round.
+    for level in range(1, levels):
+        flat = [(p, b) for p, row in enumerate(beams) for b in row]
+        outs = yield [
+            (prompts[p] + [ids.begin_id, *codes], _params(1, num_beams)) for p, (codes, _) in flat
+        ]
+        grown: list[list[tuple[tuple[int, ...], float]]] = [[] for _ in prompts]
+        lo, hi = code_start[level], code_start[level] + trie.codebook_sizes[level]
+        for (p, (codes, score)), out in zip(flat, outs, strict=True):
+            for t, lp in _candidates(out, 0):
+                if not lo <= t < hi:
+                    raise RuntimeError(f"token {t} is not a level-{level} code: constraint off")
+                grown[p].append(((*codes, t), score + lp))
+        beams = [_best(row, num_beams) for row in grown]
+
+    # Last round: the forced end marker and stop token rescore the finished beams.
+    flat = [(p, b) for p, row in enumerate(beams) for b in row]
+    outs = yield [(prompts[p] + [ids.begin_id, *codes], _params(2, 0)) for p, (codes, _) in flat]
+    final: list[list[tuple[tuple[int, ...], float]]] = [[] for _ in prompts]
+    norm = float(levels + 3) ** length_penalty
+    for (p, (codes, score)), out in zip(flat, outs, strict=True):
+        if len(out.token_ids) != 2 or out.token_ids[0] != ids.end_id:
+            raise RuntimeError(f"expected <|sid_end|> + stop token, got {list(out.token_ids)}")
+        tail = sum(out.logprobs[i][t].logprob for i, t in enumerate(out.token_ids))
+        final[p].append((codes, (score + tail) / norm))
+
+    import torch
+
+    results: list[Ranked] = []
+    for row in final:
+        row = _best(row, k)
+        if not row:
+            results.append([])
+            continue
+        codes = torch.tensor(
+            [[t - code_start[lv] for lv, t in enumerate(c)] for c, _ in row], dtype=torch.long
+        )
+        items = trie.item_index(codes).tolist()
+        if min(items) < 0:
+            raise RuntimeError("a beam left the SID trie: the constraint was not applied")
+        results.append([(i, s) for i, (_, s) in zip(items, row, strict=True)])
+    return results
+
+
+def _best(cands: list[tuple[Any, float]], n: int) -> list[tuple[Any, float]]:
+    """The ``n`` highest-scoring entries, best first (stable on ties)."""
+    return sorted(cands, key=lambda c: -c[1])[:n]
+
+
+def vllm_sid_beam_search(
+    llm: LLM,
+    prompts: Sequence[Sequence[int]],
+    trie: SIDTrie,
+    *,
+    num_beams: int,
+    k: int | None = None,
+    length_penalty: float = 1.0,
+) -> list[Ranked]:
+    """:func:`sid_beam_rounds` on an offline ``vllm.LLM`` built with
+    :func:`~recllm.decode.vllm_processor.vllm_engine_kwargs` (token-id prompts in)."""
+    from vllm.inputs import TokensPrompt
+
+    rounds = sid_beam_rounds(prompts, trie, num_beams=num_beams, k=k, length_penalty=length_penalty)
+    requests = next(rounds)
+    while True:
+        outs = llm.generate(
+            [TokensPrompt(prompt_token_ids=ids) for ids, _ in requests],
+            [params for _, params in requests],
+            use_tqdm=False,
+        )
+        try:
+            requests = rounds.send([o.outputs[0] for o in outs])
+        except StopIteration as done:
+            return done.value
+
+
+async def async_vllm_sid_beam_search(
+    engine: Any,
+    prompts: Sequence[Sequence[int]],
+    trie: SIDTrie,
+    *,
+    num_beams: int,
+    k: int | None = None,
+    length_penalty: float = 1.0,
+) -> list[Ranked]:
+    """:func:`sid_beam_rounds` on vLLM's async engine client (the API server's ``AsyncLLM``)."""
+    from vllm.inputs import TokensPrompt
+
+    async def one(ids: list[int], params: SamplingParams) -> CompletionOutput:
+        final = None
+        request_id = f"recllm-beam-{uuid.uuid4().hex}"
+        async for out in engine.generate(TokensPrompt(prompt_token_ids=ids), params, request_id):
+            final = out
+        return final.outputs[0]
+
+    rounds = sid_beam_rounds(prompts, trie, num_beams=num_beams, k=k, length_penalty=length_penalty)
+    requests = next(rounds)
+    while True:
+        outs = await asyncio.gather(*(one(ids, params) for ids, params in requests))
+        try:
+            requests = rounds.send(list(outs))
+        except StopIteration as done:
+            return done.value

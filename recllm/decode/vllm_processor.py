@@ -1,0 +1,274 @@
+"""A vLLM V1 logits processor that keeps every generated SID inside the catalog.
+
+:class:`SIDVLLMLogitsProcessor` applies the SID trie of :mod:`recllm.decode.trie` (the one the
+Hugging Face :class:`~recllm.decode.processor.SIDLogitsProcessor` uses) inside vLLM's sampler,
+for the whole batch at once: after ``<|sid_begin|>`` the next ``L`` tokens must walk the trie,
+then ``<|sid_end|>`` is forced; elsewhere the model writes free text, unless ``sid_only``
+(recommendation prompts whose answer is exactly one SID and the stop token).
+
+**Configuration.** Globally, through ``LLM(additional_config={"recllm": {...}})`` (or
+``vllm serve --additional-config``), see :func:`vllm_engine_kwargs`:
+
+- ``model_dir``: the directory written by :func:`recllm.vocab.save_model_with_sids` whose
+  ``sid_map.json`` and ``recllm_vocab.json`` define the trie (default: the served model).
+- ``enabled``: constrain requests that say nothing (default True).
+- ``sid_only``: default of the per-request switch (default False).
+- ``stop_token_id``: token forced after ``<|sid_end|>`` in ``sid_only`` mode (default: the
+  tokenizer's EOS).
+
+Per request, through ``SamplingParams(extra_args={"recllm_sid": bool, "recllm_sid_only": bool})``.
+vLLM's own ``LLM.beam_search`` resubmits prompt + beam as new requests with its own sampling
+params, so ``extra_args`` never reach the processor there: beam search follows the global
+config (https://github.com/vllm-project/vllm/issues/19421).
+
+**Scores.** A constrained row's logits are replaced by full-vocabulary ``log_softmax`` values in
+the allowed slots and -inf elsewhere. Sampling is unchanged by that (softmax is shift
+invariant, temperature included), and with ``logprobs_mode="processed_logits"`` the logprobs
+vLLM reports (and ranks ``LLM.beam_search`` beams with) are the unconstrained model's
+log-probabilities of the allowed tokens, exactly what Hugging Face beam search scores with (it
+masks after ``log_softmax``). Free rows keep their raw logits.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from vllm.v1.sample.logits_processor import BatchUpdate, LogitsProcessor
+from vllm.v1.sample.logits_processor.builtin import process_dict_updates
+
+from recllm.decode.trie import SIDConstraint, SIDTrie, constrain_scores, sid_constraint, span_state
+
+if TYPE_CHECKING:
+    from vllm import SamplingParams
+    from vllm.config import VllmConfig
+
+__all__ = [
+    "CONFIG_KEY",
+    "EXTRA_SID",
+    "EXTRA_SID_ONLY",
+    "SIDVLLMLogitsProcessor",
+    "load_sid_trie",
+    "vllm_engine_kwargs",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Key of recllm's section in vLLM's ``additional_config``.
+CONFIG_KEY = "recllm"
+#: ``SamplingParams.extra_args`` key: constrain this request's SID spans (bool).
+EXTRA_SID = "recllm_sid"
+#: ``SamplingParams.extra_args`` key: the answer is exactly one SID + stop token (bool).
+EXTRA_SID_ONLY = "recllm_sid_only"
+_CONFIG_KEYS = {"model_dir", "enabled", "sid_only", "stop_token_id"}
+
+
+def load_sid_trie(model_dir: str | Path) -> SIDTrie:
+    """The SID trie of a directory written by :func:`recllm.vocab.save_model_with_sids`.
+
+    Reads ``sid_map.json`` and ``recllm_vocab.json`` only (no tokenizer, no weights) and checks
+    that the map is the one the record names.
+
+    Raises:
+        VocabMismatchError: The record is missing, or the SID map was replaced after saving.
+    """
+    from recllm.sid.sidmap import FILENAME as SID_MAP_FILENAME
+    from recllm.sid.sidmap import SIDMap
+    from recllm.vocab.checkpoint import VOCAB_FILENAME, read_vocab_record
+    from recllm.vocab.format import SIDTokenIds, VocabMismatchError
+
+    model_dir = Path(model_dir)
+    record = read_vocab_record(model_dir)
+    sid_map = SIDMap.load(model_dir / SID_MAP_FILENAME)
+    if sid_map.content_hash != record["sid_map_hash"]:
+        raise VocabMismatchError(
+            f"{model_dir}: {SID_MAP_FILENAME} has content hash {sid_map.content_hash} but "
+            f"{VOCAB_FILENAME} records {record['sid_map_hash']}; Fix: restore the SID map the "
+            "model was saved with"
+        )
+    token_ids = SIDTokenIds(record["first_sid_token_id"], tuple(record["codebook_sizes"]))
+    return SIDTrie.from_sid_map(sid_map, token_ids)
+
+
+def vllm_engine_kwargs(
+    model_dir: str | Path,
+    *,
+    enabled: bool = True,
+    sid_only: bool = False,
+    stop_token_id: int | None = None,
+) -> dict[str, Any]:
+    """Keyword arguments of ``vllm.LLM`` / ``AsyncEngineArgs`` that install the SID processor.
+
+    Includes ``logprobs_mode="processed_logits"``, so reported logprobs (and vLLM's beam
+    ranking) are the full-vocabulary log-probs of the constrained choices.
+    """
+    section: dict[str, Any] = {"model_dir": str(model_dir), "enabled": enabled}
+    section["sid_only"] = sid_only
+    if stop_token_id is not None:
+        section["stop_token_id"] = int(stop_token_id)
+    return {
+        "logits_processors": [SIDVLLMLogitsProcessor],
+        "additional_config": {CONFIG_KEY: section},
+        "logprobs_mode": "processed_logits",
+    }
+
+
+@dataclass
+class _Request:
+    """What the processor keeps per batch slot: live references to the request's tokens."""
+
+    prompt: list[int]
+    output: list[int]  # vLLM appends generated tokens to this very list
+    sid_only: bool
+
+
+class SIDVLLMLogitsProcessor(LogitsProcessor):
+    """Constrain SID spans of vLLM requests with the catalog trie (see the module docstring)."""
+
+    def __init__(self, vllm_config: VllmConfig, device: torch.device, is_pin_memory: bool):
+        extra = vllm_config.additional_config or {}
+        section = dict(extra.get(CONFIG_KEY, {})) if isinstance(extra, dict) else {}
+        unknown = set(section) - _CONFIG_KEYS
+        if unknown:
+            raise ValueError(
+                f"additional_config[{CONFIG_KEY!r}] has unknown keys {sorted(unknown)}; Fix: use "
+                f"only {sorted(_CONFIG_KEYS)}"
+            )
+        model_dir = section.get("model_dir") or vllm_config.model_config.model
+        self.trie = load_sid_trie(model_dir).to(device)
+        self.enabled = bool(section.get("enabled", True))
+        self.default_sid_only = bool(section.get("sid_only", False))
+        stop = section.get("stop_token_id")
+        if stop is None:
+            stop = _eos_token_id(vllm_config, model_dir)
+        if stop is not None and stop in self.trie.token_ids.all_ids():
+            raise ValueError(f"stop_token_id {stop} is a SID token; Fix: pass the EOS token id")
+        if stop is None and self.default_sid_only:
+            raise ValueError(
+                "sid_only needs a stop token and the tokenizer has no EOS token; Fix: set "
+                f"additional_config[{CONFIG_KEY!r}]['stop_token_id']"
+            )
+        self.stop_token_id = stop
+        vocab = vllm_config.model_config.get_vocab_size()
+        if vocab <= self.trie.token_ids.last_id:
+            raise ValueError(
+                f"the model has {vocab} vocabulary rows but SID tokens go up to "
+                f"{self.trie.token_ids.last_id}; Fix: serve the model saved with {model_dir}'s "
+                "SID map (recllm.vocab.save_model_with_sids)"
+            )
+        self.device = device
+        self.requests: dict[int, _Request] = {}
+        self._warned_off_trie = False
+        logger.info(
+            "SID logits processor: %d items x %d levels from %s (enabled=%s, sid_only=%s, "
+            "stop token %s)",
+            self.trie.num_items,
+            self.trie.levels,
+            model_dir,
+            self.enabled,
+            self.default_sid_only,
+            stop,
+        )
+
+    @classmethod
+    def validate_params(cls, sampling_params: SamplingParams) -> None:
+        """Reject ``extra_args`` switches that are not booleans (HTTP 400 in the server)."""
+        extra = sampling_params.extra_args or {}
+        for key in (EXTRA_SID, EXTRA_SID_ONLY):
+            if key in extra and not isinstance(extra[key], bool):
+                raise ValueError(
+                    f"extra_args[{key!r}] must be true or false, got {extra[key]!r}; Fix: send a "
+                    "JSON boolean"
+                )
+
+    def is_argmax_invariant(self) -> bool:
+        """Masking changes the argmax, so greedy requests need the processor too."""
+        return False
+
+    def update_state(self, batch_update: BatchUpdate | None) -> None:
+        process_dict_updates(self.requests, batch_update, self._new_request)
+
+    def _new_request(
+        self, params: SamplingParams, prompt: list[int] | None, output: list[int]
+    ) -> _Request | None:
+        extra = params.extra_args or {}
+        if not extra.get(EXTRA_SID, self.enabled):
+            return None
+        sid_only = bool(extra.get(EXTRA_SID_ONLY, self.default_sid_only))
+        if sid_only and self.stop_token_id is None:
+            # Raising here would take the engine down; validate_params cannot see the model.
+            logger.warning("sid_only request without a stop token: constraining SID spans only")
+            sid_only = False
+        return _Request(prompt or [], output, sid_only)
+
+    def apply(self, logits: torch.Tensor) -> torch.Tensor:
+        """Constrain the rows of tracked requests; ``logits`` is ``(num_reqs, vocab)``."""
+        if not self.requests:
+            return logits
+        width = self.trie.levels + 1
+        for sid_only in (False, True):
+            rows = [i for i, r in self.requests.items() if r.sid_only == sid_only]
+            rows = [i for i in rows if i < logits.shape[0]]
+            if rows:
+                tails = torch.tensor(
+                    [self._tail(self.requests[i], width) for i in rows], device=self.device
+                )  # (rows, L + 1)
+                self._constrain(logits, torch.tensor(rows, device=self.device), tails, sid_only)
+        return logits
+
+    @staticmethod
+    def _tail(req: _Request, width: int) -> list[int]:
+        """The last ``width`` tokens of prompt + output, left-filled with -1."""
+        out = req.output
+        if len(out) >= width:
+            return out[-width:]
+        need = width - len(out)
+        head = req.prompt[-need:] if need <= len(req.prompt) else req.prompt
+        return [-1] * (need - len(head)) + head + out
+
+    def _constrain(
+        self, logits: torch.Tensor, rows: torch.Tensor, tails: torch.Tensor, sid_only: bool
+    ) -> None:
+        state = span_state(tails, self.trie)
+        if bool(state.off_trie.any()):
+            # A prompt that ends inside a malformed or unknown SID: nothing valid can follow, so
+            # the row is left free rather than masked completely (which would crash sampling).
+            if not self._warned_off_trie:
+                logger.warning(
+                    "a request ends inside a SID span that is no catalog prefix (last tokens %s); "
+                    "leaving it unconstrained. Fix: close SIDs in prompts with <|sid_end|>",
+                    tails[state.off_trie][0].tolist(),
+                )
+                self._warned_off_trie = True
+            keep = ~state.off_trie
+            rows, tails = rows[keep], tails[keep]
+            if not len(rows):
+                return
+        constraint = sid_constraint(
+            tails, self.trie, sid_only=sid_only, stop_token_id=self.stop_token_id, check=False
+        )
+        hit = constraint.constrained
+        if not bool(hit.all()):
+            rows, constraint = rows[hit], _select(constraint, hit)
+            if not len(rows):
+                return
+        # (rows, vocab) full-vocabulary log-probs, masked: what HF beam search scores with.
+        logp = logits.index_select(0, rows).float().log_softmax(dim=-1)
+        logp = constrain_scores(logp, constraint, self.trie, inplace=True)
+        logits.index_copy_(0, rows, logp.to(logits.dtype))
+
+
+def _select(constraint: SIDConstraint, keep: torch.Tensor) -> SIDConstraint:
+    c = constraint
+    return SIDConstraint(c.constrained[keep], c.forced[keep], c.level[keep], c.codes[keep])
+
+
+def _eos_token_id(vllm_config: VllmConfig, model_dir: str | Path) -> int | None:
+    """The EOS token of the served model's tokenizer (the stop token of ``sid_only`` answers)."""
+    from transformers import AutoTokenizer
+
+    path = vllm_config.model_config.tokenizer or model_dir
+    return AutoTokenizer.from_pretrained(path).eos_token_id
