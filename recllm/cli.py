@@ -276,7 +276,17 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     examples = split.test if args.split == "test" else split.valid
     if args.max_users:
         examples = examples[: args.max_users]
-    model, tokenizer, sid_map = load_model_with_sids(model_dir)
+    recommender = None
+    if args.engine == "vllm":
+        from recllm.apps.recommender import Recommender
+
+        # vLLM loads the weights itself; the tokenizer and SID map are checked without them.
+        recommender = Recommender.from_pretrained(
+            model_dir, engine="vllm", data=args.data, max_k=args.beams
+        )
+        model, tokenizer, sid_map = None, recommender.tokenizer, recommender.sid_map
+    else:
+        model, tokenizer, sid_map = load_model_with_sids(model_dir)
     print(
         f"evaluating {model_dir} on {len(examples):,} {args.split} users of {data_cfg.data_path} "
         f"({spec.style} prompts, beam {args.beams}, K {ks}, engine {args.engine})"
@@ -292,6 +302,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         ks=ks,
         batch_size=args.batch_size,
         engine=args.engine,
+        recommender=recommender,
     )
     out = Path(args.out) if args.out else model_dir / f"eval_{args.split}"
     m = result.metrics
@@ -318,6 +329,21 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     )
     plot_recall(out / "recall.png", m, ks, title=f"{model_dir.name} ({args.split})")
     print(f"  metrics.json and recall.png in {out}")
+    return 0
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    import uvloop
+
+    from recllm.apps.serve import serve, vllm_serve_args
+
+    extra = list(args.vllm_args)
+    if extra and extra[0] == "--":
+        extra = extra[1:]
+    vargs = vllm_serve_args(
+        args.model, host=args.host, port=args.port, dtype=args.dtype, max_k=args.max_k, extra=extra
+    )
+    uvloop.run(serve(vargs, data=args.data, max_k=args.max_k))
     return 0
 
 
@@ -507,12 +533,32 @@ def build_parser() -> argparse.ArgumentParser:
     _flag(ev, "batch_size", type=int, default=32, help="users per decoding batch")
     ev.add_argument(
         "--engine",
-        choices=("sid_beam", "generate"),
+        choices=("sid_beam", "generate", "vllm"),
         default="sid_beam",
-        help="recllm's SID beam search (default) or transformers generate + SID processor",
+        help="recllm's SID beam search (default), transformers generate + SID processor, or the "
+        "same beam search on vLLM (the [vllm] extra)",
     )
     ev.add_argument("--out", default=None, help="output directory (default: MODEL/eval_SPLIT)")
     ev.set_defaults(func=_cmd_eval)
+
+    sv = sub.add_parser(
+        "serve",
+        help="vLLM's OpenAI-compatible server with SID spans constrained, plus /v1/recommend",
+        description="Serve a recllm model directory with vLLM. Flags after -- go to vLLM "
+        "(e.g. -- --max-model-len 2048 --api-key KEY).",
+    )
+    sv.add_argument("--model", required=True, help="model directory written by recllm")
+    sv.add_argument("--host", default="127.0.0.1", help="bind address (default: loopback only)")
+    sv.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    sv.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
+    sv.add_argument(
+        "--data",
+        default=None,
+        help="data set for titles and prompts (default: the one the model records)",
+    )
+    _flag(sv, "max_k", type=int, default=50, help="largest k /v1/recommend accepts")
+    sv.add_argument("vllm_args", nargs=argparse.REMAINDER, help="-- then vLLM server flags")
+    sv.set_defaults(func=_cmd_serve)
 
     mdl = sub.add_parser("model", help="base models: convert a GGUF checkpoint")
     msub = mdl.add_subparsers(dest="model_command", required=True)

@@ -16,7 +16,8 @@ then ``<|sid_end|>`` is forced; elsewhere the model writes free text, unless ``s
 - ``stop_token_id``: token forced after ``<|sid_end|>`` in ``sid_only`` mode (default: the
   tokenizer's EOS).
 
-Per request, through ``SamplingParams(extra_args={"recllm_sid": bool, "recllm_sid_only": bool})``.
+Per request, through ``SamplingParams(extra_args={"recllm_sid": bool, "recllm_sid_only": bool})``
+(``"vllm_xargs"`` in the OpenAI server's request body).
 vLLM's own ``LLM.beam_search`` resubmits prompt + beam as new requests with its own sampling
 params, so ``extra_args`` never reach the processor there: beam search follows the global
 config (https://github.com/vllm-project/vllm/issues/19421).
@@ -175,10 +176,14 @@ class SIDVLLMLogitsProcessor(LogitsProcessor):
 
     @classmethod
     def validate_params(cls, sampling_params: SamplingParams) -> None:
-        """Reject ``extra_args`` switches that are not booleans (HTTP 400 in the server)."""
+        """Reject ``extra_args`` switches that are not booleans (HTTP 400 in the server).
+
+        The OpenAI server's ``vllm_xargs`` turns JSON ``true`` / ``false`` into 1 / 0, so those
+        count as booleans too.
+        """
         extra = sampling_params.extra_args or {}
         for key in (EXTRA_SID, EXTRA_SID_ONLY):
-            if key in extra and not isinstance(extra[key], bool):
+            if key in extra and extra[key] not in (True, False):
                 raise ValueError(
                     f"extra_args[{key!r}] must be true or false, got {extra[key]!r}; Fix: send a "
                     "JSON boolean"

@@ -143,13 +143,17 @@ def evaluate_recommender(
     batch_size: int = 32,
     engine: str = "sid_beam",
     progress: bool = True,
+    recommender: Any = None,
 ) -> EvalResult:
     """Constrained beam search (``beams`` wide, top ``max(ks)`` kept) for every example, scored.
 
     Args:
         engine: ``"sid_beam"`` (recllm's fixed-depth SID beam search; same items and scores as
-            ``generate``, faster) or ``"generate"`` (transformers' beam search + the SID
-            logits processor).
+            ``generate``, faster), ``"generate"`` (transformers' beam search + the SID
+            logits processor) or ``"vllm"`` (the same beam search on vLLM, through
+            ``recommender``; ``model`` may then be None).
+        recommender: A :class:`recllm.apps.recommender.Recommender` started with
+            ``engine="vllm"`` (needed for ``engine="vllm"``).
 
     Raises:
         ValueError: ``beams`` smaller than the largest K.
@@ -167,9 +171,23 @@ def evaluate_recommender(
     prompts = build_prompts(spec, examples, sid_map, catalog)
     token_ids = SID_FORMAT.token_ids(tokenizer, sid_map.codebook_sizes)
     trie = SIDTrie.from_sid_map(sid_map, token_ids)
-    model.eval()
+    if model is not None:
+        model.eval()
     start = time.perf_counter()
-    if spec.style == "sid_sequence":
+    if engine == "vllm":
+        if recommender is None or spec.style != "chat":
+            raise ValueError(
+                "engine='vllm' needs recommender=Recommender.from_pretrained(DIR, engine='vllm') "
+                "and a chat-style model; Fix: pass it, or use engine='sid_beam'"
+            )
+        recs = []
+        starts = range(0, len(prompts), batch_size)
+        from tqdm.auto import tqdm
+
+        for at in tqdm(starts, desc="vllm beam", unit="batch", disable=not progress):
+            out = recommender.recommend_prompts(prompts[at : at + batch_size], k, num_beams=beams)
+            recs.extend([r.item_id for r in items] for items in out)
+    elif spec.style == "sid_sequence":
         # No end-of-answer token exists in a SID sequence (the next item's marker follows), so
         # the beam is scored on the code tokens alone: only recllm's SID beam search does that.
         if engine != "sid_beam":

@@ -40,6 +40,7 @@ __all__ = [
     "VOCAB_FILENAME",
     "VOCAB_FORMAT",
     "load_model_with_sids",
+    "load_tokenizer_with_sids",
     "read_vocab_record",
     "save_model_with_sids",
 ]
@@ -189,7 +190,45 @@ def load_model_with_sids(
     Raises:
         VocabMismatchError: Any part does not match; the message names both sides and the fix.
     """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
+
+    directory = Path(directory)
+    tokenizer, stored = load_tokenizer_with_sids(directory, sid_map=sid_map)
+    record = read_vocab_record(directory)
+    recorded = record["sid_map_hash"]
+    fmt = SIDFormat(record["token_format"]["begin"], record["token_format"]["end"])
+    ids = fmt.token_ids(tokenizer, stored.codebook_sizes)  # checked above; the rows to cover
+    model = AutoModelForCausalLM.from_pretrained(directory, **from_pretrained_kwargs)
+    stamp = getattr(model.config, CONFIG_HASH_ATTR, None)
+    if stamp is not None and stamp != recorded:
+        raise VocabMismatchError(
+            f"{directory}: config.json says the SID rows were made for SID map {stamp}, "
+            f"{VOCAB_FILENAME} says {recorded}; Fix: restore the files saved together"
+        )
+    _check_rows(model, ids, str(directory))
+    logger.info(
+        "Loaded model with SID map %s (%d items, %d SID tokens, ids %d..%d) from %s",
+        recorded[:12],
+        len(stored),
+        ids.num_tokens,
+        ids.first_id,
+        ids.last_id,
+        directory,
+    )
+    return model, tokenizer, stored
+
+
+def load_tokenizer_with_sids(
+    directory: str | os.PathLike[str], *, sid_map: SIDMap | None = None
+) -> tuple[PreTrainedTokenizerBase, SIDMap]:
+    """The tokenizer and SID map of a directory written by :func:`save_model_with_sids`, checked
+    against each other and ``recllm_vocab.json`` without reading the weights (for engines such as
+    vLLM that load the weights themselves).
+
+    Raises:
+        VocabMismatchError: Any part does not match; the message names both sides and the fix.
+    """
+    from transformers import AutoTokenizer
 
     directory = Path(directory)
     record = read_vocab_record(directory)
@@ -221,25 +260,7 @@ def load_model_with_sids(
             f"but {VOCAB_FILENAME} records {record['first_sid_token_id']}.."
             f"{record['last_sid_token_id']}; Fix: restore the tokenizer files saved with the model"
         )
-
-    model = AutoModelForCausalLM.from_pretrained(directory, **from_pretrained_kwargs)
-    stamp = getattr(model.config, CONFIG_HASH_ATTR, None)
-    if stamp is not None and stamp != recorded:
-        raise VocabMismatchError(
-            f"{directory}: config.json says the SID rows were made for SID map {stamp}, "
-            f"{VOCAB_FILENAME} says {recorded}; Fix: restore the files saved together"
-        )
-    _check_rows(model, ids, str(directory))
-    logger.info(
-        "Loaded model with SID map %s (%d items, %d SID tokens, ids %d..%d) from %s",
-        recorded[:12],
-        len(stored),
-        ids.num_tokens,
-        ids.first_id,
-        ids.last_id,
-        directory,
-    )
-    return model, tokenizer, sid_map if sid_map is not None else stored
+    return tokenizer, sid_map if sid_map is not None else stored
 
 
 def _check_rows(model: PreTrainedModel, ids: SIDTokenIds, where: str) -> None:

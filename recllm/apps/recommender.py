@@ -1,0 +1,322 @@
+"""History in, ranked catalog items out: the recommendation API of a saved recllm model.
+
+:class:`Recommender` loads a directory written by :func:`recllm.vocab.save_model_with_sids`,
+rebuilds the prompt the model was trained with (:class:`recllm.eval.run.PromptSpec` and
+:func:`recllm.eval.run.build_prompts`, exactly what evaluation uses) from an item history, and
+decodes the top ``k`` items with constrained SID beam search on one of two engines:
+
+- ``engine="vllm"``: :func:`recllm.decode.vllm_beam.vllm_sid_beam_search` on a ``vllm.LLM``
+  with the SID logits processor (or, in the server, the async engine it shares).
+- ``engine="hf"``: :func:`recllm.decode.generate_sids` with ``engine="sid_beam"`` on the
+  transformers model.
+
+Both return the same items with the same scores (length-normalised full-vocabulary sequence
+log-probs of ``begin + codes + end + stop``), up to float noise.
+
+Example:
+    >>> rec = Recommender.from_pretrained("outputs/quickstart/model", engine="vllm")
+    >>> rec.recommend(["50", "172", "181"], k=5)
+    [Recommendation(item_id='100', score=-4.2, title='Fargo (1996)'), ...]
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from recllm.decode.generate import Recommendation
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+    from recllm.data.types import Catalog
+    from recllm.decode import Prompt
+    from recllm.eval.run import PromptSpec
+    from recllm.sid.sidmap import SIDMap
+
+__all__ = ["Recommender"]
+
+logger = logging.getLogger(__name__)
+
+EngineName = Literal["vllm", "hf"]
+
+
+class Recommender:
+    """A saved recommender, ready to answer ``recommend(history, k)`` (see the module docstring).
+
+    Build it with :meth:`from_pretrained`. Attributes ``tokenizer``, ``sid_map``, ``catalog``,
+    ``spec`` and ``trie`` are the loaded parts; ``llm`` / ``model`` the engine.
+
+    Args:
+        model_dir: The model directory.
+        tokenizer: Its tokenizer.
+        sid_map: Its SID map.
+        spec: How it is prompted.
+        catalog: Item titles (and texts the prompt may use).
+        engine: ``"vllm"`` or ``"hf"``.
+        backend: The ``vllm.LLM`` / vLLM async engine client, or the transformers model; None
+            for an object that only validates and builds prompts.
+        max_k: Largest ``k`` a request may ask for (capped at the catalog size).
+        batch_size: Prompts per transformers batch (``engine="hf"``).
+    """
+
+    def __init__(
+        self,
+        model_dir: Path,
+        tokenizer: PreTrainedTokenizerBase,
+        sid_map: SIDMap,
+        spec: PromptSpec,
+        catalog: Catalog,
+        *,
+        engine: EngineName,
+        backend: Any = None,
+        max_k: int = 50,
+        batch_size: int = 16,
+    ) -> None:
+        from recllm.decode import SIDTrie
+        from recllm.vocab import SID_FORMAT
+
+        if engine not in ("vllm", "hf"):
+            raise ValueError(f"engine must be 'vllm' or 'hf', not {engine!r}")
+        self.model_dir = Path(model_dir)
+        self.tokenizer = tokenizer
+        self.sid_map = sid_map
+        self.spec = spec
+        self.catalog = catalog
+        self.engine = engine
+        self.backend = backend
+        self.max_k = min(max_k, len(sid_map))
+        self.batch_size = batch_size
+        self.stop_token_id = tokenizer.eos_token_id
+        if self.stop_token_id is None:
+            raise ValueError(f"{model_dir}: the tokenizer has no EOS token to end an answer with")
+        self.trie = SIDTrie.from_sid_map(
+            sid_map, SID_FORMAT.token_ids(tokenizer, sid_map.codebook_sizes)
+        )
+
+    # -- construction ------------------------------------------------------------------------
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        model_dir: str | Path,
+        *,
+        engine: EngineName = "vllm",
+        data: str | None = None,
+        max_k: int = 50,
+        dtype: str = "float32",
+        vllm_kwargs: Mapping[str, Any] | None = None,
+        backend: Any = None,
+        batch_size: int = 16,
+    ) -> Recommender:
+        """Load a model directory written by recllm and start its engine.
+
+        Args:
+            model_dir: Directory written by :func:`recllm.vocab.save_model_with_sids` (a
+                ``recllm quickstart`` / PLUM recipe output).
+            engine: ``"vllm"`` (needs the ``[vllm]`` extra) or ``"hf"``.
+            data: Data set path or name for titles and prompts; default: the data the model
+                records it was trained on.
+            max_k: Largest ``k`` accepted (also vLLM's ``max_logprobs``).
+            dtype: Model dtype (``"float32"`` or ``"bfloat16"``).
+            vllm_kwargs: Extra ``vllm.LLM`` arguments (``max_model_len``, ``enforce_eager``...).
+            backend: An engine to reuse instead of starting one (a ``vllm.LLM`` built with
+                :func:`recllm.decode.vllm_processor.vllm_engine_kwargs`, the server's async
+                engine client, or a transformers model).
+            batch_size: Prompts per transformers batch (``engine="hf"``).
+
+        Raises:
+            VocabMismatchError: Model, tokenizer and SID map do not belong together.
+            ValueError: No data set recorded and none given, or a bad engine name.
+        """
+        from recllm.data import load_rec_dataset
+        from recllm.data.config import DataConfig
+        from recllm.eval.run import PromptSpec
+        from recllm.vocab.checkpoint import load_tokenizer_with_sids
+
+        model_dir = Path(model_dir)
+        if engine not in ("vllm", "hf"):
+            raise ValueError(f"engine must be 'vllm' or 'hf', not {engine!r}")
+        if max_k < 1:
+            raise ValueError(f"max_k must be >= 1, got {max_k}")
+        tokenizer, sid_map = load_tokenizer_with_sids(model_dir)
+        spec = PromptSpec.from_model_dir(model_dir)
+        fields = dict(spec.data or {})
+        if data is not None:
+            fields["data_path"] = data
+        if "data_path" not in fields:
+            raise ValueError(
+                f"{model_dir} does not record the data set it was trained on, and titles and "
+                "prompts need its catalog; Fix: pass data=PATH_OR_NAME (--data)"
+            )
+        catalog = load_rec_dataset(config=DataConfig(**fields)).catalog
+        if backend is None and engine == "vllm":
+            backend = _start_vllm(model_dir, tokenizer, dtype, max_k, vllm_kwargs)
+        elif backend is None:
+            import torch
+
+            from recllm.vocab import load_model_with_sids
+
+            backend, _, _ = load_model_with_sids(model_dir, dtype=getattr(torch, dtype))
+            backend.eval()
+        return cls(
+            model_dir,
+            tokenizer,
+            sid_map,
+            spec,
+            catalog,
+            engine=engine,
+            backend=backend,
+            max_k=max_k,
+            batch_size=batch_size,
+        )
+
+    # -- requests ----------------------------------------------------------------------------
+
+    def check_request(self, history: Sequence[Any], k: int) -> list[str]:
+        """The history as item ids, after checking it and ``k``.
+
+        Raises:
+            ValueError: Empty or malformed history, unknown item ids, or ``k`` out of range;
+                the message says what to send instead.
+        """
+        if isinstance(k, bool) or not isinstance(k, int):
+            raise ValueError(f"k must be an integer between 1 and {self.max_k}, got {k!r}")
+        if not 1 <= k <= self.max_k:
+            raise ValueError(
+                f"k={k} is out of range; Fix: ask for 1 <= k <= {self.max_k} items (the "
+                "server's --max-k and the catalog size bound it)"
+            )
+        if isinstance(history, str | bytes) or not isinstance(history, Sequence):
+            raise ValueError(
+                f"history must be a list of item ids, got {type(history).__name__}; Fix: send "
+                'e.g. {"history": ["item1", "item2"]}'
+            )
+        if not history:
+            raise ValueError(
+                "history is empty; Fix: send at least one item id the user interacted with "
+                "(oldest first)"
+            )
+        items = []
+        for item in history:
+            if isinstance(item, bool) or not isinstance(item, str | int):
+                raise ValueError(f"item ids are strings, got {item!r} in history")
+            items.append(str(item))
+        unknown = [
+            i for i in dict.fromkeys(items) if i not in self.sid_map or i not in self.catalog
+        ]
+        if unknown:
+            example = ", ".join(repr(i) for i in self.sid_map.item_ids[:3])
+            raise ValueError(
+                f"unknown item ids {unknown[:5]}{' ...' if len(unknown) > 5 else ''}: not in the "
+                f"catalog of {len(self.sid_map)} items this model was trained on; Fix: send item "
+                f"ids from that catalog (e.g. {example})"
+            )
+        return items
+
+    def prompts(self, histories: Sequence[Sequence[Any]], k: int) -> list[Prompt]:
+        """Checked histories -> the prompts the model was trained with (one per history)."""
+        from recllm.data.splits import Example
+        from recllm.eval.run import build_prompts
+
+        checked = [self.check_request(h, k) for h in histories]
+        examples = [Example(f"request{n}", tuple(h), h[-1]) for n, h in enumerate(checked)]
+        return build_prompts(self.spec, examples, self.sid_map, self.catalog)
+
+    def recommend(
+        self, history: Sequence[Any], k: int = 10, *, num_beams: int | None = None
+    ) -> list[Recommendation]:
+        """The top ``k`` items after ``history`` (item ids, oldest first), best first."""
+        return self.recommend_batch([history], k, num_beams=num_beams)[0]
+
+    def recommend_batch(
+        self, histories: Sequence[Sequence[Any]], k: int = 10, *, num_beams: int | None = None
+    ) -> list[list[Recommendation]]:
+        """:meth:`recommend` for many histories in one batch."""
+        return self.recommend_prompts(self.prompts(histories, k), k, num_beams=num_beams)
+
+    def recommend_prompts(
+        self, prompts: Sequence[Prompt], k: int, *, num_beams: int | None = None
+    ) -> list[list[Recommendation]]:
+        """Top ``k`` items for prompts already built (evaluation), ``num_beams`` wide (>= k)."""
+        beams = self._beams(k, num_beams)
+        if self.engine == "hf":
+            from recllm.decode import generate_sids
+
+            return generate_sids(
+                self.backend,
+                self.tokenizer,
+                prompts,
+                self.sid_map,
+                k=k,
+                num_beams=beams,
+                batch_size=self.batch_size,
+                engine="sid_beam",
+                stop_token_id=self.stop_token_id,
+                titles=self.catalog,
+                trie=self.trie,
+            )
+        from recllm.decode import encode_prompts
+        from recllm.decode.vllm_beam import vllm_sid_beam_search
+
+        ranked = vllm_sid_beam_search(
+            self.backend, encode_prompts(self.tokenizer, prompts), self.trie, num_beams=beams, k=k
+        )
+        return [self._named(r) for r in ranked]
+
+    async def arecommend_batch(
+        self, histories: Sequence[Sequence[Any]], k: int = 10, *, num_beams: int | None = None
+    ) -> list[list[Recommendation]]:
+        """:meth:`recommend_batch` on a vLLM async engine client (the API server's engine)."""
+        from recllm.decode import encode_prompts
+        from recllm.decode.vllm_beam import async_vllm_sid_beam_search
+
+        prompts = encode_prompts(self.tokenizer, self.prompts(histories, k))
+        ranked = await async_vllm_sid_beam_search(
+            self.backend, prompts, self.trie, num_beams=self._beams(k, num_beams), k=k
+        )
+        return [self._named(r) for r in ranked]
+
+    def _beams(self, k: int, num_beams: int | None) -> int:
+        beams = k if num_beams is None else num_beams
+        if beams < k:
+            raise ValueError(f"num_beams ({beams}) must be >= k ({k})")
+        return beams
+
+    def _named(self, ranked: list[tuple[int, float]]) -> list[Recommendation]:
+        out = []
+        for row, score in ranked:
+            item = self.sid_map.item_ids[row]
+            title = self.catalog.title(item) if item in self.catalog else None
+            out.append(Recommendation(item, score, title))
+        return out
+
+
+def _start_vllm(
+    model_dir: Path,
+    tokenizer: PreTrainedTokenizerBase,
+    dtype: str,
+    max_k: int,
+    vllm_kwargs: Mapping[str, Any] | None,
+):
+    """A ``vllm.LLM`` with the SID processor, processed-logit logprobs and prefix caching."""
+    from vllm import LLM
+
+    from recllm.decode.vllm_processor import vllm_engine_kwargs
+
+    kwargs: dict[str, Any] = {
+        "model": str(model_dir),
+        "dtype": dtype,
+        "seed": 0,
+        "max_logprobs": max(max_k, 20),
+        # Beam rounds resubmit prompt + beam: cached prompt blocks make that a few tokens each.
+        "enable_prefix_caching": True,
+        # torch.compile of the graph takes minutes on CPU and gains little for small models.
+        "enforce_eager": True,
+        **vllm_engine_kwargs(model_dir, stop_token_id=tokenizer.eos_token_id),
+    }
+    kwargs.update(vllm_kwargs or {})
+    logger.info("starting vLLM on %s (%s)", model_dir, {k: kwargs[k] for k in ("dtype",)})
+    return LLM(**kwargs)
