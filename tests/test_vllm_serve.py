@@ -159,7 +159,7 @@ def test_vllm_constrained_requests_and_hf_parity(model_dir: Path, hf_rec: Recomm
     pool = _histories(hf_rec, 300, seed=2)
     prompts = encode_prompts(hf_rec.tokenizer, hf_rec.prompts(pool, 1))
     begin = hf_rec.trie.token_ids.begin_id
-    span_prompts = [p + [begin] for p in prompts[:250]]  # prompts that open a SID span
+    span_prompts = [[*p, begin] for p in prompts[:250]]  # prompts that open a SID span
     job = {
         "model_dir": str(model_dir),
         "histories": histories,
@@ -176,7 +176,7 @@ def test_vllm_constrained_requests_and_hf_parity(model_dir: Path, hf_rec: Recomm
     total = len(answers) + len(spans)
     assert total >= 1000, total
     assert [t for t, i in zip(answers, items, strict=True) if i is None] == []
-    assert sum(_invalid_spans([begin] + t, hf_rec) for t in spans) == 0
+    assert sum(_invalid_spans([begin, *t], hf_rec) for t in spans) == 0
     assert len({tuple(t) for t in got["sample"]}) > 10  # sampling really samples
     assert all(len(o) == 4 for o in got["beam_search"])  # 4 distinct beams per prompt
     assert all(len({tuple(s) for s in o}) == 4 for o in got["beam_search"])
@@ -184,7 +184,7 @@ def test_vllm_constrained_requests_and_hf_parity(model_dir: Path, hf_rec: Recomm
     assert any(len(t) > hf_rec.trie.levels + 1 for t in spans)
     # The control: the same span prompts with the processor switched off per request leave
     # the catalog (this is what the counts above would catch).
-    assert sum(_invalid_spans([begin] + t, hf_rec) for t in got["spans_off"]) > 10
+    assert sum(_invalid_spans([begin, *t], hf_rec) for t in got["spans_off"]) > 10
 
     # -- parity with transformers (recllm's SID beam search and HF generate)
     want = hf_rec.recommend_batch(histories, k=10)
@@ -225,7 +225,7 @@ def test_vllm_constrained_requests_and_hf_parity(model_dir: Path, hf_rec: Recomm
     ],
 )
 def test_recommender_rejects_bad_requests(hf_rec: Recommender, history, k, message):
-    with pytest.raises(ValueError, match="Fix|integer|strings") as err:
+    with pytest.raises(ValueError, match=r"Fix|integer|strings") as err:
         hf_rec.recommend(history, k)
     assert message in str(err.value)
 
@@ -320,7 +320,7 @@ def test_server_concurrent_clients(server: str, hf_rec: Recommender):
                 if ok:
                     text = body["choices"][0]["message"]["content"]
                     parsed = hf_rec.tokenizer(text, add_special_tokens=False)["input_ids"]
-                    ok = _answer_item(parsed + [hf_rec.stop_token_id], hf_rec) is not None
+                    ok = _answer_item([*parsed, hf_rec.stop_token_id], hf_rec) is not None
             if not ok:
                 errors.append(f"request {n}: {status} {body}")
         return errors
