@@ -5,7 +5,8 @@
 
 recllm side: semantic IDs (TF-IDF item text + collaborative PPMI signal from the training split,
 RQ-KMeans 3 x 256, collisions reassigned) -> a from-scratch Qwen3-architecture decoder over SID
-sequences (recllm.train.seqlm, trained through TRL's SFTTrainer within ``--recllm-minutes``) ->
+sequences (recllm.train.seqlm, trained through TRL's SFTTrainer within ``--recllm-minutes``, the
+epoch kept chosen by Recall@10 on ``--valid-users`` validation users, recllm.train.select) ->
 trie-constrained SID beam search (``--beams``) -> Recall/NDCG@5/10. SASRec side: full-softmax
 cross-entropy over all items (recllm.baselines.sasrec) within ``--sasrec-minutes``, epoch chosen
 on valid. Both: leave-one-out, full ranking over all 12,101 items, histories cut to the last 20
@@ -53,6 +54,13 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--collab", type=float, default=0.3, help="collaborative share of item vectors")
     p.add_argument("--beams", type=int, default=20)
     p.add_argument("--eval-users", type=int, default=0, help="first N test users (0 = all)")
+    p.add_argument(
+        "--valid-users",
+        type=int,
+        default=2000,
+        help="validation users scored at each epoch end; the best epoch is kept (0 = last epoch)",
+    )
+    p.add_argument("--patience", type=int, default=3, help="epochs without validation gain")
     p.add_argument("--threads", type=int, default=None, help="torch threads")
     return p.parse_args()
 
@@ -113,6 +121,23 @@ def train_recllm(args, dataset, split, out: Path):
         model.num_parameters() / 1e6,
     )
     budget = time_budget_callback(args.recllm_minutes)
+    callbacks = [budget]
+    select = None
+    if args.valid_users:
+        from recllm.eval.run import PromptSpec
+        from recllm.train.select import BestOnValidation
+
+        select = BestOnValidation(
+            tok,
+            sid_map,
+            split.valid[: args.valid_users],
+            PromptSpec(style=PROMPT_STYLE, max_history=cfg.max_items),
+            dataset.catalog,
+            metric="recall@10",
+            beams=args.beams,
+            patience=args.patience,
+        )
+        callbacks.append(select)
     sft = SFTConfig(
         output_dir=str(out / "recllm_run"),
         num_train_epochs=args.epochs,
@@ -131,9 +156,11 @@ def train_recllm(args, dataset, split, out: Path):
         seed=0,
     )
     trainer = SFTTrainer(
-        model=model, args=sft, train_dataset=train, processing_class=tok, callbacks=[budget]
+        model=model, args=sft, train_dataset=train, processing_class=tok, callbacks=callbacks
     )
     trainer.train()
+    if select is not None:
+        select.restore_best(model)
     model_dir = save_model_with_sids(
         model,
         tok,
@@ -150,6 +177,8 @@ def train_recllm(args, dataset, split, out: Path):
             (h["loss"] for h in reversed(trainer.state.log_history) if "loss" in h), None
         ),
         "parameters": model.num_parameters(),
+        "best_epoch": select.best_epoch if select else None,
+        "valid": select.history if select else None,
         "model": asdict(cfg),
         "sid": asdict(sid_cfg),
     }

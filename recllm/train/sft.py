@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
+from recllm.train.fast_head import compact_lm_head
 from recllm.train.lora import keep_sid_rows_fp32
 from recllm.train.rows import train_rows_only
 
@@ -30,8 +31,13 @@ def train_stage(
     *,
     eval_dataset: datasets.Dataset | None = None,
     peft_config=None,
+    compact_head: bool = True,
 ) -> SFTTrainer:
-    """Run one SFT stage and return its trainer (``trainer.state.log_history`` has the losses)."""
+    """Run one SFT stage and return its trainer (``trainer.state.log_history`` has the losses).
+
+    ``compact_head``: on CPU, TRL's fused LM head scores only the completion positions
+    (:mod:`recllm.train.fast_head`); same loss and gradients, less work.
+    """
     from trl import SFTTrainer
 
     trainer = SFTTrainer(
@@ -45,7 +51,8 @@ def train_stage(
     if getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False):
         cast = keep_sid_rows_fp32(trainer.model)
         logger.info("QLoRA: %d SID-row tensors kept in float32", cast)
-    trainer.train()
+    with compact_lm_head(compact_head):
+        trainer.train()
     return trainer
 
 

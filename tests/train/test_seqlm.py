@@ -143,3 +143,72 @@ def test_time_budget_stops_training(tmp_path, torch_single_thread):
     )
     trainer.train()
     assert budget.stopped_at == trainer.state.global_step == 1
+
+
+def _select_run(tmp_path, learning_rate: float, epochs: int, patience):
+    from recllm.train.select import BestOnValidation
+
+    smap = sid_map()
+    split = cyclic_split()
+    cfg = SeqLMConfig(
+        hidden_size=64,
+        num_layers=2,
+        num_heads=2,
+        num_kv_heads=2,
+        intermediate_size=128,
+        attention_dropout=0.0,
+        max_items=8,
+    )
+    model, tok = build_seqlm(smap, cfg)
+    catalog = Catalog({i: {"title": f"title {i}"} for i in ITEMS}, text_fields=("title",))
+    spec = PromptSpec(style=PROMPT_STYLE, max_history=cfg.max_items)
+    select = BestOnValidation(
+        tok,
+        smap,
+        split.valid,
+        spec,
+        catalog,
+        metric="recall@1",
+        beams=4,
+        ks=(1, 3),
+        patience=patience,
+    )
+    args = SFTConfig(
+        output_dir=str(tmp_path),
+        num_train_epochs=epochs,
+        per_device_train_batch_size=2,
+        learning_rate=learning_rate,
+        lr_scheduler_type="constant",
+        report_to="none",
+        bf16=False,
+        use_cpu=True,
+        save_strategy="no",
+        max_length=None,
+    )
+    train = training_dataset(split, smap, tok, cfg.max_items)
+    SFTTrainer(
+        model=model, args=args, train_dataset=train, processing_class=tok, callbacks=[select]
+    ).train()
+    return model, select
+
+
+def test_best_on_validation_restores_the_best_epoch(tmp_path, torch_single_thread):
+    model, select = _select_run(tmp_path, learning_rate=3e-3, epochs=6, patience=None)
+    assert [h["epoch"] for h in select.history] == [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]
+    values = [h["recall@1"] for h in select.history]
+    assert select.best == max(values) > values[0]  # it learned, and tracked the best
+    assert select.best_epoch == select.history[values.index(max(values))]["epoch"]
+    last = dict(model.state_dict())
+    assert select.restore_best(model)
+    again = select.evaluate(model)
+    best = select.history[values.index(max(values))]
+    for key in ("recall@1", "recall@3", "ndcg@1", "ndcg@3", "invalid_rate"):
+        assert again[key] == best[key], key
+    if select.best_epoch != 6.0:  # the restored weights are not the last epoch's
+        assert any(not torch.equal(v, model.state_dict()[k]) for k, v in last.items())
+
+
+def test_best_on_validation_stops_without_gain(tmp_path, torch_single_thread):
+    _, select = _select_run(tmp_path, learning_rate=0.0, epochs=5, patience=1)
+    assert len(select.history) == 2  # epoch 2 equals epoch 1: no gain, stop
+    assert select.best_epoch == 1.0

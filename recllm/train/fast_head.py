@@ -1,0 +1,78 @@
+"""Score only the supervised positions in TRL's fused LM head on CPU.
+
+TRL's ``SFTTrainer`` replaces the model's forward with a fused LM head
+(``trl.trainer.utils.add_fused_lm_head``): per-token log-probabilities in vocabulary tiles,
+without the ``(batch, length, vocab)`` logits. On Triton devices it projects only the positions
+whose label is not ``-100``; everywhere else it projects *every* position and masks afterwards,
+because on compiled backends (XLA, Neuron) a changing number of rows would recompile the tiles.
+CPU has no such compilation, yet gets the dense path: with completion-only loss most positions
+are prompt tokens, so most of the LM head's projection, log-softmax statistics and backward GEMMs
+are thrown away.
+
+:func:`compact_lm_head` makes the compact choice for CPU too, for the duration of a ``with``
+block. The kernel itself (``trl.kernels.chunked_logprob``) is untouched: on CPU it runs its
+torch tiles either way, on fewer rows. Losses and gradients are the same as the dense path's
+(``tests/train/test_fast_head.py``); only the work differs. Devices other than CPU keep TRL's
+own decision.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from collections.abc import Iterator
+
+logger = logging.getLogger(__name__)
+
+_lock = threading.Lock()
+_depth = 0
+_original = None
+
+
+def _compact_on_cpu(original):
+    def use_compact(device) -> bool:
+        return device.type == "cpu" or original(device)
+
+    use_compact.__wrapped__ = original
+    return use_compact
+
+
+@contextlib.contextmanager
+def compact_lm_head(enabled: bool = True) -> Iterator[bool]:
+    """Within the block, TRL's fused LM head scores only labelled positions on CPU.
+
+    Yields whether the patch is active. With ``enabled=False``, or a TRL whose fused head no
+    longer decides through ``trl.trainer.utils._use_triton``, it is a no-op (logged once) and
+    training runs TRL's dense path, correct but slower. Nested and concurrent blocks share one
+    patch, removed when the outermost block exits.
+    """
+    global _depth, _original
+    if not enabled:
+        yield False
+        return
+    try:
+        import trl.trainer.utils as trl_utils
+    except ImportError:  # pragma: no cover - trl is a core dependency
+        yield False
+        return
+    if not callable(getattr(trl_utils, "_use_triton", None)):
+        logger.warning(
+            "compact_lm_head: this TRL version has no trl.trainer.utils._use_triton; the fused "
+            "LM head scores every position on CPU (correct, slower)"
+        )
+        yield False
+        return
+    with _lock:
+        if _depth == 0:
+            _original = trl_utils._use_triton
+            trl_utils._use_triton = _compact_on_cpu(_original)
+        _depth += 1
+    try:
+        yield True
+    finally:
+        with _lock:
+            _depth -= 1
+            if _depth == 0:
+                trl_utils._use_triton = _original
+                _original = None
