@@ -9,7 +9,8 @@ The server is vLLM's own (its argument parser, engine client, FastAPI app and uv
   it off, ``{"recllm_sid_only": true}`` makes the answer exactly one SID);
 - ``--logprobs-mode processed_logits``: reported logprobs are full-vocabulary log-probs of the
   allowed tokens;
-- prefix caching on, so the beam rounds of ``/v1/recommend`` reuse the prompt's KV blocks.
+- prefix caching on with 32-token blocks, so the beam rounds of ``/v1/recommend`` reuse the
+  prompt's KV blocks (vLLM's CPU default of 128-token blocks recomputes far more per beam).
 
 ``POST /v1/recommend`` with ``{"history": [item ids, oldest first], "k": 10}`` answers
 ``{"items": [{"rank", "item_id", "title", "score"}, ...]}`` (constrained SID beam search with
@@ -28,8 +29,8 @@ __all__ = ["SERVE_DEFAULTS", "recommend_router", "serve", "vllm_serve_args"]
 
 logger = logging.getLogger(__name__)
 
-#: vLLM server flags recllm sets unless the caller passes them (after ``--``).
-SERVE_DEFAULTS = ("--enforce-eager", "--enable-prefix-caching")
+#: vLLM server flags recllm sets; flags the caller passes after ``--`` override them.
+SERVE_DEFAULTS = ("--enforce-eager", "--enable-prefix-caching", "--block-size", "32")
 
 
 def vllm_serve_args(
@@ -72,7 +73,8 @@ def vllm_serve_args(
         "--seed",
         "0",
     ]
-    argv += [flag for flag in SERVE_DEFAULTS if flag not in extra] + list(extra)
+    # Defaults first: vLLM's parser keeps the last value of a flag given twice.
+    argv += [*SERVE_DEFAULTS, *extra]
     parser = make_arg_parser(FlexibleArgumentParser(prog="recllm serve (vLLM arguments)"))
     args = parser.parse_args(argv)
     validate_parsed_serve_args(args)
