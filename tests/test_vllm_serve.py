@@ -185,6 +185,17 @@ def test_vllm_constrained_requests_and_hf_parity(model_dir: Path, hf_rec: Recomm
     # The control: the same span prompts with the processor switched off per request leave
     # the catalog (this is what the counts above would catch).
     assert sum(_invalid_spans([begin, *t], hf_rec) for t in got["spans_off"]) > 10
+    # Greedy sid_only answers are HF's greedy answers (same processor logic, same argmax).
+    hf_greedy = generate_sids(
+        hf_rec.backend,
+        hf_rec.tokenizer,
+        hf_rec.prompts(pool[:30], 1),
+        hf_rec.sid_map,
+        k=1,
+        mode="greedy",
+        trie=hf_rec.trie,
+    )
+    assert [items[i] for i in range(30)] == [row[0].item_id for row in hf_greedy]
 
     # -- parity with transformers (recllm's SID beam search and HF generate)
     want = hf_rec.recommend_batch(histories, k=10)
