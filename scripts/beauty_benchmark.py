@@ -38,10 +38,10 @@ def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--data", default=default, help="Beauty folder (P5 layout)")
     p.add_argument("--out", default="outputs/beauty_benchmark", help="output directory")
-    p.add_argument("--recllm-minutes", type=float, default=35.0, help="training budget")
+    p.add_argument("--recllm-minutes", type=float, default=45.0, help="training budget")
     p.add_argument("--sasrec-minutes", type=float, default=12.0, help="0 = skip SASRec")
     p.add_argument(
-        "--epochs", type=float, default=16, help="schedule length (the budget may end it first)"
+        "--epochs", type=float, default=14, help="schedule length (the budget may end it first)"
     )
     p.add_argument("--hidden", type=int, default=128)
     p.add_argument("--layers", type=int, default=2)
@@ -57,7 +57,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument(
         "--valid-users",
         type=int,
-        default=2000,
+        default=1000,
         help="validation users scored at each epoch end; the best epoch is kept (0 = last epoch)",
     )
     p.add_argument("--patience", type=int, default=3, help="epochs without validation gain")
@@ -178,7 +178,11 @@ def train_recllm(args, dataset, split, out: Path):
         ),
         "parameters": model.num_parameters(),
         "best_epoch": select.best_epoch if select else None,
-        "valid": select.history if select else None,
+        "valid": [
+            {k: round(h[k], 4) for k in ("epoch", "recall@10", "ndcg@10")} for h in select.history
+        ]
+        if select
+        else None,
         "model": asdict(cfg),
         "sid": asdict(sid_cfg),
     }
