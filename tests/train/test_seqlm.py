@@ -14,6 +14,7 @@ from recllm.data.splits import leave_one_out
 from recllm.data.types import Catalog, Interactions
 from recllm.eval.run import PromptSpec, build_prompts, evaluate_recommender
 from recllm.sid.sidmap import SIDMap
+from recllm.train.select import BestOnValidation
 from recllm.train.seqlm import (
     PROMPT_STYLE,
     SeqLMConfig,
@@ -26,6 +27,16 @@ from recllm.train.seqlm import (
 from recllm.vocab import SID_FORMAT, load_model_with_sids, save_model_with_sids
 
 ITEMS = [f"i{n}" for n in range(12)]
+# Big enough to learn the cyclic catalog in a few hundred steps, without dropout (deterministic)
+SMALL = SeqLMConfig(
+    hidden_size=64,
+    num_layers=2,
+    num_heads=2,
+    num_kv_heads=2,
+    intermediate_size=128,
+    attention_dropout=0.0,
+    max_items=8,
+)
 
 
 def sid_map() -> SIDMap:
@@ -71,15 +82,7 @@ def test_learns_a_cyclic_catalog_and_evaluates(tmp_path, torch_single_thread):
     finds the test targets, with 0 invalid entries."""
     smap = sid_map()
     split = cyclic_split()
-    cfg = SeqLMConfig(
-        hidden_size=64,
-        num_layers=2,
-        num_heads=2,
-        num_kv_heads=2,
-        intermediate_size=128,
-        attention_dropout=0.0,
-        max_items=8,
-    )
+    cfg = SMALL
     model, tok = build_seqlm(smap, cfg)
     train = training_dataset(split, smap, tok, cfg.max_items)
     args = SFTConfig(
@@ -146,19 +149,9 @@ def test_time_budget_stops_training(tmp_path, torch_single_thread):
 
 
 def _select_run(tmp_path, learning_rate: float, epochs: int, patience):
-    from recllm.train.select import BestOnValidation
-
     smap = sid_map()
     split = cyclic_split()
-    cfg = SeqLMConfig(
-        hidden_size=64,
-        num_layers=2,
-        num_heads=2,
-        num_kv_heads=2,
-        intermediate_size=128,
-        attention_dropout=0.0,
-        max_items=8,
-    )
+    cfg = SMALL
     model, tok = build_seqlm(smap, cfg)
     catalog = Catalog({i: {"title": f"title {i}"} for i in ITEMS}, text_fields=("title",))
     spec = PromptSpec(style=PROMPT_STYLE, max_history=cfg.max_items)
