@@ -51,7 +51,12 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--dropout", type=float, default=0.1, help="attention dropout")
     p.add_argument("--codebook", type=int, default=256)
     p.add_argument("--levels", type=int, default=3)
-    p.add_argument("--collab", type=float, default=0.3, help="collaborative share of item vectors")
+    p.add_argument(
+        "--collab",
+        type=float,
+        default=0.6,
+        help="collaborative share of item vectors (0.3: R@10 .0542, 0.6: .0572, 0.9: .0568)",
+    )
     p.add_argument("--beams", type=int, default=20)
     p.add_argument("--eval-users", type=int, default=0, help="first N test users (0 = all)")
     p.add_argument(
@@ -60,7 +65,13 @@ def parse_args() -> argparse.Namespace:
         default=1000,
         help="validation users scored at each epoch end; the best epoch is kept (0 = last epoch)",
     )
-    p.add_argument("--patience", type=int, default=3, help="epochs without validation gain")
+    p.add_argument(
+        "--patience",
+        type=int,
+        default=0,
+        help="stop after N epochs without validation gain (0 = never: early high-LR epochs are "
+        "noisy on a few validation users; a patience of 4 stopped a run at epoch 8 of 14)",
+    )
     p.add_argument("--threads", type=int, default=None, help="torch threads")
     return p.parse_args()
 
@@ -135,7 +146,7 @@ def train_recllm(args, dataset, split, out: Path):
             dataset.catalog,
             metric="recall@10",
             beams=args.beams,
-            patience=args.patience,
+            patience=args.patience or None,
         )
         callbacks.append(select)
     sft = SFTConfig(
