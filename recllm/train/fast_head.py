@@ -34,7 +34,6 @@ def _compact_on_cpu(original):
     def use_compact(device) -> bool:
         return device.type == "cpu" or original(device)
 
-    use_compact.__wrapped__ = original
     return use_compact
 
 

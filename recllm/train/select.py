@@ -8,7 +8,6 @@ and restored when training ends, optionally stopping after ``patience`` epochs w
 
 from __future__ import annotations
 
-import copy
 import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -119,5 +118,5 @@ class BestOnValidation(TrainerCallback):
         """Load the best epoch's weights into ``model``; False if nothing was evaluated."""
         if self._best_state is None:
             return False
-        model.load_state_dict(copy.copy(self._best_state))
+        model.load_state_dict(self._best_state)
         return True
