@@ -49,6 +49,13 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--dropout", type=float, default=0.1, help="attention dropout")
+    p.add_argument(
+        "--hidden-dropout",
+        type=float,
+        default=0.0,
+        help="dropout on embeddings and attention/MLP outputs (recllm.train.seqlm)",
+    )
+    p.add_argument("--mlp", type=int, default=0, help="MLP width (0 = 2 x hidden)")
     p.add_argument("--codebook", type=int, default=256)
     p.add_argument("--levels", type=int, default=3)
     p.add_argument(
@@ -56,6 +63,13 @@ def parse_args() -> argparse.Namespace:
         type=float,
         default=0.6,
         help="collaborative share of item vectors (0.3: R@10 .0542, 0.6: .0572, 0.9: .0568)",
+    )
+    p.add_argument(
+        "--collab-source",
+        choices=("ppmi", "sasrec"),
+        default="ppmi",
+        help="collaborative item vectors: SVD of PPMI co-occurrence, or the item embeddings of "
+        "the run's SASRec (trained first, within --sasrec-minutes, and reused for its row)",
     )
     p.add_argument("--beams", type=int, default=20)
     p.add_argument("--eval-users", type=int, default=0, help="first N test users (0 = all)")
@@ -86,8 +100,29 @@ def table(rows: dict[str, dict[str, float]]) -> str:
     return "\n".join(lines)
 
 
-def train_recllm(args, dataset, split, out: Path):
-    """SIDs -> from-scratch SID-sequence decoder, trained within the budget; returns its dir."""
+def sasrec_fused_embeddings(args, dataset, split, sasrec, out: Path) -> Path:
+    """TF-IDF item text fused with the trained SASRec's item embeddings; an ``.npz`` path."""
+    from recllm.sid.config import SIDConfig
+    from recllm.sid.embed import fuse, item_embeddings, save_embeddings
+
+    text, _ = item_embeddings(dataset.catalog, split, SIDConfig(collab_weight=0.0))
+    index = sasrec.index
+    weight = sasrec.item_emb.weight.detach().float().cpu().numpy()
+    collab = weight[[index[i] for i in dataset.catalog.ids]]
+    # items absent from training keep their random init: zero them, as the PPMI source does,
+    # so their codes follow their text alone
+    seen = {i for seq in split.train.sequences.values() for i in seq}
+    collab[[k for k, i in enumerate(dataset.catalog.ids) if i not in seen]] = 0.0
+    return save_embeddings(
+        out / "item_vectors_sasrec.npz", dataset.catalog.ids, fuse(text, collab, args.collab)
+    )
+
+
+def train_recllm(args, dataset, split, out: Path, embeddings: Path | None = None):
+    """SIDs -> from-scratch SID-sequence decoder, trained within the budget; returns its dir.
+
+    ``embeddings``: precomputed fused item vectors (``--collab-source sasrec``) for the SIDs.
+    """
     from trl import SFTConfig, SFTTrainer
 
     from recllm.data import DataConfig
@@ -109,9 +144,15 @@ def train_recllm(args, dataset, split, out: Path):
         codebook_size=args.codebook,
         collab_weight=args.collab,
     )
-    sid_dir = out / "sids"
+    sid_dir = out / ("sids" if embeddings is None else "sids_sasrec")
     if not (sid_dir / "sid_map.json").is_file():
-        build = build_sid_map(dataset, sid_cfg, DataConfig(data_path=str(args.data)), split=split)
+        build = build_sid_map(
+            dataset,
+            sid_cfg,
+            DataConfig(data_path=str(args.data)),
+            split=split,
+            embeddings=embeddings,
+        )
         write_sid_artifact(build, sid_dir)
     sid_map = SIDMap.load(sid_dir)
     cfg = SeqLMConfig(
@@ -119,8 +160,9 @@ def train_recllm(args, dataset, split, out: Path):
         num_layers=args.layers,
         num_heads=args.heads,
         num_kv_heads=args.heads,
-        intermediate_size=2 * args.hidden,
+        intermediate_size=args.mlp or 2 * args.hidden,
         attention_dropout=args.dropout,
+        hidden_dropout=args.hidden_dropout,
         max_items=20,
     )
     model, tok = build_seqlm(sid_map, cfg)
@@ -229,8 +271,24 @@ def main() -> None:
     rows: dict[str, dict[str, float]] = {}
     info: dict[str, object] = {}
 
+    sasrec = None
+    if args.sasrec_minutes > 0:
+        from recllm.baselines.sasrec import SASRecConfig, train_sasrec
+
+        t = time.monotonic()
+        # Beauty is sparse: SASRec's dropout for sparse data and smaller steps (sasrec_beauty.py)
+        cfg = SASRecConfig(time_budget_minutes=args.sasrec_minutes, dropout=0.5, batch_size=64)
+        sasrec, history = train_sasrec(split, dataset.catalog, cfg)
+        info["sasrec_minutes"] = round((time.monotonic() - t) / 60, 2)
+        info["sasrec_epochs"] = len(history)
+    elif args.collab_source == "sasrec":
+        raise SystemExit("--collab-source sasrec needs SASRec: set --sasrec-minutes > 0")
+
     t = time.monotonic()
-    model_dir, info["recllm"] = train_recllm(args, dataset, split, out)
+    vectors = None
+    if args.collab_source == "sasrec":
+        vectors = sasrec_fused_embeddings(args, dataset, split, sasrec, out)
+    model_dir, info["recllm"] = train_recllm(args, dataset, split, out, vectors)
     info["recllm_train_minutes"] = round((time.monotonic() - t) / 60, 2)
     model, tok, sid_map = load_model_with_sids(model_dir)
     result = evaluate_recommender(
@@ -247,17 +305,11 @@ def main() -> None:
     rows[f"recllm SID decoder (beam {args.beams})"] = result.metrics
     info["recllm_eval_minutes"] = round(result.seconds / 60, 2)
 
-    if args.sasrec_minutes > 0:
-        from recllm.baselines.sasrec import SASRecConfig, evaluate_sasrec, train_sasrec
+    if sasrec is not None:
+        from recllm.baselines.sasrec import evaluate_sasrec
 
-        t = time.monotonic()
-        # Beauty is sparse: SASRec's dropout for sparse data and smaller steps (sasrec_beauty.py)
-        cfg = SASRecConfig(time_budget_minutes=args.sasrec_minutes, dropout=0.5, batch_size=64)
-        sasrec, history = train_sasrec(split, dataset.catalog, cfg)
         scored = dataclasses.replace(split, test=test)  # the same users as recllm
         rows["SASRec (same run)"] = evaluate_sasrec(sasrec, scored, "test", ks=(5, 10))
-        info["sasrec_minutes"] = round((time.monotonic() - t) / 60, 2)
-        info["sasrec_epochs"] = len(history)
     rows.update(PUBLISHED)
 
     print(

@@ -30,7 +30,17 @@ __all__ = ["SERVE_DEFAULTS", "recommend_router", "serve", "vllm_serve_args"]
 logger = logging.getLogger(__name__)
 
 #: vLLM server flags recllm sets; flags the caller passes after ``--`` override them.
-SERVE_DEFAULTS = ("--enforce-eager", "--enable-prefix-caching", "--block-size", "32")
+SERVE_DEFAULTS = (
+    "--enforce-eager",
+    "--enable-prefix-caching",
+    "--block-size",
+    "32",
+    # a /v1/recommend call is num_beams requests per beam round: room for many callers per step
+    "--max-num-seqs",
+    "1024",
+    "--max-num-batched-tokens",
+    "16384",
+)
 
 
 def vllm_serve_args(

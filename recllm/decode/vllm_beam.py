@@ -27,6 +27,7 @@ The rounds are a generator (:func:`sid_beam_rounds`) so the same code drives the
 from __future__ import annotations
 
 import asyncio
+import functools
 import math
 import uuid
 from collections.abc import Generator, Sequence
@@ -46,7 +47,13 @@ Ranked = list[tuple[int, float]]
 Round = list[tuple[list[int], "SamplingParams"]]
 
 
+@functools.lru_cache(maxsize=64)
 def _params(max_tokens: int, logprobs: int) -> SamplingParams:
+    """One shared, read-only ``SamplingParams`` per round shape.
+
+    ``skip_clone``: vLLM deep-copies a request's params on submission unless told not to, and a
+    beam search submits ``~num_beams * (L + 1)`` requests per user; nothing here mutates them.
+    """
     from vllm import SamplingParams
 
     return SamplingParams(
@@ -55,6 +62,7 @@ def _params(max_tokens: int, logprobs: int) -> SamplingParams:
         logprobs=logprobs,
         detokenize=False,
         extra_args={EXTRA_SID: True, EXTRA_SID_ONLY: True},
+        skip_clone=True,
     )
 
 

@@ -56,6 +56,14 @@ class SeqLMConfig:
     attention_dropout: float = field(
         default=0.1, metadata={"help": "Dropout on attention weights."}
     )
+    hidden_dropout: float = field(
+        default=0.0,
+        metadata={
+            "help": "Dropout on the token embeddings and on each attention and MLP output before "
+            "it joins the residual stream (GPT-2's embd/resid dropout; SASRec's dropout acts on "
+            "the same places). Training only; Qwen3 itself has attention dropout alone."
+        },
+    )
     max_items: int = field(
         default=20, metadata={"help": "Items per training window and per prompt (TIGER: 20)."}
     )
@@ -131,7 +139,35 @@ def build_seqlm(
                 0.0, config.initializer_range
             )
     model.generation_config.do_sample = False
+    if cfg.hidden_dropout:
+        add_hidden_dropout(model, cfg.hidden_dropout)
     return model, tok
+
+
+def add_hidden_dropout(model: PreTrainedModel, p: float) -> list:
+    """Dropout ``p`` on the embedding output and on every attention/MLP output projection.
+
+    Qwen3 (like Llama) has no hidden or embedding dropout, which sparse from-scratch training
+    needs (SASRec on Amazon data uses .5). Forward hooks add it without a model subclass, so a
+    saved model is a plain Qwen3 checkpoint: the hooks live only on this Python object, act
+    only in ``model.train()`` mode, and vLLM/transformers load the weights unchanged.
+
+    Returns:
+        The hook handles (``handle.remove()`` takes the dropout out again).
+    """
+    import torch.nn.functional as F
+
+    if not 0.0 <= p < 1.0:
+        raise ValueError(f"hidden dropout must lie in [0, 1), got {p}")
+
+    def hook(module, args, output):
+        return F.dropout(output, p, module.training)
+
+    base = model.get_decoder()
+    targets = [base.embed_tokens]
+    for layer in base.layers:
+        targets += [layer.self_attn.o_proj, layer.mlp.down_proj]
+    return [m.register_forward_hook(hook) for m in targets]
 
 
 def history_text(items: Sequence[str], sid_map: SIDMap, max_items: int | None) -> str:

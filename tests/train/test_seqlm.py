@@ -205,3 +205,33 @@ def test_best_on_validation_stops_without_gain(tmp_path, torch_single_thread):
     _, select = _select_run(tmp_path, learning_rate=0.0, epochs=5, patience=1)
     assert len(select.history) == 2  # epoch 2 equals epoch 1: no gain, stop
     assert select.best_epoch == 1.0
+
+
+def test_hidden_dropout_acts_in_training_only_and_saves_a_plain_qwen3(tmp_path):
+    smap = sid_map()
+    cfg = SeqLMConfig(
+        hidden_size=32, num_layers=2, num_heads=2, attention_dropout=0.0, hidden_dropout=0.5
+    )
+    model, tok = build_seqlm(smap, cfg)
+    ids = tok(history_text(ITEMS[:4], smap, None), return_tensors="pt", add_special_tokens=False)
+    ids = ids["input_ids"]
+    # 1 embedding + 2 layers x (attention output, MLP output)
+    assert len(model.get_input_embeddings()._forward_hooks) == 1
+    model.eval()
+    with torch.no_grad():
+        a, b = model(ids).logits, model(ids).logits
+    assert torch.equal(a, b)  # eval: deterministic
+    model.train()
+    with torch.no_grad():
+        c = model(ids).logits
+    assert not torch.allclose(a, c)  # training: dropped
+    save_model_with_sids(model, tok, smap, tmp_path / "m")
+    loaded, _, _ = load_model_with_sids(tmp_path / "m")
+    assert not loaded.get_input_embeddings()._forward_hooks  # a plain Qwen3 checkpoint
+    loaded.train()  # the hooks are gone: no dropout even in training mode
+    with torch.no_grad():
+        assert torch.allclose(loaded(ids).logits, a, atol=1e-5)
+    with pytest.raises(ValueError, match="hidden dropout"):
+        build_seqlm(
+            smap, SeqLMConfig(hidden_size=32, num_layers=1, num_heads=2, hidden_dropout=1.0)
+        )
