@@ -71,6 +71,12 @@ def parse_args() -> argparse.Namespace:
         help="collaborative item vectors: SVD of PPMI co-occurrence, or the item embeddings of "
         "the run's SASRec (trained first, within --sasrec-minutes, and reused for its row)",
     )
+    p.add_argument(
+        "--item-tokens",
+        action="store_true",
+        help="ablation: no semantic IDs, one token per item (a 1-level code = the item's index), "
+        "so the decoder scores items with a full softmax as SASRec does",
+    )
     p.add_argument("--beams", type=int, default=20)
     p.add_argument("--eval-users", type=int, default=0, help="first N test users (0 = all)")
     p.add_argument(
@@ -145,6 +151,13 @@ def train_recllm(args, dataset, split, out: Path, embeddings: Path | None = None
         collab_weight=args.collab,
     )
     sid_dir = out / ("sids" if embeddings is None else "sids_sasrec")
+    if args.item_tokens:
+        import numpy as np
+
+        sid_dir = out / "item_tokens"
+        ids = dataset.catalog.ids
+        codes = np.arange(len(ids))[:, None]
+        SIDMap(ids, codes, (len(ids),), {"ablation": "one token per item"}).save(sid_dir)
     if not (sid_dir / "sid_map.json").is_file():
         build = build_sid_map(
             dataset,
@@ -237,7 +250,7 @@ def train_recllm(args, dataset, split, out: Path, embeddings: Path | None = None
         if select
         else None,
         "model": asdict(cfg),
-        "sid": asdict(sid_cfg),
+        "sid": "one token per item (--item-tokens)" if args.item_tokens else asdict(sid_cfg),
     }
     return model_dir, info
 
