@@ -151,24 +151,24 @@ def train_recllm(args, dataset, split, out: Path, embeddings: Path | None = None
         codebook_size=args.codebook,
         collab_weight=args.collab,
     )
-    sid_dir = out / ("sids" if embeddings is None else "sids_sasrec")
     if args.item_tokens:
         import numpy as np
 
-        sid_dir = out / "item_tokens"
         ids = dataset.catalog.ids
         codes = np.arange(len(ids))[:, None]
-        SIDMap(ids, codes, (len(ids),), {"ablation": "one token per item"}).save(sid_dir)
-    if not (sid_dir / "sid_map.json").is_file():
-        build = build_sid_map(
-            dataset,
-            sid_cfg,
-            DataConfig(data_path=str(args.data)),
-            split=split,
-            embeddings=embeddings,
-        )
-        write_sid_artifact(build, sid_dir)
-    sid_map = SIDMap.load(sid_dir)
+        sid_map = SIDMap(ids, codes, (len(ids),), {"ablation": "one token per item"})
+    else:
+        sid_dir = out / ("sids" if embeddings is None else "sids_sasrec")
+        if not (sid_dir / "sid_map.json").is_file():
+            build = build_sid_map(
+                dataset,
+                sid_cfg,
+                DataConfig(data_path=str(args.data)),
+                split=split,
+                embeddings=embeddings,
+            )
+            write_sid_artifact(build, sid_dir)
+        sid_map = SIDMap.load(sid_dir)
     cfg = SeqLMConfig(
         hidden_size=args.hidden,
         num_layers=args.layers,

@@ -21,10 +21,10 @@ users' histories (the test split of the data the model records, cycled to ``--us
 
 Throughput = users / median wall time of ``--repeats`` batch passes after a warm-up pass;
 latency = one ``recommend(history)`` call at a time for ``--latency-users`` users (p50 / p90 /
-p99). Parity: share of users whose top-10 lists
-are identical to ``hf_sid_beam``'s and the largest score difference. Everything runs on
-``--threads`` threads (vLLM: OMP threads, not bound to cores); the load average is printed, as
-timings on a shared machine are noisy. The last line is one JSON object of all figures.
+p99). Parity: share of users whose top-10 lists are identical to ``hf_sid_beam``'s and the
+largest score difference. Everything runs on ``--threads`` threads (vLLM: OMP threads, not bound
+to cores); the load average is printed, as timings on a shared machine are noisy. The last line
+is one JSON object of all figures.
 """
 
 from __future__ import annotations
