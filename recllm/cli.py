@@ -211,6 +211,7 @@ def _quickstart_train(args, data_cfg, sid_cfg, sid_dir, model_path):
 
     from recllm.tasks import TaskConfig
     from recllm.train.plum import PlumArguments, run_plum
+    from recllm.train.sft import bf16_fast
 
     plum = PlumArguments(
         sid_map=str(sid_dir),
@@ -227,7 +228,7 @@ def _quickstart_train(args, data_cfg, sid_cfg, sid_dir, model_path):
         max_length=512,
         train_sampling_strategy="group_by_length",  # as recipes/plum_sft.yaml: little padding
         gradient_checkpointing=False,
-        bf16=_bf16_fast(),  # as plum_sft.yaml, where the CPU has bf16 instructions
+        bf16=bf16_fast(),  # as plum_sft.yaml, where the CPU has bf16 instructions
         use_cpu=not torch.cuda.is_available(),
         logging_steps=max(1, args.sft_steps // 10),
         save_strategy="no",
@@ -364,18 +365,6 @@ def _cmd_model_convert(args: argparse.Namespace) -> int:
 
     argv = ["--gguf", args.gguf, "--out", args.out, "--dtype", args.dtype]
     return main(argv + ["--overwrite"] * args.overwrite, prog="recllm model convert")
-
-
-def _bf16_fast() -> bool:
-    """bf16 autocast pays off on GPUs and on CPUs with native bf16 (AVX512-BF16 / AMX)."""
-    import torch
-
-    if torch.cuda.is_available():
-        return torch.cuda.is_bf16_supported()
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
 
 
 def _print_usage(model_dir, out) -> None:
