@@ -66,6 +66,18 @@ def parse_args() -> argparse.Namespace:
         help="collaborative share of item vectors (0.3: R@10 .0542, 0.6: .0572, 0.9: .0568)",
     )
     p.add_argument(
+        "--embedding",
+        choices=("tfidf", "lm", "st"),
+        default="tfidf",
+        help="text half of the item vectors (recllm.sid.embed): TF-IDF, a causal LM's mean-pooled "
+        "states, or a sentence-transformers model; lm/st need --text-model",
+    )
+    p.add_argument(
+        "--text-model",
+        default=None,
+        help="model path or known name for --embedding lm/st (e.g. all-MiniLM-L6-v2)",
+    )
+    p.add_argument(
         "--collab-source",
         choices=("ppmi", "sasrec"),
         default="ppmi",
@@ -115,11 +127,15 @@ def table(rows: dict[str, dict[str, float]]) -> str:
 
 
 def sasrec_fused_embeddings(args, dataset, split, sasrec, out: Path) -> Path:
-    """TF-IDF item text fused with the trained SASRec's item embeddings; an ``.npz`` path."""
+    """The item text vectors (``--embedding``) fused with the trained SASRec's item embeddings; an ``.npz`` path."""
     from recllm.sid.config import SIDConfig
     from recllm.sid.embed import fuse, item_embeddings, save_embeddings
 
-    text, _ = item_embeddings(dataset.catalog, split, SIDConfig(collab_weight=0.0))
+    text, _ = item_embeddings(
+        dataset.catalog,
+        split,
+        SIDConfig(collab_weight=0.0, embedding=args.embedding, text_model=args.text_model),
+    )
     index = sasrec.index
     weight = sasrec.item_emb.weight.detach().float().cpu().numpy()
     collab = weight[[index[i] for i in dataset.catalog.ids]]
@@ -158,6 +174,8 @@ def train_recllm(args, dataset, split, out: Path, embeddings: Path | None = None
         levels=args.levels,
         codebook_size=args.codebook,
         collab_weight=args.collab,
+        embedding=args.embedding,
+        text_model=args.text_model,
     )
     if args.item_tokens:
         import numpy as np
@@ -166,7 +184,8 @@ def train_recllm(args, dataset, split, out: Path, embeddings: Path | None = None
         codes = np.arange(len(ids))[:, None]
         sid_map = SIDMap(ids, codes, (len(ids),), {"ablation": "one token per item"})
     else:
-        sid_dir = out / ("sids" if embeddings is None else "sids_sasrec")
+        name = "sids" if args.embedding == "tfidf" else f"sids_{args.embedding}"
+        sid_dir = out / (name if embeddings is None else f"{name}_sasrec")
         if not (sid_dir / "sid_map.json").is_file():
             build = build_sid_map(
                 dataset,
