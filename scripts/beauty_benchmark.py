@@ -29,6 +29,7 @@ from pathlib import Path
 
 from recllm.eval.published import BEAUTY_PUBLISHED as PUBLISHED
 from recllm.eval.published import COLUMNS
+from recllm.sid.config import EMBEDDINGS, SIDConfig
 
 
 def parse_args() -> argparse.Namespace:
@@ -67,7 +68,7 @@ def parse_args() -> argparse.Namespace:
     )
     p.add_argument(
         "--embedding",
-        choices=("tfidf", "lm", "st"),
+        choices=EMBEDDINGS,
         default="tfidf",
         help="text half of the item vectors (recllm.sid.embed): TF-IDF, a causal LM's mean-pooled "
         "states, or a sentence-transformers model; lm/st need --text-model",
@@ -126,16 +127,24 @@ def table(rows: dict[str, dict[str, float]]) -> str:
     return "\n".join(lines)
 
 
+def sid_config(args) -> SIDConfig:
+    """The SID settings of this run, from the command line."""
+    return SIDConfig(
+        method="rq-kmeans",
+        levels=args.levels,
+        codebook_size=args.codebook,
+        collab_weight=args.collab,
+        embedding=args.embedding,
+        text_model=args.text_model,
+    )
+
+
 def sasrec_fused_embeddings(args, dataset, split, sasrec, out: Path) -> Path:
-    """The item text vectors (``--embedding``) fused with the trained SASRec's item embeddings; an ``.npz`` path."""
-    from recllm.sid.config import SIDConfig
+    """This run's item text vectors fused with the trained SASRec's item embeddings (``.npz``)."""
     from recllm.sid.embed import fuse, item_embeddings, save_embeddings
 
-    text, _ = item_embeddings(
-        dataset.catalog,
-        split,
-        SIDConfig(collab_weight=0.0, embedding=args.embedding, text_model=args.text_model),
-    )
+    text_cfg = dataclasses.replace(sid_config(args), collab_weight=0.0)
+    text, _ = item_embeddings(dataset.catalog, split, text_cfg)
     index = sasrec.index
     weight = sasrec.item_emb.weight.detach().float().cpu().numpy()
     collab = weight[[index[i] for i in dataset.catalog.ids]]
@@ -157,7 +166,6 @@ def train_recllm(args, dataset, split, out: Path, embeddings: Path | None = None
 
     from recllm.data import DataConfig
     from recllm.sid.build import build_sid_map, write_sid_artifact
-    from recllm.sid.config import SIDConfig
     from recllm.sid.sidmap import SIDMap
     from recllm.train.seqlm import (
         PROMPT_STYLE,
@@ -169,14 +177,7 @@ def train_recllm(args, dataset, split, out: Path, embeddings: Path | None = None
     from recllm.train.sft import bf16_fast
     from recllm.vocab import save_model_with_sids
 
-    sid_cfg = SIDConfig(
-        method="rq-kmeans",
-        levels=args.levels,
-        codebook_size=args.codebook,
-        collab_weight=args.collab,
-        embedding=args.embedding,
-        text_model=args.text_model,
-    )
+    sid_cfg = sid_config(args)
     if args.item_tokens:
         import numpy as np
 
