@@ -217,7 +217,11 @@ def train_recllm(args, dataset, split, out: Path, embeddings: Path | None = None
         sid_map = SIDMap(ids, codes, (len(ids),), {"ablation": "one token per item"})
     else:
         sid_dir = out / sid_dir_name(args, sasrec=embeddings is not None)
-        if not (sid_dir / "sid_map.json").is_file():
+        cached = SIDMap.load(sid_dir) if (sid_dir / "sid_map.json").is_file() else None
+        if cached is not None and cached.meta.get("sid_config") != asdict(sid_cfg):
+            logging.info("%s was built with other SID settings: rebuilding it", sid_dir)
+            cached = None
+        if cached is None:
             build = build_sid_map(
                 dataset,
                 sid_cfg,
@@ -225,8 +229,9 @@ def train_recllm(args, dataset, split, out: Path, embeddings: Path | None = None
                 split=split,
                 embeddings=embeddings,
             )
-            write_sid_artifact(build, sid_dir)
-        sid_map = SIDMap.load(sid_dir)
+            write_sid_artifact(build, sid_dir, overwrite=True)
+            cached = SIDMap.load(sid_dir)
+        sid_map = cached
     cfg = SeqLMConfig(
         hidden_size=args.hidden,
         num_layers=args.layers,
