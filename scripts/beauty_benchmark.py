@@ -127,6 +127,12 @@ def parse_args() -> argparse.Namespace:
         help="bf16 autocast in training (auto: where the CPU/GPU has native bf16; 1.5x faster "
         "per step on AVX512-BF16 cores); evaluation always runs in float32",
     )
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of the decoder's initialization and of its data order (replicates)",
+    )
     p.add_argument("--threads", type=int, default=None, help="torch threads")
     return p.parse_args()
 
@@ -241,6 +247,7 @@ def train_recllm(args, dataset, split, out: Path, embeddings: Path | None = None
         attention_dropout=args.dropout,
         hidden_dropout=args.hidden_dropout,
         max_items=20,
+        model_seed=args.seed,
     )
     model, tok = build_seqlm(sid_map, cfg)
     train = training_dataset(split, sid_map, tok, cfg.max_items)
@@ -283,7 +290,7 @@ def train_recllm(args, dataset, split, out: Path, embeddings: Path | None = None
         report_to="none",
         save_strategy="no",
         logging_steps=200,
-        seed=0,
+        seed=args.seed,
     )
     trainer = SFTTrainer(
         model=model, args=sft, train_dataset=train, processing_class=tok, callbacks=callbacks
