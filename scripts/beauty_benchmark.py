@@ -161,7 +161,7 @@ def sid_config(args) -> SIDConfig:
 
 
 def sid_dir_name(args, sasrec: bool = False) -> str:
-    """The SID cache folder of this run's settings (``sids`` for the defaults)."""
+    """The SID cache folder named by this run's settings (e.g. ``sids_balanced``)."""
     parts = ["sids"]
     if args.embedding != "tfidf":
         parts.append(args.embedding)
@@ -223,11 +223,11 @@ def train_recllm(args, dataset, split, out: Path, embeddings: Path | None = None
         sid_map = SIDMap(ids, codes, (len(ids),), {"ablation": "one token per item"})
     else:
         sid_dir = out / sid_dir_name(args, sasrec=embeddings is not None)
-        cached = SIDMap.load(sid_dir) if (sid_dir / "sid_map.json").is_file() else None
-        if cached is not None and cached.meta.get("sid_config") != asdict(sid_cfg):
+        sid_map = SIDMap.load(sid_dir) if (sid_dir / "sid_map.json").is_file() else None
+        if sid_map is not None and sid_map.meta.get("sid_config") != asdict(sid_cfg):
             logging.info("%s was built with other SID settings: rebuilding it", sid_dir)
-            cached = None
-        if cached is None:
+            sid_map = None
+        if sid_map is None:
             build = build_sid_map(
                 dataset,
                 sid_cfg,
@@ -236,8 +236,7 @@ def train_recllm(args, dataset, split, out: Path, embeddings: Path | None = None
                 embeddings=embeddings,
             )
             write_sid_artifact(build, sid_dir, overwrite=True)
-            cached = SIDMap.load(sid_dir)
-        sid_map = cached
+            sid_map = SIDMap.load(sid_dir)
     cfg = SeqLMConfig(
         hidden_size=args.hidden,
         num_layers=args.layers,
