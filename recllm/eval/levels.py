@@ -125,24 +125,20 @@ def level_ranks(
                 .logits[:, :levels]
                 .float()
             )
+        batch_ranks, batch_logp, batch_allowed = [], [], []
         for lv in range(levels):
             cols = (trie.code_token_start[lv] + code_range).clamp(max=token_ids.last_id)
             scores = logits[:, lv, cols]  # (batch, max_codes)
             ok = trie.allowed[nodes[start:stop, lv]] & (code_range < trie.codebook_sizes[lv])
             scores = scores.masked_fill(~ok, float("-inf"))
             target = scores.gather(1, codes[start:stop, lv, None])
-            ranks.append((lv, (scores >= target).sum(1)))
-            logps.append((lv, (target[:, 0] - torch.logsumexp(scores, dim=1))))
-            allowed_n.append((lv, ok.sum(1)))
-
-    def stack(parts):
-        per_level = [
-            torch.cat([t for lv, t in parts if lv == level]).cpu().numpy()
-            for level in range(levels)
-        ]
-        return np.stack(per_level, axis=1)
-
-    return stack(ranks), stack(logps), stack(allowed_n)
+            batch_ranks.append((scores >= target).sum(1))
+            batch_logp.append(target[:, 0] - torch.logsumexp(scores, dim=1))
+            batch_allowed.append(ok.sum(1))
+        ranks.append(torch.stack(batch_ranks, 1))
+        logps.append(torch.stack(batch_logp, 1))
+        allowed_n.append(torch.stack(batch_allowed, 1))
+    return tuple(torch.cat(parts).cpu().numpy() for parts in (ranks, logps, allowed_n))
 
 
 def level_report(
