@@ -253,10 +253,8 @@ def _parse_ks(text: str) -> list[int]:
 def _cmd_eval(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from recllm.data import load_rec_dataset, split_dataset
-    from recllm.data.config import DataConfig
     from recllm.eval import plot_recall, save_metrics
-    from recllm.eval.run import PromptSpec, evaluate_recommender
+    from recllm.eval.run import PromptSpec, eval_examples, evaluate_recommender
     from recllm.vocab import load_model_with_sids
 
     ks = _parse_ks(args.k)
@@ -264,19 +262,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         raise SystemExit(f"error: --beams {args.beams} < largest K {max(ks)}; Fix: raise --beams")
     model_dir = Path(args.model)
     spec = PromptSpec.from_model_dir(model_dir)
-    data_fields = dict(spec.data or {})
-    if args.data is not None:
-        data_fields["data_path"] = args.data
-    if "data_path" not in data_fields:
-        raise SystemExit(
-            f"error: {model_dir} does not record its training data; Fix: pass --data PATH_OR_NAME"
-        )
-    data_cfg = DataConfig(**data_fields)
-    dataset = load_rec_dataset(config=data_cfg)
-    split = split_dataset(dataset, data_cfg)
-    examples = split.test if args.split == "test" else split.valid
-    if args.max_users:
-        examples = examples[: args.max_users]
+    data_fields, dataset, examples = eval_examples(model_dir, args.data, args.split, args.max_users)
     recommender = None
     if args.engine == "vllm":
         from recllm.apps.recommender import Recommender
@@ -289,7 +275,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     else:
         model, tokenizer, sid_map = load_model_with_sids(model_dir)
     print(
-        f"evaluating {model_dir} on {len(examples):,} {args.split} users of {data_cfg.data_path} "
+        f"evaluating {model_dir} on {len(examples):,} {args.split} users of {data_fields['data_path']} "
         f"({spec.style} prompts, beam {args.beams}, K {ks}, engine {args.engine})"
     )
     result = evaluate_recommender(

@@ -64,10 +64,8 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     import torch
 
-    from recllm.data import load_rec_dataset, split_dataset
-    from recllm.data.config import DataConfig
     from recllm.eval.levels import level_report
-    from recllm.eval.run import PromptSpec, build_prompts
+    from recllm.eval.run import PromptSpec, build_prompts, eval_examples
     from recllm.io import write_json_atomic
     from recllm.vocab import load_model_with_sids
 
@@ -77,18 +75,9 @@ def main() -> None:
     print(
         f"machine: {platform.machine()}, torch {torch.__version__} ({torch.get_num_threads()} threads)"
     )
-    first = PromptSpec.from_model_dir(args.model[0])
-    data_fields = dict(first.data or {})
-    if args.data is not None:
-        data_fields["data_path"] = args.data
-    if "data_path" not in data_fields:
-        raise SystemExit(f"error: {args.model[0]} does not record its data; Fix: pass --data")
-    data_cfg = DataConfig(**data_fields)
-    dataset = load_rec_dataset(config=data_cfg)
-    split = split_dataset(dataset, data_cfg)
-    examples = split.test if args.split == "test" else split.valid
-    if args.max_users:
-        examples = examples[: args.max_users]
+    data_fields, dataset, examples = eval_examples(
+        args.model[0], args.data, args.split, args.max_users
+    )
     results: dict[str, dict] = {}
     for model_dir in args.model:
         t0 = time.perf_counter()
@@ -104,7 +93,7 @@ def main() -> None:
         )
         results[name] = {**report.as_dict(), "seconds": round(time.perf_counter() - t0, 1)}
 
-    print(f"\n{args.split}, {len(examples):,} users of {data_cfg.data_path}")
+    print(f"\n{args.split}, {len(examples):,} users of {data_fields['data_path']}")
     print(
         f"{'model':<24}{'level':>6}{'hit@1':>8}{'hit@5':>8}{'hit@10':>8}{'hit@20':>8}"
         f"{'logp':>8}{'allowed':>9}"

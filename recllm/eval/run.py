@@ -121,6 +121,35 @@ def build_prompts(
     return [row["prompt"] for row in builder.rec(trimmed)]
 
 
+def eval_examples(
+    model_dir: str | Path, data: str | None, split: str = "test", max_users: int = 0
+) -> tuple[dict[str, Any], Any, list[Example]]:
+    """The data a model directory records (``data`` overrides its path), and its eval users.
+
+    Returns:
+        ``(data_fields, dataset, examples)``: the DataConfig fields used, the loaded dataset
+        and the first ``max_users`` (0 = all) examples of ``split`` ("test" or "valid").
+
+    Raises:
+        SystemExit: The directory records no data and ``data`` is None.
+    """
+    from recllm.data import load_rec_dataset, split_dataset
+    from recllm.data.config import DataConfig
+
+    data_fields = dict(PromptSpec.from_model_dir(model_dir).data or {})
+    if data is not None:
+        data_fields["data_path"] = data
+    if "data_path" not in data_fields:
+        raise SystemExit(
+            f"error: {model_dir} does not record its training data; Fix: pass --data PATH_OR_NAME"
+        )
+    data_cfg = DataConfig(**data_fields)
+    dataset = load_rec_dataset(config=data_cfg)
+    parts = split_dataset(dataset, data_cfg)
+    examples = parts.test if split == "test" else parts.valid
+    return data_fields, dataset, list(examples[:max_users] if max_users else examples)
+
+
 @dataclass
 class EvalResult:
     """Metrics of one evaluation, and every user's ranked items (best first)."""
