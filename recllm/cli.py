@@ -254,13 +254,14 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from recllm.eval import plot_recall, save_metrics
-    from recllm.eval.run import PromptSpec, eval_examples, evaluate_recommender
-    from recllm.vocab import load_model_with_sids
+    from recllm.eval.run import PromptSpec, eval_examples, evaluate_recommender, load_ensemble
 
     ks = _parse_ks(args.k)
     if args.beams < max(ks):
         raise SystemExit(f"error: --beams {args.beams} < largest K {max(ks)}; Fix: raise --beams")
-    model_dir = Path(args.model)
+    model_dir = Path(args.model[0])
+    if len(args.model) > 1 and args.engine != "sid_beam":
+        raise SystemExit("error: an ensemble of --model directories needs --engine sid_beam")
     spec = PromptSpec.from_model_dir(model_dir)
     data_fields, dataset, examples = eval_examples(model_dir, args.data, args.split, args.max_users)
     recommender = None
@@ -273,9 +274,11 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         )
         model, tokenizer, sid_map = None, recommender.tokenizer, recommender.sid_map
     else:
-        model, tokenizer, sid_map = load_model_with_sids(model_dir)
+        models, tokenizer, sid_map, spec = load_ensemble(args.model)
+        model = models if len(models) > 1 else models[0]
+    what = model_dir if len(args.model) == 1 else f"an ensemble of {', '.join(args.model)}"
     print(
-        f"evaluating {model_dir} on {len(examples):,} {args.split} users of {data_fields['data_path']} "
+        f"evaluating {what} on {len(examples):,} {args.split} users of {data_fields['data_path']} "
         f"({spec.style} prompts, beam {args.beams}, K {ks}, engine {args.engine})"
     )
     result = evaluate_recommender(
@@ -309,7 +312,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         out / "metrics.json",
         m,
         config={k: v for k, v in vars(args).items() if not callable(v)},
-        model=str(model_dir),
+        model=args.model[0] if len(args.model) == 1 else args.model,
         split=args.split,
         prompt_style=spec.style,
         data=data_fields,
@@ -507,7 +510,13 @@ def build_parser() -> argparse.ArgumentParser:
     ev = sub.add_parser(
         "eval", help="constrained beam search over held-out users: Recall@K, NDCG@K, invalid rate"
     )
-    ev.add_argument("--model", required=True, help="model directory written by recllm")
+    ev.add_argument(
+        "--model",
+        required=True,
+        nargs="+",
+        help="model directory written by recllm; several (same SID map and prompts) are "
+        "decoded as an ensemble that averages their log-probs (sid_beam engine)",
+    )
     ev.add_argument(
         "--data",
         default=None,

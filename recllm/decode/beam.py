@@ -13,6 +13,11 @@ token), so beam search over it has a fixed number of steps and a tiny candidate 
    one two-token forward, which scores ``<|sid_end|>`` and the stop token; they re-rank the beams
    without changing the set (each beam has one allowed token there).
 
+**Ensembles.** Given several models that share one vocabulary (e.g. seeds of one recipe), each
+keeps its own KV cache, and every step scores candidates with the mean of the models' log-probs
+(a product of experts over the SID tokens). The tests check it against exhaustive scoring of
+every catalog item.
+
 **Equality with Hugging Face beam search** (checked by the tests on tiny Qwen3 / Qwen3-MoE):
 
 - ``stop_token_id=None``: same items and scores as ``model.generate`` on the prompt + begin
@@ -34,6 +39,7 @@ reached, Hugging Face pads with duplicate beams scored about -1e9; here those sl
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -67,7 +73,7 @@ class SIDBeamOutput:
 
 @torch.no_grad()
 def sid_beam_search(
-    model: PreTrainedModel,
+    model: PreTrainedModel | Sequence[PreTrainedModel],
     input_ids: torch.Tensor,
     attention_mask: torch.Tensor | None,
     trie: SIDTrie,
@@ -80,7 +86,9 @@ def sid_beam_search(
     """Beam search for the best catalog SIDs after each prompt (see the module docstring).
 
     Args:
-        model: A causal LM whose vocabulary holds ``trie.token_ids``.
+        model: A causal LM whose vocabulary holds ``trie.token_ids``, or several sharing one
+            vocabulary: an ensemble whose log-probs are averaged token by token (a product of
+            experts; each model keeps its own KV cache).
         input_ids: ``(batch, T)`` LEFT-padded prompts, without the begin marker.
         attention_mask: ``(batch, T)`` 1 for tokens, 0 for padding; None when unpadded.
         trie: The catalog's SID trie.
@@ -102,7 +110,8 @@ def sid_beam_search(
         raise ValueError(
             f"need 1 <= num_return_sequences ({k}) <= num_beams ({num_beams}); Fix: raise num_beams"
         )
-    device = model.device
+    models = _as_ensemble(model)
+    device = models[0].device
     trie = trie.to(device)
     ids = trie.token_ids
     levels, max_codes = trie.levels, trie.max_codes
@@ -120,19 +129,23 @@ def sid_beam_search(
     attention_mask = torch.cat([attention_mask, torch.ones_like(begin)], dim=1)
     position_ids = (attention_mask.cumsum(-1) - 1).masked_fill(attention_mask == 0, 0)
     padded = not bool(attention_mask.all())
-    out = model(
-        input_ids=input_ids,
-        attention_mask=attention_mask if padded else None,
-        position_ids=position_ids,
-        use_cache=True,
-        logits_to_keep=2 if stop_token_id is not None else 1,
-    )
-    cache = out.past_key_values
-    logp = torch.log_softmax(out.logits[:, -1:].float(), dim=-1)  # (batch, 1, vocab)
+    caches = []
+    logp = 0.0
+    for m in models:
+        out = m(
+            input_ids=input_ids,
+            attention_mask=attention_mask if padded else None,
+            position_ids=position_ids,
+            use_cache=True,
+            logits_to_keep=2 if stop_token_id is not None else 1,
+        )
+        caches.append(out.past_key_values)
+        logp = logp + torch.log_softmax(out.logits.float(), dim=-1) / len(models)
+        del out
     scores = torch.zeros(batch, 1, device=device)  # (batch, beams) summed log-probs
     if stop_token_id is not None:
-        scores += torch.log_softmax(out.logits[:, -2].float(), dim=-1)[:, ids.begin_id, None]
-    del out
+        scores += logp[:, -2, ids.begin_id, None]
+    logp = logp[:, -1:]  # (batch, 1, vocab)
     next_position = position_ids[:, -1] + 1  # (batch,)
     nodes = torch.zeros(batch, 1, dtype=torch.long, device=device)  # (batch, beams)
     codes = torch.zeros(batch, 1, 0, dtype=torch.long, device=device)  # (batch, beams, depth)
@@ -167,14 +180,19 @@ def sid_beam_search(
         # After the last level the end marker is forced, so it rides along in the same forward:
         # position 0 scores <|sid_end|>, position 1 the stop token.
         flat_source = (rows * beams + source).view(-1)  # (batch*num_beams,)
-        cache.reorder_cache(flat_source)
+        for cache in caches:
+            cache.reorder_cache(flat_source)
         tokens = (trie.code_token_start[level] + code).view(-1, 1)  # (batch*num_beams, 1)
         if last:
             tokens = torch.cat([tokens, torch.full_like(tokens, ids.end_id)], dim=1)
         attention_mask = torch.cat(
             [attention_mask[flat_source], attention_mask.new_ones(tokens.shape)], dim=1
         )
-        logp = _step(model, tokens, attention_mask if padded else None, next_position, cache)
+        mask = attention_mask if padded else None
+        logp = sum(
+            _step(m, tokens, mask, next_position, cache)
+            for m, cache in zip(models, caches, strict=True)
+        ) / len(models)
         next_position = next_position + tokens.shape[1]
 
     if stop_token_id is not None:
@@ -192,6 +210,29 @@ def sid_beam_search(
     leaf = (nodes - trie.num_internal).clamp(min=0)
     items = torch.where(torch.isfinite(scores), trie.leaf_item[leaf], -1)
     return SIDBeamOutput(items=items, codes=codes, scores=scores)
+
+
+def _as_ensemble(model) -> list:
+    """``model`` as a list of models; several must share a device and a vocabulary size."""
+    models = list(model) if isinstance(model, Sequence) else [model]
+    if not models:
+        raise ValueError("sid_beam_search needs at least one model")
+    first = models[0]
+    for m in models[1:]:
+        if m.device != first.device:
+            raise ValueError(
+                f"ensemble models sit on {first.device} and {m.device}; Fix: move them to one device"
+            )
+        sizes = (
+            first.get_output_embeddings().weight.shape[0],
+            m.get_output_embeddings().weight.shape[0],
+        )
+        if sizes[0] != sizes[1]:
+            raise ValueError(
+                f"ensemble models have {sizes[0]} and {sizes[1]} output rows; an ensemble needs "
+                "one shared vocabulary; Fix: ensemble models trained with the same tokenizer"
+            )
+    return models
 
 
 def _step(

@@ -159,8 +159,53 @@ class EvalResult:
     seconds: float
 
 
+def load_ensemble(
+    model_dirs: Sequence[str | Path],
+) -> tuple[list[PreTrainedModel], PreTrainedTokenizerBase, SIDMap, PromptSpec]:
+    """Load model directories that can be decoded together, and check that they can.
+
+    Every directory must hold the same SID map (hash-checked by
+    :func:`recllm.vocab.load_model_with_sids`), the same tokenizer vocabulary and the same
+    prompt style and history length, so one prompt and one trie serve them all.
+
+    Returns:
+        ``(models, tokenizer, sid_map, spec)`` of the first directory.
+
+    Raises:
+        ValueError: No directory, or two that differ; the message names both and the fix.
+    """
+    from recllm.vocab import load_model_with_sids
+
+    if not model_dirs:
+        raise ValueError("no model directory given")
+    first = Path(model_dirs[0])
+    model, tokenizer, sid_map = load_model_with_sids(first)
+    spec = PromptSpec.from_model_dir(first)
+    models = [model]
+    for d in model_dirs[1:]:
+        other_spec = PromptSpec.from_model_dir(d)
+        if (other_spec.style, other_spec.max_history, other_spec.task) != (
+            spec.style,
+            spec.max_history,
+            spec.task,
+        ):
+            raise ValueError(
+                f"{d} is prompted as {other_spec.style!r} with {other_spec.max_history} items, "
+                f"{first} as {spec.style!r} with {spec.max_history}; Fix: ensemble models "
+                "trained with the same prompts"
+            )
+        m, tok, _ = load_model_with_sids(d, sid_map=sid_map)
+        if tok.get_vocab() != tokenizer.get_vocab():
+            raise ValueError(
+                f"{d} and {first} have different tokenizer vocabularies; Fix: ensemble models "
+                "built from the same tokenizer and SID map"
+            )
+        models.append(m)
+    return models, tokenizer, sid_map, spec
+
+
 def evaluate_recommender(
-    model: PreTrainedModel,
+    model: PreTrainedModel | Sequence[PreTrainedModel] | None,
     tokenizer: PreTrainedTokenizerBase,
     sid_map: SIDMap,
     examples: Sequence[Example],
@@ -177,6 +222,8 @@ def evaluate_recommender(
     """Constrained beam search (``beams`` wide, top ``max(ks)`` kept) for every example, scored.
 
     Args:
+        model: The model, or several sharing one tokenizer and SID map (an ensemble: their
+            log-probs are averaged at every SID step; ``sid_sequence`` models, ``"sid_beam"``).
         engine: ``"sid_beam"`` (recllm's fixed-depth SID beam search; same items and scores as
             ``generate``, faster), ``"generate"`` (transformers' beam search + the SID
             logits processor) or ``"vllm"`` (the same beam search on vLLM, through
@@ -200,8 +247,14 @@ def evaluate_recommender(
     prompts = build_prompts(spec, examples, sid_map, catalog)
     token_ids = SID_FORMAT.token_ids(tokenizer, sid_map.codebook_sizes)
     trie = SIDTrie.from_sid_map(sid_map, token_ids)
-    if model is not None:
-        model.eval()
+    ensemble = isinstance(model, (list, tuple))
+    if ensemble and (engine != "sid_beam" or spec.style != "sid_sequence"):
+        raise ValueError(
+            "an ensemble of models is decoded by the SID beam search of sid_sequence models only; "
+            "Fix: pass one model, or engine='sid_beam' with sid_sequence models"
+        )
+    for m in model if ensemble else [model] if model is not None else []:
+        m.eval()
     start = time.perf_counter()
     if engine == "vllm":
         if recommender is None or spec.style != "chat":
@@ -270,7 +323,8 @@ def _sequence_beam(
     out: list[list[int]] = []
     starts = range(0, len(encoded), batch_size)
     for start in tqdm(starts, desc="sid_beam_search", unit="batch", disable=not progress):
-        ids, mask = left_pad(encoded[start : start + batch_size], pad, model.device)
+        device = (model[0] if isinstance(model, (list, tuple)) else model).device
+        ids, mask = left_pad(encoded[start : start + batch_size], pad, device)
         with torch.inference_mode():
             res = sid_beam_search(model, ids, mask, trie, num_beams=beams, num_return_sequences=k)
         out.extend([r for r in row if r >= 0] for row in res.items.tolist())

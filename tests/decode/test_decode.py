@@ -181,6 +181,59 @@ def test_sid_beam_search_with_fewer_items_than_beams_has_dead_slots():
         sid_beam_search(model, ids, mask, trie, num_beams=2, num_return_sequences=3)
 
 
+@torch.no_grad()
+def brute_ensemble_scores(models, prompt_ids, sid_map, token_ids, stop):
+    """Every catalog item's ensemble score, from one uncached forward per model and item.
+
+    Scored tokens: the codes after ``prompt + <|sid_begin|>``; with ``stop`` also the begin
+    marker, ``<|sid_end|>`` and the stop token. Averaged over models, divided by their count.
+    """
+    scores = []
+    for codes in sid_map.codes:
+        code_ids = [token_ids.code_id(level, int(c)) for level, c in enumerate(codes)]
+        tail = [token_ids.begin_id, *code_ids] + ([token_ids.end_id, stop] if stop else [])
+        seq = torch.tensor([prompt_ids + tail])
+        scored = range(len(prompt_ids) + (0 if stop else 1), seq.shape[1])  # positions scored
+        total = 0.0
+        for model in models:
+            logp = torch.log_softmax(model(input_ids=seq).logits[0].float(), dim=-1)
+            total += sum(float(logp[t - 1, seq[0, t]]) for t in scored) / len(models)
+        scores.append(total / len(scored))
+    return np.array(scores)
+
+
+@pytest.mark.parametrize("stop", [False, True], ids=["codes-only", "with-stop"])
+def test_ensemble_beam_search_equals_exhaustive_scoring(stop):
+    """Two different models decoded together: with as many beams as items the search is exact,
+    so it must return the items with the best average log-probs, scored exactly so."""
+    sid_map = random_sid_map((4, 5, 3), 40, seed=4)
+    a, tok, token_ids = extended_model(sid_map, seed=5)
+    b, _, _ = extended_model(sid_map, seed=6)
+    trie = SIDTrie.from_sid_map(sid_map, token_ids)
+    stop_id = tok.eos_token_id if stop else None
+    for prompt in PROMPTS[:2]:
+        ids, mask = left_padded(tok, [prompt])
+        out = sid_beam_search([a, b], ids, mask, trie, num_beams=40, stop_token_id=stop_id)
+        brute = brute_ensemble_scores([a, b], ids[0].tolist(), sid_map, token_ids, stop_id)
+        order = np.argsort(-brute, kind="stable")
+        assert out.items[0].tolist() == order.tolist()
+        np.testing.assert_allclose(out.scores[0].numpy(), brute[order], rtol=0, atol=1e-4)
+        single = sid_beam_search(a, ids, mask, trie, num_beams=40, stop_token_id=stop_id)
+        assert single.items[0].tolist() != out.items[0].tolist()  # the second model counts
+
+
+def test_ensemble_needs_one_vocabulary():
+    sid_map = random_sid_map((4, 5), 12, seed=1)
+    a, tok, token_ids = extended_model(sid_map, seed=1)
+    b, _, _ = extended_model(random_sid_map((40, 60), 12, seed=1), seed=2)  # +90 rows
+    trie = SIDTrie.from_sid_map(sid_map, token_ids)
+    ids, mask = left_padded(tok, PROMPTS[:1])
+    with pytest.raises(ValueError, match="one shared vocabulary"):
+        sid_beam_search([a, b], ids, mask, trie, num_beams=4)
+    with pytest.raises(ValueError, match="at least one model"):
+        sid_beam_search([], ids, mask, trie, num_beams=4)
+
+
 # -- property: every generated SID is an item, beams are distinct, nothing valid is masked ---
 
 

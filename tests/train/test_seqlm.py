@@ -235,3 +235,40 @@ def test_hidden_dropout_acts_in_training_only_and_saves_a_plain_qwen3(tmp_path):
         build_seqlm(
             smap, SeqLMConfig(hidden_size=32, num_layers=1, num_heads=2, hidden_dropout=1.0)
         )
+
+
+def test_an_ensemble_of_saved_models_loads_checked_and_evaluates(tmp_path, torch_single_thread):
+    """Two decoders of one SID map decode together; a third with other prompts or another SID
+    map is refused by name."""
+    from recllm.eval.run import load_ensemble
+    from recllm.vocab.format import VocabMismatchError
+
+    smap, split = sid_map(), cyclic_split()
+    recommender = {"prompt_style": PROMPT_STYLE, "max_history": 8}
+    dirs = []
+    for seed, max_history in [(0, 8), (1, 8), (2, 5)]:
+        model, tok = build_seqlm(
+            smap, SeqLMConfig(hidden_size=32, num_layers=1, num_heads=2, model_seed=seed)
+        )
+        rec = dict(recommender, max_history=max_history)
+        dirs.append(save_model_with_sids(model, tok, smap, tmp_path / f"m{seed}", recommender=rec))
+    models, tok, loaded, spec = load_ensemble(dirs[:2])
+    assert len(models) == 2 and loaded.content_hash == smap.content_hash
+    catalog = Catalog({i: {"title": f"title {i}"} for i in ITEMS}, text_fields=("title",))
+    run = dict(beams=6, ks=(1, 3), batch_size=8, progress=False)
+    result = evaluate_recommender(models, tok, loaded, split.test, spec, catalog, **run)
+    assert result.metrics["invalid_rate"] == 0.0 and result.metrics["users"] == 24
+    assert all(len(set(r)) == len(r) == 3 for r in result.ranked)
+    single = evaluate_recommender(models[0], tok, loaded, split.test, spec, catalog, **run)
+    assert single.ranked != result.ranked  # the second model changes the lists
+    with pytest.raises(ValueError, match="same prompts"):
+        load_ensemble([dirs[0], dirs[2]])
+    other = SIDMap(item_ids=ITEMS, codes=smap.codes[::-1].copy(), codebook_sizes=(3, 4))
+    model, tok = build_seqlm(other, SeqLMConfig(hidden_size=32, num_layers=1, num_heads=2))
+    odd = save_model_with_sids(model, tok, other, tmp_path / "other", recommender=recommender)
+    with pytest.raises(VocabMismatchError):
+        load_ensemble([dirs[0], odd])
+    with pytest.raises(ValueError, match="ensemble"):
+        evaluate_recommender(
+            models, tok, loaded, split.test, spec, catalog, engine="generate", **run
+        )
