@@ -133,8 +133,19 @@ def parse_args() -> argparse.Namespace:
         default=0,
         help="seed of the decoder's initialization and of its data order (replicates)",
     )
+    p.add_argument(
+        "--ensemble",
+        type=int,
+        default=1,
+        help="decoders trained (seeds --seed, --seed + 1, ...; each within --recllm-minutes) and "
+        "decoded together by averaging their log-probs; with 2 or more, the first is also "
+        "evaluated alone, side by side",
+    )
     p.add_argument("--threads", type=int, default=None, help="torch threads")
-    return p.parse_args()
+    args = p.parse_args()
+    if args.ensemble < 1:
+        p.error("--ensemble must be >= 1")
+    return args
 
 
 def table(rows: dict[str, dict[str, float]]) -> str:
@@ -194,11 +205,17 @@ def sasrec_fused_embeddings(args, dataset, split, sasrec, out: Path) -> Path:
     )
 
 
-def train_recllm(args, dataset, split, out: Path, embeddings: Path | None = None):
+def train_recllm(
+    args, dataset, split, out: Path, embeddings: Path | None = None, seed: int | None = None
+):
     """SIDs -> from-scratch SID-sequence decoder, trained within the budget; returns its dir.
 
     ``embeddings``: precomputed fused item vectors (``--collab-source sasrec``) for the SIDs.
+    ``seed``: the decoder's seed (default ``--seed``); another seed saves to
+    ``recllm_model_seed<N>``. The SIDs are built once and reused by every seed.
     """
+    seed = args.seed if seed is None else seed
+    name = "recllm_model" if seed == args.seed else f"recllm_model_seed{seed}"
     from trl import SFTConfig, SFTTrainer
 
     from recllm.data import DataConfig
@@ -246,7 +263,7 @@ def train_recllm(args, dataset, split, out: Path, embeddings: Path | None = None
         attention_dropout=args.dropout,
         hidden_dropout=args.hidden_dropout,
         max_items=20,
-        model_seed=args.seed,
+        model_seed=seed,
     )
     model, tok = build_seqlm(sid_map, cfg)
     train = training_dataset(split, sid_map, tok, cfg.max_items)
@@ -275,7 +292,7 @@ def train_recllm(args, dataset, split, out: Path, embeddings: Path | None = None
         )
         callbacks.append(select)
     sft = SFTConfig(
-        output_dir=str(out / "recllm_run"),
+        output_dir=str(out / "recllm_run" / str(seed)),
         num_train_epochs=args.epochs,
         per_device_train_batch_size=args.batch,
         learning_rate=args.lr,
@@ -289,7 +306,7 @@ def train_recllm(args, dataset, split, out: Path, embeddings: Path | None = None
         report_to="none",
         save_strategy="no",
         logging_steps=200,
-        seed=args.seed,
+        seed=seed,
     )
     trainer = SFTTrainer(
         model=model, args=sft, train_dataset=train, processing_class=tok, callbacks=callbacks
@@ -301,7 +318,7 @@ def train_recllm(args, dataset, split, out: Path, embeddings: Path | None = None
         model,
         tok,
         sid_map,
-        out / "recllm_model",
+        out / name,
         overwrite=True,
         recommender={"prompt_style": PROMPT_STYLE, "max_history": cfg.max_items},
     )
@@ -337,8 +354,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     from recllm.data import DataConfig, load_rec_dataset, split_dataset
     from recllm.eval import plot_recall, save_metrics
-    from recllm.eval.run import PromptSpec, evaluate_recommender
-    from recllm.vocab import load_model_with_sids
+    from recllm.eval.run import evaluate_recommender, load_ensemble
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -371,22 +387,23 @@ def main() -> None:
     vectors = None
     if args.collab_source == "sasrec":
         vectors = sasrec_fused_embeddings(args, dataset, split, sasrec, out)
-    model_dir, info["recllm"] = train_recllm(args, dataset, split, out, vectors)
+    model_dirs = []
+    for seed in range(args.seed, args.seed + args.ensemble):
+        model_dir, info[f"recllm_seed{seed}"] = train_recllm(
+            args, dataset, split, out, vectors, seed
+        )
+        model_dirs.append(model_dir)
+    info["recllm"] = info[f"recllm_seed{args.seed}"]
     info["recllm_train_minutes"] = round((time.monotonic() - t) / 60, 2)
-    model, tok, sid_map = load_model_with_sids(model_dir)
-    result = evaluate_recommender(
-        model,
-        tok,
-        sid_map,
-        test,
-        PromptSpec.from_model_dir(model_dir),
-        dataset.catalog,
-        beams=args.beams,
-        ks=(5, 10),
-        batch_size=64,
-    )
+    models, tok, sid_map, spec = load_ensemble(model_dirs)
+    run = dict(beams=args.beams, ks=(5, 10), batch_size=64)
+    result = evaluate_recommender(models[0], tok, sid_map, test, spec, dataset.catalog, **run)
     rows[f"recllm SID decoder (beam {args.beams})"] = result.metrics
     info["recllm_eval_minutes"] = round(result.seconds / 60, 2)
+    if len(models) > 1:
+        result = evaluate_recommender(models, tok, sid_map, test, spec, dataset.catalog, **run)
+        rows[f"recllm, {len(models)} decoders (beam {args.beams})"] = result.metrics
+        info["recllm_ensemble_eval_minutes"] = round(result.seconds / 60, 2)
 
     if sasrec is not None:
         from recllm.baselines.sasrec import evaluate_sasrec
