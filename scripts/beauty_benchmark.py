@@ -1,17 +1,20 @@
 """Amazon Beauty (P5/TIGER split): recllm's generative recommender beside TIGER and a same-run SASRec.
 
-    python scripts/beauty_benchmark.py                         # ~1 hour on 2 cores
-    python scripts/beauty_benchmark.py --recllm-minutes 5 --sasrec-minutes 3 --eval-users 2000
+    python scripts/beauty_benchmark.py                         # ~70 min on 2 cores
+    python scripts/beauty_benchmark.py --ensemble 1 --recllm-minutes 5 --sasrec-minutes 3 \
+        --eval-users 2000                                      # a quick look
 
 recllm side: semantic IDs (TF-IDF item text + collaborative PPMI signal from the training split,
-RQ-KMeans 3 x 256, collisions reassigned) -> a from-scratch Qwen3-architecture decoder over SID
-sequences (recllm.train.seqlm, trained through TRL's SFTTrainer within ``--recllm-minutes``, the
-epoch kept chosen by Recall@10 on ``--valid-users`` validation users, recllm.train.select) ->
-trie-constrained SID beam search (``--beams``) -> Recall/NDCG@5/10. SASRec side: full-softmax
-cross-entropy over all items (recllm.baselines.sasrec) within ``--sasrec-minutes``, epoch chosen
-on valid. Both: leave-one-out, full ranking over all 12,101 items, histories cut to the last 20
-items, seen items not removed (../shared/data/README.md). Prints the table beside TIGER's published
-row; writes ``metrics.json`` and ``recall.png`` into ``--out``; the last line is one JSON object.
+balanced residual k-means 3 x 256, collisions reassigned) -> ``--ensemble`` from-scratch
+Qwen3-architecture decoders over SID sequences, one per seed (recllm.train.seqlm, each trained
+through TRL's SFTTrainer within ``--recllm-minutes``; optionally the epoch with the best Recall@10
+on ``--valid-users`` validation users, recllm.train.select) -> trie-constrained SID beam search
+(``--beams``), of the first decoder alone and of all of them together (their log-probs averaged)
+-> Recall/NDCG@5/10. SASRec side: full-softmax cross-entropy over all items
+(recllm.baselines.sasrec) within ``--sasrec-minutes``, epoch chosen on valid. Both: leave-one-out,
+full ranking over all 12,101 items, histories cut to the last 20 items, seen items not removed
+(../shared/data/README.md). Prints the table beside TIGER's published row; writes
+``metrics.json`` and ``recall.png`` into ``--out``; the last line is one JSON object.
 """
 
 from __future__ import annotations
@@ -39,7 +42,9 @@ def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--data", default=default, help="Beauty folder (P5 layout)")
     p.add_argument("--out", default="outputs/beauty_benchmark", help="output directory")
-    p.add_argument("--recllm-minutes", type=float, default=50.0, help="training budget")
+    p.add_argument(
+        "--recllm-minutes", type=float, default=30.0, help="training budget of each decoder"
+    )
     p.add_argument("--sasrec-minutes", type=float, default=12.0, help="0 = skip SASRec")
     p.add_argument(
         "--epochs", type=float, default=14, help="schedule length (the budget may end it first)"
@@ -110,7 +115,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument(
         "--valid-users",
         type=int,
-        default=1000,
+        default=0,
         help="validation users scored at each epoch end; the best epoch is kept (0 = last epoch)",
     )
     p.add_argument(
@@ -136,7 +141,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument(
         "--ensemble",
         type=int,
-        default=1,
+        default=2,
         help="decoders trained (seeds --seed, --seed + 1, ...; each within --recllm-minutes) and "
         "decoded together by averaging their log-probs; with 2 or more, the first is also "
         "evaluated alone, side by side",

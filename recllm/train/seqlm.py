@@ -13,7 +13,8 @@ recommendation is a catalog item. The vocabulary is the SID tokens plus three sp
 saved directory carries its SID map like any other recllm model, and records its prompt style
 (``"sid_sequence"``) so evaluation and serving build the same prompts.
 
-Training runs through TRL's ``SFTTrainer`` on pre-tokenized sequences with packing.
+Training runs through TRL's ``SFTTrainer`` on pre-tokenized sequences (no packing: each window is
+its own row, batched by length so padding stays small).
 """
 
 from __future__ import annotations
