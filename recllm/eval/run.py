@@ -190,9 +190,10 @@ def load_ensemble(
             spec.task,
         ):
             raise ValueError(
-                f"{d} is prompted as {other_spec.style!r} with {other_spec.max_history} items, "
-                f"{first} as {spec.style!r} with {spec.max_history}; Fix: ensemble models "
-                "trained with the same prompts"
+                f"{d} is prompted as {other_spec.style!r} with {other_spec.max_history} items "
+                f"and task settings {other_spec.task}, {first} as {spec.style!r} with "
+                f"{spec.max_history} and {spec.task}; Fix: ensemble models trained with the "
+                "same prompts"
             )
         m, tok, _ = load_model_with_sids(d, sid_map=sid_map)
         if tok.get_vocab() != tokenizer.get_vocab():
@@ -253,7 +254,8 @@ def evaluate_recommender(
             "an ensemble of models is decoded by the SID beam search of sid_sequence models only; "
             "Fix: pass one model, or engine='sid_beam' with sid_sequence models"
         )
-    for m in model if ensemble else [model] if model is not None else []:
+    members = list(model) if ensemble else [] if model is None else [model]
+    for m in members:
         m.eval()
     start = time.perf_counter()
     if engine == "vllm":
@@ -322,8 +324,8 @@ def _sequence_beam(
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     out: list[list[int]] = []
     starts = range(0, len(encoded), batch_size)
+    device = (model[0] if isinstance(model, (list, tuple)) else model).device
     for start in tqdm(starts, desc="sid_beam_search", unit="batch", disable=not progress):
-        device = (model[0] if isinstance(model, (list, tuple)) else model).device
         ids, mask = left_pad(encoded[start : start + batch_size], pad, device)
         with torch.inference_mode():
             res = sid_beam_search(model, ids, mask, trie, num_beams=beams, num_return_sequences=k)
