@@ -274,7 +274,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         )
         model, tokenizer, sid_map = None, recommender.tokenizer, recommender.sid_map
     else:
-        models, tokenizer, sid_map, spec = load_ensemble(args.model)
+        models, tokenizer, sid_map, _ = load_ensemble(args.model)  # spec: read above
         model = models if len(models) > 1 else models[0]
     what = model_dir if len(args.model) == 1 else f"an ensemble of {', '.join(args.model)}"
     print(

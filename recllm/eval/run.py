@@ -280,7 +280,7 @@ def evaluate_recommender(
                 "Fix: engine='sid_beam'"
             )
         ranked_rows = _sequence_beam(
-            model, tokenizer, prompts, trie, beams, k, batch_size, progress
+            members, tokenizer, prompts, trie, beams, k, batch_size, progress
         )
         recs = [[sid_map.item_ids[r] for r in row] for row in ranked_rows]
     else:
@@ -312,9 +312,10 @@ def evaluate_recommender(
 
 
 def _sequence_beam(
-    model, tokenizer, prompts, trie, beams, k, batch_size, progress
+    models, tokenizer, prompts, trie, beams, k, batch_size, progress
 ) -> list[list[int]]:
-    """SID-map rows of the top ``k`` items per string prompt (code tokens scored only)."""
+    """SID-map rows of the top ``k`` items per string prompt (code tokens scored only), from one
+    model or the ensemble of ``models``."""
     import torch
     from tqdm.auto import tqdm
 
@@ -324,10 +325,10 @@ def _sequence_beam(
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     out: list[list[int]] = []
     starts = range(0, len(encoded), batch_size)
-    device = (model[0] if isinstance(model, (list, tuple)) else model).device
+    device = models[0].device
     for start in tqdm(starts, desc="sid_beam_search", unit="batch", disable=not progress):
         ids, mask = left_pad(encoded[start : start + batch_size], pad, device)
         with torch.inference_mode():
-            res = sid_beam_search(model, ids, mask, trie, num_beams=beams, num_return_sequences=k)
+            res = sid_beam_search(models, ids, mask, trie, num_beams=beams, num_return_sequences=k)
         out.extend([r for r in row if r >= 0] for row in res.items.tolist())
     return out
