@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 
+from recllm.errors import UserError
 
-class DataError(ValueError):
+
+class DataError(UserError):
     """Bad input data: says where (file plus line, or file plus key) and how to fix it.
 
     The message reads ``FILE:LINE: problem. Fix: what to do`` (or ``FILE [key K]: ...``), so a
@@ -38,4 +40,4 @@ class DataError(ValueError):
             where += f":{line}"
         if key is not None:
             where += f" [key {key!r}]"
-        super().__init__(f"{where}: {problem}. Fix: {fix}")
+        super().__init__(where, problem, fix)
