@@ -298,6 +298,8 @@ def extend_vocab(
     rows_after = model.get_input_embeddings().weight.shape[0]
     tied = _is_tied(model)
     _init_rows(model, tokenizer, sid_map, token_ids, init, catalog, text_source, tied)
+    if rows_after > rows_before:
+        _init_padding_rows(model, tied, max(rows_before, token_ids.last_id + 1), n_old)
     setattr(model.config, CONFIG_HASH_ATTR, sid_hash)
 
     logger.info(
@@ -391,6 +393,24 @@ def _init_rows(
             weight[code_rows] = means.to(weight.dtype)
     if out is not None and getattr(out, "bias", None) is not None:
         out.bias[sid_rows] = out.bias[:n_old].float().mean().to(out.bias.dtype)
+
+
+@torch.no_grad()
+def _init_padding_rows(model: PreTrainedModel, tied: bool, start: int, n_old: int) -> None:
+    """Give the rows that padding to a multiple added (no token uses them) the mean row.
+
+    ``resize_token_embeddings`` draws them from the global, unseeded generator: two runs with the
+    same seed then held different weights (and different logits for those ids).
+    """
+    weights = [model.get_input_embeddings().weight]
+    out = model.get_output_embeddings()
+    if out is not None and not tied:
+        weights.append(out.weight)
+    for weight in weights:
+        if weight.shape[0] > start:
+            weight[start:] = weight[:n_old].float().mean(0).to(weight.dtype)
+    if out is not None and getattr(out, "bias", None) is not None and out.bias.shape[0] > start:
+        out.bias[start:] = out.bias[:n_old].float().mean().to(out.bias.dtype)
 
 
 @dataclass
