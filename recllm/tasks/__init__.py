@@ -1,6 +1,19 @@
-"""Text builders: behaviour, catalog and recommendation tasks rendered from Jinja templates."""
+"""Text builders: behaviour, catalog and recommendation tasks rendered from Jinja templates.
+
+The templates ship inside the package (``recllm/prompts/``, :data:`PROMPTS_DIR`); recommendation
+prompts for evaluation and serving (:class:`PromptSpec`, :func:`build_prompts`) are built here too,
+so training, evaluation and serving read one definition.
+"""
 
 from recllm.tasks.builders import ItemView, TaskBuilder, TaskRenderer
-from recllm.tasks.config import TASKS, TaskConfig
+from recllm.tasks.config import PROMPTS_DIR, TASKS, TaskConfig, packaged_prompts_dir
 
-__all__ = ["TASKS", "ItemView", "TaskBuilder", "TaskConfig", "TaskRenderer"]
+__all__ = [
+    "PROMPTS_DIR",
+    "TASKS",
+    "ItemView",
+    "TaskBuilder",
+    "TaskConfig",
+    "TaskRenderer",
+    "packaged_prompts_dir",
+]

@@ -3,10 +3,35 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 
-#: The repository's prompts/ folder (recipes run from a clone; YAML may point elsewhere).
-DEFAULT_PROMPTS_DIR = str(Path(__file__).resolve().parents[2] / "prompts")
+
+def packaged_prompts_dir() -> Path:
+    """The templates shipped inside the installed package (``recllm/prompts/``).
+
+    They are package data, so a wheel or a ``pip install .`` carries them exactly as an editable
+    clone does. Copy the folder to edit the prompts, then point ``prompts_dir`` at the copy.
+
+    Raises:
+        RuntimeError: The package is not installed as plain files (e.g. imported from a zip),
+            so Jinja cannot read the templates from a folder.
+    """
+    folder = resources.files("recllm") / "prompts"
+    if not isinstance(folder, Path):  # a zipimport Traversable: no folder on disk to load from
+        raise RuntimeError(
+            f"recllm is imported from {folder!r}, not from files on disk, so its prompt "
+            "templates have no folder; Fix: install recllm as files (pip install recllm) or "
+            "set prompts_dir to a copy of the templates"
+        )
+    return folder
+
+
+#: The packaged templates' folder (``python -c "import recllm.tasks as t; print(t.PROMPTS_DIR)"``
+#: shows where they are, to copy them out for editing). YAML may point ``prompts_dir`` elsewhere.
+PROMPTS_DIR = str(packaged_prompts_dir())
+#: The former name of :data:`PROMPTS_DIR`.
+DEFAULT_PROMPTS_DIR = PROMPTS_DIR
 
 TASKS = ("behaviour", "catalog_sid_to_title", "catalog_title_to_sid", "catalog_sid_to_text", "rec")
 
@@ -34,8 +59,11 @@ class TaskConfig:
         },
     )
     prompts_dir: str = field(
-        default=DEFAULT_PROMPTS_DIR,
-        metadata={"help": "Folder of the Jinja templates, one <task>.jinja per task."},
+        default=PROMPTS_DIR,
+        metadata={
+            "help": "Folder of the Jinja templates, one <task>.jinja per task (default: the "
+            "templates shipped in the package, recllm/prompts/)."
+        },
     )
     rec_history_titles: bool = field(
         default=False,
