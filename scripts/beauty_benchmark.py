@@ -282,19 +282,27 @@ def train_recllm(
     callbacks = [budget]
     select = None
     if args.valid_users:
-        from recllm.eval.run import PromptSpec
+        from recllm.eval.run import evaluate_recommender
+        from recllm.tasks.prompting import PromptSpec
         from recllm.train.select import BestOnValidation
 
-        select = BestOnValidation(
-            tok,
-            sid_map,
-            split.valid[: args.valid_users],
-            PromptSpec(style=PROMPT_STYLE, max_history=cfg.max_items),
-            dataset.catalog,
-            metric="recall@10",
-            beams=args.beams,
-            patience=args.patience or None,
-        )
+        valid = split.valid[: args.valid_users]
+        spec = PromptSpec(style=PROMPT_STYLE, max_history=cfg.max_items)
+
+        def on_valid(m):
+            return evaluate_recommender(
+                m,
+                tok,
+                sid_map,
+                valid,
+                spec,
+                dataset.catalog,
+                beams=args.beams,
+                batch_size=64,
+                progress=False,
+            ).metrics
+
+        select = BestOnValidation(on_valid, metric="recall@10", patience=args.patience or None)
         callbacks.append(select)
     sft = SFTConfig(
         output_dir=str(out / "recllm_run" / str(seed)),

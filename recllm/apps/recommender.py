@@ -1,8 +1,8 @@
 """History in, ranked catalog items out: the recommendation API of a saved recllm model.
 
 :class:`Recommender` loads a directory written by :func:`recllm.vocab.save_model_with_sids`,
-rebuilds the prompt the model was trained with (:class:`recllm.eval.run.PromptSpec` and
-:func:`recllm.eval.run.build_prompts`, exactly what evaluation uses) from an item history, and
+rebuilds the prompt the model was trained with (:class:`recllm.tasks.prompting.PromptSpec` and
+:func:`recllm.tasks.prompting.build_prompts`, exactly what evaluation uses) from an item history, and
 decodes the top ``k`` items with constrained SID beam search on one of two engines:
 
 - ``engine="vllm"``: :func:`recllm.decode.vllm_beam.vllm_sid_beam_search` on a ``vllm.LLM``
@@ -27,14 +27,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from recllm.decode.generate import Recommendation
+from recllm.errors import clip
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
     from recllm.data.types import Catalog
     from recllm.decode import Prompt
-    from recllm.eval.run import PromptSpec
     from recllm.sid.sidmap import SIDMap
+    from recllm.tasks.prompting import PromptSpec
 
 __all__ = ["Recommender"]
 
@@ -133,7 +134,7 @@ class Recommender:
         """
         from recllm.data import load_rec_dataset
         from recllm.data.config import DataConfig
-        from recllm.eval.run import PromptSpec
+        from recllm.tasks.prompting import PromptSpec
         from recllm.vocab.checkpoint import load_tokenizer_with_sids
 
         model_dir = Path(model_dir)
@@ -183,7 +184,7 @@ class Recommender:
                 the message says what to send instead.
         """
         if isinstance(k, bool) or not isinstance(k, int):
-            raise ValueError(f"k must be an integer between 1 and {self.max_k}, got {k!r}")
+            raise ValueError(f"k must be an integer between 1 and {self.max_k}, got {clip(k)}")
         if not 1 <= k <= self.max_k:
             raise ValueError(
                 f"k={k} is out of range; Fix: ask for 1 <= k <= {self.max_k} items (the "
@@ -202,7 +203,7 @@ class Recommender:
         items = []
         for item in history:
             if isinstance(item, bool) or not isinstance(item, str | int):
-                raise ValueError(f"item ids are strings, got {item!r} in history")
+                raise ValueError(f"item ids are strings, got {clip(item)} in history")
             items.append(str(item))
         unknown = [
             i for i in dict.fromkeys(items) if i not in self.sid_map or i not in self.catalog
@@ -210,7 +211,8 @@ class Recommender:
         if unknown:
             example = ", ".join(repr(i) for i in self.sid_map.item_ids[:3])
             raise ValueError(
-                f"unknown item ids {unknown[:5]}{' ...' if len(unknown) > 5 else ''}: not in the "
+                f"unknown item ids [{', '.join(clip(i) for i in unknown[:5])}]"
+                f"{' ...' if len(unknown) > 5 else ''}: not in the "
                 f"catalog of {len(self.sid_map)} items this model was trained on; Fix: send item "
                 f"ids from that catalog (e.g. {example})"
             )
@@ -219,7 +221,7 @@ class Recommender:
     def prompts(self, histories: Sequence[Sequence[Any]], k: int) -> list[Prompt]:
         """Checked histories -> the prompts the model was trained with (one per history)."""
         from recllm.data.splits import Example
-        from recllm.eval.run import build_prompts
+        from recllm.tasks.prompting import build_prompts
 
         checked = [self.check_request(h, k) for h in histories]
         examples = [Example(f"request{n}", tuple(h), h[-1]) for n, h in enumerate(checked)]

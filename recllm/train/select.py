@@ -4,35 +4,44 @@ Loss keeps falling long after recommendation quality peaks on sparse data (Amazo
 the epoch to keep is chosen the way the literature does for SASRec and TIGER: constrained
 beam search over validation users at each epoch end, the best epoch's weights kept in memory
 and restored when training ends, optionally stopping after ``patience`` epochs without gain.
+
+The evaluation itself is passed in by the caller (``evaluate``): training sits below evaluation
+in recllm's layers (train never imports eval), so the script that owns both wires them, e.g.::
+
+    from recllm.eval.run import evaluate_recommender
+
+    def on_valid(model):
+        return evaluate_recommender(
+            model, tok, sid_map, split.valid, spec, catalog, beams=20, progress=False
+        ).metrics
+
+    select = BestOnValidation(on_valid, metric="recall@10", patience=3)
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
 from transformers import TrainerCallback
 
 if TYPE_CHECKING:
-    from transformers import PreTrainedModel, PreTrainedTokenizerBase
-
-    from recllm.data.splits import Example
-    from recllm.data.types import Catalog
-    from recllm.eval.run import PromptSpec
-    from recllm.sid.sidmap import SIDMap
+    from transformers import PreTrainedModel
 
 logger = logging.getLogger(__name__)
+
+#: ``model -> metrics``: ranks validation users with the model and returns its metrics.
+EvaluateFn = Callable[["PreTrainedModel"], Mapping[str, float]]
 
 
 class BestOnValidation(TrainerCallback):
     """Evaluate at every epoch end; keep and finally restore the best epoch's weights.
 
     Args:
-        tokenizer, sid_map, examples, spec, catalog: as for
-            :func:`recllm.eval.run.evaluate_recommender` (``examples``: validation users).
+        evaluate: Called with the model (in eval mode, under no training) at every epoch end;
+            returns its validation metrics, e.g. ``evaluate_recommender(...).metrics``.
         metric: Key of the metrics to maximise, e.g. ``"recall@10"``.
-        beams, ks, batch_size: Beam width, cut-offs and batch size of the evaluation.
         patience: Stop training after this many epochs without improvement (None: never).
 
     After training, ``history`` holds ``{"epoch", metric...}`` per evaluation and
@@ -41,23 +50,18 @@ class BestOnValidation(TrainerCallback):
 
     def __init__(
         self,
-        tokenizer: PreTrainedTokenizerBase,
-        sid_map: SIDMap,
-        examples: Sequence[Example],
-        spec: PromptSpec,
-        catalog: Catalog,
+        evaluate: EvaluateFn,
         *,
         metric: str = "recall@10",
-        beams: int = 20,
-        ks: Sequence[int] = (5, 10),
-        batch_size: int = 64,
         patience: int | None = None,
     ) -> None:
-        if not examples:
-            raise ValueError("BestOnValidation needs validation examples; Fix: pass split.valid")
-        self.tokenizer, self.sid_map, self.examples = tokenizer, sid_map, examples
-        self.spec, self.catalog = spec, catalog
-        self.metric, self.beams, self.ks, self.batch_size = metric, beams, tuple(ks), batch_size
+        if not callable(evaluate):
+            raise TypeError(
+                "BestOnValidation needs the evaluation function (model -> metrics); Fix: pass "
+                "e.g. lambda m: evaluate_recommender(m, tok, sid_map, split.valid, ...).metrics"
+            )
+        self._evaluate = evaluate
+        self.metric = metric
         self.patience = patience
         self.history: list[dict[str, float]] = []
         self.best: float = float("-inf")
@@ -66,30 +70,18 @@ class BestOnValidation(TrainerCallback):
         self._stale = 0
 
     def evaluate(self, model: PreTrainedModel) -> dict[str, float]:
-        from recllm.eval.run import evaluate_recommender
-
+        """The validation metrics of ``model`` (its train/eval mode is restored afterwards)."""
         was_training = model.training
         model.eval()
         try:
-            result = evaluate_recommender(
-                model,
-                self.tokenizer,
-                self.sid_map,
-                self.examples,
-                self.spec,
-                self.catalog,
-                beams=self.beams,
-                ks=self.ks,
-                batch_size=self.batch_size,
-                progress=False,
-            )
+            metrics = dict(self._evaluate(model))
         finally:
             model.train(was_training)
-        if self.metric not in result.metrics:
+        if self.metric not in metrics:
             raise KeyError(
-                f"metric {self.metric!r} not in {sorted(result.metrics)}; Fix: pick one of these"
+                f"metric {self.metric!r} not in {sorted(metrics)}; Fix: pick one of these"
             )
-        return result.metrics
+        return metrics
 
     def on_epoch_end(self, args, state, control, model=None, **kwargs):
         metrics = self.evaluate(model)

@@ -22,9 +22,19 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
+
+# The SID-sequence text format lives in tasks, below train and eval, which both prompt with it;
+# these names stay importable from here.
+from recllm.tasks.sequence import (  # noqa: F401
+    BOS,
+    EOS,
+    PAD,
+    PROMPT_STYLE,
+    history_text,
+    training_sequences,
+)
 
 if TYPE_CHECKING:
     import datasets
@@ -34,11 +44,6 @@ if TYPE_CHECKING:
     from recllm.sid.sidmap import SIDMap
 
 logger = logging.getLogger(__name__)
-
-BOS = "<|im_start|>"
-PAD = "<|endoftext|>"
-EOS = "<|im_end|>"
-PROMPT_STYLE = "sid_sequence"
 
 
 @dataclass
@@ -169,36 +174,6 @@ def add_hidden_dropout(model: PreTrainedModel, p: float) -> list:
     for layer in base.layers:
         targets += [layer.self_attn.o_proj, layer.mlp.down_proj]
     return [m.register_forward_hook(hook) for m in targets]
-
-
-def history_text(items: Sequence[str], sid_map: SIDMap, max_items: int | None) -> str:
-    """``<|im_start|>`` + the SIDs of the last ``max_items`` items (the prompt, minus the marker)."""
-    from recllm.vocab import SID_FORMAT
-
-    if max_items:
-        items = items[-max_items:]
-    return BOS + "".join(SID_FORMAT.render(sid_map.code(i)) for i in items)
-
-
-def training_sequences(split: Split, sid_map: SIDMap, max_items: int) -> list[str]:
-    """Training windows of ``max_items + 1`` items from every training sequence.
-
-    Long sequences are cut into windows that end at the last item and step back by
-    ``max_items`` items, so every training target is predicted once with up to ``max_items``
-    items of context inside its window. Only the training split is read.
-    """
-    texts = []
-    for seq in split.train.sequences.values():
-        if len(seq) < 2:
-            continue
-        end = len(seq)
-        while end > 1:
-            start = max(0, end - max_items - 1)
-            texts.append(history_text(seq[start:end], sid_map, None))
-            if start == 0:
-                break
-            end = start + 1  # the window's first item is the next window's last target
-    return texts
 
 
 def training_dataset(

@@ -155,17 +155,13 @@ def _select_run(tmp_path, learning_rate: float, epochs: int, patience):
     model, tok = build_seqlm(smap, cfg)
     catalog = Catalog({i: {"title": f"title {i}"} for i in ITEMS}, text_fields=("title",))
     spec = PromptSpec(style=PROMPT_STYLE, max_history=cfg.max_items)
-    select = BestOnValidation(
-        tok,
-        smap,
-        split.valid,
-        spec,
-        catalog,
-        metric="recall@1",
-        beams=4,
-        ks=(1, 3),
-        patience=patience,
-    )
+
+    def on_valid(m):
+        return evaluate_recommender(
+            m, tok, smap, split.valid, spec, catalog, beams=4, ks=(1, 3), progress=False
+        ).metrics
+
+    select = BestOnValidation(on_valid, metric="recall@1", patience=patience)
     args = SFTConfig(
         output_dir=str(tmp_path),
         num_train_epochs=epochs,

@@ -1,0 +1,52 @@
+"""The SID-sequence text format: a user's history as its items' SIDs back to back.
+
+A from-scratch SID decoder (:mod:`recllm.train.seqlm`) is trained on these texts and prompted
+with them in evaluation and serving, so the format is defined once, here, below both::
+
+    <|im_start|><|sid_begin|><a_12><b_3><c_200><|sid_end|><|sid_begin|><a_7>...<|sid_end|>
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from recllm.data.splits import Split
+    from recllm.sid.sidmap import SIDMap
+
+BOS = "<|im_start|>"
+PAD = "<|endoftext|>"
+EOS = "<|im_end|>"
+#: The ``prompt_style`` a model directory records for these prompts.
+PROMPT_STYLE = "sid_sequence"
+
+
+def history_text(items: Sequence[str], sid_map: SIDMap, max_items: int | None) -> str:
+    """``<|im_start|>`` + the SIDs of the last ``max_items`` items (the prompt, minus the marker)."""
+    from recllm.vocab import SID_FORMAT
+
+    if max_items:
+        items = items[-max_items:]
+    return BOS + "".join(SID_FORMAT.render(sid_map.code(i)) for i in items)
+
+
+def training_sequences(split: Split, sid_map: SIDMap, max_items: int) -> list[str]:
+    """Training windows of ``max_items + 1`` items from every training sequence.
+
+    Long sequences are cut into windows that end at the last item and step back by
+    ``max_items`` items, so every training target is predicted once with up to ``max_items``
+    items of context inside its window. Only the training split is read.
+    """
+    texts = []
+    for seq in split.train.sequences.values():
+        if len(seq) < 2:
+            continue
+        end = len(seq)
+        while end > 1:
+            start = max(0, end - max_items - 1)
+            texts.append(history_text(seq[start:end], sid_map, None))
+            if start == 0:
+                break
+            end = start + 1  # the window's first item is the next window's last target
+    return texts
