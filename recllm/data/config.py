@@ -4,8 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from recllm.errors import UserError
+
 FORMATS = ("recbole", "p5", "lcrec", "generic")
 SPLITS = ("loo", "temporal")
+# The time column read by default. Data without it is read in file order (with a warning);
+# any other name must exist, so a typo never silently drops the chronology.
+DEFAULT_TIME_COL = "timestamp"
 
 
 @dataclass
@@ -36,10 +41,11 @@ class DataConfig:
     user_col: str = field(default="user_id", metadata={"help": "User id column (generic format)."})
     item_col: str = field(default="item_id", metadata={"help": "Item id column (generic format)."})
     time_col: str | None = field(
-        default="timestamp",
+        default=DEFAULT_TIME_COL,
         metadata={
-            "help": "Timestamp column (seconds or ISO 8601). Used when present; histories are "
-            "then sorted by it (ties keep file order). Set to null to ignore timestamps."
+            "help": "Timestamp column (seconds or ISO 8601; naive dates are UTC). Histories are "
+            "sorted by it (ties keep file order). The default `timestamp` may be absent (file "
+            "order, with a warning); any other name must exist. null (or none) = file order."
         },
     )
     text_fields: list[str] | None = field(
@@ -91,25 +97,41 @@ class DataConfig:
     )
 
     def __post_init__(self) -> None:
+        if isinstance(self.time_col, str) and self.time_col.strip().lower() in ("", "none", "null"):
+            # `--time_col none` on a recipe's command line arrives as a string.
+            self.time_col = None
         if self.data_format is not None and self.data_format not in FORMATS:
-            raise ValueError(
-                f"--data_format {self.data_format!r} is not one of {FORMATS}; leave it unset to "
-                "auto-detect"
+            raise UserError(
+                "--data_format",
+                f"{self.data_format!r} is not one of {FORMATS}",
+                "leave it unset to auto-detect",
             )
         if self.split not in SPLITS:
-            raise ValueError(f"--split {self.split!r} is not one of {SPLITS}")
+            raise UserError("--split", f"{self.split!r} is not one of {SPLITS}", "choose one")
         if self.min_interactions < 1:
-            raise ValueError("--min_interactions must be >= 1")
+            raise UserError("--min_interactions", "must be >= 1", "pass 1 or more")
         if self.split == "loo" and self.min_interactions < 3:
-            raise ValueError(
+            raise UserError(
+                "--min_interactions",
                 "--split loo needs --min_interactions >= 3 (one training item, a validation "
-                "target and a test target per user)"
+                "target and a test target per user)",
+                "pass --min_interactions 3 or more, or --split temporal",
             )
         if self.max_users is not None and self.max_users < 1:
-            raise ValueError("--max_users must be >= 1, or null for every user")
+            raise UserError("--max_users", "must be >= 1", "pass 1 or more, or null for every user")
         if self.max_history is not None and self.max_history < 1:
-            raise ValueError("--max_history must be >= 1, or null for the full history")
+            raise UserError(
+                "--max_history", "must be >= 1", "pass 1 or more, or null for the full history"
+            )
         if not (0 < self.valid_ratio < 1 and 0 < self.test_ratio < 1):
-            raise ValueError("--valid_ratio and --test_ratio must lie strictly between 0 and 1")
+            raise UserError(
+                "--valid_ratio/--test_ratio",
+                "--valid_ratio and --test_ratio must lie strictly between 0 and 1",
+                "pass shares such as 0.1",
+            )
         if self.valid_ratio + self.test_ratio >= 1:
-            raise ValueError("--valid_ratio + --test_ratio must be < 1 (something must train)")
+            raise UserError(
+                "--valid_ratio/--test_ratio",
+                "--valid_ratio + --test_ratio must be < 1 (something must train)",
+                "lower one of them",
+            )

@@ -19,17 +19,19 @@ counted in the log.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import json
 import logging
 import math
+import sys
 from collections.abc import Iterator
 from dataclasses import replace
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from recllm.data.config import FORMATS, DataConfig
+from recllm.data.config import DEFAULT_TIME_COL, FORMATS, DataConfig
 from recllm.data.errors import DataError
 from recllm.data.fetch import KNOWN_DATASETS, resolve
 from recllm.data.types import Catalog, Interactions, RecDataset
@@ -42,9 +44,72 @@ _UTF8_FIX = "re-encode the file as UTF-8 (e.g. `iconv -f latin1 -t utf-8 IN > OU
 
 # --------------------------------------------------------------------------- reading helpers
 
+# Python's csv module refuses fields over 131,072 characters by default (a long product
+# description is enough). The limit is process-wide, so it is raised only while a CSV is read.
+_CSV_FIELD_LIMIT = min(sys.maxsize, 2**31 - 1)
+_ITEMS_FILE_FIX = (
+    "pass --items_file with the path of an existing file (the items table, the P5 `ASIN text` "
+    "file or NAME.item.json), or leave it out to use the one next to the interactions"
+)
+
+
+def check_file(path: Path, what: str, fix: str) -> Path:
+    """Return ``path`` if it is a readable file; otherwise raise a :class:`DataError` saying why.
+
+    Args:
+        path: The file to check.
+        what: What the file is, for the message (``"items file"``).
+        fix: What the user should do if it is missing or not a file.
+    """
+    if not path.exists():
+        raise DataError(path, f"the {what} does not exist", fix)
+    if path.is_dir():
+        raise DataError(path, f"the {what} is a directory, not a file", fix)
+    return path
+
+
+def _check_not_empty(path: Path) -> None:
+    """Raise if ``path`` holds nothing but whitespace, reading only as far as the first byte."""
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 16):
+            if chunk.strip():
+                return
+    raise DataError(path, "the file is empty", "check that the file was written completely")
+
+
+def iter_lines(path: Path, keep_ends: bool = False) -> Iterator[tuple[int, str]]:
+    """Stream ``(line number, text)`` pairs of a strict UTF-8 file (a BOM is accepted).
+
+    Lines end at ``\n`` only (``\r\n`` too): ``str.splitlines`` would also break at U+2028,
+    U+2029, NEL (U+0085) and form feeds, which then vanish from titles and shift every later line
+    number. One line is in memory at a time.
+
+    Args:
+        path: The file.
+        keep_ends: Keep each line's terminator (the csv module needs it to keep quoted newlines).
+
+    Raises:
+        DataError: The file is empty, or a line is not valid UTF-8 (names the line).
+    """
+    _check_not_empty(path)
+    with open(path, "rb") as f:
+        for n, raw in enumerate(f, start=1):
+            if n == 1 and raw.startswith(codecs.BOM_UTF8):
+                raw = raw[len(codecs.BOM_UTF8) :]
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                bad = raw[e.start : e.start + 1]
+                raise DataError(path, f"invalid UTF-8 byte {bad!r}", _UTF8_FIX, line=n) from None
+            yield n, (text if keep_ends else text.rstrip("\r\n"))
+
 
 def read_text(path: Path) -> str:
-    """Read a whole file as strict UTF-8 (a BOM is accepted); empty files are an error."""
+    """Read a whole file as strict UTF-8 (a BOM is accepted); empty files are an error.
+
+    Only for formats that must be parsed whole (JSON); line formats stream with
+    :func:`iter_lines`.
+    """
     data = path.read_bytes()
     if not data.strip():
         raise DataError(path, "the file is empty", "check that the file was written completely")
@@ -90,28 +155,78 @@ def _as_text(value: Any) -> str:
     return str(value).strip()
 
 
+_TIME_FIX = (
+    "write seconds since the epoch or an ISO 8601 date, or pass --time_col none to use file order"
+)
+
+
 def _parse_time(value: Any, path: Path, line: int | None, key: str | None, col: str) -> float:
+    """A timestamp in seconds: a finite number, or an ISO 8601 date (UTC unless it says)."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        raise DataError(path, f"empty timestamp in column {col!r}", _TIME_FIX, line=line, key=key)
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        if math.isnan(value):
+        number: float | None = float(value)
+        text = str(value)
+    else:
+        text = str(value).strip()
+        try:
+            number = float(text)
+        except ValueError:
+            number = None
+    if number is not None:
+        # nan compares false with everything and inf sorts last: either would silently move
+        # the row (into the test window of a temporal split), so both are refused.
+        if not math.isfinite(number):
             raise DataError(
-                path, f"empty timestamp in column {col!r}", "fill it in", line=line, key=key
+                path,
+                f"timestamp {text!r} in column {col!r} is not a finite number",
+                _TIME_FIX,
+                line=line,
+                key=key,
             )
-        return float(value)
-    text = str(value).strip()
+        return number
     try:
-        return float(text)
-    except ValueError:
-        pass
-    try:
-        return datetime.fromisoformat(text).timestamp()
+        when = datetime.fromisoformat(text)
     except ValueError:
         raise DataError(
             path,
             f"timestamp {text!r} in column {col!r} is neither a number nor ISO 8601",
-            "write seconds since the epoch or an ISO 8601 date, or pass --time_col null",
+            _TIME_FIX,
             line=line,
             key=key,
         ) from None
+    if when.tzinfo is None:
+        # Local time would make the seconds (and, across DST changes, the order) depend on the
+        # machine's time zone; UTC keeps a dataset's timestamps the same everywhere.
+        when = when.replace(tzinfo=timezone.utc)
+    return when.timestamp()
+
+
+def _time_index(columns: list[str], cfg: DataConfig, path: Path) -> int | None:
+    """The index of the time column, None for file order; a mistyped name is an error.
+
+    The default name (``timestamp``) may be absent: the data then has no time and file order is
+    the chronology (a warning names the columns). A name the user chose must exist.
+    """
+    if not cfg.time_col:
+        return None
+    if cfg.time_col in columns:
+        return columns.index(cfg.time_col)
+    if cfg.time_col == DEFAULT_TIME_COL:
+        logger.warning(
+            "%s: no %r column (columns: %s): histories follow file order; pass --time_col COL "
+            "to sort by time",
+            path,
+            cfg.time_col,
+            columns,
+        )
+        return None
+    raise DataError(
+        path,
+        f"no time column {cfg.time_col!r} (columns: {columns})",
+        "pass --time_col with one of the columns, or --time_col none to use file order",
+        key=cfg.time_col,
+    )
 
 
 def _single(directory: Path, pattern: str, what: str, fix: str) -> Path | None:
@@ -213,7 +328,23 @@ def load_rec_dataset(
 
 
 def _clean(ds: RecDataset, cfg: DataConfig) -> RecDataset:
-    inter = ds.interactions
+    # Duplicates first: they would count towards min_interactions.
+    inter, duplicates = ds.interactions.drop_duplicate_events()
+    if duplicates:
+        logger.warning(
+            "dropped %d duplicate events (same user, item and timestamp): a repeated log row "
+            "would put the target in its own history",
+            duplicates,
+        )
+    elif inter.timestamps is None and (repeats := inter.consecutive_repeats()):
+        # Without timestamps a repeat may be a real re-purchase or a duplicated row; the
+        # published P5 / LC-Rec splits have none, so keeping them changes no published number.
+        logger.warning(
+            "%d events repeat the item just before them; kept, since without timestamps a "
+            "repeat purchase cannot be told from a duplicated row (remove duplicated rows "
+            "upstream if that is what they are)",
+            repeats,
+        )
     if cfg.max_users is not None and cfg.max_users < inter.num_users:
         logger.info(
             "keeping the first %d of %d users (--max_users)", cfg.max_users, inter.num_users
@@ -249,7 +380,7 @@ def _clean(ds: RecDataset, cfg: DataConfig) -> RecDataset:
                 empty,
                 catalog.title_field,
             )
-    dropped = {"users_short": len(short), "items_unused": unused}
+    dropped = {"duplicate_events": duplicates, "users_short": len(short), "items_unused": unused}
     return replace(ds, catalog=catalog, interactions=inter, dropped=dropped)
 
 
@@ -296,23 +427,25 @@ def _unknown_item(
 
 
 def _read_atomic(path: Path) -> tuple[list[str], list[str], Iterator[tuple[int, list[str]]]]:
-    """Header names, header types, and ``(line, values)`` rows of a RecBole atomic file."""
-    lines = read_text(path).splitlines()
-    header = lines[0].split("\t")
+    """Header names, header types, and streamed ``(line, values)`` rows of a RecBole atomic file."""
+    lines = iter_lines(path)
+    n, first = next(lines)
+    while not first.strip():  # blank lines before the header
+        n, first = next(lines)
+    header = first.split("\t")
     names, types = [], []
     for h in header:
         name, sep, typ = h.partition(":")
         if not sep:
             raise DataError(
-                path, f"header field {h!r} has no ':type'", "write headers as name:type", line=1
+                path, f"header field {h!r} has no ':type'", "write headers as name:type", line=n
             )
         names.append(name)
         types.append(typ)
-    if len(lines) < 2 or not any(x.strip() for x in lines[1:]):
-        raise DataError(path, "the file has a header but no rows", "add data rows")
 
     def rows() -> Iterator[tuple[int, list[str]]]:
-        for n, text in enumerate(lines[1:], start=2):
+        any_row = False
+        for n, text in lines:
             if not text.strip():
                 continue
             values = text.split("\t")
@@ -324,7 +457,10 @@ def _read_atomic(path: Path) -> tuple[list[str], list[str], Iterator[tuple[int, 
                     "separate fields with single tabs and fill every column",
                     line=n,
                 )
+            any_row = True
             yield n, values
+        if not any_row:
+            raise DataError(path, "the file has a header but no rows", "add data rows")
 
     return names, types, rows()
 
@@ -346,7 +482,10 @@ def _load_recbole(path: Path, cfg: DataConfig) -> tuple[Catalog, Interactions]:
     else:
         inter_file = _single(path, "*.inter", ".inter", "keep one dataset per directory")
         assert inter_file is not None
-    item_file = inter_file.with_suffix(".item")
+    if cfg.items_file:
+        item_file = check_file(Path(cfg.items_file), "items file", _ITEMS_FILE_FIX)
+    else:
+        item_file = inter_file.with_suffix(".item")
     catalog = _load_recbole_items(item_file, cfg) if item_file.exists() else None
     if catalog is None:
         logger.warning("%s not found: items have no text", item_file)
@@ -354,19 +493,21 @@ def _load_recbole(path: Path, cfg: DataConfig) -> tuple[Catalog, Interactions]:
     names, _, rows = _read_atomic(inter_file)
     u_i = _col(names, cfg.user_col, inter_file, "--user_col")
     i_i = _col(names, cfg.item_col, inter_file, "--item_col")
-    t_i = names.index(cfg.time_col) if cfg.time_col and cfg.time_col in names else None
+    t_i = _time_index(names, cfg, inter_file)
     seqs: dict[str, list[str]] = {}
     times: dict[str, list[float]] | None = {} if t_i is not None else None
-    seen_items: dict[str, None] = {}
+    # One str object per distinct item id, shared by every history that holds it: on a large
+    # log this, not the text, dominates memory.
+    seen_items: dict[str, str] = {}
     for n, v in rows:
         user, item = v[u_i].strip(), v[i_i].strip()
         if not user or not item:
             raise DataError(inter_file, "empty user or item id", "fill in both ids", line=n)
         if catalog is not None and item not in catalog:
             raise _unknown_item(inter_file, item, item_file, line=n)
-        seqs.setdefault(user, []).append(item)
-        seen_items.setdefault(item)
+        seqs.setdefault(user, []).append(seen_items.setdefault(item, item))
         if times is not None:
+            assert t_i is not None and cfg.time_col is not None
             times.setdefault(user, []).append(
                 _parse_time(v[t_i], inter_file, n, None, cfg.time_col)
             )
@@ -416,7 +557,7 @@ def _load_p5(path: Path, cfg: DataConfig) -> tuple[Catalog, Interactions]:
                 "the P5 layout needs sequential_data.txt and datamaps.json side by side",
             )
     if cfg.items_file:
-        text_file = Path(cfg.items_file)
+        text_file = check_file(Path(cfg.items_file), "items file", _ITEMS_FILE_FIX)
     else:
         found = _single(
             directory, "*item_text*.txt", "item-text", "pass --items_file to choose one"
@@ -440,7 +581,7 @@ def _load_p5(path: Path, cfg: DataConfig) -> tuple[Catalog, Interactions]:
     id2item: dict[str, str] = maps["id2item"]
 
     texts: dict[str, str] = {}
-    for n, line in enumerate(read_text(text_file).splitlines(), start=1):
+    for n, line in iter_lines(text_file):
         if not line.strip():
             continue
         asin, _, text = line.partition(" ")
@@ -462,7 +603,7 @@ def _load_p5(path: Path, cfg: DataConfig) -> tuple[Catalog, Interactions]:
 
     seqs: dict[str, list[str]] = {}
     user_line: dict[str, int] = {}
-    for n, line in enumerate(read_text(seq_file).splitlines(), start=1):
+    for n, line in iter_lines(seq_file):
         parts = line.split()
         if not parts:
             continue
@@ -501,13 +642,10 @@ def _load_lcrec(path: Path, cfg: DataConfig) -> tuple[Catalog, Interactions]:
         assert inter_file is not None
         item_file = inter_file.with_name(inter_file.name.removesuffix(".inter.json") + ".item.json")
     if cfg.items_file:
-        item_file = Path(cfg.items_file)
-    if not item_file.is_file():
-        raise DataError(
-            item_file,
-            "item file not found",
-            "put NAME.item.json next to NAME.inter.json, or pass --items_file",
-        )
+        item_file = check_file(Path(cfg.items_file), "items file", _ITEMS_FILE_FIX)
+    check_file(
+        item_file, "item file", "put NAME.item.json next to NAME.inter.json, or pass --items_file"
+    )
 
     raw_items = read_json(item_file, what="item id")
     if not isinstance(raw_items, dict) or not raw_items:
@@ -564,35 +702,49 @@ def _load_lcrec(path: Path, cfg: DataConfig) -> tuple[Catalog, Interactions]:
 # --------------------------------------------------------------------------- generic tables
 
 
-def _iter_table(
-    path: Path,
-) -> tuple[list[str], Iterator[tuple[int | None, str | None, dict[str, Any]]]]:
-    """Columns and ``(line, key, row)`` of a CSV/TSV/JSONL (line numbers) or Parquet (row key)."""
-    suffix = path.suffix
-    if suffix == ".parquet":
-        import pyarrow.parquet as pq
+Row = tuple[int | None, str | None, dict[str, Any]]
 
-        try:
-            table = pq.read_table(path)
-        except Exception as e:
-            raise DataError(
-                path, f"cannot read Parquet ({e})", "write a valid Parquet file"
-            ) from None
-        if table.num_rows == 0:
-            raise DataError(path, "the table has no rows", "add data rows")
-        cols = table.column_names
 
-        def prow() -> Iterator[tuple[int | None, str | None, dict[str, Any]]]:
-            for r, row in enumerate(table.to_pylist()):
+def _iter_table(path: Path) -> tuple[list[str], Iterator[Row]]:
+    """Columns and streamed ``(line, key, row)`` of a table.
+
+    CSV/TSV and JSONL rows carry their (first) line number; Parquet rows a ``row N`` key. JSONL
+    columns are those of the first object (a later row lacking one is caught by the caller).
+    Nothing but the current row (Parquet: the current batch) is held in memory.
+    """
+    if path.suffix == ".parquet":
+        return _parquet_rows(path)
+    if path.suffix == ".jsonl":
+        return _jsonl_rows(path)
+    rows = _csv_rows(path, "\t" if path.suffix == ".tsv" else ",")
+    header = next(rows)
+    assert isinstance(header, list)
+    return header, rows  # type: ignore[return-value]
+
+
+def _parquet_rows(path: Path) -> tuple[list[str], Iterator[Row]]:
+    import pyarrow.parquet as pq
+
+    try:
+        pf = pq.ParquetFile(path)
+    except Exception as e:  # pyarrow raises several types for a corrupt file
+        raise DataError(path, f"cannot read Parquet ({e})", "write a valid Parquet file") from None
+    if pf.metadata.num_rows == 0:
+        raise DataError(path, "the table has no rows", "add data rows")
+
+    def rows() -> Iterator[Row]:
+        r = 0
+        for batch in pf.iter_batches(batch_size=65_536):
+            for row in batch.to_pylist():
                 yield None, f"row {r}", row
+                r += 1
 
-        return cols, prow()
-    text = read_text(path)
-    if suffix == ".jsonl":
-        lines = text.splitlines()
-        cols: list[str] = []
-        parsed: list[tuple[int, dict[str, Any]]] = []
-        for n, line in enumerate(lines, start=1):
+    return list(pf.schema_arrow.names), rows()
+
+
+def _jsonl_rows(path: Path) -> tuple[list[str], Iterator[Row]]:
+    def parsed() -> Iterator[tuple[int, dict[str, Any]]]:
+        for n, line in iter_lines(path):
             if not line.strip():
                 continue
             try:
@@ -605,30 +757,63 @@ def _iter_table(
                 raise DataError(
                     path, "line is not a JSON object", "write one JSON object per line", line=n
                 )
-            cols.extend(k for k in row if k not in cols)
-            parsed.append((n, row))
-        return cols, ((n, None, r) for n, r in parsed)
-    delimiter = "\t" if suffix == ".tsv" else ","
-    reader = csv.reader(text.splitlines(), delimiter=delimiter)
-    header = next(reader)
-    if not any(h.strip() for h in header):
+            yield n, row
+
+    objects = parsed()
+    first = next(objects, None)
+    if first is None:
+        raise DataError(path, "the file is empty", "check that the file was written completely")
+
+    def rows() -> Iterator[Row]:
+        yield first[0], None, first[1]
+        for n, row in objects:
+            yield n, None, row
+
+    return list(first[1]), rows()
+
+
+def _csv_rows(path: Path, delimiter: str) -> Iterator[list[str] | Row]:
+    """Yield the header, then ``(line, None, row)`` per record, with a real CSV parser.
+
+    Quoted fields keep their line breaks (``\n`` and ``\r\n``) and the line reported for a
+    record is the one it starts on.
+    """
+    reader = csv.reader((text for _, text in iter_lines(path, keep_ends=True)), delimiter=delimiter)
+    start = 1
+
+    def record() -> list[str] | None:
+        nonlocal start
+        start = reader.line_num + 1
+        # The limit is process-wide: raise it only while this record is parsed, so a reader
+        # abandoned half-way (an error in the caller) cannot leave it raised for other code.
+        previous_limit = csv.field_size_limit(_CSV_FIELD_LIMIT)
+        try:
+            return next(reader, None)
+        except csv.Error as e:
+            raise DataError(
+                path,
+                f"cannot parse the CSV record ({e})",
+                "end lines with \\n or \\r\\n and quote fields that contain line breaks",
+                line=reader.line_num,
+            ) from None
+        finally:
+            csv.field_size_limit(previous_limit)
+
+    header = record()
+    if header is None or not any(h.strip() for h in header):
         raise DataError(path, "no header row", "put the column names on line 1", line=1)
-
-    def crow() -> Iterator[tuple[int | None, str | None, dict[str, Any]]]:
-        for values in reader:
-            n = reader.line_num
-            if not values or not any(v.strip() for v in values):
-                continue
-            if len(values) != len(header):
-                raise DataError(
-                    path,
-                    f"expected {len(header)} fields ({', '.join(header)}), found {len(values)}",
-                    "quote fields that contain the delimiter and fill every column",
-                    line=n,
-                )
-            yield n, None, dict(zip(header, values, strict=True))
-
-    return header, crow()
+    yield header
+    while (values := record()) is not None:
+        if not values or not any(v.strip() for v in values):
+            continue
+        if len(values) != len(header):
+            raise DataError(
+                path,
+                f"expected {len(header)} fields ({', '.join(header)}), found {len(values)}",
+                "quote fields that contain the delimiter and fill every column",
+                line=start,
+            )
+        yield start, None, dict(zip(header, values, strict=True))
 
 
 def _table_file(directory: Path, stem: str) -> Path | None:
@@ -645,10 +830,12 @@ def _load_generic(path: Path, cfg: DataConfig) -> tuple[Catalog, Interactions]:
             raise DataError(
                 path, "no interactions table", f"add interactions{{{','.join(TABLE_SUFFIXES)}}}"
             )
-        item_file = Path(cfg.items_file) if cfg.items_file else _table_file(path, "items")
+        item_file = _table_file(path, "items")
     else:
         inter_file = path
-        item_file = Path(cfg.items_file) if cfg.items_file else _table_file(path.parent, "items")
+        item_file = _table_file(path.parent, "items")
+    if cfg.items_file:
+        item_file = check_file(Path(cfg.items_file), "items file", _ITEMS_FILE_FIX)
     if inter_file.suffix not in TABLE_SUFFIXES:
         raise DataError(
             inter_file,
@@ -703,10 +890,10 @@ def _load_generic(path: Path, cfg: DataConfig) -> tuple[Catalog, Interactions]:
                 f"pass {flag} with one of the columns",
                 key=col,
             )
-    use_time = bool(cfg.time_col) and cfg.time_col in cols
+    use_time = _time_index(cols, cfg, inter_file) is not None
     seqs: dict[str, list[str]] = {}
     times: dict[str, list[float]] | None = {} if use_time else None
-    seen: dict[str, None] = {}
+    seen: dict[str, str] = {}  # one shared str per item id (see _load_recbole)
     for n, key, row in rows:
         user, item = _as_text(row.get(cfg.user_col)), _as_text(row.get(cfg.item_col))
         if not user or not item:
@@ -715,8 +902,7 @@ def _load_generic(path: Path, cfg: DataConfig) -> tuple[Catalog, Interactions]:
             )
         if catalog is not None and item not in catalog:
             raise _unknown_item(inter_file, item, item_file or "", line=n, key=key)
-        seqs.setdefault(user, []).append(item)
-        seen.setdefault(item)
+        seqs.setdefault(user, []).append(seen.setdefault(item, item))
         if times is not None:
             assert cfg.time_col is not None
             times.setdefault(user, []).append(

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from recllm.data.config import DataConfig
 from recllm.data.types import Interactions, RecDataset
+from recllm.errors import UserError
 
 if TYPE_CHECKING:
     import datasets
@@ -87,12 +88,38 @@ def _cut(history: list[str] | tuple[str, ...], max_history: int | None) -> tuple
     return tuple(history if max_history is None else history[-max_history:])
 
 
+def check_distinct_events(interactions: Interactions) -> None:
+    """Refuse interactions in which a user's event (item and timestamp) is recorded twice.
+
+    An example's history is every event before its target; a second copy of the target event
+    would sit in that history and hand the model the answer. ``load_rec_dataset`` drops such
+    copies; this guards interactions built any other way. Without timestamps an event has no
+    identity beyond its position, and a history never holds its own target's position.
+
+    Raises:
+        UserError: Names the user, the item, the time and how often it occurs.
+    """
+    dup = interactions.first_duplicate_event()
+    if dup is not None:
+        user, item, t, count = dup
+        raise UserError(
+            f"user {user!r}",
+            f"item {item!r} at time {t} occurs {count} times, so an example would hold its own "
+            "target in its history",
+            "drop duplicate events (load_rec_dataset does) before splitting",
+        )
+
+
 def leave_one_out(interactions: Interactions, max_history: int | None = 20) -> Split:
     """Per-user leave-one-out: last item = test target, second-to-last = validation target.
 
     Users with fewer than 3 interactions cannot be split this way; they are skipped and counted
     in the log.
+
+    Raises:
+        UserError: A user's event is recorded twice (see :func:`check_distinct_events`).
     """
+    check_distinct_events(interactions)
     train: dict[str, list[str]] = {}
     train_ts: dict[str, list[float]] | None = {} if interactions.timestamps is not None else None
     valid: list[Example] = []
@@ -127,13 +154,16 @@ def temporal_split(
     examples (nothing to condition on).
 
     Raises:
-        ValueError: The interactions have no timestamps.
+        UserError: The interactions have no timestamps, or a user's event is recorded twice.
     """
     if interactions.timestamps is None:
-        raise ValueError(
+        raise UserError(
+            "--split temporal",
             "a temporal split needs timestamps and this dataset has none (the P5 and LC-Rec "
-            "layouts carry only order); use --split loo"
+            "layouts carry only order)",
+            "use --split loo, or name the timestamp column with --time_col",
         )
+    check_distinct_events(interactions)
     times = sorted(t for ts in interactions.timestamps.values() for t in ts)
     n = len(times)
     t_valid = times[min(n - 1, int(n * (1 - valid_ratio - test_ratio)))]

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from itertools import pairwise
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -115,6 +117,55 @@ class Interactions:
         if self.timestamps is not None:
             ts = {u: self.timestamps[u] for u in seqs}
         return Interactions(seqs, ts)
+
+    def first_duplicate_event(self) -> tuple[str, str, float, int] | None:
+        """The first user event (same item and timestamp) recorded more than once, if any.
+
+        Returns:
+            ``(user, item, timestamp, times recorded)``, or None when every event is distinct or
+            there are no timestamps (then an event has no identity beyond its position).
+        """
+        if self.timestamps is None:
+            return None
+        for user, seq in self.sequences.items():
+            events = list(zip(seq, self.timestamps[user], strict=True))
+            if len(set(events)) != len(events):
+                counts = Counter(events)
+                item, t = next(e for e in events if counts[e] > 1)
+                return user, item, t, counts[(item, t)]
+        return None
+
+    def drop_duplicate_events(self) -> tuple[Interactions, int]:
+        """Keep the first of events with the same user, item and timestamp.
+
+        A logged event repeated (a retried write, a join that fanned out) is one event, not a
+        re-consumption: kept, it puts a copy of the target in its own history. Without
+        timestamps nothing tells a repeat from a re-purchase, so nothing is dropped.
+
+        Returns:
+            The interactions without duplicate events, and how many events were dropped.
+        """
+        if self.timestamps is None:
+            return self, 0
+        seqs: dict[str, list[str]] = {}
+        times: dict[str, list[float]] = {}
+        dropped = 0
+        for user, seq in self.sequences.items():
+            ts = self.timestamps[user]
+            seen: set[tuple[str, float]] = set()
+            keep = []
+            for k, event in enumerate(zip(seq, ts, strict=True)):
+                if event not in seen:
+                    seen.add(event)
+                    keep.append(k)
+            dropped += len(seq) - len(keep)
+            seqs[user] = [seq[k] for k in keep] if len(keep) < len(seq) else seq
+            times[user] = [ts[k] for k in keep] if len(keep) < len(seq) else ts
+        return (Interactions(seqs, times) if dropped else self), dropped
+
+    def consecutive_repeats(self) -> int:
+        """How many events repeat the item just before them in the same history."""
+        return sum(sum(1 for a, b in pairwise(seq) if a == b) for seq in self.sequences.values())
 
     def to_dataset(self) -> datasets.Dataset:
         """One row per user: ``user_id``, ``item_ids`` and, if known, ``timestamps``."""

@@ -56,7 +56,7 @@ def test_recbole_sorts_by_time_keeps_ties_and_drops_unused(tmp_path, caplog):
     # float columns are not text; the unused item is dropped and counted
     assert ds.catalog.text_fields == ("movie_title", "release_year")
     assert ds.catalog.ids == ["i1", "i2", "i3"]
-    assert ds.dropped == {"users_short": 0, "items_unused": 1}
+    assert ds.dropped == {"duplicate_events": 0, "users_short": 0, "items_unused": 1}
     assert "dropped 1 catalog items" in caplog.text
     assert ds.catalog.title("i2") == "Beta"
     assert ds.catalog.text("i1") == "movie_title: Alpha; release_year: 1990"
@@ -213,7 +213,7 @@ def test_shared_dataset_counts(rel, shared_data):
         items,
         interactions,
     )
-    assert ds.dropped == {"users_short": 0, "items_unused": 0}
+    assert ds.dropped == {"duplicate_events": 0, "users_short": 0, "items_unused": 0}
 
 
 def test_max_users_subset(tmp_path):

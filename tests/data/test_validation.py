@@ -244,7 +244,7 @@ def test_recoverable_cases_are_logged_not_raised(tmp_path, caplog):
         f.write("short\ti1\t1\t1\n")
     with caplog.at_level(logging.WARNING):
         ds = load_rec_dataset(d)
-    assert ds.dropped == {"users_short": 1, "items_unused": 1}
+    assert ds.dropped == {"duplicate_events": 0, "users_short": 1, "items_unused": 1}
 
 
 def test_config_cross_field_errors():
@@ -252,5 +252,5 @@ def test_config_cross_field_errors():
         DataConfig(min_interactions=2)
     with pytest.raises(ValueError, match="--valid_ratio \\+ --test_ratio must be < 1"):
         DataConfig(split="temporal", valid_ratio=0.5, test_ratio=0.5)
-    with pytest.raises(ValueError, match="--data_format 'csv' is not one of"):
+    with pytest.raises(ValueError, match="--data_format: 'csv' is not one of"):
         DataConfig(data_format="csv")
