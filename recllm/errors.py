@@ -9,7 +9,10 @@ Anything else that escapes is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
+from collections.abc import Iterator
 
 
 class UserError(ValueError):
@@ -27,3 +30,34 @@ class UserError(ValueError):
         self.problem = problem
         self.fix = fix
         super().__init__(f"{self.where}: {problem}. Fix: {fix}")
+
+
+@contextlib.contextmanager
+def user_errors(prog: str) -> Iterator[None]:
+    """Turn a :class:`UserError` escaping the block into one line on stderr and exit code 2.
+
+    For scripts and recipes (``with user_errors("plum_sft"): main()``). Under a multi-process
+    launcher only rank 0 prints, so a bad flag reads as one line, not one per process. Set
+    ``RECLLM_TRACEBACK=1`` to get the traceback instead.
+    """
+    try:
+        yield
+    except UserError as e:
+        if os.environ.get("RECLLM_TRACEBACK", "") not in ("", "0"):
+            raise
+        if os.environ.get("RANK", "0") == "0":
+            print(f"{prog}: error: {e}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
+
+
+def clip(value: object, limit: int = 60) -> str:
+    """``repr(value)`` cut to about ``limit`` characters, for echoing user input in a message.
+
+    An error that quotes what the user sent (an unknown item id, a request field) must stay
+    short whatever was sent: a 5 MB id is shown as its start, its length and its end.
+    """
+    text = repr(value)
+    if len(text) <= limit:
+        return text
+    keep = max(limit // 2 - 8, 4)
+    return f"{text[:keep]}...({len(text)} chars)...{text[-8:]}"

@@ -18,18 +18,26 @@ from pathlib import Path
 
 import torch
 from accelerate import PartialState
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
 from trl import ModelConfig, SFTConfig, get_quantization_config
 
 from recllm.data import DataConfig, load_rec_dataset, split_dataset
+from recllm.errors import UserError
 from recllm.io import write_json_atomic
-from recllm.models import resolve_model
+from recllm.models import check_model_source, resolve_model
 from recllm.provenance import library_versions
 from recllm.sid.build import build_sid_map, write_sid_artifact
 from recllm.sid.config import SIDConfig
 from recllm.sid.sidmap import SIDMap
 from recllm.tasks import TaskBuilder, TaskConfig
+from recllm.train.checkpoints import (
+    load_stage_rows,
+    plan_resume,
+    save_stage_rows,
+    set_aside_incomplete,
+)
 from recllm.train.lora import merge_adapter_full_precision, sid_lora_config
+from recllm.train.rundir import check_output_dir, check_sid_artifact
 from recllm.train.sft import embedding_warmup, train_stage
 from recllm.vocab import SID_FORMAT, extend_vocab, save_model_with_sids
 
@@ -63,6 +71,14 @@ class PlumArguments:
         default=None,
         metadata={"help": "Cap on training examples after mixing (seeded); null = all."},
     )
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={
+            "help": "Replace the recipe's artifacts in OUTPUT_DIR (SIDs, checkpoints, model) when "
+            "they were made with other settings; without it such a rerun stops with the keys "
+            "that differ."
+        },
+    )
 
 
 def run_plum(
@@ -85,6 +101,23 @@ def run_plum(
     _ = sft_cfg.device  # sets up the distributed state the trainer will use
     state = PartialState()
     out = Path(sft_cfg.output_dir)
+    # Same seed -> same run in every process: the SID rows' init, the embedding's padding rows
+    # and the data order all draw from seeded generators from here on.
+    set_seed(sft_cfg.seed)
+
+    # validate everything cheap before anything expensive runs or anything is written
+    with state.main_process_first():  # a known name is converted into the cache once, by rank 0
+        model_path = resolve_model(model_cfg.model_name_or_path)
+    check_model_source(model_path, model_cfg.model_name_or_path)
+    quant = get_quantization_config(model_cfg)  # QLoRA: --load_in_4bit (bitsandbytes)
+    if quant is not None and not model_cfg.use_peft:
+        raise UserError(
+            "--load_in_4bit/--load_in_8bit",
+            "a quantized base only trains through adapters (QLoRA)",
+            "add --use_peft, or drop --load_in_4bit/--load_in_8bit",
+        )
+    dataset = load_rec_dataset(config=data_cfg)
+    split = split_dataset(dataset, data_cfg)
     resolved = {
         "plum": asdict(plum),
         "data": asdict(data_cfg),
@@ -95,11 +128,19 @@ def run_plum(
         "world_size": state.num_processes,
         "versions": library_versions(),
     }
+    warmup_stage = quant is None and plum.warmup_steps_embed > 0
     if state.is_main_process:
+        check_output_dir(out, resolved, overwrite=plum.overwrite_output_dir)
+    state.wait_for_everyone()
+    resume = plan_resume(sft_cfg.resume_from_checkpoint, out, warmup=warmup_stage)
+    state.wait_for_everyone()
+    if state.is_main_process:
+        for stage_dir in (out, out / "warmup"):  # a save that was killed: never resumed from
+            set_aside_incomplete(stage_dir)
         write_json_atomic(out / "resolved_config.json", resolved)
         logger.info(
             "resolved config in %s: model %s, data %s (max_users %s), SIDs %s %d x %d, "
-            "warm-up %d steps, SFT %s steps x batch %d x %d ranks, lr %g, peft %s",
+            "warm-up %d steps, SFT %s steps x batch %d x %d ranks, lr %g, peft %s%s",
             out / "resolved_config.json",
             model_cfg.model_name_or_path,
             data_cfg.data_path,
@@ -113,29 +154,24 @@ def run_plum(
             state.num_processes,
             sft_cfg.learning_rate,
             model_cfg.use_peft,
+            f"; resuming ({resume})" if resume.resuming else "",
         )
         logger.debug("resolved config: %s", resolved)
 
-    # data -> split -> SID map (rank 0 builds it; the other ranks read what it wrote)
-    dataset = load_rec_dataset(config=data_cfg)
-    split = split_dataset(dataset, data_cfg)
+    # SID map: given (--sid_map), reused when it was built with exactly these settings, or built
+    # by rank 0 (the other ranks read what it wrote)
     sid_dir = Path(plum.sid_map) if plum.sid_map else out / "sids"
     with state.main_process_first():
         if not (sid_dir / "sid_map.json").is_file():
             write_sid_artifact(build_sid_map(dataset, sid_cfg, data_cfg, split=split), sid_dir)
         sid_map = SIDMap.load(sid_dir)
+    if not plum.sid_map:
+        expected = {"sid_config": asdict(sid_cfg), "data_config": asdict(data_cfg)}
+        check_sid_artifact(sid_dir, sid_map.meta, expected)
 
     # model + vocabulary extension
-    with state.main_process_first():  # a known name is converted into the cache once, by rank 0
-        model_path = resolve_model(model_cfg.model_name_or_path)
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     dtype = getattr(torch, model_cfg.dtype) if model_cfg.dtype not in (None, "auto") else "auto"
-    quant = get_quantization_config(model_cfg)  # QLoRA: --load_in_4bit (bitsandbytes)
-    if quant is not None and not model_cfg.use_peft:
-        raise ValueError(
-            "--load_in_4bit/--load_in_8bit need --use_peft: a quantized base only "
-            "trains through adapters (QLoRA)"
-        )
     model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype, quantization_config=quant)
     ext = extend_vocab(model, tokenizer, sid_map, init=plum.vocab_init, catalog=dataset.catalog)
 
@@ -158,12 +194,16 @@ def run_plum(
     }
 
     # stage 1: only the new SID rows train; stage 2: SFT on the mixture
+    sid_rows = ext.ids().tolist()
     if quant is not None and plum.warmup_steps_embed > 0:
         logger.warning(
             "QLoRA: no embedding-only warm-up on a quantized base (the trainer "
             "refuses it); the SID rows train together with the adapters"
         )
-    elif plum.warmup_steps_embed > 0:
+    elif resume.warmup_rows is not None:
+        log["warmup"] = load_stage_rows(model, sid_rows, out / "warmup")
+        logger.info("warm-up done in an earlier run: its SID rows loaded from %s", out / "warmup")
+    elif warmup_stage:
         warm_args = replace(
             sft_cfg,
             max_steps=plum.warmup_steps_embed,
@@ -172,14 +212,28 @@ def run_plum(
             lr_scheduler_type="constant",
             warmup_steps=0,
             output_dir=str(out / "warmup"),
-            save_strategy="no",
         )
-        warm = embedding_warmup(model, tokenizer, train, warm_args, ext.ids().tolist())
+        warm = embedding_warmup(
+            model,
+            tokenizer,
+            train,
+            warm_args,
+            sid_rows,
+            resume_from_checkpoint=resume.warmup_checkpoint,
+        )
         log["warmup"] = warm.state.log_history
-    peft_config = (
-        sid_lora_config(model, ext.ids().tolist(), model_cfg) if model_cfg.use_peft else None
+        if state.is_main_process:
+            save_stage_rows(model, sid_rows, log["warmup"], out / "warmup")
+        state.wait_for_everyone()
+    peft_config = sid_lora_config(model, sid_rows, model_cfg) if model_cfg.use_peft else None
+    trainer = train_stage(
+        model,
+        tokenizer,
+        train,
+        sft_cfg,
+        peft_config=peft_config,
+        resume_from_checkpoint=resume.sft_checkpoint,
     )
-    trainer = train_stage(model, tokenizer, train, sft_cfg, peft_config=peft_config)
     log["sft"] = trainer.state.log_history
 
     # save: merged weights + tokenizer + SID map, checked to belong together
@@ -233,10 +287,66 @@ def chat_recommender(task_cfg: TaskConfig, data_cfg: DataConfig) -> dict[str, ob
 
 
 def recipe_parser():
-    """The recipe's ``TrlParser`` over its six config dataclasses."""
+    """The recipe's ``TrlParser`` over its six config dataclasses; bad flags raise
+    :class:`~recllm.errors.UserError` (one line) instead of printing the whole usage."""
     from trl import TrlParser
 
-    return TrlParser((PlumArguments, DataConfig, SIDConfig, TaskConfig, SFTConfig, ModelConfig))
+    class Parser(TrlParser):
+        def error(self, message: str):  # argparse: a bad value, an unknown flag
+            raise UserError(
+                "command line", message, "see `python recipes/plum_sft.py --help` for the flags"
+            )
+
+    return Parser((PlumArguments, DataConfig, SIDConfig, TaskConfig, SFTConfig, ModelConfig))
+
+
+def _check_args(args: list[str], parser) -> None:
+    """Check the flags, then read ``--config FILE`` the way TrlParser will, failing with the
+    flag, or the file and line or key, before HF's parser prints its whole usage."""
+    import difflib
+
+    import yaml
+
+    flags = {o for a in parser._actions for o in a.option_strings} | {"--config"}
+    for arg in args:
+        name = arg.split("=", 1)[0]
+        if name.startswith("--") and name not in flags:
+            close = difflib.get_close_matches(name, sorted(flags), n=1)
+            raise UserError(
+                name,
+                "unknown flag",
+                f"did you mean {close[0]}?" if close else "see --help for the flags",
+            )
+    if "--config" not in args:
+        return
+    i = args.index("--config")
+    if i + 1 >= len(args):
+        raise UserError("--config", "no file given", "pass --config recipes/plum_sft.yaml")
+    path = Path(args[i + 1])
+    if not path.is_file():
+        raise UserError(
+            f"--config {path}", "no such file", "pass an existing YAML file (recipes/*.yaml)"
+        )
+    try:
+        config = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise UserError(where, f"invalid YAML ({problem})", "fix the YAML syntax") from None
+    except UnicodeDecodeError:
+        raise UserError(path, "not UTF-8 text", "save the YAML as UTF-8") from None
+    if not isinstance(config, dict):
+        raise UserError(path, "not a YAML mapping of keys to values", "write `key: value` lines")
+    known = {a.dest for a in parser._actions} | {"env"}
+    for key in config or {}:
+        if key not in known:
+            close = difflib.get_close_matches(str(key), sorted(known), n=1)
+            raise UserError(
+                f"{path} [key {key!r}]",
+                "unknown key",
+                f"did you mean {close[0]!r}?" if close else "remove it (see --help for the keys)",
+            )
 
 
 def parse_recipe_args(argv: list[str] | None = None):
@@ -245,10 +355,22 @@ def parse_recipe_args(argv: list[str] | None = None):
     Without a GPU, ``--use_cpu true`` is added unless given: the recipe trains on CPU then anyway,
     and transformers refuses ``bf16: true`` (bf16 autocast, fast on CPUs with AVX512-BF16/AMX)
     unless ``use_cpu`` is set before the configs are validated.
+
+    Raises:
+        UserError: A missing or malformed config file, an unknown key or flag, a bad value, or a
+            cross-field rule a config's ``__post_init__`` enforces; one line, naming the place.
     """
     import sys
 
     args = list(sys.argv[1:] if argv is None else argv)
     if not torch.cuda.is_available() and not any(a.startswith("--use_cpu") for a in args):
         args += ["--use_cpu", "true"]
-    return recipe_parser().parse_args_and_config(args)
+    parser = recipe_parser()
+    _check_args(args, parser)
+    try:
+        return parser.parse_args_and_config(args)
+    except UserError:
+        raise
+    except (ValueError, TypeError) as e:  # a config's __post_init__, or HF's unused-args check
+        text = " ".join(str(e).split())
+        raise UserError("recipe config", text.rstrip("."), "fix the value named above") from None

@@ -7,10 +7,12 @@ completion only). The warm-up stage trains only the new SID rows (:mod:`recllm.t
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterable
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
+from recllm.train.checkpoints import MarkCompleteCheckpoints
 from recllm.train.fast_head import compact_lm_head
 from recllm.train.lora import keep_sid_rows_fp32
 from recllm.train.rows import train_rows_only
@@ -49,11 +51,18 @@ def train_stage(
     eval_dataset: datasets.Dataset | None = None,
     peft_config=None,
     compact_head: bool = True,
+    resume_from_checkpoint: str | os.PathLike[str] | None = None,
 ) -> SFTTrainer:
     """Run one SFT stage and return its trainer (``trainer.state.log_history`` has the losses).
 
-    ``compact_head``: on CPU, TRL's fused LM head scores only the completion positions
-    (:mod:`recllm.train.fast_head`); same loss and gradients, less work.
+    Checkpoints the stage saves are marked complete only once fully written
+    (:mod:`recllm.train.checkpoints`).
+
+    Args:
+        compact_head: On CPU, TRL's fused LM head scores only the completion positions
+            (:mod:`recllm.train.fast_head`); same loss and gradients, less work.
+        resume_from_checkpoint: A complete ``checkpoint-N`` of this stage to continue from
+            (model, optimizer, scheduler, RNG and data position are restored).
     """
     from trl import SFTTrainer
 
@@ -64,12 +73,15 @@ def train_stage(
         eval_dataset=eval_dataset,
         processing_class=tokenizer,
         peft_config=peft_config,
+        callbacks=[MarkCompleteCheckpoints()],
     )
     if getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False):
         cast = keep_sid_rows_fp32(trainer.model)
         logger.info("QLoRA: %d SID-row tensors kept in float32", cast)
     with compact_lm_head(compact_head):
-        trainer.train()
+        trainer.train(
+            resume_from_checkpoint=str(resume_from_checkpoint) if resume_from_checkpoint else None
+        )
     return trainer
 
 
@@ -79,6 +91,8 @@ def embedding_warmup(
     train_dataset: datasets.Dataset,
     args: SFTConfig,
     sid_token_ids: Iterable[int],
+    *,
+    resume_from_checkpoint: str | os.PathLike[str] | None = None,
 ) -> SFTTrainer:
     """Train only the SID rows of the embedding matrices; every other weight stays bit-identical.
 
@@ -91,7 +105,13 @@ def embedding_warmup(
             "embedding warm-up: weight_decay %s -> 0 (it would move frozen rows)", args.weight_decay
         )
     try:
-        trainer = train_stage(model, tokenizer, train_dataset, replace(args, weight_decay=0.0))
+        trainer = train_stage(
+            model,
+            tokenizer,
+            train_dataset,
+            replace(args, weight_decay=0.0),
+            resume_from_checkpoint=resume_from_checkpoint,
+        )
     finally:
         handles.remove()
         for p in model.parameters():
