@@ -85,7 +85,9 @@ def build_sid_map(
         x = load_embeddings(embeddings, dataset.catalog.ids)
         emb_desc: dict[str, object] = {"file": str(embeddings), "dim": int(x.shape[1])}
     else:
-        x, emb_desc = item_embeddings(dataset.catalog, split, cfg, cache=cache)
+        x, emb_desc = item_embeddings(
+            dataset.catalog, split, cfg, cache=cache, source=dataset.source
+        )
     t_embed = time.perf_counter() - start
     pairs = None
     if cfg.method == "rq-vae" and cfg.contrastive_weight > 0:

@@ -15,6 +15,7 @@ from tqdm.auto import tqdm
 from recllm.data.fetch import cache_dir, resolve
 from recllm.data.splits import Split
 from recllm.data.types import Catalog
+from recllm.errors import UserError
 from recllm.io import atomic_path, write_json_atomic
 from recllm.sid.collab import collaborative_embeddings, l2_normalize
 from recllm.sid.config import SIDConfig
@@ -29,6 +30,43 @@ def item_texts(catalog: Catalog, fields: list[str] | None = None) -> list[str]:
         text = catalog.text(item, fields)
         texts.append(text if text else f"item {item}")
     return texts
+
+
+def check_item_texts(
+    catalog: Catalog, fields: list[str] | None = None, source: str = "the catalog"
+) -> None:
+    """Refuse to embed a catalog in which no item has text; warn when some items have none.
+
+    Text embeddings of bare ids (``item 17``) carry no meaning: SIDs built from them group items
+    by accident. The collaborative weight is below 1, so text always shapes the codes; vectors
+    from elsewhere come in through ``--embeddings`` and skip this check.
+
+    Args:
+        catalog: The items.
+        fields: The text fields to embed (default: all of the catalog's).
+        source: Where the catalog came from, for the message.
+
+    Raises:
+        UserError: No item has any text in ``fields``.
+    """
+    empty = sum(1 for item in catalog.ids if not catalog.text(item, fields))
+    chosen = list(fields) if fields is not None else list(catalog.text_fields)
+    if catalog.ids and empty == len(catalog):
+        raise UserError(
+            source,
+            f"none of the {len(catalog):,} items has text (text fields: {chosen or 'none'}), so "
+            "text embeddings would see only ids and the SIDs would group items at random",
+            "give the items text (an items table next to the interactions, NAME.item, or "
+            "--items_file; check --sid_text_fields), or pass --embeddings FILE with your own "
+            "item vectors",
+        )
+    if empty:
+        logger.warning(
+            "%d of %d items have no text in %s; their id stands in for it in the embeddings",
+            empty,
+            len(catalog),
+            chosen,
+        )
 
 
 def tfidf_embeddings(texts: list[str], dim: int = 128, seed: int = 0) -> np.ndarray:
@@ -151,16 +189,25 @@ def embedding_key(catalog: Catalog, split: Split, cfg: SIDConfig) -> str:
 
 
 def item_embeddings(
-    catalog: Catalog, split: Split, cfg: SIDConfig, *, cache: bool = True
+    catalog: Catalog,
+    split: Split,
+    cfg: SIDConfig,
+    *,
+    cache: bool = True,
+    source: str = "the catalog",
 ) -> tuple[np.ndarray, dict[str, object]]:
     """Fused item embeddings in catalog order, cached on disk under their content hash.
 
     Only ``split.train`` feeds the collaborative part.
 
+    Raises:
+        UserError: No item has text (see :func:`check_item_texts`); ``source`` names the data.
+
     Returns:
         ``(X (N, d) float32, description)`` where the description names the source, dims and
         cache key.
     """
+    check_item_texts(catalog, cfg.sid_text_fields, source)
     key = embedding_key(catalog, split, cfg)
     path = cache_dir() / "embeddings" / f"{key}.npy"
     desc: dict[str, object] = {

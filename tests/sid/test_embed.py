@@ -8,10 +8,12 @@ import pytest
 from recllm.data import Catalog, Interactions, leave_one_out
 from recllm.sid.config import SIDConfig
 from recllm.sid.embed import (
+    check_item_texts,
     embedding_key,
     fuse,
     item_texts,
     lm_embeddings,
+    save_embeddings,
     st_embeddings,
     tfidf_embeddings,
 )
@@ -99,3 +101,45 @@ def test_lm_embeddings_smollm2_gguf(tmp_path, monkeypatch):
     assert x.shape == (5, 576)
     sim = x @ x.T
     assert sim[0, 1] > sim[0, 2]
+
+
+def _logs_without_items(tmp_path):
+    from recllm.data import load_rec_dataset
+
+    rows = "".join(f"u{u},i{(u + k) % 7},{k}\n" for u in range(6) for k in range(4))
+    path = tmp_path / "log.csv"
+    path.write_text("user_id,item_id,timestamp\n" + rows, encoding="utf-8")
+    return load_rec_dataset(path)
+
+
+def test_sids_refuse_a_catalog_without_text(tmp_path):
+    # Issue 15: a catalog with no text fields built SIDs from bare ids without a word.
+    from recllm.errors import UserError
+    from recllm.sid.build import build_sid_map
+
+    ds = _logs_without_items(tmp_path)
+    assert ds.catalog.text_fields == ()
+    with pytest.raises(UserError) as info:
+        build_sid_map(ds, SIDConfig(levels=2, codebook_size=4), cache=False)
+    assert str(info.value).startswith(
+        f"{tmp_path / 'log.csv'}: none of the 7 items has text (text fields: none), so text "
+        "embeddings would see only ids"
+    )
+    assert "pass --embeddings FILE with your own item vectors" in info.value.fix
+    # vectors from elsewhere take all of the signal: no text needed
+    vectors = tmp_path / "x.npz"
+    rng = np.random.default_rng(0)
+    save_embeddings(vectors, ds.catalog.ids, rng.normal(size=(7, 4)).astype(np.float32))
+    build = build_sid_map(ds, SIDConfig(levels=2, codebook_size=4), embeddings=vectors)
+    assert sorted(build.sid_map.item_ids) == sorted(ds.catalog.ids)
+
+
+def test_items_without_text_are_counted(caplog):
+    cat = Catalog({"a": {"t": "lamp"}, "b": {"t": ""}, "c": {"t": "desk"}}, ("t",))
+    with caplog.at_level("WARNING"):
+        check_item_texts(cat)
+    assert "1 of 3 items have no text in ['t']" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        check_item_texts(Catalog({"a": {"t": "lamp"}}, ("t",)))
+    assert caplog.text == ""
