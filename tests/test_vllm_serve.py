@@ -358,6 +358,9 @@ def test_server_concurrent_clients(server: str, hf_rec: Recommender):
         ({"history": ["item1"], "n": 3}, "unknown fields ['n']"),
         (b'{"history": ["item1"', "not valid JSON"),
         (b"[1, 2]", 'with a "history" list'),
+        # issue 15: a RecursionError in the JSON parser used to answer 500
+        (b"[" * 100_000, "JSON nested more than 64 levels deep"),
+        ({"history": ["item1"], "k": 2, "x" * 100_000: 1}, "unknown fields ['xxxx"),
     ],
 )
 def test_server_bad_requests_get_400_and_it_keeps_serving(server: str, body, message):
@@ -381,3 +384,139 @@ def test_server_rejects_seeded_requests_on_cpu(server: str, hf_rec: Recommender)
     del req["seed"]
     status, doc = _post(server + "/v1/chat/completions", req)
     assert status == 200, doc
+
+
+# -- issue 15: bad input gets a 4xx with a short message, never a 500 ---------------------------
+
+
+def _post_raw(base: str, path: str, body: bytes | list[bytes], timeout: float = 120):
+    """POST ``body`` (a list: sent chunked, without Content-Length); (status, raw response)."""
+    import http.client
+    from urllib.parse import urlsplit
+
+    url = urlsplit(base)
+    conn = http.client.HTTPConnection(url.hostname, url.port, timeout=timeout)
+    try:
+        headers = {"Content-Type": "application/json"}
+        chunked = isinstance(body, list)
+        conn.request(
+            "POST",
+            path,
+            body=iter(body) if chunked else body,
+            headers=headers,
+            encode_chunked=chunked,
+        )
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    finally:
+        conn.close()
+
+
+def _chat(hf_rec: Recommender, **fields) -> dict:
+    return {
+        "model": str(hf_rec.model_dir),
+        "messages": [{"role": "user", "content": "Recommend a movie."}],
+        **fields,
+    }
+
+
+def test_server_deeply_nested_json_is_400_on_every_route(server: str, hf_rec: Recommender):
+    """``[`` x 100000 used to raise RecursionError inside the JSON parser: HTTP 500."""
+    for path in ("/v1/recommend", "/v1/chat/completions", "/v1/completions"):
+        status, raw = _post_raw(server, path, b"[" * 100_000)
+        doc = json.loads(raw)
+        assert status == 400, (path, status, raw[:500])
+        message = doc["error"]["message"]
+        assert message.startswith("request body: JSON nested more than 64 levels deep. Fix: ")
+    # ordinary nesting is untouched
+    status, doc = _post(server + "/v1/chat/completions", _chat(hf_rec, max_tokens=2))
+    assert status == 200, doc
+
+
+def test_server_limits_request_bodies(server: str, hf_rec: Recommender):
+    """A 5 MB body used to be read whole, and a 5 MB unknown id came back in the error."""
+    huge = json.dumps({"history": ["x" * 5_000_000], "k": 3}).encode()
+    for path in ("/v1/recommend", "/v1/chat/completions"):
+        status, raw = _post_raw(server, path, huge)
+        assert status == 413, (path, status, raw[:500])
+        message = json.loads(raw)["error"]["message"]
+        assert f"{len(huge)} bytes, over this server's limit of 1048576 bytes" in message
+        assert "--max-request-bytes" in message and len(raw) < 1000
+    # without Content-Length (chunked upload) the limit holds too
+    status, raw = _post_raw(
+        server, "/v1/recommend", [huge[i : i + 65536] for i in range(0, len(huge), 65536)]
+    )
+    assert status == 413, raw[:500]
+    assert "larger, over this server's limit" in json.loads(raw)["error"]["message"]
+    # under the limit, a long unknown id is named, cut short
+    status, doc = _post(server + "/v1/recommend", {"history": ["y" * 500_000], "k": 3})
+    assert status == 400
+    message = doc["error"]["message"]
+    assert "unknown item ids ['yyyy" in message and "(500002 chars)" in message
+    assert len(message) < 500
+    status, doc = _post(server + "/v1/recommend", {"history": ["item1"], "k": 2})
+    assert status == 200 and len(doc["items"]) == 2
+
+
+def test_server_rejects_misspelled_recllm_xargs(server: str, hf_rec: Recommender):
+    """``recllm_sid_onyl`` used to be ignored silently (a free-text answer, 200)."""
+    req = _chat(hf_rec, max_tokens=8, vllm_xargs={"recllm_sid_onyl": True})
+    status, doc = _post(server + "/v1/chat/completions", req)
+    assert status == 400, doc
+    message = doc["error"]["message"]
+    assert "'recllm_sid_onyl'" in message and "unknown recllm switch" in message
+    assert "recllm_sid, recllm_sid_only, recllm_sid_partial" in message and "Fix" in message
+    # keys of other processors are left alone
+    req = _chat(hf_rec, max_tokens=8, temperature=0.0, vllm_xargs={"other_processor_knob": 1})
+    status, doc = _post(server + "/v1/chat/completions", req)
+    assert status == 200, doc
+
+
+def test_server_rejects_sid_only_with_too_few_tokens(server: str, hf_rec: Recommender):
+    """``recllm_sid_only`` with ``max_tokens: 1`` used to answer ``<|sid_begin|>`` alone."""
+    need = hf_rec.trie.levels + 2
+    for max_tokens in (1, need - 1):
+        req = _chat(hf_rec, max_tokens=max_tokens, vllm_xargs={"recllm_sid_only": True})
+        status, doc = _post(server + "/v1/chat/completions", req)
+        assert status == 400, doc
+        assert f"send max_tokens >= {need}" in doc["error"]["message"]
+    req = _chat(hf_rec, max_tokens=need, temperature=0.0, vllm_xargs={"recllm_sid_only": True})
+    status, doc = _post(server + "/v1/chat/completions", req)
+    assert status == 200, doc
+    text = doc["choices"][0]["message"]["content"]
+    parsed = hf_rec.tokenizer(text, add_special_tokens=False)["input_ids"]
+    assert _answer_item([*parsed, hf_rec.stop_token_id], hf_rec) is not None, text
+    # a SID-free request is not limited
+    req = _chat(hf_rec, max_tokens=1, vllm_xargs={"recllm_sid": False})
+    assert _post(server + "/v1/chat/completions", req)[0] == 200
+
+
+def _serve_cli(args: list[str], timeout: float = 300) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "recllm.cli", "serve", *args]
+    env = {**os.environ, **VLLM_ENV}
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
+
+
+def test_serve_on_busy_port_is_one_line_before_loading(model_dir: Path):
+    """A busy port used to end in an OSError traceback, after vLLM had started up."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = _serve_cli(["--model", str(model_dir), "--port", str(port)])
+    out = (proc.stdout + proc.stderr).strip().splitlines()
+    assert proc.returncode == 2, out
+    # one line and nothing else: vLLM was never imported (it logs as soon as it is)
+    assert len(out) == 1, out
+    assert out[0].startswith(f"recllm: error: --port {port}: cannot listen on 127.0.0.1:{port}")
+    assert "pick a free port with --port N" in out[0]
+
+
+@pytest.mark.parametrize("case", ["missing", "file", "not_recllm"])
+def test_serve_bad_model_dir_is_one_line(case: str, model_dir: Path, tmp_path: Path):
+    model = {"missing": tmp_path / "nope", "file": model_dir / "config.json"}.get(case, tmp_path)
+    proc = _serve_cli(["--model", str(model), "--port", str(_free_port())])
+    out = (proc.stdout + proc.stderr).strip().splitlines()
+    assert proc.returncode == 2 and len(out) == 1, out
+    assert out[0].startswith(f"recllm: error: {'--model ' if case != 'not_recllm' else ''}{model}")
+    assert "Fix: " in out[0]

