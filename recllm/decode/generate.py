@@ -10,6 +10,15 @@ the SIDs back to item ids through the trie. Decoding modes:
 - ``"greedy"``: one item per prompt.
 - ``"sample"``: ``k`` samples per prompt (seeded), duplicates merged.
 
+``constrained=False`` switches the trie off: plain decoding over the whole vocabulary, as an
+unconstrained model would answer. Answers are read from the generated token ids (never from
+decoded text): an answer is valid when its tokens are exactly ``<|sid_begin|>``, one code token
+per level, ``<|sid_end|>`` and the stop token, and the codes are a catalog SID. Anything else (a
+malformed answer, or a well-formed SID of no catalog item) comes back as a
+:class:`Recommendation` whose ``item_id`` is None, in its ranked slot, so the invalid rate of
+:mod:`recllm.eval.metrics` counts it. That rate is the control that gives the constrained run's
+0 its meaning.
+
 Every ``model.generate`` call gets an explicit :class:`transformers.GenerationConfig`, and the
 model's own ``generation_config`` (what ``generation_config.json`` loaded, e.g. Qwen3's
 ``do_sample=True, temperature=0.6, top_k=20``) is set aside for the call: transformers fills
@@ -57,14 +66,15 @@ class Recommendation(NamedTuple):
     """One recommended item.
 
     Attributes:
-        item_id: The item.
+        item_id: The item; None for an invalid answer of unconstrained decoding (malformed, or
+            a SID of no catalog item).
         score: Beam: the length-normalised sequence log-prob (full-vocabulary log-probs of
             begin marker, codes, end marker and stop token). Greedy / sample: the summed
             log-probs of those tokens under the model (before temperature).
         title: The item's title when ``titles`` was given, else None.
     """
 
-    item_id: str
+    item_id: str | None
     score: float
     title: str | None = None
 
@@ -218,6 +228,8 @@ def generate_sids(
     fmt: SIDFormat = SID_FORMAT,
     chat_template_kwargs: Mapping[str, Any] | None = None,
     progress: bool = False,
+    constrained: bool = True,
+    stop_after_sid: bool = True,
 ) -> list[list[Recommendation]]:
     """Recommend catalog items for each prompt by constrained SID generation.
 
@@ -244,15 +256,22 @@ def generate_sids(
         fmt: The SID token format.
         chat_template_kwargs: Extra arguments of ``apply_chat_template`` (``enable_thinking``).
         progress: Show a progress bar over batches.
+        constrained: False: decode without the SID trie, over the whole vocabulary (see the
+            module docstring); invalid answers come back with ``item_id=None``. Needs
+            ``engine="generate"``.
+        stop_after_sid: Unconstrained only. True: an answer is one SID then the stop token
+            (chat models). False: an answer is the SID alone, ``L + 2`` tokens (``sid_sequence``
+            models, whose next token is the following item's marker).
 
     Returns:
         Per prompt, distinct items best first: ``k`` in beam mode (fewer only when the catalog
-        has fewer items), 1 in greedy mode, up to ``k`` in sample mode.
+        has fewer items), 1 in greedy mode, up to ``k`` in sample mode. Unconstrained, every
+        invalid answer keeps its own slot (``item_id=None``).
 
     Raises:
         ValueError: Bad arguments, or no stop token.
-        RuntimeError: A generated answer is not a catalog SID (cannot happen under the
-            constraint; it means the decoding setup is broken).
+        RuntimeError: A generated answer is not a catalog SID although constrained (it means
+            the decoding setup is broken).
     """
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
@@ -262,13 +281,22 @@ def generate_sids(
         raise ValueError(f"engine must be 'generate' or 'sid_beam', not {engine!r}")
     if engine == "sid_beam" and mode != "beam":
         raise ValueError("engine='sid_beam' is a beam search; Fix: mode='beam'")
+    if not constrained and engine != "generate":
+        raise ValueError(
+            "engine='sid_beam' searches inside the SID trie only; Fix: engine='generate' for "
+            "constrained=False"
+        )
+    if constrained and not stop_after_sid:
+        raise ValueError("stop_after_sid=False applies to constrained=False only")
     beams = k if num_beams is None else num_beams
     if mode == "beam" and beams < k:
         raise ValueError(f"num_beams ({beams}) must be >= k ({k})")
     stop = tokenizer.eos_token_id if stop_token_id is None else stop_token_id
-    if stop is None:
+    if stop is None and stop_after_sid:
         raise ValueError("the tokenizer has no EOS token; Fix: pass stop_token_id")
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stop
+    if pad is None:
+        pad = 0  # a bare-SID answer without EOS or pad token: any id pads, the mask hides it
     token_ids = fmt.token_ids(tokenizer, sid_map.codebook_sizes)
     if trie is None:
         trie = SIDTrie.from_sid_map(sid_map, token_ids)
@@ -278,8 +306,14 @@ def generate_sids(
     # Beam search hands processors a fresh log_softmax tensor, so masking it in place is safe
     # and saves a (batch*beams, vocab) allocation per step; greedy search and sampling pass the
     # raw logits that output_logits keeps for the scores, so they get a copy.
-    processor = SIDLogitsProcessor(
-        trie, sid_only=True, stop_token_id=stop, inplace=mode == "beam" and beams > 1
+    processors = (
+        [
+            SIDLogitsProcessor(
+                trie, sid_only=True, stop_token_id=stop, inplace=mode == "beam" and beams > 1
+            )
+        ]
+        if constrained
+        else []
     )
     config = sid_generation_config(
         mode=mode,
@@ -293,10 +327,17 @@ def generate_sids(
         top_k=top_k,
         top_p=top_p,
     )
+    # Unconstrained answer length: one SID (+ the stop token for chat answers).
+    answer_len = trie.levels + 2 + int(stop_after_sid)
+    if not constrained and not stop_after_sid:
+        config.max_new_tokens = answer_len
+        config.eos_token_id = None  # nothing ends a bare SID but its length
+    invalid = {"malformed": 0, "not in catalog": 0}
     logger.info(
-        "generate_sids: %d prompts, mode=%s, engine=%s, k=%d, num_beams=%d, batch_size=%d, "
+        "generate_sids: %d prompts, %s, mode=%s, engine=%s, k=%d, num_beams=%d, batch_size=%d, "
         "%d items x %d levels",
         len(prompts),
+        "constrained" if constrained else "UNCONSTRAINED (no SID trie)",
         mode,
         engine,
         k,
@@ -341,9 +382,28 @@ def generate_sids(
                     input_ids=ids,
                     attention_mask=mask,
                     generation_config=config,
-                    logits_processor=[processor],
+                    logits_processor=processors,
                 )
             generated = out.sequences[:, ids.shape[1] :]  # (rows*k, new tokens)
+            if not constrained:
+                results.extend(
+                    _free_answers(
+                        out,
+                        generated,
+                        ids.shape[0],
+                        k,
+                        token_ids=token_ids,
+                        trie=trie,
+                        stop=stop if stop_after_sid else None,
+                        answer_len=answer_len,
+                        beam=mode == "beam",
+                        length_penalty=length_penalty,
+                        sid_map=sid_map,
+                        titles=titles,
+                        invalid=invalid,
+                    )
+                )
+                continue
             if mode == "beam" and beams > 1:
                 seq_scores = out.sequences_scores.float().cpu()
             else:
@@ -362,7 +422,111 @@ def generate_sids(
                     if not (mode == "beam" and s < _GHOST_SCORE)
                 ]
                 results.append(_ranked(pairs, sid_map, titles))
+    if not constrained:
+        answers = sum(len(r) for r in results)
+        logger.info(
+            "unconstrained decoding: %d answers, %d malformed, %d well-formed SIDs of no catalog "
+            "item",
+            answers,
+            invalid["malformed"],
+            invalid["not in catalog"],
+        )
     return results
+
+
+def _parse_free(
+    generated: torch.Tensor, token_ids: SIDTokenIds, trie: SIDTrie, stop: int | None
+) -> tuple[list[int], list[str | None]]:
+    """SID-map row of each unconstrained answer, read from its token ids, or -1.
+
+    An answer is valid when it is exactly ``begin, one code per level, end`` (then ``stop``
+    when not None) and the codes are a catalog SID.
+
+    Returns:
+        ``(rows, why)``: per answer the row (-1 when invalid) and None, ``"malformed"`` or
+        ``"not in catalog"``.
+    """
+    width = token_ids.levels + 2
+    codes: list[tuple[int, ...]] = []
+    why: list[str | None] = []
+    for seq in generated.tolist():
+        code = token_ids.decode(seq[:width])
+        ends = stop is None or (len(seq) > width and seq[width] == stop)
+        if code is None or not ends:
+            why.append("malformed")
+            code = (0,) * token_ids.levels
+        else:
+            why.append(None)
+        codes.append(code)
+    if not codes:
+        return [], []
+    rows = trie.item_index(torch.tensor(codes, dtype=torch.long)).cpu().tolist()
+    for i, row in enumerate(rows):
+        if why[i] is None and row < 0:
+            why[i] = "not in catalog"
+        if why[i] is not None:
+            rows[i] = -1
+    return rows, why
+
+
+def _free_answers(
+    out: Any,
+    generated: torch.Tensor,
+    n_prompts: int,
+    k: int,
+    *,
+    token_ids: SIDTokenIds,
+    trie: SIDTrie,
+    stop: int | None,
+    answer_len: int,
+    beam: bool,
+    length_penalty: float,
+    sid_map: SIDMap,
+    titles: Catalog | Mapping[str, str] | None,
+    invalid: dict[str, int],
+) -> list[list[Recommendation]]:
+    """Ranked answers per prompt of one unconstrained ``generate`` call; counts the invalid."""
+    if beam and getattr(out, "sequences_scores", None) is not None:
+        scores = out.sequences_scores.float().cpu()
+    else:
+        # _sequence_logprob scores levels + 3 steps: pass the levels that make answer_len steps.
+        scores = _sequence_logprob(out.logits, generated, answer_len - 3, stop)
+        if beam:  # one beam is greedy search; score it like a beam
+            lengths = _answer_lengths(generated, answer_len, stop)
+            scores = scores / lengths.float() ** length_penalty
+    rows, why = _parse_free(generated, token_ids, trie, stop)
+    for reason in why:
+        if reason is not None:
+            invalid[reason] += 1
+    per_prompt: list[list[Recommendation]] = []
+    for p in range(n_prompts):
+        span = range(p * k, (p + 1) * k)
+        entries = sorted(span, key=lambda i: -float(scores[i]))
+        best: dict[int, float] = {}
+        ranked: list[tuple[int, float]] = []
+        for i in entries:
+            row, score = rows[i], float(scores[i])
+            if row >= 0:
+                if row in best:  # sampling may draw one item twice: keep its best slot only
+                    continue
+                best[row] = score
+            ranked.append((row, score))
+        recs = []
+        for row, score in ranked:
+            item = sid_map.item_ids[row] if row >= 0 else None
+            recs.append(Recommendation(item, score, _title(titles, item) if item else None))
+        per_prompt.append(recs)
+    return per_prompt
+
+
+def _answer_lengths(generated: torch.Tensor, answer_len: int, stop: int | None) -> torch.Tensor:
+    """Tokens of each answer: through its first stop token, at most ``answer_len``."""
+    n = min(generated.shape[1], answer_len)
+    if stop is None:
+        return torch.full((generated.shape[0],), n)
+    hit = generated[:, :n].cpu() == stop
+    first = torch.where(hit.any(1), hit.int().argmax(1) + 1, torch.tensor(n))
+    return first
 
 
 def _parse(generated: torch.Tensor, token_ids: SIDTokenIds, trie: SIDTrie) -> torch.Tensor:
@@ -390,14 +554,26 @@ def _parse(generated: torch.Tensor, token_ids: SIDTokenIds, trie: SIDTrie) -> to
 
 
 def _sequence_logprob(
-    logits: tuple[torch.Tensor, ...], generated: torch.Tensor, levels: int
+    logits: tuple[torch.Tensor, ...],
+    generated: torch.Tensor,
+    levels: int,
+    stop: int | None = None,
 ) -> torch.Tensor:
-    """Summed full-vocabulary log-probs of the answer tokens (through the stop token)."""
+    """Summed full-vocabulary log-probs of the answer tokens (through the stop token).
+
+    With ``stop``, tokens after an answer's first stop token (padding of a finished row, which
+    unconstrained decoding can reach early) are not counted.
+    """
     total = torch.zeros(generated.shape[0], dtype=torch.float32, device=generated.device)
     steps = min(len(logits), levels + 3, generated.shape[1])
+    live = torch.ones(generated.shape[0], dtype=torch.bool, device=generated.device)
     for t in range(steps):
         logp = torch.log_softmax(logits[t].float(), dim=-1)  # (rows, vocab)
-        total += logp.gather(1, generated[:, t : t + 1].to(logp.device)).squeeze(1).to(total.device)
+        tok = generated[:, t : t + 1].to(logp.device)
+        step = logp.gather(1, tok).squeeze(1).to(total.device)
+        total += torch.where(live, step, torch.zeros_like(step))
+        if stop is not None:
+            live = live & (generated[:, t] != stop)
     return total.cpu()
 
 

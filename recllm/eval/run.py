@@ -66,7 +66,7 @@ class EvalResult:
     """Metrics of one evaluation, and every user's ranked items (best first)."""
 
     metrics: dict[str, float | int]
-    ranked: list[list[str]]
+    ranked: list[list[str | None]]  # None: an invalid answer (unconstrained evaluation only)
     seconds: float
 
 
@@ -130,6 +130,7 @@ def evaluate_recommender(
     engine: str = "sid_beam",
     progress: bool = True,
     recommender: Any = None,
+    constrained: bool = True,
 ) -> EvalResult:
     """Constrained beam search (``beams`` wide, top ``max(ks)`` kept) for every example, scored.
 
@@ -142,9 +143,16 @@ def evaluate_recommender(
             ``recommender``; ``model`` may then be None).
         recommender: A :class:`recllm.apps.recommender.Recommender` started with
             ``engine="vllm"`` (needed for ``engine="vllm"``).
+        constrained: False: plain beam search over the whole vocabulary, the SID trie off
+            (one model, transformers ``generate``; ``engine`` is ignored). Answers are read
+            from the generated token ids; a malformed answer or a SID of no catalog item is a
+            ``None`` entry that keeps its rank slot, so ``invalid_rate`` measures how often the
+            model, left alone, names no catalog item. It is the control of the constrained
+            run, whose invalid rate is 0 by construction.
 
     Raises:
-        ValueError: ``beams`` smaller than the largest K.
+        ValueError: ``beams`` smaller than the largest K; ``constrained=False`` with vLLM or
+            an ensemble.
     """
     import torch
 
@@ -155,6 +163,11 @@ def evaluate_recommender(
     if beams < k:
         raise ValueError(
             f"--beams {beams} < largest K {k}: the beam is the ranked list; Fix: raise --beams"
+        )
+    if not constrained and (engine == "vllm" or isinstance(model, (list, tuple))):
+        raise ValueError(
+            "unconstrained evaluation decodes one model with transformers generate; Fix: pass "
+            "one model (not an ensemble) and engine='sid_beam' or 'generate'"
         )
     prompts = build_prompts(spec, examples, sid_map, catalog)
     token_ids = SID_FORMAT.token_ids(tokenizer, sid_map.codebook_sizes)
@@ -169,7 +182,27 @@ def evaluate_recommender(
     for m in members:
         m.eval()
     start = time.perf_counter()
-    if engine == "vllm":
+    if not constrained:
+        # The trie off: whatever the model emits, read from its token ids. A sid_sequence
+        # model's answer is the bare SID (its next token is the following item's marker).
+        with torch.inference_mode():
+            out = generate_sids(
+                members[0],
+                tokenizer,
+                prompts,
+                sid_map,
+                k=k,
+                num_beams=beams,
+                batch_size=batch_size,
+                mode="beam",
+                engine="generate",
+                trie=trie,
+                progress=progress,
+                constrained=False,
+                stop_after_sid=spec.style != "sid_sequence",
+            )
+        recs = [[r.item_id for r in items] for items in out]
+    elif engine == "vllm":
         if recommender is None or spec.style != "chat":
             raise ValueError(
                 "engine='vllm' needs recommender=Recommender.from_pretrained(DIR, engine='vllm') "
@@ -218,6 +251,7 @@ def evaluate_recommender(
         ranked.append(ids)
     figures = metrics.compute(ks)
     figures["beams"] = beams
+    figures["constrained"] = constrained
     figures["users_per_second"] = round(len(examples) / seconds, 2) if seconds else 0.0
     return EvalResult(figures, ranked, seconds)
 
