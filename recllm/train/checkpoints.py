@@ -205,15 +205,22 @@ def plan_resume(resume: str | bool | None, out: Path, *, warmup: bool) -> Resume
     return ResumePlan(warmup_rows=rows, sft_checkpoint=path)
 
 
-def save_stage_rows(model: nn.Module, rows: list[int], log_history: list, directory: Path) -> None:
-    """Save the given rows of the model's embedding matrices and the stage's loss log."""
+def save_stage_rows(
+    model: nn.Module, rows: list[int], log_history: list, directory: Path, *, write: bool = True
+) -> None:
+    """Save the given rows of the model's embedding matrices and the stage's loss log.
+
+    Under FSDP the matrices are sharded (DTensors): every rank must call this, since gathering
+    them is a collective; only the rank with ``write`` True writes.
+    """
     from recllm.train.rows import embedding_params
 
     index = torch.as_tensor(sorted(rows), dtype=torch.long)
-    payload = {
-        "rows": index,
-        "weights": [p.detach()[index].clone().cpu() for p in embedding_params(model)],
-    }
+    full = [p.detach() for p in embedding_params(model)]
+    full = [t.full_tensor() if hasattr(t, "full_tensor") else t for t in full]
+    if not write:
+        return
+    payload = {"rows": index, "weights": [t[index].clone().cpu() for t in full]}
     with atomic_path(directory / STAGE_ROWS) as tmp:
         torch.save(payload, tmp)
     write_json_atomic(directory / STAGE_LOG, log_history)

@@ -38,7 +38,7 @@ from recllm.train.checkpoints import (
 )
 from recllm.train.lora import merge_adapter_full_precision, sid_lora_config
 from recllm.train.rundir import check_output_dir, check_sid_artifact
-from recllm.train.sft import embedding_warmup, train_stage
+from recllm.train.sft import embedding_warmup, gather_full_model, is_sharded, train_stage
 from recllm.vocab import SID_FORMAT, extend_vocab, save_model_with_sids
 
 logger = logging.getLogger(__name__)
@@ -222,8 +222,8 @@ def run_plum(
             resume_from_checkpoint=resume.warmup_checkpoint,
         )
         log["warmup"] = warm.state.log_history
-        if state.is_main_process:
-            save_stage_rows(model, sid_rows, log["warmup"], out / "warmup")
+        # every rank: under FSDP the rows are gathered from the shards (a collective)
+        save_stage_rows(model, sid_rows, log["warmup"], out / "warmup", write=state.is_main_process)
         state.wait_for_everyone()
     peft_config = sid_lora_config(model, sid_rows, model_cfg) if model_cfg.use_peft else None
     trainer = train_stage(
@@ -236,8 +236,9 @@ def run_plum(
     )
     log["sft"] = trainer.state.log_history
 
-    # save: merged weights + tokenizer + SID map, checked to belong together
-    final = trainer.model
+    # save: merged weights + tokenizer + SID map, checked to belong together. Under FSDP/ZeRO-3
+    # each rank holds shards: all ranks gather, rank 0 gets the full plain model (None elsewhere)
+    final = gather_full_model(trainer) if is_sharded(trainer) else trainer.model
     if quant is not None:  # merge the QLoRA adapter into the full-precision base, not into 4 bits
         adapter_dir = out / "adapter"
         if state.is_main_process:

@@ -5,7 +5,9 @@ moves. We keep the embedding weights trainable, freeze every other parameter, an
 gradient of every row that is not a SID row with a tensor hook. With weight decay 0 on those
 weights, Adam's update of a row whose gradient was always zero is exactly 0 (its moments stay 0),
 so every other weight stays bit-identical, and the trainer (TRL's SFTTrainer, its fused LM-head
-loss, accelerate, DeepSpeed) needs no special casing.
+loss, accelerate with DDP or FSDP2) needs no special casing. The hook goes on the weight tensors
+the forward actually uses (under FSDP2, the gathered unsharded ones), so it also holds when the
+model is sharded.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ class RowTraining:
     """Handles of :func:`train_rows_only`; call :meth:`remove` to lift the gradient masks."""
 
     params: list[nn.Parameter]
-    hooks: list[torch.utils.hooks.RemovableHandle] = field(default_factory=list)
+    hooks: list = field(default_factory=list)  # anything with a remove()
 
     def remove(self) -> None:
         for h in self.hooks:
@@ -50,14 +52,45 @@ def row_mask(num_rows: int, rows: Iterable[int], device: torch.device) -> torch.
     return mask
 
 
-def mask_row_gradients(params: list[nn.Parameter], rows: Iterable[int]) -> list:
-    """Zero the gradient of every row outside ``rows`` for each of ``params``."""
-    rows = list(rows)
-    hooks = []
-    for p in params:
-        mask = row_mask(p.shape[0], rows, p.device).to(p.dtype)
-        hooks.append(p.register_hook(lambda g, m=mask: g * m))
-    return hooks
+class _MaskForwardWeights:
+    """Masks the gradient of the embedding weights the forward really uses.
+
+    Without sharding these are the model's own parameters, masked once. Under FSDP2 the
+    parameters are replaced by sharded ones and the forward uses unsharded copies gathered just
+    before it (FSDP then reduce-scatters their gradients), or, for TRL's fused LM head, the
+    sharded weight itself gathered inside the autograd graph. A hook on the parameter the model
+    was built with never fires there. So this is called as a forward pre-hook of the input
+    embedding (after FSDP's own pre-hook, which FSDP prepends, has gathered it) and as a forward
+    hook of the whole model (the LM head as the forward used it; a leaf's hooks may be added
+    any time before backward), and masks whatever tensors the embedding modules hold then, each
+    once. The mask follows the gradient: full rows for a full gradient, this rank's rows for a
+    sharded (DTensor) one.
+    """
+
+    def __init__(self, model: nn.Module, rows: list[int]) -> None:
+        self.model = model
+        self.rows = rows
+        # tensor id -> (tensor, hook); the tensor is kept so that its id is not reused
+        self.masked: dict[int, tuple[torch.Tensor, torch.utils.hooks.RemovableHandle]] = {}
+
+    def mask(self, g: torch.Tensor) -> torch.Tensor:
+        mask = row_mask(g.shape[0], self.rows, g.device).to(g.dtype)
+        if hasattr(g, "device_mesh"):  # a DTensor gradient: each rank masks its own rows
+            from torch.distributed.tensor import distribute_tensor
+
+            # src_data_rank=None: every rank cuts its piece of the same mask, no communication
+            mask = distribute_tensor(mask, g.device_mesh, g.placements, src_data_rank=None)
+        return g * mask
+
+    def __call__(self, module: nn.Module, *args) -> None:
+        for p in embedding_params(self.model):
+            if p.requires_grad and id(p) not in self.masked:
+                self.masked[id(p)] = (p, p.register_hook(self.mask))
+
+    def remove(self) -> None:
+        for _, hook in self.masked.values():
+            hook.remove()
+        self.masked.clear()
 
 
 def train_rows_only(model: nn.Module, rows: Iterable[int]) -> RowTraining:
@@ -78,7 +111,12 @@ def train_rows_only(model: nn.Module, rows: Iterable[int]) -> RowTraining:
         p.requires_grad_(False)
     for p in params:
         p.requires_grad_(True)
-    hooks = mask_row_gradients(params, rows)
+    forward_weights = _MaskForwardWeights(model, rows)
+    hooks = [
+        model.get_input_embeddings().register_forward_pre_hook(forward_weights),
+        model.register_forward_hook(forward_weights),
+        forward_weights,
+    ]
     n_train = len(rows) * sum(p.shape[1] for p in params)
     logger.info(
         "embedding-only stage: %d rows x %d matrices train (%d effective parameters); "

@@ -75,6 +75,7 @@ def train_stage(
         peft_config=peft_config,
         callbacks=[MarkCompleteCheckpoints()],
     )
+    check_sharding(trainer, peft=peft_config is not None)
     if getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False):
         cast = keep_sid_rows_fp32(trainer.model)
         logger.info("QLoRA: %d SID-row tensors kept in float32", cast)
@@ -83,6 +84,93 @@ def train_stage(
             resume_from_checkpoint=str(resume_from_checkpoint) if resume_from_checkpoint else None
         )
     return trainer
+
+
+def is_sharded(trainer: SFTTrainer) -> bool:
+    """Whether the trainer's parameters are sharded over the ranks (FSDP, DeepSpeed ZeRO-3): then
+    gathering them is a collective every rank must join (:func:`gather_full_model`)."""
+    if trainer.is_fsdp_enabled:
+        return True
+    if trainer.is_deepspeed_enabled:
+        return trainer.accelerator.state.deepspeed_plugin.zero_stage == 3
+    return False
+
+
+def check_sharding(trainer: SFTTrainer, *, peft: bool) -> None:
+    """Fail or warn, before training, where a sharded launch would not do what it says.
+
+    Raises:
+        UserError: LoRA on sharded parameters: merging the adapters of a sharded model into one
+            directory is not supported; the run would train and then fail to save.
+    """
+    from recllm.errors import UserError
+
+    requested = {
+        "FSDP": os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true",
+        "DeepSpeed": os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true",
+    }
+    active = {"FSDP": trainer.is_fsdp_enabled, "DeepSpeed": trainer.is_deepspeed_enabled}
+    for name, wanted in requested.items():
+        if wanted and not active[name]:
+            # accelerate (1.15) only enables FSDP/DeepSpeed for GPU-like devices; CPU ranks
+            # silently fall back to plain data parallelism, which a user must know about
+            logger.warning(
+                "the launcher asked for %s but accelerate runs %s on %s: every rank holds the "
+                "whole model (plain data parallelism)",
+                name,
+                trainer.accelerator.distributed_type,
+                trainer.accelerator.device,
+            )
+    if peft and is_sharded(trainer):
+        raise UserError(
+            "--use_peft with FSDP/ZeRO-3",
+            "merging LoRA adapters of a sharded model into one model directory is not supported",
+            "train LoRA with data parallelism (recipes/accelerate/ddp.yaml), or fine-tune fully "
+            "under FSDP/ZeRO-3",
+        )
+
+
+def gather_full_model(trainer: SFTTrainer) -> PreTrainedModel | None:
+    """The trained model as one plain transformers model with full weights, on rank 0.
+
+    Under FSDP and ZeRO-3 each rank holds a shard of every parameter: every rank must call this
+    (gathering is a collective); rank 0 gets a plain model built on the meta device and given
+    the gathered tensors (no second initialisation, no second copy), the other ranks ``None``.
+    Without sharding this is the unwrapped model itself.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    if not is_sharded(trainer):
+        return model if trainer.accelerator.is_main_process else None
+    state_dict = trainer.accelerator.get_state_dict(trainer.model)  # full tensors on rank 0
+    if not trainer.accelerator.is_main_process:
+        return None
+    with torch.device("meta"):
+        # the FSDP2 class is a generated FSDP<Model> subclass: build from the config instead
+        plain = AutoModelForCausalLM.from_config(model.config)
+    missing, unexpected = plain.load_state_dict(state_dict, strict=False, assign=True)
+    plain.tie_weights()  # a tied LM head is one tensor, gathered once
+    tied = {n for n, p in plain.named_parameters(remove_duplicate=False) if not p.is_meta}
+    missing = [k for k in missing if k not in tied]
+    if missing or unexpected:
+        raise RuntimeError(
+            f"gathered state dict does not fit {type(plain).__name__}: missing {missing[:5]}, "
+            f"unexpected {unexpected[:5]}"
+        )
+    # non-persistent buffers (rotary frequencies) are in no state dict; every rank holds them
+    # whole, so take them from the trained model
+    source = dict(model.named_buffers())
+    for name, buf in list(plain.named_buffers()):
+        if buf.is_meta and name in source:
+            owner, _, attr = name.rpartition(".")
+            setattr(plain.get_submodule(owner), attr, source[name].detach().clone().cpu())
+    leftover = [n for n, t in [*plain.named_parameters(), *plain.named_buffers()] if t.is_meta]
+    if leftover:
+        raise RuntimeError(f"gathered model still has meta tensors: {leftover[:5]}")
+    plain.eval()
+    return plain
 
 
 def embedding_warmup(
