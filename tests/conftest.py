@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 # Before anything imports huggingface_hub: an accidental download must fail loudly, not hang.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -27,20 +27,61 @@ from transformers import (
 
 from recllm import testing
 
+#: ``RECLLM_NETWORK=1`` runs ``network`` tests without probing (they fail if PyPI is down),
+#: ``0`` skips them; unset, one probe of the package index decides.
+NETWORK_ENV = "RECLLM_NETWORK"
+PROBE_URL = "https://pypi.org/simple/pip/"
+PROBE_TIMEOUT_S = 3.0
+
+
+def network_skip_reason(env: Mapping[str, str] | None = None) -> str | None:
+    """Why ``network`` tests must be skipped, or None to run them.
+
+    Called once per session (the collection hook). The probe is one HEAD request to PyPI with a
+    short timeout, through the same proxy settings pip uses (the ``*_proxy`` variables), so an
+    offline machine skips in about a second instead of failing every test after pip's retries.
+    """
+    env = os.environ if env is None else env
+    forced = env.get(NETWORK_ENV, "").strip()
+    if forced == "0":
+        return f"network tests disabled ({NETWORK_ENV}=0)"
+    if forced == "1":
+        return None
+    if forced:
+        return f"{NETWORK_ENV}={forced!r} is not 0 or 1; network tests skipped"
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(PROBE_URL, method="HEAD")
+    try:
+        with urllib.request.urlopen(request, timeout=PROBE_TIMEOUT_S):
+            return None
+    except (OSError, urllib.error.URLError) as err:  # refused, DNS, timeout, proxy, TLS
+        return (
+            f"PyPI is unreachable ({PROBE_URL}: {err}); network tests skipped. "
+            f"Set {NETWORK_ENV}=1 to run them anyway"
+        )
+
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Skip ``vllm`` tests without vLLM and ``gpu`` tests without CUDA."""
+    """Skip ``vllm`` tests without vLLM, ``gpu`` tests without CUDA and ``network`` tests offline."""
     # find_spec, not import: importing vLLM costs ~10 s and rebinds torch threads. An installed but
     # broken vLLM therefore fails its tests instead of being skipped, which is what we want.
     has_vllm = importlib.util.find_spec("vllm") is not None
     has_cuda = torch.cuda.is_available()
     skip_vllm = pytest.mark.skip(reason="vLLM is not installed (pip install 'recllm[vllm]')")
     skip_gpu = pytest.mark.skip(reason="needs a CUDA device")
+    # Probe only when a selected test needs the network: a plain unit-test run stays offline.
+    offline = None
+    if any("network" in item.keywords for item in items):
+        offline = network_skip_reason()
     for item in items:
         if "vllm" in item.keywords and not has_vllm:
             item.add_marker(skip_vllm)
         if "gpu" in item.keywords and not has_cuda:
             item.add_marker(skip_gpu)
+        if "network" in item.keywords and offline is not None:
+            item.add_marker(pytest.mark.skip(reason=offline))
 
 
 @pytest.fixture
