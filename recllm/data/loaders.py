@@ -313,7 +313,8 @@ def load_rec_dataset(
     name = (
         cfg.data_path
         if cfg.data_path in KNOWN_DATASETS
-        else (path if path.is_dir() else path.parent).name
+        # resolve(): the parent of a bare file name (`log.csv`) has an empty name
+        else (path if path.is_dir() else path.parent).resolve().name
     )
     dataset = _clean(RecDataset(name, catalog, interactions, source=str(path), format=fmt), cfg)
     logger.info(

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import csv
+import json
 import logging
 import time
+import tracemalloc
 from pathlib import Path
 
 import pytest
@@ -269,3 +271,31 @@ def test_items_file_missing_or_a_directory(tmp_path, layout, problem):
     what = "does not exist" if problem == "missing" else "is a directory, not a file"
     assert str(e).startswith(f"{items}: the items file {what}. Fix: ")
     assert "--items_file" in e.fix
+
+
+# --------------------------------------------------------------------------- memory
+
+
+@pytest.mark.parametrize("ext", [".csv", ".jsonl"])
+def test_reading_streams_instead_of_holding_the_file(tmp_path, ext):
+    # Reading used to hold the whole file (bytes, text, and a list of its lines) at once. Now
+    # only one line is in memory at a time: what load_rec_dataset needs beyond the dataset it
+    # returns stays far below the file's size. (Measured on a generated 2M-row, 48 MB CSV: peak
+    # RSS 425 MB before, 148 MB now; see the README.)
+    # a wide column makes the file large while the rows (and the dataset) stay small
+    pad = "recommended-by-the-homepage-widget"
+    rows = [(f"u{k // 20}", f"i{(k * 7919) % 5000}", 1000 + k, pad) for k in range(20_000)]
+    keys = ("user_id", "item_id", "timestamp", "source")
+    if ext == ".csv":
+        text = ",".join(keys) + "\n" + "".join(",".join(map(str, r)) + "\n" for r in rows)
+    else:
+        text = "".join(json.dumps(dict(zip(keys, r, strict=True))) + "\n" for r in rows)
+    f = write(tmp_path / f"log{ext}", text)
+    tracemalloc.start()
+    try:
+        ds = load_rec_dataset(f, DataConfig(drop_unused_items=False))
+        kept, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert ds.interactions.num_interactions == 20_000
+    assert peak - kept < f.stat().st_size // 2, (peak - kept, f.stat().st_size)
