@@ -19,6 +19,7 @@ import numpy as np
 from recllm.data.config import DataConfig
 from recllm.data.splits import Split, split_dataset
 from recllm.data.types import RecDataset
+from recllm.errors import UserError
 from recllm.io import atomic_dir, write_json_atomic
 from recllm.provenance import library_versions
 from recllm.sid.collab import cooccurrence_pairs
@@ -77,7 +78,12 @@ def build_sid_map(
         cache: Reuse embeddings cached under their content hash.
         embeddings: An ``.npz`` of precomputed embeddings (``recllm sid embed``) to use instead
             of computing them; its item ids must match the catalog's.
+
+    Raises:
+        UserError: ``embeddings`` is not an existing file.
     """
+    if embeddings is not None:
+        check_embeddings_file(embeddings)
     data_cfg = data_cfg or DataConfig()
     split = split or split_dataset(dataset, data_cfg)
     start = time.perf_counter()
@@ -128,8 +134,51 @@ def build_sid_map(
     return SIDBuild(sid_map, metrics, result)
 
 
+def check_embeddings_file(path: str | Path, flag: str = "--embeddings") -> None:
+    """Fail before any work when a precomputed-embeddings file is not there.
+
+    Raises:
+        UserError: ``path`` does not exist or is not a file.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(
+            f"{flag} {p}",
+            "no such file" if not p.exists() else "a directory, not an .npz file",
+            "write the embeddings with `recllm sid embed --out FILE.npz` and pass that file, "
+            "or leave out --embeddings to compute them",
+        )
+
+
+def check_out_dir(out_dir: str | Path, overwrite: bool = False, flag: str = "--out") -> None:
+    """Fail before any work when ``out_dir`` cannot receive an artifact directory.
+
+    Raises:
+        UserError: ``out_dir`` is an existing file, or an existing non-empty directory and
+            ``overwrite`` is False.
+    """
+    p = Path(out_dir)
+    if p.exists() and not p.is_dir():
+        raise UserError(
+            f"{flag} {p}",
+            "an existing file, not a directory",
+            f"choose a directory path for {flag} (it is created), or remove the file",
+        )
+    if p.is_dir() and any(p.iterdir()) and not overwrite:
+        raise UserError(
+            f"{flag} {p}",
+            "already exists and is not empty",
+            "pass --overwrite to replace it, or choose another directory",
+        )
+
+
 def write_sid_artifact(build: SIDBuild, out_dir: str | Path, overwrite: bool = False) -> Path:
-    """Write ``sid_map.json``, ``metrics.json`` and ``code_usage.png`` into ``out_dir``."""
+    """Write ``sid_map.json``, ``metrics.json`` and ``code_usage.png`` into ``out_dir``.
+
+    Raises:
+        UserError: ``out_dir`` is a file, or a non-empty directory and ``overwrite`` is False.
+    """
+    check_out_dir(out_dir, overwrite)
     with atomic_dir(out_dir, overwrite=overwrite) as tmp:
         build.sid_map.save(tmp)
         write_json_atomic(tmp / "metrics.json", build.metrics)

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from recllm.errors import UserError
 from recllm.io import write_text_atomic
 
 FORMAT = "recllm.sid_map/1"
@@ -137,28 +138,61 @@ class SIDMap:
     def load(cls, path: str | os.PathLike[str]) -> SIDMap:
         """Read a map written by :meth:`save` and check its content hash.
 
+        Args:
+            path: An artifact directory holding ``sid_map.json``, or the file itself.
+
         Raises:
-            ValueError: Not a recllm SID map, or its codes do not match its content hash.
+            UserError: The file is missing, truncated or corrupt, not a recllm SID map, or its
+                codes do not match its content hash; the message names the file and the fix.
         """
         p = Path(path)
         target = p / FILENAME if p.is_dir() else p
-        doc = json.loads(target.read_text(encoding="utf-8"))
-        if not isinstance(doc, dict) or doc.get("format") != FORMAT:
-            raise ValueError(
-                f"{target}: not a recllm SID map (format {FORMAT!r}); Fix: build one with "
-                "`recllm sid build`, or import published SIDs with SIDMap.from_index_json"
-            )
-        items = doc["items"]
-        sid_map = cls(
-            list(items),
-            np.asarray(list(items.values()), dtype=np.int64),
-            tuple(doc["codebook_sizes"]),
-            doc.get("meta", {}),
+        rebuild = (
+            "rebuild it with `recllm sid build --data DATA --out DIR --overwrite` (or restore "
+            "the file saved with the model)"
         )
+        if not target.is_file():
+            raise UserError(
+                target,
+                "no such file" if not target.exists() else "not a file",
+                f"pass a SID artifact directory written by `recllm sid build`, or its {FILENAME}",
+            )
+        try:
+            doc = json.loads(target.read_text(encoding="utf-8"))
+        except UnicodeDecodeError:
+            raise UserError(target, "not UTF-8 text: the file is corrupt", rebuild) from None
+        except json.JSONDecodeError as e:
+            # A parser position alone does not say what happened: a save cut short (an old
+            # non-atomic copy, a full disk, a partial download) ends the JSON early.
+            state = "truncated" if not e.doc.rstrip().endswith("}") else "corrupt"
+            raise UserError(
+                target,
+                f"the file is {state}, not valid JSON ({e.msg} at line {e.lineno})",
+                rebuild,
+            ) from None
+        if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+            raise UserError(
+                target,
+                f"not a recllm SID map (format {FORMAT!r})",
+                "build one with `recllm sid build`, or import published SIDs with "
+                "SIDMap.from_index_json",
+            )
+        try:
+            items = doc["items"]
+            sid_map = cls(
+                list(items),
+                np.asarray(list(items.values()), dtype=np.int64),
+                tuple(doc["codebook_sizes"]),
+                doc.get("meta", {}),
+            )
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            problem = f"missing key {e}" if isinstance(e, KeyError) else str(e)
+            raise UserError(target, f"not a valid SID map ({problem})", rebuild) from None
         if sid_map.content_hash != doc.get("content_hash"):
-            raise ValueError(
-                f"{target}: content hash mismatch (the codes were changed after the map was "
-                "written); Fix: rebuild the map with `recllm sid build`"
+            raise UserError(
+                target,
+                "content hash mismatch (the codes were changed after the map was written)",
+                rebuild,
             )
         return sid_map
 
@@ -190,21 +224,34 @@ def read_index_json(path: str | os.PathLike[str]) -> tuple[list[str], np.ndarray
     """Item ids and ``(N, L)`` codes of an LC-Rec / LETTER ``*.index.json`` file (collisions kept).
 
     Raises:
-        ValueError: A token is not ``<x_N>`` or items have different numbers of levels.
+        UserError: Not JSON, a token is not ``<x_N>``, or items have different numbers of levels.
     """
-    doc = json.loads(Path(path).read_text(encoding="utf-8"))
+    try:
+        doc = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise UserError(
+            path,
+            f"not a valid JSON index file, truncated or corrupt ({e})",
+            "download the published *.index.json again",
+        ) from None
+    if not isinstance(doc, dict):
+        raise UserError(path, "not an index file ({item: [tokens]})", "pass a *.index.json file")
     item_ids, rows = [], []
     for item, tokens in doc.items():
         row = []
         for level, tok in enumerate(tokens):
             m = _TOKEN.fullmatch(tok)
             if m is None or ord(m.group(1)) - ord("a") != level:
-                raise ValueError(
-                    f"{path} [key {item!r}]: token {tok!r} is not <{chr(97 + level)}_N>"
+                raise UserError(
+                    f"{path} [key {item!r}]",
+                    f"token {tok!r} is not <{chr(97 + level)}_N>",
+                    "write level L's code N as <x_N>, x the L-th letter (a = level 0)",
                 )
             row.append(int(m.group(2)))
         item_ids.append(item)
         rows.append(row)
     if len({len(r) for r in rows}) != 1:
-        raise ValueError(f"{path}: items have different numbers of levels")
+        raise UserError(
+            path, "items have different numbers of levels", "give every item one token per level"
+        )
     return item_ids, np.asarray(rows, dtype=np.int64)

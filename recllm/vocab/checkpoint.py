@@ -11,7 +11,8 @@ place)::
       prompts/rec.jinja                                         # optional: the prompt it learned
 
 ``recllm_vocab.json`` records the SID map's content hash, the token format, the id range of the
-SID tokens, the levels and codebook sizes and the library versions. :func:`load_model_with_sids`
+SID tokens, the levels and codebook sizes, the library versions and the files saved beside it
+(so a deleted tokenizer or weights file is reported by name). :func:`load_model_with_sids`
 re-checks all of it, because a model decoded with another map's SIDs still produces valid-looking
 item ids: the error would otherwise only show up as bad metrics.
 """
@@ -26,6 +27,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from recllm.errors import UserError
 from recllm.io import atomic_dir, write_json_atomic
 from recllm.provenance import library_versions
 from recllm.sid.sidmap import FILENAME as SID_MAP_FILENAME
@@ -39,6 +41,7 @@ if TYPE_CHECKING:
 __all__ = [
     "VOCAB_FILENAME",
     "VOCAB_FORMAT",
+    "check_model_dir",
     "load_model_with_sids",
     "load_tokenizer_with_sids",
     "read_vocab_record",
@@ -130,6 +133,7 @@ def save_model_with_sids(
             (tmp / PROMPTS_DIRNAME).mkdir()
             for f in prompt_files:
                 shutil.copyfile(f, tmp / PROMPTS_DIRNAME / Path(f).name)
+        record["files"] = sorted(f.name for f in tmp.iterdir() if f.is_file())
         write_json_atomic(tmp / VOCAB_FILENAME, record)
     logger.info(
         "Saved model with SID map %s (%d SID tokens, ids %d..%d) to %s",
@@ -146,16 +150,33 @@ def read_vocab_record(directory: str | os.PathLike[str]) -> dict[str, Any]:
     """The parsed ``recllm_vocab.json`` of a directory written by :func:`save_model_with_sids`.
 
     Raises:
+        UserError: ``directory`` is not a directory, or the file is not valid JSON.
         VocabMismatchError: The file is missing or has another format.
     """
     path = Path(directory) / VOCAB_FILENAME
+    if not Path(directory).is_dir():
+        raise UserError(
+            directory,
+            "no such model directory"
+            if not Path(directory).exists()
+            else "a file, not a directory",
+            "pass a model directory written by recllm (the quickstart's or the recipe's "
+            "OUTPUT_DIR/model)",
+        )
     if not path.is_file():
         raise VocabMismatchError(
             f"{path} not found: {directory} was not saved by recllm.vocab.save_model_with_sids, "
             "so nothing ties its tokenizer to a SID map. Fix: extend the base model with "
             "recllm.vocab.extend_vocab and save it with save_model_with_sids"
         )
-    record = json.loads(path.read_text(encoding="utf-8"))
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise UserError(
+            path,
+            f"the file is truncated or corrupt, not valid JSON ({e})",
+            "restore the model directory as save_model_with_sids wrote it, or save the model again",
+        ) from None
     found = record.get("format") if isinstance(record, dict) else None
     if found != VOCAB_FORMAT:
         raise VocabMismatchError(
@@ -193,6 +214,7 @@ def load_model_with_sids(
     from transformers import AutoModelForCausalLM
 
     directory = Path(directory)
+    check_model_dir(directory, weights=True)
     tokenizer, stored = load_tokenizer_with_sids(directory, sid_map=sid_map)
     record = read_vocab_record(directory)
     recorded = record["sid_map_hash"]
@@ -231,7 +253,7 @@ def load_tokenizer_with_sids(
     from transformers import AutoTokenizer
 
     directory = Path(directory)
-    record = read_vocab_record(directory)
+    record = check_model_dir(directory, weights=False)
     recorded = record["sid_map_hash"]
     stored = SIDMap.load(directory / SID_MAP_FILENAME)
     if stored.content_hash != recorded:
@@ -261,6 +283,90 @@ def load_tokenizer_with_sids(
             f"{record['last_sid_token_id']}; Fix: restore the tokenizer files saved with the model"
         )
     return tokenizer, sid_map if sid_map is not None else stored
+
+
+#: Files a tokenizer may be saved as (``save_pretrained`` writes a subset, by tokenizer kind).
+_TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "tokenizer.model",
+    "vocab.json",
+    "merges.txt",
+    "vocab.txt",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "chat_template.jinja",
+    "chat_template.json",
+)
+
+
+def _is_weights(name: str) -> bool:
+    return name.endswith((".safetensors", ".bin")) or name.endswith(".index.json")
+
+
+def check_model_dir(directory: str | os.PathLike[str], *, weights: bool = True) -> dict[str, Any]:
+    """Check that a directory written by :func:`save_model_with_sids` still holds its files.
+
+    Runs before anything is loaded, so a deleted tokenizer or weights file is reported by name
+    rather than as a mismatch it causes downstream (transformers falls back to other files, and
+    a tokenizer without the SID tokens reads as "lacks 23 of 23 SID tokens"). Directories saved
+    before the file list was recorded are checked for ``config.json``, weights and tokenizer
+    files by pattern.
+
+    Args:
+        directory: The model directory.
+        weights: Also require ``config.json`` and the weights (False for engines that only need
+            the tokenizer and SID map here, such as vLLM, which reads the weights itself).
+
+    Returns:
+        The parsed ``recllm_vocab.json``.
+
+    Raises:
+        UserError: Files are missing; the message names them and the fix.
+        VocabMismatchError: ``recllm_vocab.json`` is missing or has another format.
+    """
+    directory = Path(directory)
+    record = read_vocab_record(directory)
+    recorded = record.get("files")
+    present = {f.name for f in directory.iterdir() if f.is_file()}
+    if isinstance(recorded, list):
+        missing = [f for f in recorded if f not in present]
+    else:  # saved by an older recllm: check by pattern
+        missing = []
+        if not present & {"tokenizer.json", "tokenizer.model", "vocab.json", "vocab.txt"}:
+            missing.append("tokenizer.json")
+        if "tokenizer_config.json" not in present:
+            missing.append("tokenizer_config.json")
+        if "config.json" not in present:
+            missing.append("config.json")
+        if not any(_is_weights(f) for f in present):
+            missing.append("model.safetensors")
+        if SID_MAP_FILENAME not in present:
+            missing.append(SID_MAP_FILENAME)
+    if not weights:
+        missing = [
+            f
+            for f in missing
+            if not _is_weights(f) and f not in ("config.json", "generation_config.json")
+        ]
+    if not missing:
+        return record
+    kinds = []
+    tok = [f for f in missing if f in _TOKENIZER_FILES]
+    wts = [f for f in missing if _is_weights(f)]
+    other = [f for f in missing if f not in tok and f not in wts]
+    if tok:
+        kinds.append(f"the tokenizer files {', '.join(tok)}")
+    if wts:
+        kinds.append(f"the model weights {', '.join(wts)}")
+    if other:
+        kinds.append(", ".join(other))
+    raise UserError(
+        directory,
+        f"incomplete model directory: {'; '.join(kinds)} missing",
+        "restore the files saved together by save_model_with_sids (copy the whole directory), "
+        "or train and save the model again",
+    )
 
 
 def _check_rows(model: PreTrainedModel, ids: SIDTokenIds, where: str) -> None:

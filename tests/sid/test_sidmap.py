@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
 
+from recllm.errors import UserError
 from recllm.sid.sidmap import SIDMap, read_index_json
 
 
@@ -39,8 +41,51 @@ def test_edited_file_is_refused(tmp_path):
     doc = json.loads(path.read_text())
     doc["items"]["a"] = [1, 1]
     path.write_text(json.dumps(doc))
-    with pytest.raises(ValueError, match=r"content hash mismatch.*Fix: rebuild"):
+    with pytest.raises(UserError, match=r"content hash mismatch.*Fix: rebuild"):
         SIDMap.load(tmp_path)
+
+
+REBUILD = (
+    "Fix: rebuild it with `recllm sid build --data DATA --out DIR --overwrite` (or restore the "
+    "file saved with the model)"
+)
+
+
+def test_truncated_file_is_named_with_the_fix(tmp_path):
+    """Issue 15: a truncated sid_map.json reported only a JSON parser position."""
+    path = make().save(tmp_path)
+    text = path.read_text()
+    path.write_text(text[: len(text) // 2])
+    with pytest.raises(UserError) as err:
+        SIDMap.load(tmp_path)
+    message = str(err.value)
+    assert message.startswith(f"{path}: the file is truncated, not valid JSON (")
+    assert message.endswith(REBUILD)
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        ('{"format": "recllm.sid_map/1",, }', "the file is corrupt, not valid JSON"),
+        ('{"format": "recllm.sid_map/1"}', "not a valid SID map (missing key 'items')"),
+        (
+            '{"format": "recllm.sid_map/1", "items": {"a": [0], "b": [0]}, "codebook_sizes": [2]}',
+            "not a valid SID map (the codes are not unique",
+        ),
+    ],
+)
+def test_corrupt_file_is_named(tmp_path, content, problem):
+    (tmp_path / "sid_map.json").write_text(content)
+    with pytest.raises(UserError, match=re.escape(f"{tmp_path / 'sid_map.json'}: {problem}")):
+        SIDMap.load(tmp_path)
+
+
+def test_missing_file_is_named(tmp_path):
+    with pytest.raises(UserError, match=re.escape(f"{tmp_path / 'nope'}: no such file. Fix:")):
+        SIDMap.load(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match=re.escape(f"{tmp_path / 'empty' / 'sid_map.json'}: no")):
+        SIDMap.load(tmp_path / "empty")
 
 
 @pytest.mark.parametrize(

@@ -13,6 +13,7 @@ from tokenizers import AddedToken
 
 from recllm import testing
 from recllm.data.types import Catalog
+from recllm.errors import UserError
 from recllm.sid.sidmap import SIDMap
 from recllm.vocab import (
     CONFIG_HASH_ATTR,
@@ -27,6 +28,7 @@ from recllm.vocab import (
     read_vocab_record,
     save_model_with_sids,
 )
+from recllm.vocab.checkpoint import check_model_dir, load_tokenizer_with_sids
 
 pytestmark = pytest.mark.usefixtures("torch_single_thread")
 
@@ -476,6 +478,8 @@ def test_save_writes_record(saved_dir: Path):
     record = read_vocab_record(saved_dir)
     versions = record.pop("versions")
     assert set(versions) >= {"recllm", "transformers", "torch"}
+    # every file saved with the record, so a deleted one is reported by name
+    assert record.pop("files") == sorted(names - {"recllm_vocab.json"})
     assert record == {
         "format": "recllm.vocab/1",
         "sid_map_hash": make_sid_map().content_hash,
@@ -531,6 +535,71 @@ def test_load_refuses_tokenizer_without_sid_tokens(saved_dir: Path, tmp_path: Pa
     testing.build_tiny_tokenizer().save_pretrained(broken)
     with pytest.raises(VocabMismatchError, match="lacks 12 of 12 SID tokens"):
         load_model_with_sids(broken)
+
+
+@pytest.mark.parametrize("tokenizer_only", [False, True])
+def test_deleted_tokenizer_files_are_named(saved_dir: Path, tmp_path: Path, tokenizer_only: bool):
+    """Issue 15: deleted tokenizer files read as "the tokenizer lacks 12 of 12 SID tokens"
+    (transformers silently built some other tokenizer); the files are named now."""
+    broken = tmp_path / "broken"
+    shutil.copytree(saved_dir, broken)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        (broken / name).unlink()
+    load = load_tokenizer_with_sids if tokenizer_only else load_model_with_sids
+    with pytest.raises(UserError) as err:
+        load(broken)
+    assert str(err.value) == (
+        f"{broken}: incomplete model directory: the tokenizer files tokenizer.json, "
+        "tokenizer_config.json missing. Fix: restore the files saved together by "
+        "save_model_with_sids (copy the whole directory), or train and save the model again"
+    )
+
+
+def test_missing_weights_are_named(saved_dir: Path, tmp_path: Path):
+    """Issue 15: a model dir without weights ended in transformers' OSError traceback."""
+    broken = tmp_path / "broken"
+    shutil.copytree(saved_dir, broken)
+    (broken / "model.safetensors").unlink()
+    with pytest.raises(UserError, match=r"the model weights model\.safetensors missing\. Fix:"):
+        load_model_with_sids(broken)
+    # engines that read the weights themselves (vLLM) only need the tokenizer and SID map
+    tok, sid_map = load_tokenizer_with_sids(broken)
+    assert len(tok) == 524 and sid_map.content_hash == make_sid_map().content_hash
+
+
+def test_directory_saved_before_the_file_list_is_checked_by_pattern(
+    saved_dir: Path, tmp_path: Path
+):
+    broken = tmp_path / "old"
+    shutil.copytree(saved_dir, broken)
+    record = json.loads((broken / "recllm_vocab.json").read_text())
+    del record["files"]
+    (broken / "recllm_vocab.json").write_text(json.dumps(record))
+    assert check_model_dir(broken)["sid_map_hash"] == make_sid_map().content_hash
+    (broken / "tokenizer.json").unlink()
+    (broken / "model.safetensors").unlink()
+    with pytest.raises(UserError) as err:
+        check_model_dir(broken)
+    assert "the tokenizer files tokenizer.json; the model weights model.safetensors missing" in (
+        str(err.value)
+    )
+
+
+@pytest.mark.parametrize("case", ["missing", "file", "corrupt_record"])
+def test_unusable_model_directory_is_a_user_error(saved_dir: Path, tmp_path: Path, case: str):
+    target = {"missing": tmp_path / "nope", "file": saved_dir / "config.json"}.get(case)
+    if target is None:
+        target = tmp_path / "copy"
+        shutil.copytree(saved_dir, target)
+        text = (target / "recllm_vocab.json").read_text()
+        (target / "recllm_vocab.json").write_text(text[: len(text) // 2])
+    expected = {
+        "missing": "no such model directory",
+        "file": "a file, not a directory",
+        "corrupt_record": "the file is truncated or corrupt, not valid JSON",
+    }[case]
+    with pytest.raises(UserError, match=expected):
+        load_model_with_sids(target)
 
 
 def test_load_refuses_replaced_sid_map_file(saved_dir: Path, tmp_path: Path):
