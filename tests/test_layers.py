@@ -4,8 +4,9 @@ Every module under recllm/ is parsed with ``ast`` and every import in it is chec
 sits: at module level, inside a function (the lazy imports recllm uses to keep start-up cheap),
 under ``if TYPE_CHECKING:``, or as ``importlib.import_module("recllm...")`` with a literal name.
 A module may import its own package and any package in a lower layer; packages in one layer are
-siblings and never import each other (train and decode), and eval and apps never import train. The control tests show the checker
-catching forbidden imports in a synthetic tree, so a pass means something.
+siblings and never import each other (train and decode), and eval and apps never import train.
+The control tests show the checker catching forbidden imports in a synthetic tree, so a pass
+means something.
 """
 
 from __future__ import annotations

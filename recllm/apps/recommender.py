@@ -1,9 +1,9 @@
 """History in, ranked catalog items out: the recommendation API of a saved recllm model.
 
 :class:`Recommender` loads a directory written by :func:`recllm.vocab.save_model_with_sids`,
-rebuilds the prompt the model was trained with (:class:`recllm.tasks.prompting.PromptSpec` and
-:func:`recllm.tasks.prompting.build_prompts`, exactly what evaluation uses) from an item history, and
-decodes the top ``k`` items with constrained SID beam search on one of two engines:
+rebuilds the prompt the model was trained with (:class:`recllm.tasks.prompting.PromptSpec`
+and :func:`recllm.tasks.prompting.build_prompts`, exactly what evaluation uses) from an item
+history, and decodes the top ``k`` items with constrained SID beam search on one of two engines:
 
 - ``engine="vllm"``: :func:`recllm.decode.vllm_beam.vllm_sid_beam_search` on a ``vllm.LLM``
   with the SID logits processor (or, in the server, the async engine it shares).

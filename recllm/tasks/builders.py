@@ -6,9 +6,9 @@ Every example is a TRL conversational prompt/completion pair::
      "completion": [{"role": "assistant", "content": ...}], "task": "rec"}
 
 so SFT computes the loss on the completion only, with any chat template. Texts come from the
-Jinja templates shipped in ``recllm/prompts/`` (``{% block user %}`` and ``{% block assistant %}`` of
-``<task>.jinja``). Training texts use ``Split.train`` only; valid/test examples become
-recommendation prompts with their target item for evaluation.
+Jinja templates shipped in ``recllm/prompts/`` (``{% block user %}`` and
+``{% block assistant %}`` of ``<task>.jinja``). Training texts use ``Split.train`` only;
+valid/test examples become recommendation prompts with their target item for evaluation.
 """
 
 from __future__ import annotations

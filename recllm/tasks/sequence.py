@@ -23,7 +23,7 @@ PROMPT_STYLE = "sid_sequence"
 
 
 def history_text(items: Sequence[str], sid_map: SIDMap, max_items: int | None) -> str:
-    """``<|im_start|>`` + the SIDs of the last ``max_items`` items (the prompt, minus the marker)."""
+    """``<|im_start|>`` + the SIDs of the last ``max_items`` items (a prompt, minus the marker)."""
     from recllm.vocab import SID_FORMAT
 
     if max_items:
