@@ -5,6 +5,9 @@ recllm model convert --out DIR         # SmolLM2-135M-Instruct GGUF -> plain HF 
 recllm data fetch ml-100k              # download the embedded default into the cache
 recllm data stats PATH_OR_NAME         # users, items, interactions, history lengths
 recllm data split PATH_OR_NAME --out DIR
+
+Bad input (a missing file, a bad flag value, a corrupt artifact) is answered with one line,
+``recllm: error: WHERE: WHAT. Fix: HOW``, and exit code 2; ``-v`` shows the traceback instead.
 """
 
 from __future__ import annotations
@@ -12,12 +15,122 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import NoReturn
 
 from recllm import __version__
+from recllm.errors import UserError
 
 logger = logging.getLogger("recllm")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that keeps the error contract: a bad flag or value is one line and exit 2.
+
+    argparse would print the whole usage block first; the line names the flag, what is wrong
+    and where the flags are listed, which is all a typo needs.
+    """
+
+    def error(self, message: str) -> NoReturn:
+        if message.startswith("argument "):
+            # "argument --batch-size/--batch_size: expected ..." -> "--batch-size", "expected ..."
+            names, _, what = message[len("argument ") :].partition(": ")
+            where = names.split("/")[0]
+        else:
+            where, what = self.prog, message
+        self.exit(2, f"recllm: error: {where}: {what}. Fix: see `{self.prog} --help`\n")
+
+
+def _int_at_least(low: int) -> Callable[[str], int]:
+    """An argparse type: an integer >= ``low`` (counts: beams, users, steps, batch sizes)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected an integer >= {low}, got {text!r}"
+            ) from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {low}, got {value}")
+        return value
+
+    parse.__name__ = f"integer >= {low}"
+    return parse
+
+
+_positive = _int_at_least(1)
+_non_negative = _int_at_least(0)
+
+
+def _fraction(low: float, high: float, *, high_open: bool = True) -> Callable[[str], float]:
+    """An argparse type: a float in ``[low, high)`` (or ``[low, high]``)."""
+
+    def parse(text: str) -> float:
+        bound = ")" if high_open else "]"
+        try:
+            value = float(text)
+        except ValueError:
+            value = float("nan")
+        inside = low <= value < high if high_open else low <= value <= high
+        if not inside:  # nan is never inside
+            raise argparse.ArgumentTypeError(
+                f"expected a number in [{low:g}, {high:g}{bound}, got {text!r}"
+            )
+        return value
+
+    parse.__name__ = "number"
+    return parse
+
+
+def _ks(text: str) -> list[int]:
+    """An argparse type: comma-separated cut-offs, each >= 1, sorted and deduplicated."""
+    try:
+        ks = sorted({int(k) for k in text.split(",") if k.strip()})
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers such as 5,10, got {text!r}"
+        ) from None
+    if not ks or ks[0] < 1:
+        raise argparse.ArgumentTypeError(
+            f"cut-offs must be integers >= 1 (e.g. 5,10), got {text!r}"
+        )
+    return ks
+
+
+def _check_out_dir(path: str | os.PathLike[str], overwrite: bool, flag: str = "--out") -> None:
+    """Before any work: ``path`` can receive an output directory (not a file; empty unless
+    ``overwrite``), so a long run does not fail at its last step."""
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise UserError(
+            f"{flag} {p}",
+            "an existing file, not a directory",
+            f"choose a directory path for {flag} (it is created), or remove the file",
+        )
+    if p.is_dir() and any(p.iterdir()) and not overwrite:
+        raise UserError(
+            f"{flag} {p}",
+            "already exists and is not empty",
+            "pass --overwrite to replace it, or choose another directory",
+        )
+
+
+def _check_out_file(path: str | os.PathLike[str], flag: str = "--out") -> None:
+    """Before any work: ``path`` can be written as a file (not a directory, parent not a file)."""
+    p = Path(path)
+    if p.is_dir():
+        raise UserError(f"{flag} {p}", "an existing directory", "give a file path, e.g. x.npz")
+    parent = next((q for q in p.parents if q.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise UserError(
+            f"{flag} {p}",
+            f"{parent} is a file, so nothing can be written below it",
+            "choose a path under a directory",
+        )
 
 
 def _flag(parser: argparse.ArgumentParser, name: str, **kwargs) -> None:
@@ -41,9 +154,21 @@ def _add_data_args(p: argparse.ArgumentParser, positional: bool = True) -> None:
     _flag(p, "item_col", default="item_id", help="item id column (generic, RecBole)")
     _flag(p, "time_col", default="timestamp", help="timestamp column; 'none' to ignore")
     _flag(p, "text_fields", default=None, help="comma-separated item text fields, title first")
-    _flag(p, "min_interactions", type=int, default=3, help="drop users with fewer interactions")
+    _flag(
+        p,
+        "min_interactions",
+        type=_non_negative,
+        default=3,
+        help="drop users with fewer interactions",
+    )
     _flag(p, "split", choices=SPLITS, default="loo", help="leave-one-out or global temporal")
-    _flag(p, "max_history", type=int, default=20, help="keep the last N history items (0 = all)")
+    _flag(
+        p,
+        "max_history",
+        type=_non_negative,
+        default=20,
+        help="keep the last N history items (0 = all)",
+    )
 
 
 def _data_config(args: argparse.Namespace):
@@ -85,6 +210,7 @@ def _cmd_split(args: argparse.Namespace) -> int:
     from recllm.data import load_rec_dataset, split_dataset
     from recllm.data.splits import write_split
 
+    _check_out_dir(args.out, args.overwrite)
     cfg = _data_config(args)
     dataset = load_rec_dataset(config=cfg)
     split = split_dataset(dataset, cfg)
@@ -97,14 +223,15 @@ def _cmd_split(args: argparse.Namespace) -> int:
 
 
 def _cmd_quickstart(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from recllm.data import dataset_stats, format_stats, load_rec_dataset, split_dataset
     from recllm.data.config import DataConfig
     from recllm.sid.build import build_sid_map, write_sid_artifact
     from recllm.sid.config import SIDConfig
 
     out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out}", "an existing file, not a directory", "choose a directory")
+    _check_base_model(args.model)  # before the data load and SID build, not after them
     steps = 6
     cfg = DataConfig(data_path=args.data, max_users=args.max_users or None)
     print(f"[1/{steps}] data: loading {cfg.data_path} (fetched into the cache on first use)")
@@ -152,6 +279,19 @@ def _cmd_quickstart(args: argparse.Namespace) -> int:
     _quickstart_eval(args, dataset, split, model_dir, steps)
     _print_usage(model_dir, out)
     return 0
+
+
+def _check_base_model(model: str) -> None:
+    """A typo'd ``--model`` fails at once: a known name is converted later, anything else must
+    be a complete model directory or a hub id that resolves."""
+    from recllm.models import KNOWN_MODELS, check_model_source, resolve_model
+
+    if model in KNOWN_MODELS:
+        return
+    try:
+        check_model_source(resolve_model(model), model)
+    except UserError as e:
+        raise UserError(f"--model {model}", e.problem, e.fix) from None
 
 
 def _quickstart_eval(args, dataset, split, model_dir, steps: int) -> None:
@@ -240,30 +380,43 @@ def _quickstart_train(args, data_cfg, sid_cfg, sid_dir, model_path):
     return run_plum(plum, replace(data_cfg), sid_cfg, TaskConfig(), sft, model_cfg)
 
 
-def _parse_ks(text: str) -> list[int]:
-    try:
-        ks = sorted({int(k) for k in text.split(",") if k.strip()})
-    except ValueError:
-        raise SystemExit(f"error: --k {text!r}: give comma-separated integers, e.g. 5,10") from None
-    if not ks or ks[0] < 1:
-        raise SystemExit(f"error: --k {text!r}: cut-offs must be integers >= 1, e.g. 5,10")
-    return ks
-
-
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from recllm.eval import plot_recall, save_metrics
     from recllm.eval.run import PromptSpec, eval_examples, evaluate_recommender, load_ensemble
+    from recllm.vocab.checkpoint import check_model_dir
 
-    ks = _parse_ks(args.k)
+    ks = args.k
     if args.beams < max(ks):
-        raise SystemExit(f"error: --beams {args.beams} < largest K {max(ks)}; Fix: raise --beams")
+        raise UserError(
+            f"--beams {args.beams}",
+            f"smaller than the largest K ({max(ks)}): a beam returns at most --beams items",
+            f"raise --beams to at least {max(ks)}, or lower --k",
+        )
     model_dir = Path(args.model[0])
     if len(args.model) > 1 and args.engine != "sid_beam":
-        raise SystemExit("error: an ensemble of --model directories needs --engine sid_beam")
+        raise UserError(
+            f"--engine {args.engine}",
+            "an ensemble of --model directories is decoded by the sid_beam engine only",
+            "pass --engine sid_beam, or one --model",
+        )
+    if args.no_constraint and (args.engine == "vllm" or len(args.model) > 1):
+        raise UserError(
+            "--no-constraint",
+            "unconstrained evaluation decodes one model with transformers",
+            "pass one --model and --engine sid_beam or generate",
+        )
+    # every model directory complete before the data is read (vLLM reads the weights itself)
+    for d in args.model:
+        check_model_dir(d, weights=args.engine != "vllm")
+    # unconstrained figures go beside, never over, the constrained ones
+    default_out = f"eval_{args.split}" + ("_unconstrained" if args.no_constraint else "")
+    out = Path(args.out) if args.out else model_dir / default_out
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out}", "an existing file, not a directory", "choose a directory")
     spec = PromptSpec.from_model_dir(model_dir)
-    data_fields, dataset, examples = eval_examples(model_dir, args.data, args.split, args.max_users)
+    data_fields, dataset, examples = eval_examples(
+        model_dir, args.data, args.split, args.max_users, allow_other_data=args.allow_other_data
+    )
     recommender = None
     if args.engine == "vllm":
         from recllm.apps.recommender import Recommender
@@ -277,9 +430,10 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         models, tokenizer, sid_map, _ = load_ensemble(args.model)  # spec: read above
         model = models if len(models) > 1 else models[0]
     what = model_dir if len(args.model) == 1 else f"an ensemble of {', '.join(args.model)}"
+    decoding = "UNCONSTRAINED: no SID trie" if args.no_constraint else f"engine {args.engine}"
     print(
         f"evaluating {what} on {len(examples):,} {args.split} users of {data_fields['data_path']} "
-        f"({spec.style} prompts, beam {args.beams}, K {ks}, engine {args.engine})"
+        f"({spec.style} prompts, beam {args.beams}, K {ks}, {decoding})"
     )
     result = evaluate_recommender(
         model,
@@ -293,8 +447,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         engine=args.engine,
         recommender=recommender,
+        constrained=not args.no_constraint,
     )
-    out = Path(args.out) if args.out else model_dir / f"eval_{args.split}"
     m = result.metrics
     for k in ks:
         print(f"  Recall@{k} {m[f'recall@{k}']:.4f}   NDCG@{k} {m[f'ndcg@{k}']:.4f}")
@@ -303,7 +457,10 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         f"{m['users']} users in {result.seconds:.1f} s ({m['users_per_second']} users/s)"
     )
     for ex, ranked in list(zip(examples, result.ranked, strict=True))[:3]:
-        title = dataset.catalog.title
+
+        def title(i: str | None) -> str:
+            return "(invalid answer)" if i is None else dataset.catalog.title(i)
+
         print(f"  user {ex.user_id}: ... {'; '.join(title(i) for i in ex.history[-2:])}")
         hit = " (hit)" if ex.target in ranked[: max(ks)] else ""
         print(f"    next: {title(ex.target)}{hit}")
@@ -328,9 +485,10 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from recllm.vocab.checkpoint import load_tokenizer_with_sids
 
     if importlib.util.find_spec("vllm") is None:
-        raise RuntimeError(
-            'recllm serve needs vLLM; Fix: pip install "torch==2.13.0" -e ".[vllm]" '
-            "(CPU; README, Installing > vLLM)"
+        raise UserError(
+            "recllm serve",
+            "needs vLLM, which is not installed",
+            'pip install "torch==2.13.0" -e ".[vllm]" (CPU; README, Installing > vLLM)',
         )
     from recllm.apps.serve import check_serve_target, serve, vllm_serve_args
 
@@ -400,22 +558,28 @@ def _add_sid_args(p: argparse.ArgumentParser) -> None:
 
     d = SIDConfig()
     _flag(p, "method", choices=METHODS, default=d.method, help="quantizer")
-    _flag(p, "levels", type=int, default=d.levels, help="code levels (tokens per SID)")
-    _flag(p, "codebook_size", type=int, default=d.codebook_size, help="codes per level")
+    _flag(p, "levels", type=_positive, default=d.levels, help="code levels (tokens per SID)")
+    _flag(
+        p, "codebook_size", type=_int_at_least(2), default=d.codebook_size, help="codes per level"
+    )
     _flag(p, "seed", type=int, default=d.sid_seed, help="random seed")
-    _flag(p, "niter", type=int, default=d.niter, help="k-means iterations per level")
+    _flag(p, "niter", type=_positive, default=d.niter, help="k-means iterations per level")
     _flag(p, "collisions", choices=COLLISIONS, default=d.collisions, help="collision handling")
     _flag(p, "embedding", choices=EMBEDDINGS, default=d.embedding, help="text embedding source")
     _flag(p, "text_model", default=None, help="model dir (lm) or sentence-transformers model (st)")
-    _flag(p, "text_dim", type=int, default=d.text_dim, help="TF-IDF SVD dimension")
+    _flag(p, "text_dim", type=_positive, default=d.text_dim, help="TF-IDF SVD dimension")
     _flag(
-        p, "collab_weight", type=float, default=d.collab_weight, help="collaborative share in [0,1)"
+        p,
+        "collab_weight",
+        type=_fraction(0.0, 1.0),
+        default=d.collab_weight,
+        help="collaborative share in [0,1)",
     )
-    _flag(p, "collab_dim", type=int, default=d.collab_dim, help="collaborative dimension")
+    _flag(p, "collab_dim", type=_positive, default=d.collab_dim, help="collaborative dimension")
     _flag(
         p,
         "contrastive_weight",
-        type=float,
+        type=_fraction(0.0, float("inf")),
         default=0.0,
         help="rq-vae: PLUM contrastive loss weight",
     )
@@ -426,6 +590,7 @@ def _cmd_sid_embed(args: argparse.Namespace) -> int:
     from recllm.data import load_rec_dataset, split_dataset
     from recllm.sid.embed import item_embeddings, save_embeddings
 
+    _check_out_file(args.out)
     data_cfg = _data_config(args)
     dataset = load_rec_dataset(config=data_cfg)
     x, desc = item_embeddings(
@@ -441,8 +606,17 @@ def _cmd_sid_embed(args: argparse.Namespace) -> int:
 
 def _cmd_sid_build(args: argparse.Namespace) -> int:
     from recllm.data import load_rec_dataset
-    from recllm.sid.build import build_sid_map, write_sid_artifact
+    from recllm.sid.build import (
+        build_sid_map,
+        check_embeddings_file,
+        check_out_dir,
+        write_sid_artifact,
+    )
 
+    # cheap checks first: a typo'd path fails before the embedding and the quantizer run
+    check_out_dir(args.out, args.overwrite)
+    if args.embeddings is not None:
+        check_embeddings_file(args.embeddings)
     data_cfg = _data_config(args)
     build = build_sid_map(
         load_rec_dataset(config=data_cfg),
@@ -462,31 +636,50 @@ def _cmd_sid_build(args: argparse.Namespace) -> int:
 
 
 def _cmd_sid_stats(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from recllm.sid.metrics import code_metrics
-    from recllm.sid.sidmap import SIDMap, read_index_json
+    from recllm.sid.sidmap import FILENAME, SIDMap, read_index_json
 
     path = Path(args.path)
-    if path.is_dir() and (path / "metrics.json").is_file():
-        metrics = json.loads((path / "metrics.json").read_text(encoding="utf-8"))
-    elif path.name.endswith(".index.json"):
+    if path.name.endswith(".index.json"):
         _, codes = read_index_json(path)
         sizes = tuple(int(c) + 1 for c in codes.max(0))
-        metrics = {"source": str(path), **code_metrics(codes, sizes)}
-    else:
-        sid_map = SIDMap.load(path)
-        metrics = code_metrics(sid_map.codes, sid_map.codebook_sizes)
+        print(json.dumps({"source": str(path), **code_metrics(codes, sizes)}, indent=2))
+        return 0
+    # The map itself is loaded (content hash checked) before anything is printed: figures of
+    # a corrupt or edited map must not read as an artifact's.
+    sid_map = SIDMap.load(path)
+    metrics_file = path / "metrics.json"
+    if not path.is_dir() or not metrics_file.is_file():
+        print(json.dumps(code_metrics(sid_map.codes, sid_map.codebook_sizes), indent=2))
+        return 0
+    try:
+        metrics = json.loads(metrics_file.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise UserError(
+            metrics_file,
+            f"truncated or corrupt, not valid JSON ({e})",
+            "rebuild the artifact with `recllm sid build ... --overwrite`",
+        ) from None
+    items = metrics.get("items") if isinstance(metrics, dict) else None
+    if items != len(sid_map):
+        raise UserError(
+            metrics_file,
+            f"describes {items} items but {FILENAME} beside it holds {len(sid_map)}: the two "
+            "files were not written together",
+            "rebuild the artifact with `recllm sid build ... --overwrite`",
+        )
     print(json.dumps(metrics, indent=2))
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="recllm", description="Turn a pretrained LLM into a generative recommender."
     )
     parser.add_argument("--version", action="version", version=f"recllm {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="debug logging; errors with their traceback"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     q = sub.add_parser("quickstart", help="run the main job on the embedded default")
@@ -501,13 +694,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="base causal LM: a directory, hub id or known name (default: SmolLM2-135M-Instruct, "
         "fetched from PyPI and converted once)",
     )
-    _flag(q, "max_users", type=int, default=200, help="first N users (0 = all)")
-    _flag(q, "warmup_steps", type=int, default=10, help="embedding-only warm-up steps")
-    _flag(q, "sft_steps", type=int, default=20, help="SFT steps")
-    _flag(q, "batch_size", type=int, default=8, help="examples per step")
-    _flag(q, "max_train_examples", type=int, default=4000, help="cap on training texts")
-    _flag(q, "eval_users", type=int, default=100, help="test users to evaluate")
-    q.add_argument("--beams", type=int, default=20, help="beam width of the evaluation")
+    _flag(q, "max_users", type=_non_negative, default=200, help="first N users (0 = all)")
+    _flag(q, "warmup_steps", type=_non_negative, default=10, help="embedding-only warm-up steps")
+    _flag(q, "sft_steps", type=_positive, default=20, help="SFT steps")
+    _flag(q, "batch_size", type=_positive, default=8, help="examples per step")
+    _flag(q, "max_train_examples", type=_positive, default=4000, help="cap on training texts")
+    _flag(q, "eval_users", type=_positive, default=100, help="test users to evaluate")
+    q.add_argument("--beams", type=_positive, default=20, help="beam width of the evaluation")
     q.set_defaults(func=_cmd_quickstart)
 
     ev = sub.add_parser(
@@ -526,16 +719,36 @@ def build_parser() -> argparse.ArgumentParser:
         help="dataset path or name (default: the data the model was trained on, as recorded)",
     )
     ev.add_argument("--split", choices=("test", "valid"), default="test")
-    ev.add_argument("--beams", type=int, default=20, help="beam width (>= the largest K)")
-    ev.add_argument("--k", default="5,10", help="comma-separated cut-offs (default 5,10)")
-    _flag(ev, "max_users", type=int, default=None, help="evaluate the first N users only")
-    _flag(ev, "batch_size", type=int, default=32, help="users per decoding batch")
+    ev.add_argument("--beams", type=_positive, default=20, help="beam width (>= the largest K)")
+    ev.add_argument("--k", type=_ks, default="5,10", help="comma-separated cut-offs (default 5,10)")
+    _flag(
+        ev,
+        "max_users",
+        type=_positive,
+        default=None,
+        help="evaluate the first N users only (N >= 1; default: all)",
+    )
+    _flag(ev, "batch_size", type=_positive, default=32, help="users per decoding batch")
+    _flag(
+        ev,
+        "allow_other_data",
+        action="store_true",
+        help="evaluate on --data although it is not the data the model records (its fingerprint "
+        "differs); without it such a run stops",
+    )
     ev.add_argument(
         "--engine",
         choices=("sid_beam", "generate", "vllm"),
         default="sid_beam",
         help="recllm's SID beam search (default), transformers generate + SID processor, or the "
         "same beam search on vLLM (the [vllm] extra)",
+    )
+    ev.add_argument(
+        "--no-constraint",
+        action="store_true",
+        help="decode without the SID trie (plain beam search over the whole vocabulary): the "
+        "invalid rate then counts answers that are malformed or name no catalog item, the "
+        "control for the constrained run's 0 (output: MODEL/eval_SPLIT_unconstrained)",
     )
     ev.add_argument("--out", default=None, help="output directory (default: MODEL/eval_SPLIT)")
     ev.set_defaults(func=_cmd_eval)
@@ -555,11 +768,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="data set for titles and prompts (default: the one the model records)",
     )
-    _flag(sv, "max_k", type=int, default=50, help="largest k /v1/recommend accepts")
+    _flag(sv, "max_k", type=_positive, default=50, help="largest k /v1/recommend accepts")
     _flag(
         sv,
         "max_request_bytes",
-        type=int,
+        type=_positive,
         default=1 << 20,
         help="largest request body on any route; larger ones get HTTP 413 (default 1 MiB)",
     )
@@ -625,7 +838,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``recllm`` console script; returns the exit code."""
+    """Entry point of the ``recllm`` console script; returns the exit code.
+
+    Bad input ends as one line on stderr, ``recllm: error: WHERE: WHAT. Fix: HOW``, and exit
+    code 2; with ``-v`` (or ``RECLLM_TRACEBACK=1``) the exception is raised with its traceback.
+    Exceptions that are not about input (bugs) always keep their traceback.
+    """
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
@@ -635,14 +853,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     # third-party chatter at INFO (faiss reports which CPU build it loaded) is not ours to show
     for name in ("faiss", "faiss.loader", "httpx", "sentence_transformers"):
         logging.getLogger(name).setLevel(logging.WARNING)
-    from recllm.data.errors import DataError
-
     try:
         return args.func(args)
-    except (DataError, FileExistsError, KeyError, ValueError, RuntimeError) as e:
-        message = e.args[0] if isinstance(e, KeyError) and e.args else e
-        print(f"recllm: error: {message}", file=sys.stderr)
+    except (UserError, OSError, KeyError, ValueError, RuntimeError) as e:
+        if args.verbose or os.environ.get("RECLLM_TRACEBACK", "") not in ("", "0"):
+            raise
+        print(f"recllm: error: {_one_line(e)}", file=sys.stderr)
         return 2
+
+
+def _one_line(e: BaseException) -> str:
+    """The message of an input error as one line.
+
+    :class:`UserError` carries ``WHERE: WHAT. Fix: HOW``; older messages raised as ValueError,
+    KeyError or RuntimeError carry their own ``Fix:``; an OSError from a path the user gave
+    names the path and the system's reason.
+    """
+    if isinstance(e, UserError):
+        text = str(e)
+    elif isinstance(e, OSError) and e.filename is not None:
+        reason = (e.strerror or type(e).__name__).lower()
+        text = f"{e.filename}: {reason}. Fix: check the path (and its permissions)"
+    elif isinstance(e, KeyError) and e.args:
+        text = str(e.args[0])
+    else:
+        text = str(e) or type(e).__name__
+    return " ".join(text.split())
 
 
 if __name__ == "__main__":

@@ -358,6 +358,16 @@ def load_qwen3_tokenizer(
     return AutoTokenizer.from_pretrained(path, local_files_only=True)
 
 
+def _fingerprint_of(data_path: Path) -> dict[str, object]:
+    """The data fingerprint a model trained on ``data_path`` (default DataConfig) records."""
+    from recllm.data import DataConfig, load_rec_dataset, split_dataset
+    from recllm.data.fingerprint import data_fingerprint
+
+    cfg = DataConfig(data_path=str(data_path))
+    dataset = load_rec_dataset(config=cfg)
+    return data_fingerprint(split_dataset(dataset, cfg), dataset.catalog)
+
+
 def save_tiny_recommender(
     directory: str | os.PathLike[str],
     *,
@@ -418,6 +428,7 @@ def save_tiny_recommender(
         "prompt_style": "chat",
         "max_history": 20,
         "data": {"data_path": str(data)},
+        "data_fingerprint": _fingerprint_of(data),
         "task": {},
     }
     return save_model_with_sids(

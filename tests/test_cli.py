@@ -164,3 +164,278 @@ def test_quickstart_end_to_end_on_a_tiny_model(tmp_path, shared_data_or_none):
     assert (ev / "recall.png").stat().st_size > 1000
     bad = run_cli("eval", "--model", str(out / "model"), "--beams", "2", "--k", "5")
     assert bad.returncode != 0 and "Fix: raise --beams" in bad.stderr
+
+
+# -- the error contract: one line, exit 2, a traceback only with -v -------------------------------
+
+
+def one_line_error(stderr: str) -> str:
+    """The only stderr line that is not a log record (logs carry a time stamp); it must be the
+    one error line."""
+    lines = [ln for ln in stderr.strip().splitlines() if " INFO " not in ln]
+    assert "Traceback" not in stderr, stderr[-3000:]
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("recllm: error: ") and ". Fix: " in lines[0], lines[0]
+    return lines[0]
+
+
+def test_user_error_is_one_line_and_v_shows_the_traceback(tmp_path):
+    proc = run_cli("sid", "stats", str(tmp_path / "nope"))
+    assert proc.returncode == 2
+    assert one_line_error(proc.stderr) == (
+        f"recllm: error: {tmp_path / 'nope'}: no such file. Fix: pass a SID artifact directory "
+        "written by `recllm sid build`, or its sid_map.json"
+    )
+    proc = run_cli("-v", "sid", "stats", str(tmp_path / "nope"))
+    assert proc.returncode == 1
+    assert "Traceback (most recent call last)" in proc.stderr
+    assert f"recllm.errors.UserError: {tmp_path / 'nope'}: no such file" in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("argv", "line"),
+    [
+        # issue 15: "range() arg 3 must not be zero", after loading the model and the data
+        (
+            ["eval", "--model", "M", "--batch-size", "0"],
+            "--batch-size: expected an integer >= 1, got 0. Fix: see `recllm eval --help`",
+        ),
+        # issue 15: -1 scored all users but the last, 0 scored everyone, both with exit 0
+        (["eval", "--model", "M", "--max-users", "-1"], "--max-users: expected an integer >= 1"),
+        (["eval", "--model", "M", "--max-users", "0"], "--max-users: expected an integer >= 1"),
+        (["eval", "--model", "M", "--beams", "0"], "--beams: expected an integer >= 1, got 0"),
+        (["eval", "--model", "M", "--max_users", "x"], "--max-users: expected an integer >= 1"),
+        (["eval", "--model", "M", "--k", "0,5"], "--k: cut-offs must be integers >= 1"),
+        (["eval", "--model", "M", "--k", "5,x"], "--k: expected comma-separated integers"),
+        (["quickstart", "--sft-steps", "0"], "--sft-steps: expected an integer >= 1, got 0"),
+        (["quickstart", "--eval-users", "-3"], "--eval-users: expected an integer >= 1"),
+        (["quickstart", "--max-users", "-1"], "--max-users: expected an integer >= 0, got -1"),
+        (["sid", "build", "--out", "o", "--levels", "0"], "--levels: expected an integer >= 1"),
+        (["sid", "build", "--out", "o", "--codebook-size", "1"], "--codebook-size: expected an"),
+        (["sid", "build", "--out", "o", "--collab-weight", "1"], "--collab-weight: expected a nu"),
+        (["data", "stats", "d", "--max-history", "-2"], "--max-history: expected an integer >= 0"),
+        (["serve", "--model", "M", "--max-k", "0"], "--max-k: expected an integer >= 1, got 0"),
+        (["eval", "--model", "M", "--engine", "x"], "--engine: invalid choice: 'x'"),
+        (["eval"], "recllm eval: the following arguments are required: --model. Fix: see"),
+        (["evl"], "command: invalid choice: 'evl'"),
+    ],
+)
+def test_bad_flag_values_are_one_line(argv, line, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.count("\n") == 1 and captured.err.startswith(f"recllm: error: {line}")
+    assert ". Fix: see `recllm" in captured.err
+
+
+def test_sid_build_checks_out_and_embeddings_before_any_work(tmp_path, capsys):
+    """Issue 15: `--out FILE` and a missing `--embeddings` file ended in tracebacks (the first
+    after the embedding and quantizer had run). The data path does not exist here: the flags
+    are checked before the data is read."""
+    (tmp_path / "afile").write_text("x")
+    base = ["sid", "build", "--data", str(tmp_path / "no-data")]
+    assert main([*base, "--out", str(tmp_path / "afile")]) == 2
+    assert capsys.readouterr().err == (
+        f"recllm: error: --out {tmp_path / 'afile'}: an existing file, not a directory. Fix: "
+        "choose a directory path for --out (it is created), or remove the file\n"
+    )
+    assert main([*base, "--out", str(tmp_path / "o"), "--embeddings", "nope.npz"]) == 2
+    assert capsys.readouterr().err == (
+        "recllm: error: --embeddings nope.npz: no such file. Fix: write the embeddings with "
+        "`recllm sid embed --out FILE.npz` and pass that file, or leave out --embeddings to "
+        "compute them\n"
+    )
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "sid_map.json").write_text("{}")
+    assert main([*base, "--out", str(tmp_path / "full")]) == 2
+    assert "already exists and is not empty. Fix: pass --overwrite" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+    # the other writers check their --out the same way
+    assert main(["data", "split", str(tmp_path / "no-data"), "--out", str(tmp_path / "afile")]) == 2
+    assert "an existing file, not a directory" in capsys.readouterr().err
+    assert main(["sid", "embed", "--out", str(tmp_path / "afile" / "x.npz")]) == 2
+    assert f"{tmp_path / 'afile'} is a file, so nothing can be written below it" in (
+        capsys.readouterr().err
+    )
+
+
+def test_quickstart_checks_the_model_before_the_data(tmp_path, capsys):
+    """A typo'd --model used to surface after the data load and the SID build."""
+    out = tmp_path / "qs"
+    argv = ["quickstart", "--model", str(tmp_path / "typo"), "--data", "nope", "--out", str(out)]
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""  # not even step 1 ran
+    assert captured.err == (
+        f"recllm: error: --model {tmp_path / 'typo'}: no such directory, hub id or known model "
+        "name. Fix: pass a causal-LM directory, a Hugging Face hub id, or a known name "
+        "(SmolLM2-135M-Instruct)\n"
+    )
+    assert not out.exists()
+    (tmp_path / "half").mkdir()
+    (tmp_path / "half" / "config.json").write_text("{}")
+    assert main([*argv[:1], "--model", str(tmp_path / "half"), *argv[3:]]) == 2
+    assert "lacks weights (*.safetensors or *.bin), tokenizer files" in capsys.readouterr().err
+
+
+def _sid_artifact(directory: Path) -> Path:
+    import numpy as np
+
+    from recllm.io import write_json_atomic
+    from recllm.sid.metrics import code_metrics
+    from recllm.sid.sidmap import SIDMap
+
+    sid_map = SIDMap(["a", "b", "c"], np.array([[0, 1], [0, 2], [3, 0]]), (4, 3))
+    sid_map.save(directory)
+    write_json_atomic(directory / "metrics.json", code_metrics(sid_map.codes, (4, 3)))
+    return directory
+
+
+def test_sid_stats_validates_the_map(tmp_path, capsys):
+    """Issue 15: `sid stats DIR` read only metrics.json and exited 0 for a corrupt map."""
+    d = _sid_artifact(tmp_path / "sids")
+    assert main(["sid", "stats", str(d)]) == 0
+    assert json.loads(capsys.readouterr().out) == json.loads((d / "metrics.json").read_text())
+
+    text = (d / "sid_map.json").read_text()
+    (d / "sid_map.json").write_text(text[:100])  # truncated
+    assert main(["sid", "stats", str(d)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.startswith(
+        f"recllm: error: {d / 'sid_map.json'}: the file is truncated, not valid JSON ("
+    )
+    assert captured.err.endswith(
+        "Fix: rebuild it with `recllm sid build --data DATA --out DIR --overwrite` (or restore "
+        "the file saved with the model)\n"
+    )
+
+    doc = json.loads(text)
+    doc["items"]["c"] = [3, 1]  # an edited code: the content hash no longer matches
+    (d / "sid_map.json").write_text(json.dumps(doc))
+    assert main(["sid", "stats", str(d)]) == 2
+    assert "content hash mismatch" in capsys.readouterr().err
+
+    (d / "sid_map.json").write_text(text)
+    (d / "metrics.json").write_text(json.dumps({"items": 5}))
+    assert main(["sid", "stats", str(d)]) == 2
+    assert "metrics.json: describes 5 items but sid_map.json beside it holds 3" in (
+        capsys.readouterr().err
+    )
+
+
+# -- recllm eval refuses wrong inputs -------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def two_recommenders(tmp_path_factory):
+    """Two tiny recommender dirs whose data sets share every item id (item0..item59) but not
+    their interactions: the case where evaluating on the wrong one runs and reports noise."""
+    from recllm.testing import save_tiny_recommender
+
+    root = tmp_path_factory.mktemp("recs")
+    return save_tiny_recommender(root / "a", seed=0), save_tiny_recommender(root / "b", seed=1)
+
+
+EVAL = ["--max-users", "3", "--beams", "2", "--k", "1,2"]
+
+
+def _copy_model(model: Path, to: Path) -> Path:
+    import shutil
+
+    shutil.copytree(model, to)
+    return to
+
+
+def test_eval_refuses_other_data_unless_allowed(two_recommenders, tmp_path):
+    """Issue 15: `eval --data` on another dataset whose ids overlap ran and reported R@10 0.0."""
+    a, b = two_recommenders
+    other = b.parent / "data"
+    proc = run_cli("eval", "--model", str(a), "--data", str(other), *EVAL, "--out", "x")
+    assert proc.returncode == 2
+    assert one_line_error(proc.stderr) == (
+        f"recllm: error: --data {other}: not the data {a} was trained on (interactions "
+        f"{_interactions(b)} (trained on {_interactions(a)}); other users, histories or "
+        "targets). Fix: evaluate on the data the model records (leave out --data), or pass "
+        "--allow-other-data to score it on this data anyway"
+    )
+    assert not Path("x").exists()
+
+    out = tmp_path / "allowed"
+    args = ["--data", str(other), *EVAL, "--allow-other-data", "--out", str(out)]
+    proc = run_cli("eval", "--model", str(a), *args, env={"OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "not the data" in proc.stderr and "evaluating anyway (--allow-other-data)" in proc.stderr
+    assert json.loads((out / "metrics.json").read_text())["metrics"]["users"] == 3
+
+    # the same data under another path is the same data: the fingerprint is of the content
+    import shutil
+
+    same = shutil.copytree(a.parent / "data", tmp_path / "copy-of-a")
+    out = tmp_path / "same"
+    args = ["--data", str(same), *EVAL, "--out", str(out)]
+    proc = run_cli("eval", "--model", str(a), *args, env={"OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "not the data" not in proc.stderr and "fingerprint" not in proc.stderr
+
+
+def _interactions(model: Path) -> int:
+    record = json.loads((model / "recllm_vocab.json").read_text())
+    return record["recommender"]["data_fingerprint"]["interactions"]
+
+
+def test_eval_of_a_model_without_fingerprint_warns_and_runs(two_recommenders, tmp_path):
+    a, _ = two_recommenders
+    old = _copy_model(a, tmp_path / "old")
+    record = json.loads((old / "recllm_vocab.json").read_text())
+    del record["recommender"]["data_fingerprint"]
+    (old / "recllm_vocab.json").write_text(json.dumps(record))
+    out = tmp_path / "ev"
+    proc = run_cli("eval", "--model", str(old), *EVAL, "--out", str(out))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (
+        f"WARNING recllm.data.fingerprint: {old} records no data fingerprint (saved by an older "
+        f"recllm, or by hand): cannot check that {a.parent / 'data'} is the data it was trained on"
+    ) in proc.stderr
+    assert json.loads((out / "metrics.json").read_text())["metrics"]["users"] == 3
+
+
+def test_eval_examples_refuses_negative_max_users(two_recommenders):
+    """The library function too: examples[:-1] silently dropped the last user."""
+    from recllm.errors import UserError
+    from recllm.eval.run import eval_examples
+
+    a, _ = two_recommenders
+    with pytest.raises(UserError, match=r"--max-users -1: must be >= 1"):
+        eval_examples(a, None, "test", -1)
+    assert len(eval_examples(a, None, "test", None)[2]) == 40
+    assert len(eval_examples(a, None, "test", 2)[2]) == 2
+
+
+@pytest.mark.parametrize("case", ["no_weights", "no_tokenizer", "truncated_sid_map"])
+def test_eval_on_a_broken_model_dir_is_one_line(two_recommenders, tmp_path, case):
+    """Issue 15: no weights -> transformers' OSError traceback; deleted tokenizer files -> "the
+    tokenizer lacks 23 of 23 SID tokens"; a truncated sid_map.json -> a JSON parser position."""
+    a, _ = two_recommenders
+    broken = _copy_model(a, tmp_path / "m")
+    if case == "no_weights":
+        (broken / "model.safetensors").unlink()
+        expected = "the model weights model.safetensors missing"
+    elif case == "no_tokenizer":
+        for name in ("tokenizer.json", "tokenizer_config.json"):
+            (broken / name).unlink()
+        expected = "the tokenizer files tokenizer.json, tokenizer_config.json missing"
+    else:
+        text = (broken / "sid_map.json").read_text()
+        (broken / "sid_map.json").write_text(text[: len(text) // 3])
+        expected = f"{broken / 'sid_map.json'}: the file is truncated, not valid JSON"
+    proc = run_cli("eval", "--model", str(broken), *EVAL)
+    assert proc.returncode == 2
+    line = one_line_error(proc.stderr)
+    assert expected in line
+    if case != "truncated_sid_map":
+        assert line.startswith(f"recllm: error: {broken}: incomplete model directory: ")
+    else:
+        assert "--overwrite" in line

@@ -33,30 +33,51 @@ logger = logging.getLogger(__name__)
 
 
 def eval_examples(
-    model_dir: str | Path, data: str | None, split: str = "test", max_users: int = 0
+    model_dir: str | Path,
+    data: str | None,
+    split: str = "test",
+    max_users: int | None = 0,
+    *,
+    allow_other_data: bool = False,
 ) -> tuple[dict[str, Any], Any, list[Example]]:
     """The data a model directory records (``data`` overrides its path), and its eval users.
 
+    The split is checked against the data fingerprint the model records
+    (:func:`recllm.data.fingerprint.check_data_fingerprint`): other data stops the evaluation
+    unless ``allow_other_data``.
+
     Returns:
         ``(data_fields, dataset, examples)``: the DataConfig fields used, the loaded dataset
-        and the first ``max_users`` (0 = all) examples of ``split`` ("test" or "valid").
+        and the first ``max_users`` (0 or None = all) examples of ``split`` ("test" or "valid").
 
     Raises:
-        SystemExit: The directory records no data and ``data`` is None.
+        UserError: The directory records no data and ``data`` is None; ``max_users`` is
+            negative; or the data is not the data the model was trained on.
     """
     from recllm.data import load_rec_dataset, split_dataset
     from recllm.data.config import DataConfig
+    from recllm.data.fingerprint import check_data_fingerprint, data_fingerprint
+    from recllm.errors import UserError
+    from recllm.vocab.checkpoint import read_vocab_record
 
+    if max_users is not None and max_users < 0:  # a slice [:-1] would drop the last user
+        raise UserError(f"--max-users {max_users}", "must be >= 1", "leave it out to use all")
+    recorded = read_vocab_record(model_dir).get("recommender") or {}
     data_fields = dict(PromptSpec.from_model_dir(model_dir).data or {})
     if data is not None:
         data_fields["data_path"] = data
     if "data_path" not in data_fields:
-        raise SystemExit(
-            f"error: {model_dir} does not record its training data; Fix: pass --data PATH_OR_NAME"
-        )
+        raise UserError(model_dir, "records no training data", "pass --data PATH_OR_NAME")
     data_cfg = DataConfig(**data_fields)
     dataset = load_rec_dataset(config=data_cfg)
     parts = split_dataset(dataset, data_cfg)
+    check_data_fingerprint(
+        recorded.get("data_fingerprint"),
+        data_fingerprint(parts, dataset.catalog),
+        model=str(model_dir),
+        data=str(data_fields["data_path"]),
+        allow_other_data=allow_other_data,
+    )
     examples = parts.test if split == "test" else parts.valid
     return data_fields, dataset, list(examples[:max_users] if max_users else examples)
 

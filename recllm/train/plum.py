@@ -22,6 +22,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
 from trl import ModelConfig, SFTConfig, get_quantization_config
 
 from recllm.data import DataConfig, load_rec_dataset, split_dataset
+from recllm.data.fingerprint import data_fingerprint
 from recllm.errors import UserError
 from recllm.io import write_json_atomic
 from recllm.models import check_model_source, resolve_model
@@ -262,7 +263,9 @@ def run_plum(
             sid_map,
             model_dir,
             overwrite=True,
-            recommender=chat_recommender(task_cfg, data_cfg),
+            recommender=chat_recommender(
+                task_cfg, data_cfg, data_fingerprint(split, dataset.catalog)
+            ),
             prompt_files=[Path(task_cfg.prompts_dir) / "rec.jinja"],
         )
         write_json_atomic(out / "train_log.json", log)  # both stages' loss curves
@@ -272,13 +275,17 @@ def run_plum(
     return model_dir
 
 
-def chat_recommender(task_cfg: TaskConfig, data_cfg: DataConfig) -> dict[str, object]:
+def chat_recommender(
+    task_cfg: TaskConfig, data_cfg: DataConfig, fingerprint: dict[str, object] | None = None
+) -> dict[str, object]:
     """What evaluation and serving need to prompt a PLUM-trained model as it was trained, and
-    the data it was trained on (evaluation defaults to the same users and split)."""
+    the data it was trained on (evaluation defaults to the same users and split, and refuses
+    other data: ``fingerprint`` is :func:`recllm.data.fingerprint.data_fingerprint`)."""
     return {
         "prompt_style": "chat",
         "max_history": data_cfg.max_history,
         "data": asdict(data_cfg),
+        "data_fingerprint": fingerprint,
         "task": {
             "rec_history_titles": task_cfg.rec_history_titles,
             "max_title_chars": task_cfg.max_title_chars,
