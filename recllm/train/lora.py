@@ -14,7 +14,18 @@ attribute 'bias'`` once lm_head is wrapped (always when tied). We give the wrapp
 (base + trained SID rows), so the fused loss sees the trained rows; we checked that its loss
 equals a plain forward of the merged model. Related upstream: huggingface/peft#3649 and PR
 #3688 (bias dropped in TrainableTokens' forward); precedents PR #1530 and PR #2081 (``bias`` on
-other PEFT wrappers). Remove once PEFT exposes ``bias`` on ``TrainableTokensWrapper``.
+other PEFT wrappers). No upstream issue reports the missing ``bias`` attribute itself (searched
+2026-11: PEFT and TRL issues); the code locations are trl/trainer/utils.py
+``add_fused_lm_head`` (``weight, bias = lm_head.weight, lm_head.bias``) and
+peft/utils/other.py ``TrainableTokensWrapper._hasattr_wrapped`` (``name == "weight"``). Remove
+once PEFT exposes ``bias`` on ``TrainableTokensWrapper``.
+
+Guard: the patch is applied only when the wrapper still keeps its layer in ``token_adapter``
+(``adapter_layer_names``) with a ``get_base_layer``; a PEFT outside the tested versions logs one
+warning (:mod:`recllm.train.compat`). When the wrapper has changed, :func:`sid_lora_config`
+falls back loudly to the documented work-around: ``modules_to_save`` for the embedding (and
+``lm_head``), which trains the SID rows too, at the cost of whole-matrix trainable parameters.
+A PEFT whose wrapper has its own ``bias`` needs no patch and gets none.
 """
 
 from __future__ import annotations
@@ -31,14 +42,47 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
-def ensure_trainable_tokens_bias() -> None:
-    """Give PEFT's ``TrainableTokensWrapper`` a ``bias`` attribute (see the module docstring)."""
+def _wrapped_bias(self):  # the patched TrainableTokensWrapper.bias
+    return getattr(self.token_adapter.get_base_layer(), "bias", None)
+
+
+_BIAS = property(_wrapped_bias)
+_fallback_warned = False
+
+
+def _wrapper_fits_patch() -> bool:
+    """Whether PEFT's ``TrainableTokensWrapper`` still has what the ``bias`` patch reads."""
+    try:
+        from peft.tuners.trainable_tokens import TrainableTokensLayer
+        from peft.utils.other import TrainableTokensWrapper
+    except ImportError:
+        return False
+    names = getattr(TrainableTokensWrapper, "adapter_layer_names", ())
+    return any(n.startswith("token_adapter.") for n in names) and callable(
+        getattr(TrainableTokensLayer, "get_base_layer", None)
+    )
+
+
+def ensure_trainable_tokens_bias() -> bool:
+    """Give PEFT's ``TrainableTokensWrapper`` a ``bias`` attribute (see the module docstring).
+
+    Returns:
+        Whether a wrapped ``lm_head`` now answers ``.bias`` (patched here or by PEFT itself).
+        False means the wrapper changed shape: use the ``modules_to_save`` work-around.
+    """
+    from recllm.train.compat import warn_if_untested
+
+    warn_if_untested("peft", "TrainableTokensWrapper.bias patch")
+    if not _wrapper_fits_patch():
+        return False
     from peft.utils.other import TrainableTokensWrapper
 
-    if "bias" not in vars(TrainableTokensWrapper):
-        TrainableTokensWrapper.bias = property(  # type: ignore[attr-defined]
-            lambda self: getattr(self.token_adapter.get_base_layer(), "bias", None)
-        )
+    own = vars(TrainableTokensWrapper).get("bias")
+    if own is None:
+        TrainableTokensWrapper.bias = _BIAS  # type: ignore[attr-defined]
+    elif own is not _BIAS:
+        logger.info("PEFT's TrainableTokensWrapper has its own bias: recllm's patch is not needed")
+    return True
 
 
 def is_tied(model: PreTrainedModel) -> bool:
@@ -59,26 +103,44 @@ def sid_lora_config(
     """
     from peft import LoraConfig
 
-    ensure_trainable_tokens_bias()
+    global _fallback_warned
     ids = [int(i) for i in sid_token_ids]
     tied = is_tied(model)
     layers = ["embed_tokens"] if tied else ["embed_tokens", "lm_head"]
-    config = LoraConfig(
-        r=model_cfg.lora_r,
-        lora_alpha=model_cfg.lora_alpha,
-        lora_dropout=model_cfg.lora_dropout,
-        target_modules=model_cfg.lora_target_modules or "all-linear",
-        task_type="CAUSAL_LM",
-        trainable_token_indices=dict.fromkeys(layers, ids),
-        ensure_weight_tying=tied,
-    )
+    common = {
+        "r": model_cfg.lora_r,
+        "lora_alpha": model_cfg.lora_alpha,
+        "lora_dropout": model_cfg.lora_dropout,
+        "target_modules": model_cfg.lora_target_modules or "all-linear",
+        "task_type": "CAUSAL_LM",
+        "ensure_weight_tying": tied,
+    }
+    if ensure_trainable_tokens_bias():
+        config = LoraConfig(trainable_token_indices=dict.fromkeys(layers, ids), **common)
+    else:
+        # The work-around of the module docstring: whole matrices train (and are saved with
+        # the adapter), SID rows included; TRL's fused head reads lm_head.bias through PEFT's
+        # ModulesToSaveWrapper, which forwards every attribute.
+        if not _fallback_warned:
+            _fallback_warned = True
+            logger.warning(
+                "PEFT's TrainableTokensWrapper no longer matches recllm's bias patch (it keeps no "
+                "token_adapter.get_base_layer): training the SID rows through modules_to_save=%s "
+                "instead, which trains the whole %s (more memory, a larger adapter). Install a "
+                "tested PEFT (README, 'Tested versions') to train only the SID rows",
+                ["embed_tokens", "lm_head"],
+                "embedding and LM-head matrices",
+            )
+        layers = ["embed_tokens", "lm_head"]
+        config = LoraConfig(modules_to_save=layers, **common)
     logger.info(
-        "LoRA r=%d on %s; %d SID rows train in %s (%s embeddings)",
+        "LoRA r=%d on %s; %d SID rows train in %s (%s embeddings, %s)",
         config.r,
         config.target_modules,
         len(ids),
         layers,
         "tied" if tied else "untied",
+        "trainable_token_indices" if config.trainable_token_indices else "modules_to_save",
     )
     return config
 
