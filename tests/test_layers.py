@@ -177,3 +177,20 @@ def test_control_the_old_tree_fails(tmp_path):
     _write(root, "eval/run.py", "def g():\n    from recllm.train.seqlm import history_text\n")
     _write(root, "train/select.py", "def h():\n    from recllm.eval.run import evaluate\n")
     assert len(layer_violations(root)) == 2
+
+
+def test_every_package_folder_is_a_package_and_train_imports_light():
+    """``recllm/train/`` had no ``__init__.py``, so it was an implicit namespace package (any
+    ``recllm/train`` folder elsewhere on the path merges into it; tools that need regular
+    packages skip it). Every folder of modules is a regular package, and ``import recllm.train``
+    pulls in neither torch nor transformers nor trl (its modules import what they need)."""
+    import subprocess
+    import sys
+
+    folders = {p.parent for p in PACKAGE_DIR.rglob("*.py") if "__pycache__" not in p.parts}
+    assert sorted(str(f) for f in folders if not (f / "__init__.py").is_file()) == []
+    probe = "import sys, recllm.train; print(sorted({'torch', 'transformers', 'trl'} & set(sys.modules)))"
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=300
+    )
+    assert out.stdout.strip() == "[]"

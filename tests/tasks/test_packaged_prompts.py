@@ -66,6 +66,12 @@ def test_wheel_carries_the_templates_and_renders_from_them(tmp_path):
     wheel = _build_wheel(tmp_path)
     names = set(zipfile.ZipFile(wheel).namelist())
     assert {f"recllm/prompts/{task}.jinja" for task in TASKS} <= names
+    # the subpackages are in, recllm/train/ as a regular package (it was a namespace package)
+    assert {
+        "recllm/train/__init__.py",
+        "recllm/train/plum.py",
+        "recllm/tasks/prompting.py",
+    } <= names
     # Unpacked on its own path (what an install puts in site-packages), away from the checkout:
     # TaskConfig() must find the packaged templates and render a prompt with them.
     site = tmp_path / "site"
