@@ -151,6 +151,17 @@ def test_quickstart_end_to_end_on_a_tiny_model(tmp_path, shared_data_or_none):
     assert len([h for h in log["sft"] if "loss" in h]) == 3
     model, tok, sid_map = load_model_with_sids(out / "model")
     assert len(sid_map) > 0 and len(tok) > model.config.vocab_size - 64
+    # the model records the fingerprint of the data it was trained on (eval checks it)
+    from recllm.data import DataConfig, load_rec_dataset, split_dataset
+    from recllm.data.fingerprint import data_fingerprint
+
+    cfg = DataConfig(data_path=data, max_users=60)
+    dataset = load_rec_dataset(config=cfg)
+    record = json.loads((out / "model" / "recllm_vocab.json").read_text())["recommender"]
+    assert record["data_fingerprint"] == data_fingerprint(
+        split_dataset(dataset, cfg), dataset.catalog
+    )
+    assert record["data_fingerprint"]["users"] == 60
 
     # `recllm eval` reads the data and prompt style the model directory records
     ev = out / "ev"
@@ -353,7 +364,8 @@ def test_eval_refuses_other_data_unless_allowed(two_recommenders, tmp_path):
     """Issue 15: `eval --data` on another dataset whose ids overlap ran and reported R@10 0.0."""
     a, b = two_recommenders
     other = b.parent / "data"
-    proc = run_cli("eval", "--model", str(a), "--data", str(other), *EVAL, "--out", "x")
+    refused = tmp_path / "refused"
+    proc = run_cli("eval", "--model", str(a), "--data", str(other), *EVAL, "--out", str(refused))
     assert proc.returncode == 2
     assert one_line_error(proc.stderr) == (
         f"recllm: error: --data {other}: not the data {a} was trained on (interactions "
@@ -361,7 +373,7 @@ def test_eval_refuses_other_data_unless_allowed(two_recommenders, tmp_path):
         "targets). Fix: evaluate on the data the model records (leave out --data), or pass "
         "--allow-other-data to score it on this data anyway"
     )
-    assert not Path("x").exists()
+    assert not refused.exists()
 
     out = tmp_path / "allowed"
     args = ["--data", str(other), *EVAL, "--allow-other-data", "--out", str(out)]

@@ -28,7 +28,7 @@ from recllm.vocab import (
     read_vocab_record,
     save_model_with_sids,
 )
-from recllm.vocab.checkpoint import check_model_dir, load_tokenizer_with_sids
+from recllm.vocab.checkpoint import load_tokenizer_with_sids
 
 pytestmark = pytest.mark.usefixtures("torch_single_thread")
 
@@ -570,6 +570,8 @@ def test_missing_weights_are_named(saved_dir: Path, tmp_path: Path):
 def test_directory_saved_before_the_file_list_is_checked_by_pattern(
     saved_dir: Path, tmp_path: Path
 ):
+    from recllm.vocab.checkpoint import check_model_dir
+
     broken = tmp_path / "old"
     shutil.copytree(saved_dir, broken)
     record = json.loads((broken / "recllm_vocab.json").read_text())
