@@ -224,6 +224,7 @@ def train_recllm(
     from trl import SFTConfig, SFTTrainer
 
     from recllm.data import DataConfig
+    from recllm.data.fingerprint import data_fingerprint
     from recllm.sid.build import build_sid_map, write_sid_artifact
     from recllm.sid.sidmap import SIDMap
     from recllm.train.seqlm import (
@@ -333,7 +334,12 @@ def train_recllm(
         sid_map,
         out / name,
         overwrite=True,
-        recommender={"prompt_style": PROMPT_STYLE, "max_history": cfg.max_items},
+        recommender={
+            "prompt_style": PROMPT_STYLE,
+            "max_history": cfg.max_items,
+            # `recllm eval --data` refuses other data than this split
+            "data_fingerprint": data_fingerprint(split, dataset.catalog),
+        },
     )
     info = {
         "epochs": round(trainer.state.epoch or 0.0, 2),
