@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from recllm.errors import UserError
 from recllm.sid.quantize import QuantizeResult, sq_distances
 
 logger = logging.getLogger(__name__)
@@ -99,15 +100,16 @@ def reassign_collisions(result: QuantizeResult) -> tuple[np.ndarray, int]:
         ``(codes (N, L), number of items moved)``.
 
     Raises:
-        ValueError: There are more items than codes (no unique assignment exists).
+        UserError: There are more items than codes (no unique assignment exists).
     """
     codes = result.codes.copy()
     total = int(np.prod(np.asarray(result.codebook_sizes, dtype=np.float64)))
     if len(codes) > total:
-        raise ValueError(
+        raise UserError(
+            "SID config (codebook size, levels)",
             f"{len(codes)} items cannot get unique codes from {result.codebook_sizes} "
-            f"({total} codes); Fix: raise --codebook-size or --levels, or use "
-            "--collisions extra-level"
+            f"({total} codes)",
+            "raise the codebook size or the levels, or use --collisions extra-level",
         )
     groups = collision_groups(codes)
     if not groups:
@@ -130,9 +132,10 @@ def reassign_collisions(result: QuantizeResult) -> tuple[np.ndarray, int]:
         prefix = tuple(codes[item, :-1].tolist())
         placed = _place(prefix, row, used_under, result)
         if placed is None:
-            raise ValueError(
-                f"no free code for item index {item}; Fix: raise --codebook-size or use "
-                "--collisions extra-level"
+            raise UserError(
+                "SID config (codebook size)",
+                f"no free code left for item index {item} under its prefix {prefix}",
+                "raise the codebook size, or use --collisions extra-level",
             )
         used_under[placed[:-1]].add(placed[-1])
         codes[item] = placed
