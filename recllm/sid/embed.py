@@ -169,6 +169,27 @@ def _model_fingerprint(path: str) -> str:
     return h.hexdigest()
 
 
+#: Bump when recllm changes how embeddings are computed: older cache entries are then not reused.
+EMBEDDING_FORMAT = 2
+
+
+def _embedding_code_versions(cfg: SIDConfig) -> dict[str, str | int]:
+    import importlib.metadata as md
+
+    names = ["numpy", "scikit-learn", "scipy"]
+    if cfg.embedding in ("lm", "st"):
+        names += ["torch", "transformers"]
+    if cfg.embedding == "st":
+        names.append("sentence-transformers")
+    versions: dict[str, str | int] = {"recllm_embedding_format": EMBEDDING_FORMAT}
+    for name in names:
+        try:
+            versions[name] = md.version(name)
+        except md.PackageNotFoundError:
+            versions[name] = "absent"
+    return versions
+
+
 def embedding_key(catalog: Catalog, split: Split, cfg: SIDConfig) -> str:
     """Content hash of everything the embeddings depend on."""
     h = hashlib.sha256()
@@ -178,6 +199,8 @@ def embedding_key(catalog: Catalog, split: Split, cfg: SIDConfig) -> str:
         if k.startswith(("embedding", "text_", "collab_", "sid_seed", "sid_text_fields"))
     }
     h.update(json.dumps(relevant, sort_keys=True).encode())
+    # the code that computes them: another scikit-learn or numpy may give other SVD vectors
+    h.update(json.dumps(_embedding_code_versions(cfg), sort_keys=True).encode())
     for item, text in zip(catalog.ids, item_texts(catalog, cfg.sid_text_fields), strict=True):
         h.update(f"{item}\x1f{text}\x1e".encode())
     if cfg.collab_weight > 0:

