@@ -225,8 +225,9 @@ def _cmd_split(args: argparse.Namespace) -> int:
 def _cmd_quickstart(args: argparse.Namespace) -> int:
     from recllm.data import dataset_stats, format_stats, load_rec_dataset, split_dataset
     from recllm.data.config import DataConfig
-    from recllm.sid.build import build_sid_map, write_sid_artifact
+    from recllm.sid.build import build_sid_map
     from recllm.sid.config import SIDConfig
+    from recllm.sid.sidmap import SIDMap
 
     out = Path(args.out)
     if out.exists() and not out.is_dir():
@@ -252,7 +253,6 @@ def _cmd_quickstart(args: argparse.Namespace) -> int:
         f"{sid_cfg.levels} x {sid_cfg.codebook_size}"
     )
     build = build_sid_map(dataset, sid_cfg, cfg, split=split)
-    sid_dir = write_sid_artifact(build, out / "sids", overwrite=True)
     m = build.metrics
     print(
         f"  {m['items']} items, {m['unique_codes_before']} unique codes before collision "
@@ -263,7 +263,10 @@ def _cmd_quickstart(args: argparse.Namespace) -> int:
     siblings = [i for i in sid_map.item_ids if sid_map.code(i)[:2] == sid_map.code(first)[:2]]
     for item in siblings[:3]:
         print(f"  {sid_map.code(item)}  {dataset.catalog.title(item)}")
-    print(f"  SID map, metrics and code_usage.png in {sid_dir}")
+    # The recipe (step 5) writes this map into OUT/sids itself, recorded with its run settings,
+    # so a rerun can never pick up a map made with other settings (same inputs: same codes).
+    sid_dir = out / "sids"
+    print(f"  SID map, metrics and code_usage.png: written into {sid_dir} with the model")
 
     from recllm.models import resolve_model
 
@@ -274,7 +277,9 @@ def _cmd_quickstart(args: argparse.Namespace) -> int:
         f"[5/{steps}] PLUM SFT: SID tokens -> {args.warmup_steps} embedding-only warm-up steps -> "
         f"{args.sft_steps} SFT steps on behaviour, catalog and recommendation texts"
     )
-    model_dir = _quickstart_train(args, cfg, sid_cfg, sid_dir, model_path)
+    model_dir = _quickstart_train(args, cfg, sid_cfg, model_path)
+    if SIDMap.load(sid_dir).content_hash != sid_map.content_hash:  # deterministic build
+        logger.warning("the SID map in %s differs from the one shown in step 3", sid_dir)
     print(f"  the fine-tuned model, its tokenizer and SID map are in {model_dir}")
     _quickstart_eval(args, dataset, split, model_dir, steps)
     _print_usage(model_dir, out)
@@ -342,8 +347,11 @@ def _quickstart_eval(args, dataset, split, model_dir, steps: int) -> None:
         print(f"    actual next: {title(ex.target)}")
 
 
-def _quickstart_train(args, data_cfg, sid_cfg, sid_dir, model_path):
-    """The recipe (recipes/plum_sft.yaml's settings) sized for a few minutes on 2 CPU cores."""
+def _quickstart_train(args, data_cfg, sid_cfg, model_path):
+    """The recipe (recipes/plum_sft.yaml's settings) sized for a few minutes on 2 CPU cores.
+
+    Every quickstart run replaces the previous one in ``--out`` (``overwrite_output_dir``).
+    """
     from dataclasses import replace
 
     import torch
@@ -354,9 +362,10 @@ def _quickstart_train(args, data_cfg, sid_cfg, sid_dir, model_path):
     from recllm.train.sft import bf16_fast
 
     plum = PlumArguments(
-        sid_map=str(sid_dir),
+        sid_map=None,  # built into OUT/sids by the recipe
         warmup_steps_embed=args.warmup_steps,
         max_train_examples=args.max_train_examples,
+        overwrite_output_dir=True,
     )
     sft = SFTConfig(
         output_dir=str(args.out),
@@ -586,11 +595,29 @@ def _add_sid_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-cache", action="store_true", help="recompute embeddings")
 
 
+def _check_text_model(args: argparse.Namespace) -> None:
+    """``--embedding lm`` reads a model directory, a known name or a hub id (``org/name``); a
+    typo'd directory would otherwise be tried on the Hub, after a long network timeout."""
+    from recllm.data.fetch import KNOWN_MODELS
+
+    name = args.text_model
+    if args.embedding != "lm" or name is None or name in KNOWN_MODELS or Path(name).exists():
+        return
+    if "/" in name and not name.startswith((".", "/", "~")) and name.count("/") == 1:
+        return  # a hub id: transformers resolves it (cached or downloaded)
+    raise UserError(
+        f"--text-model {name}",
+        "no such directory, known model name or hub id (org/name)",
+        f"pass a model directory, a hub id, or a known name ({', '.join(KNOWN_MODELS)})",
+    )
+
+
 def _cmd_sid_embed(args: argparse.Namespace) -> int:
     from recllm.data import load_rec_dataset, split_dataset
     from recllm.sid.embed import item_embeddings, save_embeddings
 
     _check_out_file(args.out)
+    _check_text_model(args)
     data_cfg = _data_config(args)
     dataset = load_rec_dataset(config=data_cfg)
     x, desc = item_embeddings(
@@ -617,6 +644,8 @@ def _cmd_sid_build(args: argparse.Namespace) -> int:
     check_out_dir(args.out, args.overwrite)
     if args.embeddings is not None:
         check_embeddings_file(args.embeddings)
+    else:
+        _check_text_model(args)
     data_cfg = _data_config(args)
     build = build_sid_map(
         load_rec_dataset(config=data_cfg),
@@ -685,7 +714,9 @@ def build_parser() -> argparse.ArgumentParser:
     q = sub.add_parser("quickstart", help="run the main job on the embedded default")
     q.add_argument("--data", default="ml-100k", help="dataset path or name (default: ml-100k)")
     q.add_argument(
-        "--out", default="outputs/quickstart", help="output directory (sids/, model/, logs)"
+        "--out",
+        default="outputs/quickstart",
+        help="output directory (sids/, model/, logs); each run replaces the previous one",
     )
     _flag(
         q,

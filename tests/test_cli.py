@@ -263,6 +263,13 @@ def test_sid_build_checks_out_and_embeddings_before_any_work(tmp_path, capsys):
     assert main([*base, "--out", str(tmp_path / "full")]) == 2
     assert "already exists and is not empty. Fix: pass --overwrite" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+    # a typo'd --text-model is not tried on the Hub (a long network timeout, then its message)
+    argv = [*base, "--out", str(tmp_path / "o"), "--embedding", "lm", "--text-model", "typo"]
+    assert main(argv) == 2
+    assert capsys.readouterr().err.startswith(
+        "recllm: error: --text-model typo: no such directory, known model name or hub id "
+        "(org/name). Fix: pass a model directory, a hub id, or a known name ("
+    )
     # the other writers check their --out the same way
     assert main(["data", "split", str(tmp_path / "no-data"), "--out", str(tmp_path / "afile")]) == 2
     assert "an existing file, not a directory" in capsys.readouterr().err
