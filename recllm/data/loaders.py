@@ -482,7 +482,12 @@ def _load_recbole(path: Path, cfg: DataConfig) -> tuple[Catalog, Interactions]:
         inter_file = path
     else:
         inter_file = _single(path, "*.inter", ".inter", "keep one dataset per directory")
-        assert inter_file is not None
+        if inter_file is None:  # only reachable with an explicit --format recbole
+            raise DataError(
+                path,
+                "no NAME.inter file of the RecBole layout",
+                "add it, or pass the --format that matches the files (or leave --format out)",
+            )
     if cfg.items_file:
         item_file = check_file(Path(cfg.items_file), "items file", _ITEMS_FILE_FIX)
     else:
@@ -640,7 +645,12 @@ def _load_lcrec(path: Path, cfg: DataConfig) -> tuple[Catalog, Interactions]:
         item_file = path.with_name(path.name.removesuffix(".inter.json") + ".item.json")
     else:
         inter_file = _single(path, "*.inter.json", ".inter.json", "keep one dataset per directory")
-        assert inter_file is not None
+        if inter_file is None:  # only reachable with an explicit --format lcrec
+            raise DataError(
+                path,
+                "no NAME.inter.json file of the LC-Rec layout",
+                "add it, or pass the --format that matches the files (or leave --format out)",
+            )
         item_file = inter_file.with_name(inter_file.name.removesuffix(".inter.json") + ".item.json")
     if cfg.items_file:
         item_file = check_file(Path(cfg.items_file), "items file", _ITEMS_FILE_FIX)

@@ -299,3 +299,12 @@ def test_reading_streams_instead_of_holding_the_file(tmp_path, ext):
         tracemalloc.stop()
     assert ds.interactions.num_interactions == 20_000
     assert peak - kept < f.stat().st_size // 2, (peak - kept, f.stat().st_size)
+
+
+@pytest.mark.parametrize("fmt", ["recbole", "lcrec", "p5"])
+def test_a_forced_format_on_other_files_is_a_clear_error(tmp_path, fmt):
+    """`--format X` on a directory without X's files: named, not an AssertionError."""
+    (tmp_path / "x.csv").write_text("a,b\n1,2\n")
+    with pytest.raises(DataError, match="Fix:") as e:
+        load_rec_dataset(config=DataConfig(data_path=str(tmp_path), data_format=fmt))
+    assert str(tmp_path) in str(e.value)
