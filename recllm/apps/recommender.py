@@ -111,6 +111,7 @@ class Recommender:
         vllm_kwargs: Mapping[str, Any] | None = None,
         backend: Any = None,
         batch_size: int = 16,
+        allow_other_data: bool = False,
     ) -> Recommender:
         """Load a model directory written by recllm and start its engine.
 
@@ -127,6 +128,8 @@ class Recommender:
                 :func:`recllm.decode.vllm_processor.vllm_engine_kwargs`, the server's async
                 engine client, or a transformers model).
             batch_size: Prompts per transformers batch (``engine="hf"``).
+            allow_other_data: Serve ``data`` even when its catalog is not the one the model
+                records it was trained on (a warning instead of an error).
 
         Raises:
             VocabMismatchError: Model, tokenizer and SID map do not belong together.
@@ -153,6 +156,8 @@ class Recommender:
                 "prompts need its catalog; Fix: pass data=PATH_OR_NAME (--data)"
             )
         catalog = load_rec_dataset(config=DataConfig(**fields)).catalog
+        if data is not None:
+            _check_catalog(model_dir, data, catalog, allow_other_data)
         if backend is None and engine == "vllm":
             backend = _start_vllm(model_dir, tokenizer, dtype, max_k, vllm_kwargs)
         elif backend is None:
@@ -331,3 +336,28 @@ def _start_vllm(
     kwargs.update(vllm_kwargs or {})
     logger.info("starting vLLM on %s (%s)", model_dir, {k: kwargs[k] for k in ("dtype",)})
     return LLM(**kwargs)
+
+
+def _check_catalog(model_dir: Path, data: str, catalog: Catalog, allow_other_data: bool) -> None:
+    from recllm.data.fingerprint import check_catalog
+    from recllm.vocab.checkpoint import read_vocab_record
+
+    recorded = (read_vocab_record(model_dir).get("recommender") or {}).get("data_fingerprint")
+    check_catalog(
+        recorded, catalog, model=str(model_dir), data=data, allow_other_data=allow_other_data
+    )
+
+
+def check_serving_data(model_dir: str | Path, data: str, *, allow_other_data: bool = False) -> None:
+    """Before an engine starts: refuse ``data`` whose catalog is not the model's.
+
+    Raises:
+        UserError: The catalogs differ and ``allow_other_data`` is False.
+    """
+    from recllm.data import load_rec_dataset
+    from recllm.data.config import DataConfig
+    from recllm.tasks.prompting import PromptSpec
+
+    fields = {**(PromptSpec.from_model_dir(model_dir).data or {}), "data_path": data}
+    catalog = load_rec_dataset(config=DataConfig(**fields)).catalog
+    _check_catalog(Path(model_dir), data, catalog, allow_other_data)

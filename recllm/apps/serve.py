@@ -438,6 +438,7 @@ async def serve(
     data: str | None = None,
     max_k: int = 50,
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+    allow_other_data: bool = False,
 ) -> None:
     """Run vLLM's OpenAI-compatible server (``args`` from :func:`vllm_serve_args`) with
     ``/v1/recommend`` mounted and :class:`RequestLimits` on every route; returns when the
@@ -487,7 +488,12 @@ async def serve(
         app = api["build_app"](args, supported_tasks, engine_client.model_config)
         await api["init_app_state"](engine_client, app.state, args, supported_tasks)
         recommender = Recommender.from_pretrained(
-            args.model, engine="vllm", data=data, max_k=max_k, backend=engine_client
+            args.model,
+            engine="vllm",
+            data=data,
+            max_k=max_k,
+            backend=engine_client,
+            allow_other_data=allow_other_data,
         )
         app.include_router(recommend_router(recommender, max_request_bytes=max_request_bytes))
         logger.info(

@@ -129,3 +129,40 @@ def check_data_fingerprint(
         "evaluate on the data the model records (leave out --data), or pass --allow-other-data "
         "to score it on this data anyway",
     )
+
+
+def check_catalog(
+    recorded: dict[str, Any] | None,
+    catalog: Catalog,
+    *,
+    model: str,
+    data: str,
+    allow_other_data: bool = False,
+) -> None:
+    """Refuse to serve a model with another catalog than it was trained on (titles and prompts
+    would name other items). Only the catalog part of the fingerprint is compared: serving needs
+    no split.
+
+    Raises:
+        UserError: The catalogs differ and ``allow_other_data`` is False.
+    """
+    if not isinstance(recorded, dict) or recorded.get("format") != FINGERPRINT_FORMAT:
+        logger.warning(
+            "%s records no data fingerprint: cannot check the catalog of %s", model, data
+        )
+        return
+    if recorded.get("catalog_sha256") == _sha256(sorted(catalog.ids)):
+        return
+    problem = (
+        f"{data} has another catalog ({len(catalog)} items) than the {recorded.get('items')} "
+        "items the model was trained on"
+    )
+    if allow_other_data:
+        logger.warning("%s: %s (allowed by --allow-other-data)", model, problem)
+        return
+    raise UserError(
+        f"--data {data}",
+        problem,
+        "serve with the data the model was trained on (leave --data out), or pass "
+        "--allow-other-data",
+    )
