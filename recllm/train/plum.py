@@ -39,7 +39,13 @@ from recllm.train.checkpoints import (
 )
 from recllm.train.lora import merge_adapter_full_precision, sid_lora_config
 from recllm.train.rundir import check_output_dir, check_sid_artifact
-from recllm.train.sft import embedding_warmup, gather_full_model, is_sharded, train_stage
+from recllm.train.sft import (
+    embedding_warmup,
+    gather_full_model,
+    is_sharded,
+    train_stage,
+    whole_model_loading,
+)
 from recllm.vocab import SID_FORMAT, extend_vocab, save_model_with_sids
 
 logger = logging.getLogger(__name__)
@@ -173,8 +179,11 @@ def run_plum(
     # model + vocabulary extension
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     dtype = getattr(torch, model_cfg.dtype) if model_cfg.dtype not in (None, "auto") else "auto"
-    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype, quantization_config=quant)
-    ext = extend_vocab(model, tokenizer, sid_map, init=plum.vocab_init, catalog=dataset.catalog)
+    with whole_model_loading(sft_cfg):  # ZeRO-3 would build 0-row placeholders: extend first
+        model = AutoModelForCausalLM.from_pretrained(
+            model_path, dtype=dtype, quantization_config=quant
+        )
+        ext = extend_vocab(model, tokenizer, sid_map, init=plum.vocab_init, catalog=dataset.catalog)
 
     # training texts (training split only) and their mixture
     builder = TaskBuilder(

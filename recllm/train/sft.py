@@ -6,9 +6,10 @@ completion only). The warm-up stage trains only the new SID rows (:mod:`recllm.t
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
@@ -66,6 +67,10 @@ def train_stage(
     """
     from trl import SFTTrainer
 
+    if os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true":
+        # a fresh copy sets up its own accelerator state: transformers' Trainer refuses to build
+        # a second DeepSpeed Accelerator on a state an earlier stage (the warm-up) configured
+        args = replace(args)
     trainer = SFTTrainer(
         model=model,
         args=args,
@@ -84,6 +89,29 @@ def train_stage(
             resume_from_checkpoint=str(resume_from_checkpoint) if resume_from_checkpoint else None
         )
     return trainer
+
+
+@contextlib.contextmanager
+def whole_model_loading(args: SFTConfig) -> Iterator[None]:
+    """Within this block, models load whole on every rank, even under DeepSpeed ZeRO-3.
+
+    Under ``accelerate launch`` with a DeepSpeed config, the training arguments register a
+    DeepSpeed config with transformers as soon as they exist (whatever ``zero3_init_flag``
+    says), and ``from_pretrained`` then builds a ZeRO-3 model partitioned at birth: each rank
+    holds 0-row embedding placeholders that :func:`recllm.vocab.extend_vocab` cannot extend. The
+    recipe extends the vocabulary first; the trainer partitions the model afterwards.
+    """
+    plugin = getattr(args, "deepspeed_plugin", None)
+    if plugin is None:
+        yield
+        return
+    from transformers.integrations import unset_hf_deepspeed_config
+
+    unset_hf_deepspeed_config()
+    try:
+        yield
+    finally:
+        plugin.set_deepspeed_weakref()  # the trainer needs it back
 
 
 def is_sharded(trainer: SFTTrainer) -> bool:
@@ -144,10 +172,13 @@ def gather_full_model(trainer: SFTTrainer) -> PreTrainedModel | None:
     model = trainer.accelerator.unwrap_model(trainer.model)
     if not is_sharded(trainer):
         return model if trainer.accelerator.is_main_process else None
-    state_dict = trainer.accelerator.get_state_dict(trainer.model)  # full tensors on rank 0
+    # full tensors on rank 0; DeepSpeed gathers through its engine, the wrapped model
+    state_dict = trainer.accelerator.get_state_dict(trainer.model_wrapped)
     if not trainer.accelerator.is_main_process:
         return None
-    with torch.device("meta"):
+    # plain build: under ZeRO-3 from_config would otherwise partition it (a collective rank 0
+    # would enter alone)
+    with whole_model_loading(trainer.args), torch.device("meta"):
         # the FSDP2 class is a generated FSDP<Model> subclass: build from the config instead
         plain = AutoModelForCausalLM.from_config(model.config)
     missing, unexpected = plain.load_state_dict(state_dict, strict=False, assign=True)

@@ -10,10 +10,11 @@ Nothing here is on a path users run; it only adds what a test needs to see or to
   recipe saved. ``<stage>`` is the basename of the stage's ``output_dir``.
 - ``HARNESS_NO_ALLREDUCE=1``: the DDP gradient all-reduce is replaced by a hook that keeps each
   rank's local gradient (the control run that shows a test can tell the difference).
-- ``HARNESS_FSDP_ON_CPU=1``: accelerate (1.15) never enables FSDP for CPU processes
-  (``AcceleratorState`` only turns ``ACCELERATE_USE_FSDP`` into FSDP for GPU-like device types;
-  CPU ranks silently run plain DDP). This flag lets the launcher's FSDP plugin through on CPU
-  ranks, so FSDP2 (``fully_shard`` over gloo) runs here as it does on GPUs.
+- ``HARNESS_SHARD_ON_CPU=1``: accelerate (1.15) never enables FSDP or DeepSpeed for CPU
+  processes (``AcceleratorState`` turns ``ACCELERATE_USE_FSDP`` into FSDP only for GPU-like
+  device types, and ``ACCELERATE_USE_DEEPSPEED`` only when not on CPU; CPU ranks silently run
+  plain DDP). This flag lets the launcher's FSDP or DeepSpeed plugin through on CPU ranks, so
+  FSDP2 (``fully_shard`` over gloo) or ZeRO-3 runs here as it does on GPUs.
 """
 
 import hashlib
@@ -34,12 +35,16 @@ out_dir = os.environ.get("HARNESS_OUT")
 
 def digest(t: torch.Tensor) -> str:
     t = t.detach()
+    if hasattr(t, "ds_tensor"):  # a ZeRO-3 parameter: its flat partition on this rank
+        t = t.ds_tensor
     if hasattr(t, "to_local"):  # a DTensor: this rank's shard
         t = t.to_local()
     return hashlib.sha256(t.float().contiguous().cpu().numpy().tobytes()).hexdigest()
 
 
 def local_shape(t: torch.Tensor) -> list[int]:
+    if hasattr(t, "ds_tensor"):  # a ZeRO-3 parameter: its flat partition on this rank
+        return list(t.ds_tensor.shape)
     return list((t.to_local() if hasattr(t, "to_local") else t).shape)
 
 
@@ -62,7 +67,8 @@ def train(self, *args, **kwargs):
         }
         Path(out_dir).mkdir(parents=True, exist_ok=True)
         (Path(out_dir) / f"{stage}-rank{rank}.json").write_text(json.dumps(record))
-        full = self.accelerator.get_state_dict(self.model)  # a collective: every rank calls it
+        # a collective: every rank calls it; DeepSpeed needs its engine (model_wrapped)
+        full = self.accelerator.get_state_dict(self.model_wrapped)
         if self.accelerator.is_main_process:
             torch.save(
                 {k: v.float().clone() for k, v in full.items()}, f"{out_dir}/{stage}-full.pt"
@@ -90,11 +96,24 @@ if os.environ.get("HARNESS_NO_ALLREDUCE") == "1":
 
     accelerate.Accelerator.prepare_model = prepare_model
 
-if os.environ.get("HARNESS_FSDP_ON_CPU") == "1":
+if os.environ.get("HARNESS_SHARD_ON_CPU") == "1":
     _state_init = accelerate.state.AcceleratorState.__init__
 
-    def state_init(self, *args, fsdp_plugin=None, **kwargs):
-        _state_init(self, *args, fsdp_plugin=fsdp_plugin, **kwargs)
+    def state_init(self, *args, fsdp_plugin=None, deepspeed_plugin=None, **kwargs):
+        _state_init(
+            self, *args, fsdp_plugin=fsdp_plugin, deepspeed_plugin=deepspeed_plugin, **kwargs
+        )
+        if (
+            self.distributed_type == DistributedType.MULTI_CPU
+            and os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
+            and deepspeed_plugin is not None
+        ):
+            # what AcceleratorState does for DeepSpeed when not on CPU (one plugin)
+            self.distributed_type = DistributedType.DEEPSPEED
+            deepspeed_plugin.set_mixed_precision(self._mixed_precision)
+            deepspeed_plugin.select(_from_accelerator_state=True)
+            self.deepspeed_plugins = deepspeed_plugin
+            self._mixed_precision = "no"
         if (
             self.distributed_type == DistributedType.MULTI_CPU
             and os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
