@@ -101,24 +101,6 @@ def _ks(text: str) -> list[int]:
     return ks
 
 
-def _check_out_dir(path: str | os.PathLike[str], overwrite: bool, flag: str = "--out") -> None:
-    """Before any work: ``path`` can receive an output directory (not a file; empty unless
-    ``overwrite``), so a long run does not fail at its last step."""
-    p = Path(path)
-    if p.exists() and not p.is_dir():
-        raise UserError(
-            f"{flag} {p}",
-            "an existing file, not a directory",
-            f"choose a directory path for {flag} (it is created), or remove the file",
-        )
-    if p.is_dir() and any(p.iterdir()) and not overwrite:
-        raise UserError(
-            f"{flag} {p}",
-            "already exists and is not empty",
-            "pass --overwrite to replace it, or choose another directory",
-        )
-
-
 def _check_out_file(path: str | os.PathLike[str], flag: str = "--out") -> None:
     """Before any work: ``path`` can be written as a file (not a directory, parent not a file)."""
     p = Path(path)
@@ -209,8 +191,9 @@ def _cmd_stats(args: argparse.Namespace) -> int:
 def _cmd_split(args: argparse.Namespace) -> int:
     from recllm.data import load_rec_dataset, split_dataset
     from recllm.data.splits import write_split
+    from recllm.io import check_out_dir
 
-    _check_out_dir(args.out, args.overwrite)
+    check_out_dir(args.out, args.overwrite)
     cfg = _data_config(args)
     dataset = load_rec_dataset(config=cfg)
     split = split_dataset(dataset, cfg)
@@ -642,12 +625,8 @@ def _cmd_sid_embed(args: argparse.Namespace) -> int:
 
 def _cmd_sid_build(args: argparse.Namespace) -> int:
     from recllm.data import load_rec_dataset
-    from recllm.sid.build import (
-        build_sid_map,
-        check_embeddings_file,
-        check_out_dir,
-        write_sid_artifact,
-    )
+    from recllm.io import check_out_dir
+    from recllm.sid.build import build_sid_map, check_embeddings_file, write_sid_artifact
 
     # cheap checks first: a typo'd path fails before the embedding and the quantizer run
     check_out_dir(args.out, args.overwrite)

@@ -32,6 +32,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from recllm.errors import UserError
+
 logger = logging.getLogger(__name__)
 
 #: A short tag of this machine, so a temporary on a shared filesystem is only ever judged by the
@@ -200,3 +202,25 @@ def atomic_dir(path: str | os.PathLike[str], overwrite: bool = False) -> Iterato
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def check_out_dir(out_dir: str | Path, overwrite: bool = False, flag: str = "--out") -> None:
+    """Fail before any work when ``out_dir`` cannot receive an artifact directory.
+
+    Raises:
+        UserError: ``out_dir`` is an existing file, or an existing non-empty directory and
+            ``overwrite`` is False.
+    """
+    p = Path(out_dir)
+    if p.exists() and not p.is_dir():
+        raise UserError(
+            f"{flag} {p}",
+            "an existing file, not a directory",
+            f"choose a directory path for {flag} (it is created), or remove the file",
+        )
+    if p.is_dir() and any(p.iterdir()) and not overwrite:
+        raise UserError(
+            f"{flag} {p}",
+            "already exists and is not empty",
+            "pass --overwrite to replace it, or choose another directory",
+        )

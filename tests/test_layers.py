@@ -18,8 +18,10 @@ import recllm
 
 #: Lowest layer first. A new top-level package or module of recllm must be placed here.
 LAYERS: tuple[tuple[str, ...], ...] = (
-    # foundation: the package root, the error contract, atomic writes, version records
-    ("", "errors", "io", "provenance"),
+    # the error contract, under everything (atomic writes name a bad output path with it)
+    ("errors",),
+    # foundation: the package root, atomic writes, version records
+    ("", "io", "provenance"),
     ("data",),
     # pretrained model files (GGUF conversion); sid may embed items with such a model
     ("models",),

@@ -20,7 +20,7 @@ from recllm.data.config import DataConfig
 from recllm.data.splits import Split, split_dataset
 from recllm.data.types import RecDataset
 from recllm.errors import UserError
-from recllm.io import atomic_dir, write_json_atomic
+from recllm.io import atomic_dir, check_out_dir, write_json_atomic
 from recllm.provenance import library_versions
 from recllm.sid.collab import cooccurrence_pairs
 from recllm.sid.collisions import resolve_collisions
@@ -147,28 +147,6 @@ def check_embeddings_file(path: str | Path, flag: str = "--embeddings") -> None:
             "no such file" if not p.exists() else "a directory, not an .npz file",
             "write the embeddings with `recllm sid embed --out FILE.npz` and pass that file, "
             "or leave out --embeddings to compute them",
-        )
-
-
-def check_out_dir(out_dir: str | Path, overwrite: bool = False, flag: str = "--out") -> None:
-    """Fail before any work when ``out_dir`` cannot receive an artifact directory.
-
-    Raises:
-        UserError: ``out_dir`` is an existing file, or an existing non-empty directory and
-            ``overwrite`` is False.
-    """
-    p = Path(out_dir)
-    if p.exists() and not p.is_dir():
-        raise UserError(
-            f"{flag} {p}",
-            "an existing file, not a directory",
-            f"choose a directory path for {flag} (it is created), or remove the file",
-        )
-    if p.is_dir() and any(p.iterdir()) and not overwrite:
-        raise UserError(
-            f"{flag} {p}",
-            "already exists and is not empty",
-            "pass --overwrite to replace it, or choose another directory",
         )
 
 
