@@ -308,25 +308,6 @@ def test_lora_trains_adapters_and_only_sid_rows(tmp_path, tied, ml100k_subset):
     assert (model.lm_head.weight is model.model.embed_tokens.weight) == tied
 
 
-def test_two_process_data_parallel(tmp_path, ml100k_subset):
-    """Two real gloo ranks (`--multi_gpu` on CPU; `--cpu --num_processes 2` runs one process)."""
-    base = save_tiny_model(tmp_path / "base")
-    out = tmp_path / "run"
-    launch = ["--multi_gpu", "--num_processes", "2", "--main_process_port", "29561"]
-    # unpacked, so that an epoch is a known number of rows
-    proc = run_small(
-        base, out, ml100k_subset, "--max_steps", "6", "--packing", "false", launch=launch
-    )
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    log = json.loads((out / "train_log.json").read_text())
-    assert log["world_size"] == 2
-    epochs = [h["epoch"] for h in log["sft"] if "loss" in h]
-    # each step consumes 2 ranks x 4 examples of the 96
-    assert epochs[-1] == pytest.approx(6 * 2 * 4 / 96)
-    assert proc.stdout.count("saved to") == 1  # rank 0 saves
-    load_model_with_sids(out / "model")
-
-
 def test_qlora_4bit_base_merges_into_full_precision(tmp_path, ml100k_subset):
     pytest.importorskip("bitsandbytes")
     base = save_tiny_model(tmp_path / "base")
