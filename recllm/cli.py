@@ -374,7 +374,13 @@ def _quickstart_train(args, data_cfg, sid_cfg, model_path):
 
 def _cmd_eval(args: argparse.Namespace) -> int:
     from recllm.eval import plot_recall, save_metrics
-    from recllm.eval.run import PromptSpec, eval_examples, evaluate_recommender, load_ensemble
+    from recllm.eval.run import (
+        PromptSpec,
+        eval_examples,
+        evaluate_recommender,
+        load_ensemble,
+        write_predictions,
+    )
     from recllm.vocab.checkpoint import check_model_dir
 
     ks = args.k
@@ -405,6 +411,10 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else model_dir / default_out
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out}", "an existing file, not a directory", "choose a directory")
+    if args.predictions and Path(args.predictions).is_dir():
+        raise UserError(
+            f"--predictions {args.predictions}", "a directory", "pass a file path (FILE.jsonl)"
+        )
     spec = PromptSpec.from_model_dir(model_dir)
     data_fields, dataset, examples = eval_examples(
         model_dir, args.data, args.split, args.max_users, allow_other_data=args.allow_other_data
@@ -468,6 +478,9 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     )
     plot_recall(out / "recall.png", m, ks, title=f"{model_dir.name} ({args.split})")
     print(f"  metrics.json and recall.png in {out}")
+    if args.predictions:
+        write_predictions(args.predictions, examples, result.ranked)
+        print(f"  ranked items of every user in {args.predictions}")
     return 0
 
 
@@ -748,6 +761,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="evaluate the first N users only (N >= 1; default: all)",
     )
     _flag(ev, "batch_size", type=_positive, default=32, help="users per decoding batch")
+    ev.add_argument(
+        "--predictions",
+        default=None,
+        metavar="FILE.jsonl",
+        help='also write one line per user, {"user": ID, "items": [ranked item ids]}, for an '
+        "outside scorer",
+    )
     _flag(
         ev,
         "allow_other_data",

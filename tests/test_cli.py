@@ -458,3 +458,37 @@ def test_eval_on_a_broken_model_dir_is_one_line(two_recommenders, tmp_path, case
         assert line.startswith(f"recllm: error: {broken}: incomplete model directory: ")
     else:
         assert "--overwrite" in line
+
+
+def test_eval_writes_predictions_an_outside_scorer_agrees_with(two_recommenders, tmp_path):
+    """`recllm eval --predictions FILE.jsonl`: one line per user; Recall@K and NDCG@K computed
+    from the file alone, against the split's targets, equal the reported figures."""
+    import math
+
+    from recllm.data import DataConfig, load_rec_dataset, split_dataset
+
+    a, _ = two_recommenders
+    out, preds = tmp_path / "ev", tmp_path / "preds.jsonl"
+    args = ["--max-users", "6", "--beams", "30", "--k", "1,30", "--out", str(out)]
+    proc = run_cli(
+        "eval", "--model", str(a), *args, "--predictions", str(preds), env={"OMP_NUM_THREADS": "1"}
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [json.loads(line) for line in preds.read_text().splitlines()]
+    cfg = json.loads((a / "recllm_vocab.json").read_text())["recommender"]["data"]
+    test = split_dataset(load_rec_dataset(config=DataConfig(**cfg)), DataConfig(**cfg)).test[:6]
+    assert [r["user"] for r in rows] == [ex.user_id for ex in test]
+    assert all(len(r["items"]) == 30 and len(set(r["items"])) == 30 for r in rows)
+    metrics = json.loads((out / "metrics.json").read_text())["metrics"]
+    assert 0 < metrics["recall@30"] < 1  # hits and misses: the comparison below can fail
+    for k in (1, 30):
+        ranks = [
+            r["items"][:k].index(ex.target) if ex.target in r["items"][:k] else None
+            for r, ex in zip(rows, test, strict=True)
+        ]
+        recall = sum(rank is not None for rank in ranks) / len(rows)
+        ndcg = sum(1 / math.log2(rank + 2) for rank in ranks if rank is not None) / len(rows)
+        assert metrics[f"recall@{k}"] == pytest.approx(recall)
+        assert metrics[f"ndcg@{k}"] == pytest.approx(ndcg)
+    bad = run_cli("eval", "--model", str(a), *args, "--predictions", str(tmp_path))
+    assert bad.returncode == 2 and "--predictions" in one_line_error(bad.stderr)

@@ -10,6 +10,7 @@ protocol: full ranking, one target per user, Recall@K and NDCG@K, items seen bef
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Sequence
@@ -89,6 +90,23 @@ class EvalResult:
     metrics: dict[str, float | int]
     ranked: list[list[str | None]]  # None: an invalid answer (unconstrained evaluation only)
     seconds: float
+
+
+def write_predictions(
+    path: str | Path, examples: Sequence[Example], ranked: Sequence[Sequence[str | None]]
+) -> Path:
+    """Write one JSON line per user, ``{"user": ID, "items": [ranked item ids]}``, atomically.
+
+    An invalid answer (unconstrained evaluation) is ``null`` in its slot, so an outside scorer
+    ranks the target exactly as recllm did.
+    """
+    from recllm.io import write_text_atomic
+
+    lines = [
+        json.dumps({"user": ex.user_id, "items": list(items)}, ensure_ascii=False)
+        for ex, items in zip(examples, ranked, strict=True)
+    ]
+    return write_text_atomic(path, "\n".join(lines) + ("\n" if lines else ""))
 
 
 def load_ensemble(
