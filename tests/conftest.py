@@ -53,8 +53,11 @@ def network_skip_reason(env: Mapping[str, str] | None = None) -> str | None:
     import urllib.request
 
     request = urllib.request.Request(PROBE_URL, method="HEAD")
+    # a fresh opener reads the *_proxy variables now; urlopen's module-level opener keeps the
+    # proxies of its first call in this process
+    opener = urllib.request.build_opener()
     try:
-        with urllib.request.urlopen(request, timeout=PROBE_TIMEOUT_S):
+        with opener.open(request, timeout=PROBE_TIMEOUT_S):
             return None
     except (OSError, urllib.error.URLError) as err:  # refused, DNS, timeout, proxy, TLS
         return (
