@@ -139,55 +139,75 @@ def bad_yaml(tmp_path: Path, name: str, line: str) -> str:
 
 
 @pytest.mark.parametrize(
-    "case",
-    ["yaml_key", "yaml_syntax", "int_value", "flag", "model", "data", "config_file"],
+    ("line", "expect"),
+    [
+        (
+            "learnin_rate: 1.0\n",
+            "[key 'learnin_rate']: unknown key. Fix: did you mean 'learning_rate'?",
+        ),
+        ("mixture: [1,\n", "invalid YAML ("),
+    ],
+    ids=["yaml_key", "yaml_syntax"],
 )
-def test_config_errors_are_one_line_and_write_nothing(tmp_path, case, ml100k_subset):
-    """Each bad input: exit 2, one `plum_sft: error: WHERE: WHAT. Fix: HOW` line, no traceback,
-    no usage dump, and no output directory left behind (checked before data, SIDs, model)."""
+def test_config_file_errors_name_the_file_and_line_or_key(tmp_path, line, expect):
+    from recllm.errors import UserError
+    from recllm.train.plum import parse_recipe_args
+
+    config = ROOT / "recipes" / "plum_sft.yaml"
+    bad = bad_yaml(tmp_path, "bad.yaml", line)
+    with pytest.raises(UserError) as e:
+        parse_recipe_args(["--config", bad])
+    assert expect in str(e.value) and str(e.value).startswith(bad)
+    if "YAML" in expect:  # the line where the parser gave up: the end of the file
+        assert str(e.value).startswith(f"{bad}:{len(config.read_text().splitlines()) + 2}:")
+
+
+@pytest.mark.parametrize(
+    ("args", "expect"),
+    [
+        (
+            ["--max_steps", "abc"],
+            "command line: argument --max_steps/--max-steps: invalid int value: 'abc'",
+        ),
+        (["--max_stepz", "3"], "--max_stepz: unknown flag. Fix: did you mean --max_steps?"),
+        (["--config", "missing.yaml"], "--config missing.yaml: no such file"),
+    ],
+    ids=["int_value", "flag", "config_file"],
+)
+def test_bad_flags_are_one_user_error(args, expect):
+    from recllm.errors import UserError
+    from recllm.train.plum import parse_recipe_args
+
+    if args[0] != "--config":
+        args = ["--config", str(ROOT / "recipes" / "plum_sft.yaml"), *args]
+    with pytest.raises(UserError) as e:
+        parse_recipe_args(args)
+    assert str(e.value).startswith(expect) and ". Fix: " in str(e.value)
+
+
+@pytest.mark.parametrize("case", ["flag", "model", "data"])
+def test_recipe_errors_are_one_line_and_write_nothing(tmp_path, case, ml100k_subset):
+    """As a user sees them: exit 2, one `plum_sft: error: WHERE: WHAT. Fix: HOW` line, no
+    traceback, no usage dump, and no output directory left behind (the model and the data are
+    checked before the SID build and before anything is written)."""
     base = save_tiny_model(tmp_path / "base")
     out = tmp_path / "run"
     config = str(ROOT / "recipes" / "plum_sft.yaml")
-    common = ["--model_name_or_path", str(base), "--data_path", ml100k_subset]
     args, expect = {
-        "yaml_key": (
-            ["--config", bad_yaml(tmp_path, "key.yaml", "learnin_rate: 1.0\n"), *common],
-            "did you mean 'learning_rate'",
+        "flag": (
+            ["--model_name_or_path", str(base), "--data_path", ml100k_subset, "--max_stepz", "3"],
+            "did you mean --max_steps",
         ),
-        "yaml_syntax": (
-            ["--config", bad_yaml(tmp_path, "syntax.yaml", "mixture: [1,\n"), *common],
-            f"syntax.yaml:{len(Path(config).read_text().splitlines()) + 2}",
-        ),
-        "int_value": (
-            ["--config", config, *common, "--max_steps", "abc"],
-            "invalid int value: 'abc'",
-        ),
-        "flag": (["--config", config, *common, "--max_stepz", "3"], "did you mean --max_steps"),
         "model": (
-            [
-                "--config",
-                config,
-                "--model_name_or_path",
-                str(tmp_path / "nope"),
-                "--data_path",
-                ml100k_subset,
-            ],
+            ["--model_name_or_path", str(tmp_path / "nope"), "--data_path", ml100k_subset],
             "nope",
         ),
         "data": (
-            [
-                "--config",
-                config,
-                "--model_name_or_path",
-                str(base),
-                "--data_path",
-                str(tmp_path / "nodata"),
-            ],
+            ["--model_name_or_path", str(base), "--data_path", str(tmp_path / "nodata")],
             "nodata",
         ),
-        "config_file": (["--config", str(tmp_path / "missing.yaml")], "missing.yaml: no such file"),
     }[case]
-    proc = recipe(*args, "--output_dir", str(out), cwd=tmp_path)
+    proc = recipe("--config", config, *args, "--output_dir", str(out), cwd=tmp_path)
     assert proc.returncode == 2, proc.stderr[-3000:]
     errors = [line for line in proc.stderr.splitlines() if "error" in line.lower()]
     assert len(errors) == 1 and errors[0].startswith("plum_sft: error: "), proc.stderr[-3000:]
@@ -201,7 +221,7 @@ def test_a_rerun_never_reuses_stale_artifacts(tmp_path, ml100k_subset):
     settings reuse the SID map; --overwrite_output_dir rebuilds."""
     base = save_tiny_model(tmp_path / "base")
     out = tmp_path / "run"
-    first = run_small(base, out, ml100k_subset, "--max_steps", "2", launch=None)
+    first = run_small(base, out, ml100k_subset, "--max_steps", "2", accelerate=False)
     assert first.returncode == 0, first.stderr[-3000:]
     sid_file = out / "sids" / "sid_map.json"
     built = sid_file.stat().st_mtime_ns
@@ -212,12 +232,12 @@ def test_a_rerun_never_reuses_stale_artifacts(tmp_path, ml100k_subset):
         (("--codebook_size", "32"), "sid.codebook_size: 16 -> 32"),
         (("--max_users", "40"), "data.max_users: 30 -> 40"),
     ]:
-        proc = run_small(base, out, ml100k_subset, "--max_steps", "2", *flags)
+        proc = run_small(base, out, ml100k_subset, "--max_steps", "2", *flags, accelerate=False)
         assert proc.returncode != 0 and diff in proc.stderr, proc.stderr[-3000:]
         assert "--overwrite_output_dir true" in proc.stderr and "Traceback" not in proc.stderr
         assert sid_file.stat().st_mtime_ns == built and model_file.read_bytes() == trained
 
-    again = run_small(base, out, ml100k_subset, "--max_steps", "2")
+    again = run_small(base, out, ml100k_subset, "--max_steps", "2", accelerate=False)
     assert again.returncode == 0, again.stderr[-3000:]
     assert sid_file.stat().st_mtime_ns == built  # same settings: the SID map is reused
 
@@ -231,6 +251,7 @@ def test_a_rerun_never_reuses_stale_artifacts(tmp_path, ml100k_subset):
         "32",
         "--overwrite_output_dir",
         "true",
+        accelerate=False,
     )
     assert over.returncode == 0, over.stderr[-3000:]
     _, _, sid_map = load_model_with_sids(out / "model")
@@ -238,7 +259,16 @@ def test_a_rerun_never_reuses_stale_artifacts(tmp_path, ml100k_subset):
     assert json.loads((out / "resolved_config.json").read_text())["sid"]["codebook_size"] == 32
 
 
-def run_small(base: Path, out: Path, data: str, *extra: str, launch: list[str] | None = None):
+def run_small(
+    base: Path,
+    out: Path,
+    data: str,
+    *extra: str,
+    launch: list[str] | None = None,
+    accelerate: bool = True,
+):
+    """A small recipe run; ``accelerate=False`` runs ``python recipes/plum_sft.py`` directly
+    (one process either way; saves accelerate's start-up where the launcher is not the point)."""
     args = [
         "--config",
         str(ROOT / "recipes" / "plum_sft.yaml"),
@@ -264,6 +294,8 @@ def run_small(base: Path, out: Path, data: str, *extra: str, launch: list[str] |
         str(out),
         *extra,
     ]
+    if not accelerate:
+        return recipe(*args, cwd=out.parent)
     return accelerate_launch(*args, cwd=out.parent, launch=launch)
 
 
