@@ -221,27 +221,7 @@ def evaluate_recommender(
     for m in members:
         m.eval()
     start = time.perf_counter()
-    if not constrained:
-        # The trie off: whatever the model emits, read from its token ids. A sid_sequence
-        # model's answer is the bare SID (its next token is the following item's marker).
-        with torch.inference_mode():
-            out = generate_sids(
-                members[0],
-                tokenizer,
-                prompts,
-                sid_map,
-                k=k,
-                num_beams=beams,
-                batch_size=batch_size,
-                mode="beam",
-                engine="generate",
-                trie=trie,
-                progress=progress,
-                constrained=False,
-                stop_after_sid=spec.style != "sid_sequence",
-            )
-        recs = [[r.item_id for r in items] for items in out]
-    elif engine == "vllm":
+    if constrained and engine == "vllm":
         if recommender is None or spec.style != "chat":
             raise ValueError(
                 "engine='vllm' needs recommender=Recommender.from_pretrained(DIR, engine='vllm') "
@@ -254,7 +234,7 @@ def evaluate_recommender(
         for at in tqdm(starts, desc="vllm beam", unit="batch", disable=not progress):
             out = recommender.recommend_prompts(prompts[at : at + batch_size], k, num_beams=beams)
             recs.extend([r.item_id for r in items] for items in out)
-    elif spec.style == "sid_sequence":
+    elif constrained and spec.style == "sid_sequence":
         # No end-of-answer token exists in a SID sequence (the next item's marker follows), so
         # the beam is scored on the code tokens alone: only recllm's SID beam search does that.
         if engine != "sid_beam":
@@ -267,9 +247,12 @@ def evaluate_recommender(
         )
         recs = [[sid_map.item_ids[r] for r in row] for row in ranked_rows]
     else:
+        # Unconstrained: the trie off, whatever the model emits read from its token ids through
+        # transformers generate; a sid_sequence model's answer is then the bare SID (its next
+        # token is the following item's marker).
         with torch.inference_mode():
             out = generate_sids(
-                model,
+                members[0],
                 tokenizer,
                 prompts,
                 sid_map,
@@ -277,9 +260,11 @@ def evaluate_recommender(
                 num_beams=beams,
                 batch_size=batch_size,
                 mode="beam",
-                engine=engine,
+                engine=engine if constrained else "generate",
                 trie=trie,
                 progress=progress,
+                constrained=constrained,
+                stop_after_sid=spec.style != "sid_sequence",
             )
         recs = [[r.item_id for r in items] for items in out]
     seconds = time.perf_counter() - start

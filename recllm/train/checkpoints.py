@@ -159,13 +159,7 @@ def plan_resume(resume: str | bool | None, out: Path, *, warmup: bool) -> Resume
     if resume is True or resume in LATEST:
         sft = latest_complete(out)
         if sft is not None:
-            if warmup and rows is None:
-                raise UserError(
-                    warm_dir / STAGE_ROWS,
-                    f"missing: {sft} continues a run whose warm-up result is gone",
-                    "restore it, or start over with --overwrite_output_dir true",
-                )
-            return ResumePlan(warmup_rows=rows, sft_checkpoint=sft)
+            return _sft_resume(sft, rows, warmup, warm_dir)
         if rows is not None:
             return ResumePlan(warmup_rows=rows)
         warm = latest_complete(warm_dir) if warmup else None
@@ -196,13 +190,18 @@ def plan_resume(resume: str | bool | None, out: Path, *, warmup: bool) -> Resume
             f"not a checkpoint of this run's output directory {out}",
             f"pass --output_dir {path.parent} to continue that run",
         )
+    return _sft_resume(path, rows, warmup, warm_dir)
+
+
+def _sft_resume(sft: Path, rows: Path | None, warmup: bool, warm_dir: Path) -> ResumePlan:
+    """Resume SFT from ``sft``, which needs the warm-up's saved rows when there was a warm-up."""
     if warmup and rows is None:
         raise UserError(
             warm_dir / STAGE_ROWS,
-            f"missing: {path} continues a run whose warm-up result is gone",
-            "start over with --overwrite_output_dir true",
+            f"missing: {sft} continues a run whose warm-up result is gone",
+            "restore it, or start over with --overwrite_output_dir true",
         )
-    return ResumePlan(warmup_rows=rows, sft_checkpoint=path)
+    return ResumePlan(warmup_rows=rows, sft_checkpoint=sft)
 
 
 def save_stage_rows(
