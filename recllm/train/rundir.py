@@ -23,6 +23,7 @@ logger = logging.getLogger(__name__)
 VOLATILE = (
     "versions",
     "plum.overwrite_output_dir",
+    "seqlm.overwrite_output_dir",
     "sft.resume_from_checkpoint",
     "sft.logging_dir",
     "sft.logging_steps",
@@ -44,6 +45,7 @@ RECIPE_ENTRIES = (
     "adapter",
     "warmup",
     "incomplete",
+    "runs",  # recipes/seqlm.py: one trainer directory per seed
 )
 
 
@@ -75,6 +77,7 @@ def config_diff(old: dict, new: dict, ignore: tuple[str, ...] = VOLATILE) -> lis
 def _recipe_entries(out: Path) -> list[Path]:
     found = [out / name for name in RECIPE_ENTRIES if (out / name).exists()]
     found += sorted(p for p in out.glob("checkpoint-*") if p.is_dir())
+    found += sorted(p for p in out.glob("model_seed*") if p.is_dir())  # seqlm ensembles
     return found
 
 

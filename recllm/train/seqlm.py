@@ -22,8 +22,10 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 # The SID-sequence text format lives in tasks, below train and eval, which both prompt with it;
 # these names stay importable from here.
@@ -39,8 +41,11 @@ from recllm.tasks.sequence import (  # noqa: F401
 if TYPE_CHECKING:
     import datasets
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
+    from trl import SFTConfig
 
+    from recllm.data.config import DataConfig
     from recllm.data.splits import Split
+    from recllm.sid.config import SIDConfig
     from recllm.sid.sidmap import SIDMap
 
 logger = logging.getLogger(__name__)
@@ -211,3 +216,303 @@ def time_budget_callback(minutes: float | None):
             return control
 
     return TimeBudget()
+
+
+@dataclass
+class SeqLMArguments(SeqLMConfig):
+    """The ``recipes/seqlm.py`` options: the decoder's size (:class:`SeqLMConfig`) plus seeds,
+    budget, validation-based epoch selection and the SID map to use."""
+
+    ensemble: int = field(
+        default=1,
+        metadata={
+            "help": "Decoders trained one after the other (seeds seed, seed + 1, ...; model_seed "
+            "likewise), each saved as its own model directory and decodable together "
+            "(`recllm eval --model DIR DIR`). Each costs a full training run."
+        },
+    )
+    time_budget_minutes: float | None = field(
+        default=None,
+        metadata={
+            "help": "Stop each decoder's training after this many minutes (wall clock); null = "
+            "the schedule (num_train_epochs / max_steps) alone."
+        },
+    )
+    valid_users: int = field(
+        default=0,
+        metadata={
+            "help": "Validation users ranked at each epoch end; the epoch with the best "
+            "select_metric is kept (0 = keep the last epoch). Costs one beam search over them "
+            "per epoch."
+        },
+    )
+    valid_beams: int = field(
+        default=20,
+        metadata={"help": "Beam width of the validation passes (>= the K of select_metric)."},
+    )
+    select_metric: str = field(
+        default="recall@10",
+        metadata={"help": "Validation metric that picks the epoch: recall@K or ndcg@K, K 5 or 10."},
+    )
+    patience: int | None = field(
+        default=None,
+        metadata={"help": "Stop after N epochs without validation gain; null = never."},
+    )
+    item_tokens: bool = field(
+        default=False,
+        metadata={
+            "help": "Ablation: no semantic IDs, one token per item (a 1-level code = the item's "
+            "index), so the decoder scores items with a full softmax as SASRec does."
+        },
+    )
+    sid_map: str | None = field(
+        default=None,
+        metadata={
+            "help": "SID artifact directory to use; default: build one into OUTPUT_DIR/sids."
+        },
+    )
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={
+            "help": "Replace the recipe's artifacts in OUTPUT_DIR when they were made with other "
+            "settings; without it such a rerun stops with the keys that differ."
+        },
+    )
+
+    def __post_init__(self) -> None:
+        from recllm.errors import UserError
+
+        if self.ensemble < 1:
+            raise UserError("--ensemble", f"must be >= 1, got {self.ensemble}", "pass 1 or more")
+        if self.valid_users < 0:
+            raise UserError("--valid_users", "must be >= 0", "pass 0 (last epoch) or a user count")
+        if self.time_budget_minutes is not None and self.time_budget_minutes <= 0:
+            raise UserError(
+                "--time_budget_minutes", "must be > 0", "pass minutes, or null for no budget"
+            )
+        if self.patience is not None and self.patience < 1:
+            raise UserError("--patience", "must be >= 1", "pass 1 or more, or null")
+        metric, _, k = self.select_metric.partition("@")
+        if metric not in ("recall", "ndcg") or k not in ("5", "10"):
+            raise UserError(
+                "--select_metric",
+                f"{self.select_metric!r} is not one of recall@5, recall@10, ndcg@5, ndcg@10",
+                "pick one of them",
+            )
+        if self.valid_beams < int(k):
+            raise UserError(
+                "--valid_beams",
+                f"{self.valid_beams} is smaller than the K of --select_metric ({k})",
+                f"raise --valid_beams to at least {k}",
+            )
+        if self.hidden_size % self.num_heads:
+            raise UserError(
+                "--hidden_size/--num_heads",
+                f"hidden_size {self.hidden_size} is not a multiple of num_heads {self.num_heads}",
+                "pick a width divisible by the head count",
+            )
+
+    def model_config(self, member: int = 0) -> SeqLMConfig:
+        """The :class:`SeqLMConfig` of ensemble member ``member`` (its seed: model_seed + member)."""
+        base = {f.name: getattr(self, f.name) for f in fields(SeqLMConfig)}
+        return SeqLMConfig(**{**base, "model_seed": self.model_seed + member})
+
+
+@dataclass
+class SeqLMRun:
+    """What :func:`run_seqlm` made: the model directories (first seed first) and the run log."""
+
+    model_dirs: list[Path]
+    log: dict[str, Any]
+
+
+def model_dir_name(member: int, seed: int) -> str:
+    """``model`` for the first decoder, ``model_seed<N>`` for the others."""
+    return "model" if member == 0 else f"model_seed{seed}"
+
+
+def item_token_map(item_ids: list[str]) -> SIDMap:
+    """A 1-level "SID" map with one code per item (the ``item_tokens`` ablation)."""
+    import numpy as np
+
+    from recllm.sid.sidmap import SIDMap
+
+    codes = np.arange(len(item_ids))[:, None]
+    return SIDMap(item_ids, codes, (len(item_ids),), {"ablation": "one token per item"})
+
+
+def run_seqlm(
+    args: SeqLMArguments,
+    data_cfg: DataConfig,
+    sid_cfg: SIDConfig,
+    sft_cfg: SFTConfig,
+    *,
+    evaluate: Callable[..., Any] | None = None,
+) -> SeqLMRun:
+    """Data -> SIDs -> ``args.ensemble`` from-scratch decoders -> model directories.
+
+    Validates the settings against ``OUTPUT_DIR`` (:func:`recllm.train.rundir.check_output_dir`)
+    before anything is written, records them in ``OUTPUT_DIR/resolved_config.json``, builds
+    (or reuses, when built with the same settings) the SID map in ``OUTPUT_DIR/sids``, trains
+    each decoder through TRL's ``SFTTrainer`` within ``args.time_budget_minutes``, keeps the
+    epoch with the best validation metric when ``args.valid_users`` > 0, and saves each as a
+    model directory ``recllm eval`` reads (``model``, ``model_seed<N>``). Per-seed loss curves
+    and validation histories go to ``OUTPUT_DIR/train_log.json``.
+
+    Args:
+        evaluate: Ranks validation users: called as ``evaluate(model, tokenizer, sid_map,
+            examples, spec, catalog, beams=..., batch_size=..., progress=False)`` and returning
+            an object with ``.metrics`` (:func:`recllm.eval.run.evaluate_recommender`). Training
+            sits below evaluation, so the caller passes it in; needed when ``valid_users`` > 0.
+
+    Raises:
+        UserError: A stale output directory or SID map, or bad data.
+    """
+    from dataclasses import asdict, replace
+
+    import torch
+    from trl import SFTTrainer
+
+    from recllm.data import load_rec_dataset, split_dataset
+    from recllm.data.fingerprint import data_fingerprint
+    from recllm.io import write_json_atomic
+    from recllm.provenance import library_versions
+    from recllm.sid.build import build_sid_map, write_sid_artifact
+    from recllm.sid.sidmap import SIDMap
+    from recllm.tasks.prompting import PromptSpec
+    from recllm.train.rundir import check_output_dir, check_sid_artifact
+    from recllm.train.select import BestOnValidation
+    from recllm.vocab import save_model_with_sids
+
+    if args.valid_users and evaluate is None:
+        raise ValueError("valid_users > 0 needs the `evaluate` function (evaluate_recommender)")
+    if not torch.cuda.is_available() and not sft_cfg.use_cpu:
+        sft_cfg = replace(sft_cfg, use_cpu=True)
+    out = Path(sft_cfg.output_dir)
+
+    # validate everything cheap before anything expensive runs or anything is written
+    dataset = load_rec_dataset(config=data_cfg)
+    split = split_dataset(dataset, data_cfg)
+    resolved = {
+        "seqlm": asdict(args),
+        "data": asdict(data_cfg),
+        "sid": asdict(sid_cfg),
+        "sft": {k: v for k, v in sft_cfg.to_dict().items() if not k.startswith("_")},
+        "versions": library_versions(),
+    }
+    check_output_dir(out, resolved, overwrite=args.overwrite_output_dir)
+    write_json_atomic(out / "resolved_config.json", resolved)
+    logger.info(
+        "resolved config in %s: data %s (max_users %s), SIDs %s, %d decoder(s) %d x %d wide, "
+        "lr %g, %s epochs / %s steps, budget %s min, %d validation users",
+        out / "resolved_config.json",
+        data_cfg.data_path,
+        data_cfg.max_users,
+        "one token per item"
+        if args.item_tokens
+        else f"{sid_cfg.method} {sid_cfg.levels} x {sid_cfg.codebook_size}",
+        args.ensemble,
+        args.num_layers,
+        args.hidden_size,
+        sft_cfg.learning_rate,
+        sft_cfg.num_train_epochs,
+        sft_cfg.max_steps,
+        args.time_budget_minutes,
+        args.valid_users,
+    )
+
+    # SID map: one token per item (ablation), given (--sid_map), reused when built with exactly
+    # these settings, or built now
+    if args.item_tokens:
+        sid_map = item_token_map(list(dataset.catalog.ids))
+    else:
+        sid_dir = Path(args.sid_map) if args.sid_map else out / "sids"
+        if not (sid_dir / "sid_map.json").is_file():
+            write_sid_artifact(build_sid_map(dataset, sid_cfg, data_cfg, split=split), sid_dir)
+        sid_map = SIDMap.load(sid_dir)
+        if not args.sid_map:
+            expected = {"sid_config": asdict(sid_cfg), "data_config": asdict(data_cfg)}
+            check_sid_artifact(sid_dir, sid_map.meta, expected)
+
+    fingerprint = data_fingerprint(split, dataset.catalog)
+    model_dirs: list[Path] = []
+    log: dict[str, Any] = {"train_users": len(split.train.sequences), "seeds": {}}
+    for member in range(args.ensemble):
+        seed = sft_cfg.seed + member
+        cfg = args.model_config(member)
+        model, tok = build_seqlm(sid_map, cfg)
+        train = training_dataset(split, sid_map, tok, cfg.max_items)
+        logger.info(
+            "decoder %d/%d (seed %d): %d training windows, %.2fM parameters",
+            member + 1,
+            args.ensemble,
+            seed,
+            len(train),
+            model.num_parameters() / 1e6,
+        )
+        budget = time_budget_callback(args.time_budget_minutes)
+        callbacks: list[Any] = [budget]
+        select = None
+        if args.valid_users:
+            valid = split.valid[: args.valid_users]
+            spec = PromptSpec(style=PROMPT_STYLE, max_history=cfg.max_items)
+
+            def on_valid(m, tok=tok, valid=valid, spec=spec):
+                return evaluate(
+                    m,
+                    tok,
+                    sid_map,
+                    valid,
+                    spec,
+                    dataset.catalog,
+                    beams=args.valid_beams,
+                    batch_size=64,
+                    progress=False,
+                ).metrics
+
+            select = BestOnValidation(on_valid, metric=args.select_metric, patience=args.patience)
+            callbacks.append(select)
+        member_args = replace(sft_cfg, output_dir=str(out / "runs" / f"seed{seed}"), seed=seed)
+        trainer = SFTTrainer(
+            model=model,
+            args=member_args,
+            train_dataset=train,
+            processing_class=tok,
+            callbacks=callbacks,
+        )
+        trainer.train()
+        if select is not None:
+            select.restore_best(model)
+        name = model_dir_name(member, seed)
+        model_dirs.append(
+            save_model_with_sids(
+                model,
+                tok,
+                sid_map,
+                out / name,
+                overwrite=True,
+                recommender={
+                    "prompt_style": PROMPT_STYLE,
+                    "max_history": cfg.max_items,
+                    "data": asdict(data_cfg),
+                    # `recllm eval` refuses other data than this split
+                    "data_fingerprint": fingerprint,
+                },
+            )
+        )
+        losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+        log["seeds"][str(seed)] = {
+            "model_dir": name,
+            "epochs": round(trainer.state.epoch or 0.0, 2),
+            "steps": trainer.state.global_step,
+            "stopped_by_budget": budget.stopped_at is not None,
+            "first_loss": losses[0] if losses else None,
+            "final_loss": losses[-1] if losses else None,
+            "parameters": model.num_parameters(),
+            "best_epoch": select.best_epoch if select else None,
+            "valid": select.history if select else None,
+            "log_history": trainer.state.log_history,
+        }
+        write_json_atomic(out / "train_log.json", log)
+        print(f"model {member + 1}/{args.ensemble} saved to {out / name}")
+    return SeqLMRun(model_dirs, log)

@@ -1,0 +1,120 @@
+"""YAML + command line -> a recipe's config dataclasses, with one-line errors.
+
+Every recipe (``recipes/*.py``) parses its ``--config FILE`` and ``--key value`` flags with
+``trl.TrlParser`` over its dataclasses. HF's parser answers a typo with its whole usage text, or
+(for a YAML key) with a ``ValueError`` deep in a traceback; :func:`parse_recipe_args` checks the
+flags and the YAML's keys first and raises :class:`~recllm.errors.UserError` naming the flag, the
+file and line, or the key (with the closest known name), which ``recllm.errors.user_errors``
+prints as one line.
+"""
+
+from __future__ import annotations
+
+import difflib
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from recllm.errors import UserError
+
+
+def recipe_parser(dataclass_types: Sequence[type], prog: str):
+    """A ``trl.TrlParser`` over ``dataclass_types`` whose argparse errors (a bad value, an
+    unknown flag) raise :class:`UserError` instead of printing the usage and exiting."""
+    from trl import TrlParser
+
+    class RecipeParser(TrlParser):
+        def error(self, message: str):
+            raise UserError(
+                "command line", message, f"see `python recipes/{prog}.py --help` for the flags"
+            )
+
+    return RecipeParser(tuple(dataclass_types))
+
+
+def check_args(args: list[str], parser: Any, prog: str = "RECIPE") -> None:
+    """Check the flags, then read ``--config FILE`` the way TrlParser will, failing with the
+    flag, or the file and line or key, before HF's parser prints its whole usage.
+
+    Raises:
+        UserError: An unknown flag, a missing or unreadable config file, or an unknown key.
+    """
+    import yaml
+
+    flags = {o for a in parser._actions for o in a.option_strings} | {"--config"}
+    for arg in args:
+        name = arg.split("=", 1)[0]
+        if name.startswith("--") and name not in flags:
+            close = difflib.get_close_matches(name, sorted(flags), n=1)
+            raise UserError(
+                name,
+                "unknown flag",
+                f"did you mean {close[0]}?" if close else "see --help for the flags",
+            )
+    if "--config" not in args:
+        return
+    i = args.index("--config")
+    if i + 1 >= len(args):
+        raise UserError("--config", "no file given", f"pass --config recipes/{prog}.yaml")
+    path = Path(args[i + 1])
+    if not path.is_file():
+        raise UserError(
+            f"--config {path}", "no such file", "pass an existing YAML file (recipes/*.yaml)"
+        )
+    try:
+        config = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise UserError(where, f"invalid YAML ({problem})", "fix the YAML syntax") from None
+    except UnicodeDecodeError:
+        raise UserError(path, "not UTF-8 text", "save the YAML as UTF-8") from None
+    if not isinstance(config, dict):
+        raise UserError(path, "not a YAML mapping of keys to values", "write `key: value` lines")
+    known = {a.dest for a in parser._actions} | {"env"}
+    for key in config:
+        if key not in known:
+            close = difflib.get_close_matches(str(key), sorted(known), n=1)
+            raise UserError(
+                f"{path} [key {key!r}]",
+                "unknown key",
+                f"did you mean {close[0]!r}?" if close else "remove it (see --help for the keys)",
+            )
+
+
+def parse_recipe_args(
+    dataclass_types: Sequence[type], argv: list[str] | None = None, *, prog: str = "RECIPE"
+) -> tuple[Any, ...]:
+    """Parse YAML + command line into one instance of each of ``dataclass_types``.
+
+    Without a GPU, ``--use_cpu true`` is added unless given (when a ``trl.SFTConfig`` or other
+    ``TrainingArguments`` is among the types): the recipe trains on CPU then anyway, and
+    transformers refuses ``bf16: true`` unless ``use_cpu`` is set before the configs are
+    validated.
+
+    Raises:
+        UserError: A missing or malformed config file, an unknown key or flag, a bad value, or a
+            cross-field rule a config's ``__post_init__`` enforces; one line, naming the place.
+    """
+    import torch
+    from transformers import TrainingArguments
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    trains = any(issubclass(t, TrainingArguments) for t in dataclass_types)
+    if (
+        trains
+        and not torch.cuda.is_available()
+        and not any(a.startswith("--use_cpu") for a in args)
+    ):
+        args += ["--use_cpu", "true"]
+    parser = recipe_parser(dataclass_types, prog)
+    check_args(args, parser, prog)
+    try:
+        return tuple(parser.parse_args_and_config(args))
+    except UserError:
+        raise
+    except (ValueError, TypeError) as e:  # a config's __post_init__, or HF's unused-args check
+        text = " ".join(str(e).split())
+        raise UserError("recipe config", text.rstrip("."), "fix the value named above") from None
