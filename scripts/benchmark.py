@@ -1,0 +1,240 @@
+"""One benchmark for any dataset: recllm's SID-sequence decoder(s) and SASRec, beside the
+published rows for that dataset.
+
+    python scripts/benchmark.py --data ../shared/data/amazon_p5/beauty --out outputs/bench_beauty
+    python scripts/benchmark.py --data ../shared/data/amazon18_scientific --recllm-minutes 10 \\
+        --sasrec-minutes 5 --ensemble 1 --eval-users 2000          # a quicker look
+    python scripts/benchmark.py --data DIR --dataset toys --hidden_size 128   # any recipe key
+
+recllm side: ``recipes/seqlm.yaml`` (``--config``) with the data path and output directory set
+here; any recipe key can follow as ``--key value`` (``--method rq-kmeans``). It runs the recipe's
+own code path (:func:`recllm.train.seqlm.run_seqlm`): SIDs -> ``--ensemble`` decoders, each
+within ``--recllm-minutes``, each keeping the epoch with the best Recall@10 on the recipe's
+``valid_users`` VALIDATION users -> trie-constrained beam search (``--beams``) over the test
+users, of the first decoder alone and of all of them together. SASRec side: full-softmax
+cross-entropy (recllm.baselines.sasrec) within ``--sasrec-minutes``, epoch chosen on validation
+NDCG@10. Nothing is chosen on the test split, which is scored once at the end. Both:
+leave-one-out, full ranking, histories cut to the recipe's ``max_history``, seen items not
+removed (../shared/data/README.md).
+
+The published rows come from ``recllm/eval/published.yaml``: the entry whose folder names match
+``--data`` (``amazon_p5/beauty`` -> beauty, ``Scientific.inter.json`` -> scientific), or
+``--dataset NAME``; data of no entry gets no published rows (said so in the output). Prints the
+table; writes ``metrics.json`` and ``recall.png`` into ``--out`` (the recipe's run in
+``--out/seqlm``); the last line of output is one JSON object of the measured figures.
+
+Cost (2 EPYC cores, one thread): Beauty (22,363 users, 12,101 items) with the defaults, 2 x 30
+min of decoders + 12 min of SASRec + evaluation, about 80 min. A smoke run on a 40-user,
+60-item set (tests/scripts/test_benchmark.py) takes about 30 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import math
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[str]]:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--data", required=True, help="dataset directory or file (any recllm layout)")
+    p.add_argument(
+        "--dataset", default=None, help="published table to compare with (default: from --data)"
+    )
+    p.add_argument("--out", default="outputs/benchmark", help="output directory")
+    p.add_argument("--config", default=str(ROOT / "recipes" / "seqlm.yaml"), help="recipe YAML")
+    p.add_argument(
+        "--recllm-minutes", type=float, default=None, help="budget of each decoder (YAML default)"
+    )
+    p.add_argument("--ensemble", type=int, default=None, help="decoders (YAML default)")
+    p.add_argument("--sasrec-minutes", type=float, default=12.0, help="0 = skip SASRec")
+    p.add_argument(
+        "--sasrec-dropout", type=float, default=0.5, help="SASRec dropout (0.5: sparse data)"
+    )
+    p.add_argument("--sasrec-batch", type=int, default=64, help="SASRec sequences per step")
+    p.add_argument("--eval-users", type=int, default=0, help="first N test users (0 = all)")
+    p.add_argument("--beams", type=int, default=20, help="beam width of the test decoding")
+    p.add_argument("--threads", type=int, default=None, help="torch threads")
+    args, recipe = p.parse_known_args(argv)
+    if args.beams < 10:
+        p.error("--beams must be >= 10 (Recall@10 needs 10 ranked items)")
+    return args, recipe
+
+
+def recipe_argv(args: argparse.Namespace, extra: list[str]) -> list[str]:
+    """The recipe's command line: its YAML, this run's data and output, then the overrides."""
+    argv = ["--config", args.config, "--data_path", str(args.data)]
+    argv += ["--output_dir", str(Path(args.out) / "seqlm")]
+    if args.recllm_minutes is not None:
+        argv += ["--time_budget_minutes", str(args.recllm_minutes)]
+    if args.ensemble is not None:
+        argv += ["--ensemble", str(args.ensemble)]
+    return argv + extra
+
+
+def table(rows: dict[str, dict[str, float]], columns: tuple[str, ...]) -> str:
+    width = max(28, *(len(n) + 2 for n in rows))
+    head = f"{'method':<{width}}" + "".join(
+        f"{c.replace('recall', 'R').replace('ndcg', 'N'):>9}" for c in columns
+    )
+    lines = [head]
+    for name, fig in rows.items():
+        cells = "".join(
+            f"{'-':>9}" if math.isnan(fig.get(c, math.nan)) else f"{fig[c]:>9.4f}" for c in columns
+        )
+        lines.append(f"{name:<{width}}" + cells)
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    t0 = time.monotonic()
+    args, extra = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    import torch
+    from trl import SFTConfig
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    from recllm.data import DataConfig, load_rec_dataset, split_dataset
+    from recllm.eval import plot_recall, save_metrics
+    from recllm.eval.published import COLUMNS, load_published, match_dataset, published_rows
+    from recllm.eval.run import evaluate_recommender, load_ensemble
+    from recllm.sid.config import SIDConfig
+    from recllm.train.recipe_args import parse_recipe_args
+    from recllm.train.seqlm import SeqLMArguments, run_seqlm
+
+    out = Path(args.out)
+    types = (SeqLMArguments, DataConfig, SIDConfig, SFTConfig)
+    seqlm_args, data_cfg, sid_cfg, sft_cfg = parse_recipe_args(
+        types, recipe_argv(args, extra), prog="seqlm"
+    )
+    key = args.dataset or match_dataset(args.data)
+    tables = load_published()
+    published = published_rows(key, tables) if key else {}
+    print(f"command: python {' '.join(sys.argv)}")
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__} "
+        f"({torch.get_num_threads()} threads)"
+    )
+    dataset = load_rec_dataset(config=data_cfg)
+    split = split_dataset(dataset, data_cfg)
+    test = split.test[: args.eval_users] if args.eval_users else split.test
+    rows: dict[str, dict[str, float]] = {}
+    info: dict[str, object] = {"dataset": key, "data": str(args.data)}
+
+    sasrec = None
+    if args.sasrec_minutes > 0:
+        from recllm.baselines.sasrec import SASRecConfig, train_sasrec
+
+        t = time.monotonic()
+        cfg = SASRecConfig(
+            time_budget_minutes=args.sasrec_minutes,
+            dropout=args.sasrec_dropout,
+            batch_size=args.sasrec_batch,
+        )
+        sasrec, history = train_sasrec(split, dataset.catalog, cfg, progress=False)
+        info["sasrec"] = {
+            "minutes": round((time.monotonic() - t) / 60, 2),
+            "epochs": len(history),
+            "config": dataclasses.asdict(cfg),
+        }
+
+    t = time.monotonic()
+    run = run_seqlm(seqlm_args, data_cfg, sid_cfg, sft_cfg, evaluate=evaluate_recommender)
+    info["recllm_train_minutes"] = round((time.monotonic() - t) / 60, 2)
+    info["recllm"] = {
+        seed: {
+            **{k: v for k, v in s.items() if k not in ("log_history", "valid")},
+            "valid": [
+                {k: round(h[k], 4) for k in ("epoch", "recall@10", "ndcg@10")}
+                for h in s["valid"] or []
+            ],
+        }
+        for seed, s in run.log["seeds"].items()
+    }
+    models, tok, sid_map, spec = load_ensemble(run.model_dirs)
+    decode = dict(beams=args.beams, ks=(5, 10), batch_size=64)
+    result = evaluate_recommender(models[0], tok, sid_map, test, spec, dataset.catalog, **decode)
+    rows[f"recllm SID decoder (beam {args.beams})"] = result.metrics
+    info["recllm_eval_minutes"] = round(result.seconds / 60, 2)
+    if len(models) > 1:
+        result = evaluate_recommender(models, tok, sid_map, test, spec, dataset.catalog, **decode)
+        rows[f"recllm, {len(models)} decoders (beam {args.beams})"] = result.metrics
+    if sasrec is not None:
+        from recllm.baselines.sasrec import evaluate_sasrec
+
+        scored = dataclasses.replace(split, test=test)  # the same users as recllm
+        rows["SASRec (same run)"] = evaluate_sasrec(sasrec, scored, "test", ks=(5, 10))
+    measured = {name: {c: float(fig[c]) for c in COLUMNS} for name, fig in rows.items()}
+
+    title = tables[key].title if key else dataset.name
+    print(
+        f"\n{title}, test, {len(test)} users, full ranking over {len(dataset.catalog)} items, "
+        f"histories <= {data_cfg.max_history} items, seen items not removed"
+    )
+    print(table({**measured, **published}, COLUMNS))
+    if key is None:
+        print(
+            f"no published rows: {args.data} matches no dataset of recllm/eval/published.yaml "
+            f"({', '.join(sorted(tables))}); pass --dataset NAME to compare with one"
+        )
+    elif not published:
+        print(f"no published rows: the {key!r} table in recllm/eval/published.yaml has none yet")
+    else:
+        for row in tables[key].rows:
+            print(f"  {row.name}: {row.source}")
+    first = next(iter(rows))
+    print(
+        f"invalid rate {rows[first]['invalid_rate']:.4f}; recllm trained in "
+        f"{info['recllm_train_minutes']} min, eval {info['recllm_eval_minutes']} min; total "
+        f"{(time.monotonic() - t0) / 60:.1f} min"
+    )
+    config = {
+        "benchmark": {k: str(v) for k, v in vars(args).items()},
+        "recipe_overrides": extra,
+        "recipe": json.loads((Path(sft_cfg.output_dir) / "resolved_config.json").read_text()),
+    }
+    complete = {
+        n: f for n, f in {**measured, **published}.items() if not any(map(math.isnan, f.values()))
+    }
+    save_metrics(
+        out / "metrics.json",
+        {**rows, **published},
+        config,
+        dataset=key or dataset.name,
+        split="test",
+        users=len(test),
+        published_sources={r.name: r.source for r in tables[key].rows} if key else {},
+        info=info,
+    )
+    plot_recall(out / "recall.png", complete, ks=(5, 10), title=f"{title}, test")
+    print(f"metrics.json and recall.png in {out}")
+    summary = {
+        "dataset": key,
+        "users": len(test),
+        "rows": {
+            name: {c: round(float(fig[c]), 4) for c in (*COLUMNS, "invalid_rate") if c in fig}
+            for name, fig in rows.items()
+        },
+        "published": published,
+        "info": info,
+        "minutes": round((time.monotonic() - t0) / 60, 2),
+    }
+    print(json.dumps(summary, default=str))
+    return summary
+
+
+if __name__ == "__main__":
+    from recllm.errors import user_errors
+
+    with user_errors("benchmark"):
+        main()
