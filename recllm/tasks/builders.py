@@ -24,7 +24,7 @@ import jinja2
 
 from recllm.data.splits import Example, Split
 from recllm.data.types import Catalog
-from recllm.tasks.config import TASKS, TaskConfig
+from recllm.tasks.config import HISTORY_LOSS_TASKS, TASKS, TaskConfig
 
 if TYPE_CHECKING:
     import datasets
@@ -146,6 +146,30 @@ class TaskBuilder:
             row["user_id"], row["target"] = ex.user_id, ex.target
             yield row
 
+    def rec_sequence(self, split: Split) -> Iterator[dict[str, Any]]:
+        """Each training history cut into windows of ``max_history + 1`` items (the newest
+        window first, complete), rendered with the ``rec`` template: the window's last item is
+        the target and the row is marked ``history_loss``, so training also supervises every
+        history item's SID after the first (SASRec-style: one row teaches about
+        ``max_history`` next-item predictions; :func:`recllm.train.sft.supervise_history_sids`).
+
+        The prompt text is exactly a recommendation prompt's, so what these rows teach is what
+        evaluation asks.
+        """
+        w = (split.max_history or 20) + 1
+        for user, seq in split.train.sequences.items():
+            for end in range(len(seq), 1, -w):
+                window = seq[max(0, end - w) : end]
+                row = self.renderer.example(
+                    "rec",
+                    history=[self.item(i) for i in window[:-1]],
+                    target=self.item(window[-1]),
+                    with_titles=self.config.rec_history_titles,
+                )
+                row["task"] = "rec_sequence"
+                row["user_id"], row["target"] = user, window[-1]
+                yield row
+
     def behaviour(self, split: Split) -> Iterator[dict[str, Any]]:
         """Training histories cut into windows of ``behaviour_max_items``; each window's first
         half is the prompt, the rest its continuation (SIDs interleaved with titles)."""
@@ -177,6 +201,8 @@ class TaskBuilder:
         """All examples of ``task`` (training data only)."""
         if task == "rec":
             return list(self.rec(split.train_examples()))
+        if task == "rec_sequence":
+            return list(self.rec_sequence(split))
         if task == "behaviour":
             return list(self.behaviour(split))
         return list(self.catalog_task(task))
@@ -196,6 +222,8 @@ class TaskBuilder:
             counts[task] = len(chosen)
             rows.extend(chosen)
         rng.shuffle(rows)
+        for row in rows:  # one column for every row: datasets needs a uniform schema
+            row["history_loss"] = row["task"] in HISTORY_LOSS_TASKS
         logger.info("training mixture: %s (%d examples)", counts, len(rows))
         return rows
 

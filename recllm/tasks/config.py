@@ -33,7 +33,16 @@ PROMPTS_DIR = str(packaged_prompts_dir())
 #: The former name of :data:`PROMPTS_DIR`.
 DEFAULT_PROMPTS_DIR = PROMPTS_DIR
 
-TASKS = ("behaviour", "catalog_sid_to_title", "catalog_title_to_sid", "catalog_sid_to_text", "rec")
+TASKS = (
+    "behaviour",
+    "catalog_sid_to_title",
+    "catalog_title_to_sid",
+    "catalog_sid_to_text",
+    "rec",
+    "rec_sequence",
+)
+#: Tasks whose rows supervise every SID of the history as well as the target (``history_loss``).
+HISTORY_LOSS_TASKS = ("rec_sequence",)
 
 
 def _default_mixture() -> dict[str, float]:
@@ -43,6 +52,7 @@ def _default_mixture() -> dict[str, float]:
         "catalog_title_to_sid": 1.0,
         "catalog_sid_to_text": 0.0,
         "rec": 1.0,
+        "rec_sequence": 0.0,
     }
 
 

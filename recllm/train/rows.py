@@ -126,3 +126,68 @@ def train_rows_only(model: nn.Module, rows: Iterable[int]) -> RowTraining:
         n_train,
     )
     return RowTraining(params, hooks)
+
+
+def decoder_layers(model: nn.Module) -> nn.ModuleList:
+    """The decoder blocks of a Hugging Face causal LM, bottom first.
+
+    Raises:
+        ValueError: The model has no ``get_decoder().layers`` list (not a decoder-only LM).
+    """
+    decoder = model.get_decoder() if hasattr(model, "get_decoder") else None
+    layers = getattr(decoder, "layers", None)
+    if not isinstance(layers, nn.ModuleList):
+        raise ValueError(
+            f"{type(model).__name__} has no decoder layer list (get_decoder().layers); "
+            "train_top_layers needs a decoder-only causal LM"
+        )
+    return layers
+
+
+def train_top_layers(model: nn.Module, n_layers: int, rows: Iterable[int]) -> RowTraining:
+    """Train only the top ``n_layers`` decoder blocks, the final norm and the ``rows`` of the
+    output embedding; everything below stays frozen and backward stops at the lowest trained
+    block.
+
+    The input side of the SID rows keeps its value (from the warm-up): their embeddings enter
+    the network below the frozen blocks, and a gradient for them would cost a backward pass
+    through every frozen block. With tied embeddings the shared rows still learn from the LM
+    head. With 6 of SmolLM2-135M's 30 blocks training, an SFT step costs about 40% of a full
+    one (``scripts/bench_sft.py``).
+
+    Returns:
+        The handles: :meth:`RowTraining.remove` lifts the row masks and the detach hook; the
+        caller re-enables ``requires_grad`` where the next stage needs it.
+    """
+    rows = sorted(set(int(r) for r in rows))
+    layers = decoder_layers(model)
+    if not 0 < n_layers <= len(layers):
+        raise ValueError(f"train_top_layers must be in 1..{len(layers)}, got {n_layers}")
+    handles = train_rows_only(model, rows)
+    for layer in layers[len(layers) - n_layers :]:
+        layer.requires_grad_(True)
+    norm = getattr(model.get_decoder(), "norm", None)
+    if isinstance(norm, nn.Module):
+        norm.requires_grad_(True)
+
+    # Cut the graph where the lowest trained block reads its input. A hook on the embedding's
+    # output would not hold: trainers re-attach gradients there (transformers'
+    # enable_input_require_grads, which TRL calls), and the backward would then run through
+    # every frozen block for nothing.
+    def stop_gradient(module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+        if args:
+            return (args[0].detach(), *args[1:]), kwargs
+        return args, {**kwargs, "hidden_states": kwargs["hidden_states"].detach()}
+
+    lowest = layers[len(layers) - n_layers]
+    handles.hooks.append(lowest.register_forward_pre_hook(stop_gradient, with_kwargs=True))
+    trained = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    logger.info(
+        "SFT trains the top %d of %d decoder layers and %d SID rows (%.1fM parameters with "
+        "the embedding matrix, whose other rows stay fixed); the rest is frozen",
+        n_layers,
+        len(layers),
+        len(rows),
+        trained / 1e6,
+    )
+    return handles

@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
@@ -53,6 +53,7 @@ def train_stage(
     peft_config=None,
     compact_head: bool = True,
     resume_from_checkpoint: str | os.PathLike[str] | None = None,
+    history_sids: tuple[Collection[int], int] | None = None,
 ) -> SFTTrainer:
     """Run one SFT stage and return its trainer (``trainer.state.log_history`` has the losses).
 
@@ -64,6 +65,12 @@ def train_stage(
             (:mod:`recllm.train.fast_head`); same loss and gradients, less work.
         resume_from_checkpoint: A complete ``checkpoint-N`` of this stage to continue from
             (model, optimizer, scheduler, RNG and data position are restored).
+        history_sids: ``(code token ids, levels)``: rows marked ``history_loss``
+            (:data:`recllm.tasks.config.HISTORY_LOSS_TASKS`) are also supervised on the code
+            tokens of every SID of their prompt after the first (:func:`supervise_history_sids`).
+
+    Raises:
+        ValueError: The data has ``history_loss`` rows and ``history_sids`` is not given.
     """
     from trl import SFTTrainer
 
@@ -81,6 +88,14 @@ def train_stage(
         callbacks=[MarkCompleteCheckpoints()],
     )
     check_sharding(trainer, peft=peft_config is not None)
+    if "history_loss" in trainer.train_dataset.column_names:
+        if history_sids is not None:
+            trainer.train_dataset = supervise_history_sids(trainer.train_dataset, *history_sids)
+        elif any(trainer.train_dataset["history_loss"]):
+            raise ValueError(
+                "the training data has history_loss rows (rec_sequence) but no history_sids "
+                "were given: they would train on their last item only"
+            )
     if getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False):
         cast = keep_sid_rows_fp32(trainer.model)
         logger.info("QLoRA: %d SID-row tensors kept in float32", cast)
@@ -89,6 +104,35 @@ def train_stage(
             resume_from_checkpoint=str(resume_from_checkpoint) if resume_from_checkpoint else None
         )
     return trainer
+
+
+def supervise_history_sids(
+    dataset: datasets.Dataset, code_token_ids: Collection[int], levels: int
+) -> datasets.Dataset:
+    """Labels on the history of ``history_loss`` rows: every SID code token (one per level)
+    after the first SID's ``levels`` becomes a target, as the completion already is. The
+    markers around each SID are not: they are trivially predictable, and each supervised
+    position costs a row of the LM head (vocabulary-wide) in the step.
+
+    The rows are TRL-prepared (``input_ids``, ``labels`` with -100 off the completion). A
+    history's item k is then predicted from items 1..k-1 exactly as a recommendation prompt
+    with that history would ask for it, so one row carries about one next-item example per
+    history item. Other rows are returned unchanged.
+    """
+    ids = frozenset(int(t) for t in code_token_ids)
+
+    def supervise(row: dict) -> dict:
+        if not row["history_loss"]:
+            return {"labels": row["labels"]}
+        labels, seen = list(row["labels"]), 0
+        for pos, tok in enumerate(row["input_ids"]):
+            if tok in ids:
+                seen += 1
+                if seen > levels:
+                    labels[pos] = tok
+        return {"labels": labels}
+
+    return dataset.map(supervise, desc="Supervising history SIDs")
 
 
 @contextlib.contextmanager
@@ -212,6 +256,7 @@ def embedding_warmup(
     sid_token_ids: Iterable[int],
     *,
     resume_from_checkpoint: str | os.PathLike[str] | None = None,
+    history_sids: tuple[Collection[int], int] | None = None,
 ) -> SFTTrainer:
     """Train only the SID rows of the embedding matrices; every other weight stays bit-identical.
 
@@ -230,6 +275,7 @@ def embedding_warmup(
             train_dataset,
             replace(args, weight_decay=0.0),
             resume_from_checkpoint=resume_from_checkpoint,
+            history_sids=history_sids,
         )
     finally:
         handles.remove()
