@@ -1,0 +1,70 @@
+"""scripts/bench_sft.py --config recipes/quickstart.yaml on a tiny model and data set: the four
+runs (top layers / full fine-tuning x bf16 off / on) measured, the last line one JSON object."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from recllm.testing import save_tiny_recommender
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_quickstart_config_speed_options(tmp_path):
+    data = save_tiny_recommender(tmp_path / "tiny").parent / "data"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "bench_sft.py"),
+            *("--config", str(ROOT / "recipes" / "quickstart.yaml")),
+            *("--steps", "3", "--batch", "4", "--examples", "10", "--repeats", "2"),
+            # recipe flags: the tiny data set (60 items: 8^3 codes), one of the tiny model's
+            # two layers on top
+            *("--data_path", str(data), "--codebook_size", "8", "--train_top_layers", "1"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"},
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert summary["mode"] == "config" and summary["as_is"] == "top1_bf16_off"
+    assert (summary["steps"], summary["batch"], summary["examples"]) == (3, 4, 10)
+    runs = summary["runs"]
+    assert list(runs) == ["top1_bf16_off", "top1_bf16_on", "full_bf16_off", "full_bf16_on"]
+    assert [runs[k]["label"] for k in runs] == [
+        "top 1 layers, bf16 off",
+        "top 1 layers, bf16 on",
+        "full fine-tuning, bf16 off",
+        "full fine-tuning, bf16 on",
+    ]
+    for run in runs.values():
+        for rate in ("s_per_step", "examples_per_s", "tokens_per_s", "supervised_per_s"):
+            assert run[rate] > 0
+        assert run["wall_s"] > 0 and run["cpu_s"] > 0
+        assert math.isfinite(run["final_loss"]) and math.isfinite(run["mean_loss"])
+        # counted from the batches: 3 steps of 4 over 10 examples are 4 + 4 + 2 (the epoch's
+        # last batch is short); every run sees the same batches
+        assert run["examples"] == 10
+        assert run["tokens"] == runs["top1_bf16_off"]["tokens"]
+        assert run["supervised"] == runs["top1_bf16_off"]["supervised"]
+        # rec_sequence: the history SIDs are supervised too, not only the completion (a SID,
+        # its markers and the end of turn: about 6 tokens)
+        assert run["supervised"] > 10 * 10
+    assert runs["top1_bf16_off"]["ratio_vs_as_is"]["tokens_per_s"] == 1.0
+    assert runs["top1_bf16_on"]["trainable_params"] == runs["top1_bf16_off"]["trainable_params"]
+    assert runs["top1_bf16_off"]["trainable_params"] < runs["full_bf16_off"]["trainable_params"]
+    assert runs["full_bf16_on"]["trainable_params"] == summary["model_params"]
+    # bf16 autocast changes the arithmetic, not the method: close losses on the same batches
+    for method in ("top1", "full"):
+        off, on = runs[f"{method}_bf16_off"]["final_loss"], runs[f"{method}_bf16_on"]["final_loss"]
+        assert abs(off - on) < 0.05
+    assert "native bf16 (AVX512-BF16/AMX): " in proc.stdout
+    assert "different methods" in proc.stdout
