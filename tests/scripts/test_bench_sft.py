@@ -26,6 +26,7 @@ def test_quickstart_config_speed_options(tmp_path):
             # recipe flags: the tiny data set (60 items: 8^3 codes), one of the tiny model's
             # two layers on top
             *("--data_path", str(data), "--codebook_size", "8", "--train_top_layers", "1"),
+            *("--bf16", "false"),  # the run "as is" then has bf16 off, whatever the YAML says
         ],
         capture_output=True,
         text=True,

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import recllm
 from recllm.tasks import PROMPTS_DIR, TASKS, TaskConfig
+from recllm.tasks.config import HISTORY_LOSS_TASKS
 
 CHECKOUT = Path(recllm.__file__).resolve().parents[1]
 PIP_WHEEL = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q"]
@@ -20,7 +21,9 @@ PIP_WHEEL = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isol
 def test_default_prompts_dir_is_the_packaged_folder():
     folder = Path(TaskConfig().prompts_dir)
     assert folder == Path(recllm.__file__).resolve().parent / "prompts" == Path(PROMPTS_DIR)
-    assert sorted(p.stem for p in folder.glob("*.jinja")) == sorted(TASKS)
+    # rec_sequence rows are recommendation prompts: they render with rec.jinja
+    own = sorted(t for t in TASKS if t not in HISTORY_LOSS_TASKS)
+    assert sorted(p.stem for p in folder.glob("*.jinja")) == own
 
 
 def test_a_yaml_can_still_point_elsewhere(tmp_path):
@@ -65,7 +68,8 @@ def _build_wheel(tmp_path: Path) -> Path:
 def test_wheel_carries_the_templates_and_renders_from_them(tmp_path):
     wheel = _build_wheel(tmp_path)
     names = set(zipfile.ZipFile(wheel).namelist())
-    assert {f"recllm/prompts/{task}.jinja" for task in TASKS} <= names
+    assert {f"recllm/prompts/{t}.jinja" for t in TASKS if t not in HISTORY_LOSS_TASKS} <= names
+    assert "recllm/recipes/quickstart.yaml" in names  # the main job's settings, as a file
     # the subpackages are in, recllm/train/ as a regular package (it was a namespace package)
     assert {
         "recllm/train/__init__.py",

@@ -86,5 +86,7 @@ def test_only_the_top_layers_and_sid_rows_move(tmp_path, tied, torch_single_thre
 def test_bounds(torch_single_thread):
     tok = build_tiny_tokenizer()
     model = build_tiny_qwen3(tok)
-    with pytest.raises(ValueError, match=r"train_top_layers must be in 1\.\."):
-        train_top_layers(model, len(model.model.layers) + 1, [0])
+    with pytest.raises(ValueError, match="train_top_layers must be >= 1"):
+        train_top_layers(model, 0, [0])
+    train_top_layers(model, len(model.model.layers) + 4, [0])  # deeper than the model: all
+    assert all(p.requires_grad for p in model.model.layers.parameters())
