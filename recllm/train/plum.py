@@ -107,11 +107,14 @@ def run_plum(
     task_cfg: TaskConfig,
     sft_cfg: SFTConfig,
     model_cfg: ModelConfig,
+    *,
+    callbacks: list | None = None,
 ) -> Path:
     """Run the recipe end to end and return the saved model directory (OUTPUT_DIR/model).
 
     Every rank calls this (under ``accelerate launch`` or ``torchrun``); rank 0 builds the SID
-    map and saves, the others wait for it.
+    map and saves, the others wait for it. ``callbacks`` (``transformers.TrainerCallback``)
+    join the SFT stage, e.g. an evaluation every N steps (``scripts/learning_curve.py``).
     """
     if not torch.cuda.is_available() and not sft_cfg.use_cpu:
         # no GPU: train on CPU, as several gloo data-parallel ranks when launched with
@@ -284,6 +287,7 @@ def run_plum(
             peft_config=peft_config,
             resume_from_checkpoint=resume.sft_checkpoint,
             history_sids=history_sids,
+            callbacks=callbacks,
         )
     finally:
         if top is not None:

@@ -54,6 +54,7 @@ def train_stage(
     compact_head: bool = True,
     resume_from_checkpoint: str | os.PathLike[str] | None = None,
     history_sids: tuple[Collection[int], int] | None = None,
+    callbacks: list | None = None,
 ) -> SFTTrainer:
     """Run one SFT stage and return its trainer (``trainer.state.log_history`` has the losses).
 
@@ -85,7 +86,7 @@ def train_stage(
         eval_dataset=eval_dataset,
         processing_class=tokenizer,
         peft_config=peft_config,
-        callbacks=[MarkCompleteCheckpoints()],
+        callbacks=[MarkCompleteCheckpoints(), *(callbacks or [])],
     )
     check_sharding(trainer, peft=peft_config is not None)
     if "history_loss" in trainer.train_dataset.column_names:
