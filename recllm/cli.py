@@ -350,9 +350,16 @@ def _quickstart_eval(args, dataset, split, model_dir, steps: int) -> None:
         cells = "".join(f"{fig[f'{x}@{k}']:8.4f}" for k in ks for x in ("recall", "ndcg"))
         print(f"  {name:24s}{cells}")
     print(
-        f"  invalid rate {m['invalid_rate']:.3f}, coverage {m['coverage']:.3f}, "
-        f"{result.seconds:.0f} s. Few training steps on 2 cores: train longer for real quality "
-        "(README, Training)."
+        f"  invalid rate {m['invalid_rate']:.3f}; coverage (share of the catalog recommended to "
+        f"someone) {m['coverage']:.3f} vs {pop_m['coverage']:.3f}; {result.seconds:.0f} s"
+    )
+    beats = [f"{x}@10" for x in ("recall", "ndcg") if m[f"{x}@10"] > pop_m[f"{x}@10"]]
+    verdict = "above" if len(beats) == 2 else "not above" if not beats else "partly above"
+    print(
+        f"  the model is {verdict} most-popular on these {len(examples)} users "
+        f"(R@10 {m['recall@10']:.4f} vs {pop_m['recall@10']:.4f}, N@10 {m['ndcg@10']:.4f} vs "
+        f"{pop_m['ndcg@10']:.4f}); a few hundred CPU steps are a start: the learning curve and "
+        "longer runs are in the README (Training)"
     )
     title = dataset.catalog.title
     for ex, ranked in list(zip(examples, result.ranked, strict=True))[:3]:
