@@ -20,9 +20,9 @@ from recllm.errors import UserError
 
 
 def packaged_recipe_config(name: str) -> Path:
-    """``recipes/<name>.yaml`` as installed with the package (``recllm/recipes/``, a link to
-    the checkout's ``recipes/`` file that wheels carry as a copy): one source of settings for a
-    recipe run by hand and by the ``recllm`` command.
+    """The settings of a recipe that the ``recllm`` command runs, installed with the package
+    (``recllm/recipes/<name>.yaml``; the checkout's ``recipes/<name>.yaml`` is a link to it):
+    one source of settings for the recipe run by hand and by the command.
 
     Raises:
         UserError: The file is not there (an install without package data).
