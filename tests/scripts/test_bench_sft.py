@@ -3,39 +3,24 @@ runs (top layers / full fine-tuning x bf16 off / on) measured, the last line one
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 from recllm.testing import save_tiny_recommender
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.scripts.running import ROOT, run_script
 
 
 def test_quickstart_config_speed_options(tmp_path):
     data = save_tiny_recommender(tmp_path / "tiny").parent / "data"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "scripts" / "bench_sft.py"),
-            *("--config", str(ROOT / "recipes" / "quickstart.yaml")),
-            *("--steps", "3", "--batch", "4", "--examples", "10", "--repeats", "2"),
-            # recipe flags: the tiny data set (60 items: 8^3 codes), one of the tiny model's
-            # two layers on top
-            *("--data_path", str(data), "--codebook_size", "8", "--train_top_layers", "1"),
-            *("--bf16", "false"),  # the run "as is" then has bf16 off, whatever the YAML says
-        ],
-        capture_output=True,
-        text=True,
+    proc, summary = run_script(
+        "bench_sft.py",
+        *("--config", str(ROOT / "recipes" / "quickstart.yaml")),
+        *("--steps", "3", "--batch", "4", "--examples", "10", "--repeats", "2"),
+        # recipe flags: the tiny data set (60 items: 8^3 codes), one of the tiny model's
+        # two layers on top
+        *("--data_path", str(data), "--codebook_size", "8", "--train_top_layers", "1"),
+        *("--bf16", "false"),  # the run "as is" then has bf16 off, whatever the YAML says
         cwd=tmp_path,
-        env={**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"},
-        timeout=600,
     )
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    summary = json.loads(proc.stdout.strip().splitlines()[-1])
     assert summary["mode"] == "config" and summary["as_is"] == "top1_bf16_off"
     assert (summary["steps"], summary["batch"], summary["examples"]) == (3, 4, 10)
     runs = summary["runs"]

@@ -3,38 +3,22 @@ the last line one JSON object, and data of no published table says so."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 from recllm.testing import save_tiny_recommender
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.scripts.running import run_script
 
 
 def test_benchmark_smoke(tmp_path):
     data = save_tiny_recommender(tmp_path / "tiny").parent / "data"
     out = tmp_path / "bench"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "scripts" / "benchmark.py"),
-            *("--data", str(data), "--out", str(out), "--sasrec-minutes", "0.05"),
-            *("--ensemble", "2", "--valid_users", "20", "--num_train_epochs", "2"),
-            *("--codebook_size", "4", "--hidden_size", "32", "--num_heads", "2"),
-            *("--intermediate_size", "64", "--per_device_train_batch_size", "8"),
-            *("--warmup_steps", "0", "--logging_steps", "5"),
-        ],
-        capture_output=True,
-        text=True,
+    proc, summary = run_script(
+        "benchmark.py",
+        *("--data", str(data), "--out", str(out), "--sasrec-minutes", "0.05"),
+        *("--ensemble", "2", "--valid_users", "20", "--num_train_epochs", "2"),
+        *("--codebook_size", "4", "--hidden_size", "32", "--num_heads", "2"),
+        *("--intermediate_size", "64", "--per_device_train_batch_size", "8"),
+        *("--warmup_steps", "0", "--logging_steps", "5"),
         cwd=tmp_path,
-        env={**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"},
-        timeout=600,
     )
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    summary = json.loads(proc.stdout.strip().splitlines()[-1])
     assert set(summary["rows"]) == {
         "recllm SID decoder (beam 20)",
         "recllm, 2 decoders (beam 20)",
@@ -49,22 +33,13 @@ def test_benchmark_smoke(tmp_path):
     assert (out / "seqlm" / "model").is_dir() and (out / "seqlm" / "model_seed1").is_dir()
 
     # --dataset picks a table by name: its rows print beside the measured ones, with sources
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "scripts" / "benchmark.py"),
-            *("--data", str(data), "--out", str(out), "--dataset", "beauty"),
-            *("--sasrec-minutes", "0", "--ensemble", "1", "--max_steps", "3"),
-            *("--codebook_size", "4", "--hidden_size", "32", "--num_heads", "2"),
-            *("--intermediate_size", "64", "--overwrite_output_dir", "true"),
-        ],
-        capture_output=True,
-        text=True,
+    proc, summary = run_script(
+        "benchmark.py",
+        *("--data", str(data), "--out", str(out), "--dataset", "beauty"),
+        *("--sasrec-minutes", "0", "--ensemble", "1", "--max_steps", "3"),
+        *("--codebook_size", "4", "--hidden_size", "32", "--num_heads", "2"),
+        *("--intermediate_size", "64", "--overwrite_output_dir", "true"),
         cwd=tmp_path,
-        env={**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"},
-        timeout=600,
     )
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    summary = json.loads(proc.stdout.strip().splitlines()[-1])
     assert summary["dataset"] == "beauty" and "TIGER (paper)" in summary["published"]
     assert "TIGER (paper)" in proc.stdout and "NeurIPS 2023, Table 1" in proc.stdout

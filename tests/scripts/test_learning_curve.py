@@ -4,14 +4,9 @@ every N steps beside most-popular, curve.json/curve.png written, the last line o
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 from recllm.testing import save_tiny_model, save_tiny_recommender
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.scripts.running import ROOT, run_script
 
 
 def test_curve_points_every_n_steps_and_at_the_end(tmp_path):
@@ -21,22 +16,13 @@ def test_curve_points_every_n_steps_and_at_the_end(tmp_path):
     recipe = ["--model_name_or_path", str(base), "--data_path", str(data), "--bf16", "false"]
     recipe += ["--codebook_size", "8", "--max_steps", "5", "--per_device_train_batch_size", "2"]
     recipe += ["--output_dir", str(tmp_path / "run"), "--logging_steps", "1"]
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "scripts" / "learning_curve.py"),
-            *("--config", str(ROOT / "recipes" / "quickstart.yaml")),
-            *("--every", "2", "--eval-users", "12", "--out", str(out)),
-            *recipe,
-        ],
-        capture_output=True,
-        text=True,
+    _, summary = run_script(
+        "learning_curve.py",
+        *("--config", str(ROOT / "recipes" / "quickstart.yaml")),
+        *("--every", "2", "--eval-users", "12", "--out", str(out)),
+        *recipe,
         cwd=tmp_path,
-        env={**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"},
-        timeout=600,
     )
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    summary = json.loads(proc.stdout.strip().splitlines()[-1])
     assert summary["users"] == 12
     assert [p["step"] for p in summary["curve"]] == [2, 4, 5]  # every 2 steps and the last
     minutes = [p["train_min"] for p in summary["curve"]]
