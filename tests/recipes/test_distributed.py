@@ -191,6 +191,7 @@ def test_zero3_trains_and_saves_full_model(tmp_path, ml100k_subset):
     )
 
 
+@pytest.mark.slow  # 27 s: a launcher warning; the FSDP path itself is tested above
 def test_fsdp_yaml_on_cpu_without_the_harness_warns_it_runs_ddp(tmp_path, ml100k_subset):
     """Stock accelerate on CPU drops FSDP and runs DDP; the recipe says so instead of
     pretending (and still trains and saves)."""

@@ -84,7 +84,7 @@ def test_recipe_trains_saves_and_evaluates(tmp_path):
     proc = run(
         str(RECIPE),
         *("--config", str(YAML), "--data_path", str(data), "--output_dir", str(out)),
-        *("--ensemble", "2", "--valid_users", "20", "--num_train_epochs", "3", *TINY),
+        *("--ensemble", "2", "--valid_users", "20", "--num_train_epochs", "2", *TINY),
         cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
@@ -95,8 +95,8 @@ def test_recipe_trains_saves_and_evaluates(tmp_path):
     for seed in ("0", "1"):
         member = log["seeds"][seed]
         assert member["final_loss"] < member["first_loss"]  # it learned something
-        assert [h["epoch"] for h in member["valid"]] == [1.0, 2.0, 3.0]
-        assert member["best_epoch"] in (1.0, 2.0, 3.0)
+        assert [h["epoch"] for h in member["valid"]] == [1.0, 2.0]
+        assert member["best_epoch"] in (1.0, 2.0)
 
     recllm = str(Path(sys.executable).with_name("recllm"))
     proc = subprocess.run(

@@ -14,7 +14,7 @@ def test_quickstart_config_speed_options(tmp_path):
     proc, summary = run_script(
         "bench_sft.py",
         *("--config", str(ROOT / "recipes" / "quickstart.yaml")),
-        *("--steps", "3", "--batch", "4", "--examples", "10", "--repeats", "2"),
+        *("--steps", "3", "--batch", "4", "--examples", "10", "--repeats", "1"),
         # recipe flags: the tiny data set (60 items: 8^3 codes), one of the tiny model's
         # two layers on top
         *("--data_path", str(data), "--codebook_size", "8", "--train_top_layers", "1"),
