@@ -223,16 +223,14 @@ def _cmd_quickstart(args: argparse.Namespace) -> int:
         "data_path": args.data,
         "output_dir": args.out,
         "model_name_or_path": args.model,
-        "max_users": None if args.max_users == 0 else args.max_users,
+        "max_users": "null" if args.max_users == 0 else args.max_users,  # 0 = everyone
         "warmup_steps_embed": args.warmup_steps,
         "max_steps": args.sft_steps,
         "per_device_train_batch_size": args.batch_size,
     }
     argv = ["--config", config, "--overwrite_output_dir", "true"]
     for key, value in overrides.items():
-        if key == "max_users" and args.max_users == 0:
-            argv += ["--max_users", "null"]  # 0 = everyone
-        elif value is not None:
+        if value is not None:
             argv += [f"--{key}", str(value)]
     plum, cfg, sid_cfg, task_cfg, sft_cfg, model_cfg = parse_recipe_args(argv)
     _check_base_model(model_cfg.model_name_or_path)  # before the data load and SID build

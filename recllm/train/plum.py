@@ -135,6 +135,18 @@ def run_plum(
     set_seed(sft_cfg.seed)
 
     # validate everything cheap before anything expensive runs or anything is written
+    if plum.train_top_layers is not None and plum.train_top_layers < 1:
+        raise UserError(
+            f"--train_top_layers {plum.train_top_layers}",
+            "must be at least 1",
+            "pass the number of top layers to train, or null for full fine-tuning",
+        )
+    if plum.train_top_layers is not None and model_cfg.use_peft:
+        raise UserError(
+            f"--train_top_layers {plum.train_top_layers}",
+            "freezes layers of a full fine-tuning; with --use_peft the adapters decide what trains",
+            "drop one of --train_top_layers and --use_peft",
+        )
     with state.main_process_first():  # a known name is converted into the cache once, by rank 0
         model_path = resolve_model(model_cfg.model_name_or_path)
     check_model_source(model_path, model_cfg.model_name_or_path)
@@ -144,12 +156,6 @@ def run_plum(
             "--load_in_4bit/--load_in_8bit",
             "a quantized base only trains through adapters (QLoRA)",
             "add --use_peft, or drop --load_in_4bit/--load_in_8bit",
-        )
-    if plum.train_top_layers is not None and model_cfg.use_peft:
-        raise UserError(
-            f"--train_top_layers {plum.train_top_layers}",
-            "freezes layers of a full fine-tuning; with --use_peft the adapters decide what trains",
-            "drop one of --train_top_layers and --use_peft",
         )
     dataset = load_rec_dataset(config=data_cfg)
     split = split_dataset(dataset, data_cfg)

@@ -380,3 +380,27 @@ def test_quantized_base_without_peft_is_refused(tmp_path, ml100k_subset):
         "--load_in_4bit/--load_in_8bit: a quantized base only trains through adapters"
         in proc.stderr
     )
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--train_top_layers", "0"], "--train_top_layers 0: must be at least 1"),
+        (
+            ["--train_top_layers", "6", "--use_peft", "true"],
+            "--train_top_layers 6: freezes layers of a full fine-tuning",
+        ),
+    ],
+)
+def test_train_top_layers_errors_before_anything_is_written(tmp_path, flags, message):
+    from recllm.errors import UserError
+    from recllm.train.plum import parse_recipe_args, run_plum
+
+    out = tmp_path / "run"
+    configs = parse_recipe_args(
+        ["--config", str(ROOT / "recipes" / "quickstart.yaml"), "--output_dir", str(out), *flags]
+    )
+    with pytest.raises(UserError) as err:
+        run_plum(*configs)
+    assert str(err.value).startswith(message)
+    assert not out.exists()
