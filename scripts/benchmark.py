@@ -62,6 +62,9 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[
     )
     p.add_argument("--sasrec-batch", type=int, default=64, help="SASRec sequences per step")
     p.add_argument("--eval-users", type=int, default=0, help="first N test users (0 = all)")
+    p.add_argument(
+        "--eval-seed", type=int, default=None, help="a seeded random sample of --eval-users instead"
+    )
     p.add_argument("--beams", type=int, default=20, help="beam width of the test decoding")
     p.add_argument("--threads", type=int, default=None, help="torch threads")
     args, recipe = p.parse_known_args(argv)
@@ -107,7 +110,7 @@ def main(argv: list[str] | None = None) -> dict:
     from recllm.data import DataConfig, load_rec_dataset, split_dataset
     from recllm.eval import plot_recall, save_metrics
     from recllm.eval.published import COLUMNS, load_published, match_dataset, published_rows
-    from recllm.eval.run import evaluate_recommender, load_ensemble
+    from recllm.eval.run import evaluate_recommender, load_ensemble, select_users
     from recllm.sid.config import SIDConfig
     from recllm.train.recipe_args import parse_recipe_args
     from recllm.train.seqlm import SeqLMArguments, run_seqlm
@@ -127,7 +130,7 @@ def main(argv: list[str] | None = None) -> dict:
     )
     dataset = load_rec_dataset(config=data_cfg)
     split = split_dataset(dataset, data_cfg)
-    test = split.test[: args.eval_users] if args.eval_users else split.test
+    test = select_users(split.test, args.eval_users, args.eval_seed)
     rows: dict[str, dict[str, float]] = {}
     info: dict[str, object] = {"dataset": key, "data": str(args.data)}
 

@@ -6,7 +6,8 @@
 
 Runs ``recllm.train.plum.run_plum`` with the YAML (and any ``--key value`` recipe overrides)
 and, every ``--every`` SFT steps and at the last one, ranks the first ``--eval-users`` test
-users with trie-constrained beam search (beam 10) on the model as it is, in float32. The
+users (a seeded random sample with ``--eval-seed``) with trie-constrained beam search (beam
+10) on the model as it is, in float32. The
 evaluation time is left out of the training minutes. Most-popular (the 10 items most frequent
 in the training split) is scored on the same users. Writes ``curve.json`` and ``curve.png``
 (R@10 and N@10 against training minutes) into ``--out``; the last line of output is one JSON
@@ -70,6 +71,9 @@ def main() -> None:
     p.add_argument("--config", default="recipes/quickstart.yaml", help="recipe YAML")
     p.add_argument("--every", type=int, default=100, help="evaluate every N SFT steps")
     p.add_argument("--eval-users", type=int, default=200, help="first N test users (0 = all)")
+    p.add_argument(
+        "--eval-seed", type=int, default=None, help="a seeded random sample of --eval-users instead"
+    )
     p.add_argument("--out", default="outputs/learning_curve", help="curve.json + curve.png")
     p.add_argument("--replot", default=None, help="only redraw the PNG of this curve.json")
     args, recipe_args = p.parse_known_args()
@@ -85,7 +89,7 @@ def main() -> None:
 
     from recllm.data import load_rec_dataset, split_dataset
     from recllm.eval import RankingMetrics
-    from recllm.eval.run import evaluate_recommender
+    from recllm.eval.run import evaluate_recommender, select_users
     from recllm.io import write_json_atomic
     from recllm.sid.sidmap import SIDMap
     from recllm.tasks.prompting import PromptSpec
@@ -101,10 +105,11 @@ def main() -> None:
         f"ATen {torch.backends.cpu.get_cpu_capability()} {env}"
     )
     configs = parse_recipe_args(["--config", args.config, *recipe_args])
-    _, data_cfg, _, task_cfg, sft_cfg, _ = configs
+    plum, data_cfg, _, task_cfg, sft_cfg, _ = configs
+    sid_dir = Path(plum.sid_map) if plum.sid_map else Path(sft_cfg.output_dir) / "sids"
     dataset = load_rec_dataset(config=data_cfg)
     split = split_dataset(dataset, data_cfg)
-    users = split.test[: args.eval_users] if args.eval_users else split.test
+    users = select_users(split.test, args.eval_users, args.eval_seed)
     counts = Counter(i for seq in split.train.sequences.values() for i in seq)
     popular = [i for i, _ in counts.most_common(10)]
     pop = RankingMetrics(list(dataset.catalog.ids))
@@ -117,6 +122,7 @@ def main() -> None:
         "title": f"{Path(args.config).name} {' '.join(recipe_args)}".strip(),
         "command": " ".join(sys.argv),
         "users": len(users),
+        "eval_seed": args.eval_seed,
         "curve": [],
     }
     t0 = time.monotonic()
@@ -135,7 +141,7 @@ def main() -> None:
                 max_history=data_cfg.max_history,
                 task={"rec_history_titles": task_cfg.rec_history_titles},
             )
-            sid_map = SIDMap.load(Path(sft_cfg.output_dir) / "sids")
+            sid_map = SIDMap.load(sid_dir)
             with torch.autocast("cpu", enabled=False):
                 result = evaluate_recommender(
                     model,
@@ -167,6 +173,8 @@ def main() -> None:
             write_json_atomic(out / "curve.json", doc)
 
     run_plum(*configs, callbacks=[Probe()])
+    doc["done"] = True  # the last point is the run's last step (a resumable driver checks it)
+    write_json_atomic(out / "curve.json", doc)
     plot(doc, out / "curve.png")
     print(f"wrote {out / 'curve.json'} and {out / 'curve.png'}")
     print(json.dumps({"users": doc["users"], "curve": doc["curve"]}))

@@ -149,7 +149,7 @@ def test_quickstart_end_to_end_on_a_tiny_model(tmp_path, shared_data_or_none):
     resolved = json.loads((out / "resolved_config.json").read_text())
     assert resolved["tasks"]["mixture"]["rec_sequence"] == 1.0
     assert resolved["plum"]["train_top_layers"] == 6 and resolved["sft"]["max_steps"] == 3
-    assert "[6/6] constrained evaluation: 10 test users" in proc.stdout
+    assert "[6/6] constrained evaluation: 10 test users (a random sample, seed 0)" in proc.stdout
     assert "invalid rate 0.000" in proc.stdout and "recommended: " in proc.stdout
     assert f'load_model_with_sids("{out / "model"}")' in proc.stdout  # how to use it
     log = json.loads((out / "train_log.json").read_text())
@@ -224,7 +224,7 @@ def test_user_error_is_one_line_and_v_shows_the_traceback(tmp_path):
         (["eval", "--model", "M", "--k", "0,5"], "--k: cut-offs must be integers >= 1"),
         (["eval", "--model", "M", "--k", "5,x"], "--k: expected comma-separated integers"),
         (["quickstart", "--sft-steps", "0"], "--sft-steps: expected an integer >= 1, got 0"),
-        (["quickstart", "--eval-users", "-3"], "--eval-users: expected an integer >= 1"),
+        (["quickstart", "--eval-users", "-3"], "--eval-users: expected an integer >= 0"),
         (["quickstart", "--max-users", "-1"], "--max-users: expected an integer >= 0, got -1"),
         (["sid", "build", "--out", "o", "--levels", "0"], "--levels: expected an integer >= 1"),
         (["sid", "build", "--out", "o", "--codebook-size", "1"], "--codebook-size: expected an"),

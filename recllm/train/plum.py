@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 from accelerate import PartialState
-from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, set_seed
 from trl import ModelConfig, SFTConfig, get_quantization_config
 
 from recllm.data import DataConfig, load_rec_dataset, split_dataset
@@ -62,6 +62,14 @@ class PlumArguments:
         default=None,
         metadata={
             "help": "SID artifact directory to use; default: build one into OUTPUT_DIR/sids."
+        },
+    )
+    init_weights: str = field(
+        default="pretrained",
+        metadata={
+            "help": "`pretrained`: the model's weights; `random`: the same architecture and "
+            "tokenizer with freshly drawn weights (the model's own initialiser, seeded by "
+            "`seed`): PLUM's from-scratch control (scripts/pretrained_vs_scratch.py)."
         },
     )
     vocab_init: str = field(
@@ -147,10 +155,27 @@ def run_plum(
             "freezes layers of a full fine-tuning; with --use_peft the adapters decide what trains",
             "drop one of --train_top_layers and --use_peft",
         )
+    if plum.init_weights not in ("pretrained", "random"):
+        raise UserError(
+            f"--init_weights {plum.init_weights}",
+            "is not a weight initialisation",
+            "pass pretrained (the checkpoint's weights) or random (same architecture, new weights)",
+        )
     with state.main_process_first():  # a known name is converted into the cache once, by rank 0
         model_path = resolve_model(model_cfg.model_name_or_path)
     check_model_source(model_path, model_cfg.model_name_or_path)
     quant = get_quantization_config(model_cfg)  # QLoRA: --load_in_4bit (bitsandbytes)
+    if quant is not None and plum.init_weights == "random":
+        raise UserError(
+            "--init_weights random",
+            "draws new weights, which a quantized checkpoint cannot take",
+            "drop --load_in_4bit/--load_in_8bit, or train the pretrained weights",
+        )
+    if plum.init_weights == "random" and (model_cfg.use_peft or plum.train_top_layers):
+        logger.warning(
+            "init_weights random with %s: the frozen part of the model keeps random weights",
+            "--use_peft" if model_cfg.use_peft else "--train_top_layers",
+        )
     if quant is not None and not model_cfg.use_peft:
         raise UserError(
             "--load_in_4bit/--load_in_8bit",
@@ -214,9 +239,16 @@ def run_plum(
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     dtype = getattr(torch, model_cfg.dtype) if model_cfg.dtype not in (None, "auto") else "auto"
     with whole_model_loading(sft_cfg):  # ZeRO-3 would build 0-row placeholders: extend first
-        model = AutoModelForCausalLM.from_pretrained(
-            model_path, dtype=dtype, quantization_config=quant
-        )
+        if plum.init_weights == "random":  # same config and tokenizer, weights drawn afresh
+            model = AutoModelForCausalLM.from_config(
+                AutoConfig.from_pretrained(model_path),
+                **({} if dtype == "auto" else {"dtype": dtype}),
+            )
+            logger.info("init_weights random: %s's architecture, new weights", model_path)
+        else:
+            model = AutoModelForCausalLM.from_pretrained(
+                model_path, dtype=dtype, quantization_config=quant
+            )
         ext = extend_vocab(model, tokenizer, sid_map, init=plum.vocab_init, catalog=dataset.catalog)
 
     # training texts (training split only) and their mixture

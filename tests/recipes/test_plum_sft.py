@@ -390,6 +390,7 @@ def test_quantized_base_without_peft_is_refused(tmp_path, ml100k_subset):
             ["--train_top_layers", "6", "--use_peft", "true"],
             "--train_top_layers 6: freezes layers of a full fine-tuning",
         ),
+        (["--init_weights", "scratch"], "--init_weights scratch: is not a weight initialisation"),
     ],
 )
 def test_train_top_layers_errors_before_anything_is_written(tmp_path, flags, message):
