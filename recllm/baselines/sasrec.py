@@ -35,6 +35,7 @@ import math
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -46,7 +47,17 @@ from recllm.eval.metrics import RankingMetrics
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["SASRec", "SASRecConfig", "evaluate_sasrec", "score_histories", "train_sasrec"]
+__all__ = [
+    "SASRec",
+    "SASRecConfig",
+    "evaluate_sasrec",
+    "load_sasrec",
+    "save_sasrec",
+    "score_histories",
+    "train_sasrec",
+]
+
+SASREC_FILE = "sasrec.json"  # config, item ids, provenance; the weights in sasrec.safetensors
 
 
 @dataclass
@@ -491,3 +502,69 @@ def train_sasrec(
     model.eval()
     logger.info("best valid NDCG@10 %.4f at epoch %d", best[0], best[1])
     return model, history
+
+
+def save_sasrec(
+    model: SASRec, directory: str | Path, *, meta: dict[str, Any] | None = None
+) -> Path:
+    """Write ``model`` as an artifact directory: ``sasrec.safetensors`` (the weights) and
+    ``sasrec.json`` (config, item ids, a hash of both, library versions and ``meta``, e.g. the
+    data fingerprint of the split it was trained on). Both files are written atomically; the
+    JSON last, so a directory with a JSON is complete.
+    """
+    from safetensors.torch import save_file
+
+    from recllm.io import atomic_path, write_json_atomic
+    from recllm.provenance import library_versions
+
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    with atomic_path(out / "sasrec.safetensors") as tmp:
+        save_file(state, str(tmp))
+    write_json_atomic(
+        out / SASREC_FILE,
+        {
+            "config": asdict(model.config),
+            "item_ids": model.item_ids,
+            "items_hash": _items_hash(model.item_ids),
+            "meta": meta or {},
+            "versions": library_versions(),
+        },
+    )
+    return out
+
+
+def load_sasrec(directory: str | Path, device: str | torch.device = "cpu") -> tuple[SASRec, dict]:
+    """Load an artifact of :func:`save_sasrec`: ``(model in eval mode, its record)``.
+
+    Raises:
+        UserError: No artifact there, or its item ids do not match their recorded hash.
+    """
+    import json
+
+    from safetensors.torch import load_file
+
+    from recllm.errors import UserError
+
+    src = Path(directory)
+    if not (src / SASREC_FILE).is_file() or not (src / "sasrec.safetensors").is_file():
+        raise UserError(
+            src, "holds no SASRec artifact", "pass a directory written by save_sasrec (sasrec.json)"
+        )
+    record = json.loads((src / SASREC_FILE).read_text(encoding="utf-8"))
+    if _items_hash(record["item_ids"]) != record.get("items_hash"):
+        raise UserError(
+            src / SASREC_FILE,
+            "item_ids do not match items_hash (edited by hand?)",
+            "retrain and save the model again",
+        )
+    model = SASRec(record["item_ids"], SASRecConfig(**record["config"]))
+    model.load_state_dict(load_file(str(src / "sasrec.safetensors")))
+    return model.to(device).eval(), record
+
+
+def _items_hash(item_ids: Sequence[str]) -> str:
+    import hashlib
+
+    return hashlib.sha256("\n".join(item_ids).encode()).hexdigest()[:16]
