@@ -1,0 +1,309 @@
+"""Beam mining: constrained beams from the current policy, scored, turned into preference pairs.
+
+OneRec's preference stage samples many beams per user from the policy, ranks them with a reward
+model and trains DPO on the best against the worst. :func:`mine_preferences` does that for any
+recllm model directory (chat models from the PLUM recipe, SID-sequence decoders from
+``recipes/seqlm.py``):
+
+1. one example per training user (:func:`mining_examples`: the training part of the split only,
+   its last item the logged target, the items before it the history);
+2. ``beams`` constrained beams per user (recllm's SID beam search: every beam is a catalog item);
+3. every beam scored by a reward of :mod:`recllm.train.rewards`, matched to it by example id and
+   its token ids, with its own beam rank;
+4. pairs by a policy: ``best_vs_worst`` (highest against lowest reward), ``best_vs_random``
+   (highest against a seeded random beam of lower reward), ``target_vs_best`` (the logged
+   target against the policy's best-ranked other item, as in SFT-style DPO);
+5. a ``datasets.Dataset`` in TRL's preference format (``prompt``, ``chosen``, ``rejected``:
+   conversational for chat models, plain text for SID-sequence decoders) with the items,
+   rewards, ranks, every beam, and provenance; :func:`save_preferences` writes it atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import shutil
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from recllm.train.rewards import Reward, RewardExample, Sample, SIDReader
+
+if TYPE_CHECKING:
+    import datasets
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+    from recllm.data.splits import Example, Split
+    from recllm.data.types import Catalog
+    from recllm.sid.sidmap import SIDMap
+    from recllm.tasks.prompting import PromptSpec
+
+logger = logging.getLogger(__name__)
+
+PAIR_POLICIES = ("best_vs_worst", "best_vs_random", "target_vs_best")
+PROVENANCE_FILE = "recllm_preferences.json"
+
+
+@dataclass
+class MiningConfig:
+    """How beams are mined and paired."""
+
+    beams: int = 10
+    pair_policy: str = "best_vs_worst"
+    min_margin: float = 0.0  # a pair needs chosen reward - rejected reward > min_margin
+    seed: int = 0  # best_vs_random's draws
+    batch_size: int = 16
+
+    def __post_init__(self) -> None:
+        if self.pair_policy not in PAIR_POLICIES:
+            raise ValueError(
+                f"pair_policy {self.pair_policy!r} is not one of {', '.join(PAIR_POLICIES)}"
+            )
+        if self.beams < 2:
+            raise ValueError(f"beams must be >= 2 to make a pair, got {self.beams}")
+
+
+def mining_examples(split: Split, max_history: int | None) -> list[Example]:
+    """One example per training user with 2+ training items: the last training item is the
+    target, the ones before it (the last ``max_history``) the history. Valid and test targets
+    are never read."""
+    from recllm.data.splits import Example
+
+    out = []
+    for user, seq in split.train.sequences.items():
+        if len(seq) < 2:
+            continue
+        history = tuple(seq[:-1][-max_history:] if max_history else seq[:-1])
+        out.append(Example(user, history, seq[-1]))
+    return out
+
+
+def _beams(model, tokenizer, prompts, sid_map, spec, beams, batch_size) -> list[list[tuple]]:
+    """Per prompt: ``(item, rank, policy score or None)`` for each of ``beams`` beams."""
+    from recllm.decode import SIDTrie, generate_sids
+    from recllm.vocab import SID_FORMAT
+
+    if spec.style == "sid_sequence":
+        from recllm.eval.run import _sequence_beam
+
+        token_ids = SID_FORMAT.token_ids(tokenizer, sid_map.codebook_sizes)
+        trie = SIDTrie.from_sid_map(sid_map, token_ids)
+        rows = _sequence_beam([model], tokenizer, prompts, trie, beams, beams, batch_size, False)
+        return [
+            [(sid_map.item_ids[r], rank, None) for rank, r in enumerate(row, 1)] for row in rows
+        ]
+    out = generate_sids(
+        model,
+        tokenizer,
+        prompts,
+        sid_map,
+        k=beams,
+        num_beams=beams,
+        batch_size=batch_size,
+        mode="beam",
+        engine="sid_beam",
+    )
+    return [[(r.item_id, rank, r.score) for rank, r in enumerate(row, 1)] for row in out]
+
+
+def mine_preferences(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    sid_map: SIDMap,
+    examples: Sequence[Example],
+    spec: PromptSpec,
+    catalog: Catalog,
+    reward: Reward,
+    config: MiningConfig | None = None,
+    *,
+    provenance: Mapping[str, Any] | None = None,
+) -> datasets.Dataset:
+    """Mine ``config.beams`` constrained beams per example, score them, pair them.
+
+    Returns:
+        One row per pair (examples whose beams all score alike give none): ``prompt``,
+        ``chosen``, ``rejected``, ``example_id``, ``target``, ``chosen_item``,
+        ``rejected_item``, ``chosen_reward``, ``rejected_reward``, ``chosen_rank``,
+        ``rejected_rank`` (0: not among the beams), ``beam_items``, ``beam_rewards``. The
+        dataset's ``info.description`` holds the provenance as JSON.
+    """
+    import datasets
+    import torch
+
+    from recllm.tasks.prompting import build_prompts
+    from recllm.vocab import SID_FORMAT
+
+    cfg = config or MiningConfig()
+    token_ids = SID_FORMAT.token_ids(tokenizer, sid_map.codebook_sizes)
+    reader = SIDReader(token_ids, sid_map)
+    table = {ex.user_id: RewardExample(tuple(ex.history), ex.target) for ex in examples}
+    if len(table) != len(examples):
+        raise ValueError("examples must have distinct user ids: rewards are keyed by them")
+    prompts = build_prompts(spec, examples, sid_map, catalog)
+    was = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            beams = _beams(model, tokenizer, prompts, sid_map, spec, cfg.beams, cfg.batch_size)
+    finally:
+        model.train(was)
+    stop = tokenizer.eos_token_id
+    samples = [
+        Sample(ex.user_id, _completion_ids(token_ids, sid_map, item, spec, stop), rank)
+        for ex, row in zip(examples, beams, strict=True)
+        for item, rank, _ in row
+    ]
+    scores = reward.score(samples, table, reader)
+    illegal = sum(1 for s in samples if reader.read(s.completion_ids).item is None)
+    if illegal:  # constrained beams are catalog items by construction: a broken setup
+        raise RuntimeError(f"{illegal} mined beams name no catalog item: the SID trie leaked")
+    rng = random.Random(cfg.seed)
+    rows: dict[str, list] = {k: [] for k in _COLUMNS}
+    at = 0
+    for ex, prompt, row in zip(examples, prompts, beams, strict=True):
+        rewards = scores[at : at + len(row)]
+        at += len(row)
+        items = [item for item, _, _ in row]
+        pair = _pair(cfg, ex.target, items, rewards, rng)
+        if pair is None:
+            continue
+        (chosen, c_reward, c_rank), (rejected, r_reward, r_rank) = pair
+        rows["prompt"].append(prompt)
+        rows["chosen"].append(_answer(spec, catalog, sid_map, ex, chosen))
+        rows["rejected"].append(_answer(spec, catalog, sid_map, ex, rejected))
+        rows["example_id"].append(ex.user_id)
+        rows["target"].append(ex.target)
+        rows["chosen_item"].append(chosen)
+        rows["rejected_item"].append(rejected)
+        rows["chosen_reward"].append(float(c_reward))
+        rows["rejected_reward"].append(float(r_reward))
+        rows["chosen_rank"].append(c_rank)
+        rows["rejected_rank"].append(r_rank)
+        rows["beam_items"].append(items)
+        rows["beam_rewards"].append([float(r) for r in rewards])
+    meta = {
+        "config": asdict(cfg),
+        "reward": getattr(reward, "name", type(reward).__name__),
+        "examples": len(examples),
+        "pairs": len(rows["prompt"]),
+        "beams_scored": len(samples),
+        "hits_in_beams": sum(
+            1 for ex, row in zip(examples, beams, strict=True) if ex.target in {i for i, *_ in row}
+        ),
+        "prompt_style": spec.style,
+        "sid_map_hash": sid_map.content_hash,
+        **(provenance or {}),
+    }
+    logger.info(
+        "mined %d pairs from %d examples x %d beams (%s, reward %s); target among the beams for %d",
+        meta["pairs"],
+        len(examples),
+        cfg.beams,
+        cfg.pair_policy,
+        meta["reward"],
+        meta["hits_in_beams"],
+    )
+    info = datasets.DatasetInfo(description=json.dumps(meta, default=str))
+    return datasets.Dataset.from_dict(rows, info=info)
+
+
+_COLUMNS = (
+    "prompt",
+    "chosen",
+    "rejected",
+    "example_id",
+    "target",
+    "chosen_item",
+    "rejected_item",
+    "chosen_reward",
+    "rejected_reward",
+    "chosen_rank",
+    "rejected_rank",
+    "beam_items",
+    "beam_rewards",
+)
+
+
+def _completion_ids(token_ids, sid_map, item, spec, stop) -> tuple[int, ...]:
+    """The token ids the model generates for ``item``: the SID span (+ the stop token for chat
+    answers; bare codes for SID-sequence decoders)."""
+    ids = token_ids.encode(sid_map.code(item))
+    if spec.style == "sid_sequence":
+        return tuple(ids[1:-1])
+    return (*ids, stop) if stop is not None else tuple(ids)
+
+
+def _pair(cfg: MiningConfig, target, items, rewards, rng):
+    """``((chosen, reward, rank), (rejected, reward, rank))`` or None (no pair with margin)."""
+    ranked = list(zip(items, rewards, range(1, len(items) + 1), strict=True))
+    if cfg.pair_policy == "target_vs_best":
+        others = [b for b in ranked if b[0] != target]
+        if not others:
+            return None
+        hit = [b for b in ranked if b[0] == target]
+        return (hit[0] if hit else (target, float("nan"), 0)), others[0]
+    best = max(ranked, key=lambda b: (b[1], -b[2]))  # ties: the better-ranked beam
+    lower = [b for b in ranked if best[1] - b[1] > cfg.min_margin]
+    if not lower:
+        return None
+    if cfg.pair_policy == "best_vs_worst":
+        return best, min(lower, key=lambda b: (b[1], -b[2]))  # ties: the worse-ranked beam
+    return best, rng.choice(lower)
+
+
+def _answer(spec, catalog, sid_map, ex, item):
+    """The completion the model is trained to produce for ``item``: the ``rec`` template's
+    assistant turn (chat models) or the bare SID text (SID-sequence decoders)."""
+    from recllm.vocab import SID_FORMAT
+
+    if spec.style == "sid_sequence":
+        return SID_FORMAT.render(sid_map.code(item))
+    from dataclasses import replace
+
+    from recllm.data.splits import Example
+    from recllm.tasks.builders import TaskBuilder
+    from recllm.tasks.config import TaskConfig
+
+    task_cfg = TaskConfig(**spec.task)
+    if spec.prompts_dir is not None:
+        task_cfg = replace(task_cfg, prompts_dir=spec.prompts_dir)
+    builder = TaskBuilder(catalog, lambda i: SID_FORMAT.render(sid_map.code(i)), task_cfg)
+    (row,) = builder.rec([Example(ex.user_id, tuple(ex.history), item)])
+    return row["completion"]
+
+
+def save_preferences(dataset: datasets.Dataset, directory: str | Path) -> Path:
+    """Write a mined dataset to ``directory`` atomically: ``save_to_disk`` into a temporary
+    sibling, the provenance beside it, then one rename (an existing directory is replaced only
+    after the new one is complete)."""
+    out = Path(directory)
+    tmp = out.with_name(f".{out.name}.tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    dataset.save_to_disk(str(tmp))
+    (tmp / PROVENANCE_FILE).write_text(dataset.info.description or "{}", encoding="utf-8")
+    if out.exists():
+        old = out.with_name(f".{out.name}.old")
+        if old.exists():
+            shutil.rmtree(old)
+        out.rename(old)
+        tmp.rename(out)
+        shutil.rmtree(old)
+    else:
+        tmp.rename(out)
+    return out
+
+
+def load_preferences(directory: str | Path) -> tuple[datasets.Dataset, dict[str, Any]]:
+    """A dataset written by :func:`save_preferences` and its provenance."""
+    import datasets
+
+    src = Path(directory)
+    if not (src / PROVENANCE_FILE).is_file():
+        from recllm.errors import UserError
+
+        raise UserError(src, "holds no mined preferences", "pass a directory of save_preferences")
+    meta = json.loads((src / PROVENANCE_FILE).read_text(encoding="utf-8"))
+    return datasets.load_from_disk(str(src)), meta
