@@ -306,4 +306,6 @@ def load_preferences(directory: str | Path) -> tuple[datasets.Dataset, dict[str,
 
         raise UserError(src, "holds no mined preferences", "pass a directory of save_preferences")
     meta = json.loads((src / PROVENANCE_FILE).read_text(encoding="utf-8"))
+    if meta.get("pairs") == 0:  # datasets writes no shard for an empty dataset
+        return datasets.Dataset.from_dict({k: [] for k in _COLUMNS}), meta
     return datasets.load_from_disk(str(src)), meta

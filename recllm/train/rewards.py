@@ -52,8 +52,13 @@ __all__ = [
     "SIDReader",
     "Sample",
     "WeightedSum",
+    "parse_reward_spec",
+    "reward_from_spec",
     "trl_reward_func",
 ]
+
+#: Names a reward spec (``"sasrec=1,prefix_credit=0.5"``) may use.
+RULE_REWARDS = ("exact_hit", "legality", "prefix_credit", "rank_shaped")
 
 
 @dataclass(frozen=True)
@@ -335,3 +340,55 @@ def trl_reward_func(
 
     func.__name__ = reward.name
     return func
+
+
+def parse_reward_spec(spec: str) -> list[tuple[str, float]]:
+    """``"name=weight,name"`` -> ``[(name, weight), ...]`` (weight 1 when left out), checked.
+
+    Raises:
+        ValueError: An unknown name, a weight that is not a number, or no reward at all.
+    """
+    known = (*RULE_REWARDS, "sasrec")
+    parts = []
+    for chunk in (c.strip() for c in spec.split(",")):
+        if not chunk:
+            continue
+        name, _, weight = (x.strip() for x in chunk.partition("="))
+        if name not in known:
+            raise ValueError(f"reward {name!r} is not one of {', '.join(known)}")
+        try:
+            parts.append((name, float(weight) if weight else 1.0))
+        except ValueError:
+            raise ValueError(f"reward {chunk!r}: weight {weight!r} is not a number") from None
+    if not parts:
+        raise ValueError(f"reward spec {spec!r} names no reward")
+    return parts
+
+
+def reward_from_spec(
+    spec: str,
+    *,
+    sasrec: SASRec | None = None,
+    miss_penalty: float = 0.0,
+    illegal: float = 0.0,
+) -> WeightedSum:
+    """A :class:`WeightedSum` from ``"name=weight,name=weight"`` (:func:`parse_reward_spec`).
+
+    Names: ``exact_hit``, ``legality``, ``prefix_credit``, ``rank_shaped`` (with
+    ``miss_penalty``) and ``sasrec`` (the reward model ``sasrec``, which must then be given).
+
+    Raises:
+        ValueError: A bad spec, or ``sasrec`` named without a model.
+    """
+    rules = {"exact_hit": ExactHit, "legality": Legality, "prefix_credit": PrefixCredit}
+    parts: list[tuple[Reward, float]] = []
+    for name, weight in parse_reward_spec(spec):
+        if name == "sasrec":
+            if sasrec is None:
+                raise ValueError("reward 'sasrec' needs a reward model (a SASRec artifact)")
+            parts.append((SASRecReward(sasrec), weight))
+        elif name == "rank_shaped":
+            parts.append((RankShaped(miss_penalty=miss_penalty), weight))
+        else:
+            parts.append((rules[name](), weight))
+    return WeightedSum(parts, illegal=illegal, name=spec.replace(" ", ""))
