@@ -108,7 +108,22 @@ def _beams(model, tokenizer, prompts, sid_map, spec, beams, batch_size) -> list[
     return [[(r.item_id, rank, r.score) for rank, r in enumerate(row, 1)] for row in out]
 
 
-def mine_preferences(
+@dataclass
+class MinedBeams:
+    """Constrained beams of each example, scored: ``beams[i]`` is ``[(item, rank, policy
+    score or None), ...]`` for ``examples[i]``, ``rewards[i]`` their rewards."""
+
+    examples: list[Example]
+    prompts: list[Any]
+    beams: list[list[tuple]]
+    rewards: list[list[float]]
+
+    @property
+    def rewards_flat(self) -> list[float]:
+        return [r for row in self.rewards for r in row]
+
+
+def mine_beams(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
     sid_map: SIDMap,
@@ -117,19 +132,14 @@ def mine_preferences(
     catalog: Catalog,
     reward: Reward,
     config: MiningConfig | None = None,
-    *,
-    provenance: Mapping[str, Any] | None = None,
-) -> datasets.Dataset:
-    """Mine ``config.beams`` constrained beams per example, score them, pair them.
+) -> MinedBeams:
+    """``config.beams`` constrained beams per example from ``model``, each scored by ``reward``
+    with its own rank and matched by example id and token ids.
 
-    Returns:
-        One row per pair (examples whose beams all score alike give none): ``prompt``,
-        ``chosen``, ``rejected``, ``example_id``, ``target``, ``chosen_item``,
-        ``rejected_item``, ``chosen_reward``, ``rejected_reward``, ``chosen_rank``,
-        ``rejected_rank`` (0: not among the beams), ``beam_items``, ``beam_rewards``. The
-        dataset's ``info.description`` holds the provenance as JSON.
+    Raises:
+        ValueError: Two examples share a user id (rewards are keyed by it).
+        RuntimeError: A beam names no catalog item (the SID trie leaked: a broken setup).
     """
-    import datasets
     import torch
 
     from recllm.tasks.prompting import build_prompts
@@ -155,10 +165,44 @@ def mine_preferences(
         for ex, row in zip(examples, beams, strict=True)
         for item, rank, _ in row
     ]
-    scores = reward.score(samples, table, reader)
     illegal = sum(1 for s in samples if reader.read(s.completion_ids).item is None)
     if illegal:  # constrained beams are catalog items by construction: a broken setup
         raise RuntimeError(f"{illegal} mined beams name no catalog item: the SID trie leaked")
+    scores = reward.score(samples, table, reader)
+    rewards, at = [], 0
+    for row in beams:
+        rewards.append([float(x) for x in scores[at : at + len(row)]])
+        at += len(row)
+    return MinedBeams(list(examples), prompts, beams, rewards)
+
+
+def mine_preferences(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    sid_map: SIDMap,
+    examples: Sequence[Example],
+    spec: PromptSpec,
+    catalog: Catalog,
+    reward: Reward,
+    config: MiningConfig | None = None,
+    *,
+    provenance: Mapping[str, Any] | None = None,
+) -> datasets.Dataset:
+    """Mine ``config.beams`` constrained beams per example, score them, pair them.
+
+    Returns:
+        One row per pair (examples whose beams all score alike give none): ``prompt``,
+        ``chosen``, ``rejected``, ``example_id``, ``target``, ``chosen_item``,
+        ``rejected_item``, ``chosen_reward``, ``rejected_reward``, ``chosen_rank``,
+        ``rejected_rank`` (0: not among the beams), ``beam_items``, ``beam_rewards``. The
+        dataset's ``info.description`` holds the provenance as JSON.
+    """
+    import datasets
+
+    cfg = config or MiningConfig()
+    mined = mine_beams(model, tokenizer, sid_map, examples, spec, catalog, reward, cfg)
+    prompts, beams = mined.prompts, mined.beams
+    scores = mined.rewards_flat
     rng = random.Random(cfg.seed)
     rows: dict[str, list] = {k: [] for k in _COLUMNS}
     at = 0
@@ -188,7 +232,7 @@ def mine_preferences(
         "reward": getattr(reward, "name", type(reward).__name__),
         "examples": len(examples),
         "pairs": len(rows["prompt"]),
-        "beams_scored": len(samples),
+        "beams_scored": len(scores),
         "hits_in_beams": sum(
             1 for ex, row in zip(examples, beams, strict=True) if ex.target in {i for i, *_ in row}
         ),

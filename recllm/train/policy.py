@@ -1,0 +1,234 @@
+"""What every post-SFT stage (DPO, advantage-weighted SFT, GRPO) starts from: the SFT model
+directory and its data, a reward, and the training users to mine.
+
+:class:`PolicyArguments` holds the options these recipes share; :func:`start_policy` checks
+them before any work, loads the model directory with its tokenizer, SID map and the data it
+records (checked against its fingerprint), writes ``OUTPUT_DIR/resolved_config.json``, builds
+the reward (training the SASRec reward model on the TRAINING split when the reward names
+``sasrec`` and none is given) and picks the mining users.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from recllm.errors import UserError
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class PolicyArguments:
+    """The start model, the reward and the mining of a post-SFT stage."""
+
+    model_dir: str | None = field(
+        default=None,
+        metadata={"help": "The SFT model directory (written by plum_sft or seqlm)."},
+    )
+    rounds: int = field(default=1, metadata={"help": "Mine -> train rounds."})
+    reward: str = field(
+        default="sasrec=1.0",
+        metadata={
+            "help": "Reward as name=weight pairs: exact_hit, legality, prefix_credit, "
+            "rank_shaped, sasrec (the reward model)."
+        },
+    )
+    reward_model: str | None = field(
+        default=None,
+        metadata={
+            "help": "A SASRec artifact directory; null: train one on the training split into "
+            "OUTPUT_DIR/reward_model (when the reward names sasrec)."
+        },
+    )
+    reward_model_minutes: float = field(
+        default=3.0, metadata={"help": "Time budget of that SASRec training."}
+    )
+    miss_penalty: float = field(
+        default=0.0, metadata={"help": "rank_shaped: penalty scale of a non-target beam."}
+    )
+    beams: int = field(default=10, metadata={"help": "Constrained beams mined per user."})
+    mining_users: int | None = field(
+        default=None, metadata={"help": "Training users mined per round (seeded); null = all."}
+    )
+    mining_batch_size: int = field(default=16, metadata={"help": "Prompts per beam search."})
+    overwrite_output_dir: bool = field(
+        default=False, metadata={"help": "Replace an earlier run in OUTPUT_DIR."}
+    )
+
+    def __post_init__(self) -> None:
+        if self.rounds < 1:
+            raise ValueError(f"rounds must be >= 1, got {self.rounds}")
+        if self.beams < 2:
+            raise ValueError(f"beams must be >= 2, got {self.beams}")
+
+
+@dataclass
+class PolicyStart:
+    """A loaded start: the policy and everything mining and saving need."""
+
+    model: Any
+    tokenizer: Any
+    sid_map: Any
+    spec: Any
+    dataset: Any
+    split: Any
+    record: dict[str, Any]
+    reward: Any
+    examples: list
+    train_args: Any  # the trainer config, bf16 resolved for this CPU
+    state: Any  # accelerate.PartialState
+    out: Path
+    prompt_files: list[Path]
+
+
+def start_policy(args: PolicyArguments, train_args: Any, section: str) -> PolicyStart:
+    """Check, load and prepare a post-SFT stage (see the module docstring).
+
+    Raises:
+        UserError: No or a wrong ``model_dir``, a bad reward spec, other data than the model's,
+            or an earlier run of other settings in the output directory.
+    """
+    from accelerate import PartialState
+    from transformers import set_seed
+
+    from recllm.baselines.sasrec import SASRecConfig, load_sasrec, save_sasrec, train_sasrec
+    from recllm.data import DataConfig, load_rec_dataset, split_dataset
+    from recllm.data.fingerprint import check_data_fingerprint, data_fingerprint
+    from recllm.io import write_json_atomic
+    from recllm.provenance import library_versions
+    from recllm.tasks.prompting import PromptSpec
+    from recllm.train.mining import mining_examples
+    from recllm.train.rewards import parse_reward_spec, reward_from_spec
+    from recllm.train.rundir import check_output_dir
+    from recllm.vocab import load_model_with_sids
+    from recllm.vocab.checkpoint import read_vocab_record
+
+    if not args.model_dir:
+        raise UserError("--model_dir", "is required", "pass the SFT model directory to start from")
+    model_dir = Path(args.model_dir)
+    if not (model_dir / "recllm_vocab.json").is_file():
+        raise UserError(
+            f"--model_dir {model_dir}",
+            "is not a recllm model directory (no recllm_vocab.json)",
+            "pass OUTPUT_DIR/model of a plum_sft or seqlm run",
+        )
+    try:
+        names = [n for n, _ in parse_reward_spec(args.reward)]  # before any work
+    except ValueError as e:
+        raise UserError(f"--reward {args.reward}", str(e), "see --help for the names") from None
+    if train_args.use_cpu and train_args.bf16:
+        from recllm.train.sft import bf16_fast
+
+        if not bf16_fast():
+            logger.warning("bf16: no native bf16 on this CPU: training in float32")
+            train_args = replace(train_args, bf16=False)
+    _ = train_args.device
+    state = PartialState()
+    set_seed(train_args.seed)
+    out = Path(train_args.output_dir)
+
+    record = read_vocab_record(model_dir).get("recommender") or {}
+    spec = PromptSpec.from_model_dir(model_dir)
+    if not spec.data:
+        raise UserError(
+            f"--model_dir {model_dir}",
+            "records no training data",
+            "pass a model directory written by recipes/plum_sft.py or recipes/seqlm.py",
+        )
+    data_cfg = DataConfig(**spec.data)
+    dataset = load_rec_dataset(config=data_cfg)
+    split = split_dataset(dataset, data_cfg)
+    check_data_fingerprint(
+        record.get("data_fingerprint"),
+        data_fingerprint(split, dataset.catalog),
+        model=str(model_dir),
+        data=str(data_cfg.data_path),
+    )
+    resolved = {
+        "policy": asdict(args),
+        section: {k: v for k, v in train_args.to_dict().items() if not k.startswith("_")},
+        "versions": library_versions(),
+    }
+    if state.is_main_process:
+        check_output_dir(out, resolved, overwrite=args.overwrite_output_dir)
+        write_json_atomic(out / "resolved_config.json", resolved)
+    state.wait_for_everyone()
+    model, tok, sid_map = load_model_with_sids(model_dir)
+
+    sasrec = None
+    if "sasrec" in names:
+        rm_dir = Path(args.reward_model) if args.reward_model else out / "reward_model"
+        with state.main_process_first():
+            if args.reward_model is None and not (rm_dir / "sasrec.json").is_file():
+                logger.info("training the SASRec reward model on the training split")
+                cfg = SASRecConfig(
+                    time_budget_minutes=args.reward_model_minutes, seed=train_args.seed
+                )
+                rm, _ = train_sasrec(split, dataset.catalog, cfg, progress=False)
+                meta = {"data_fingerprint": data_fingerprint(split, dataset.catalog)}
+                save_sasrec(rm, rm_dir, meta=meta)
+            sasrec, _ = load_sasrec(rm_dir)
+    reward = reward_from_spec(args.reward, sasrec=sasrec, miss_penalty=args.miss_penalty)
+
+    examples = mining_examples(split, spec.max_history)
+    if args.mining_users and len(examples) > args.mining_users:
+        rng = random.Random(train_args.seed)
+        keep = sorted(rng.sample(range(len(examples)), args.mining_users))
+        examples = [examples[i] for i in keep]
+    prompt_files = [p for p in [model_dir / "prompts" / "rec.jinja"] if p.is_file()]
+    return PolicyStart(
+        model,
+        tok,
+        sid_map,
+        spec,
+        dataset,
+        split,
+        record,
+        reward,
+        examples,
+        train_args,
+        state,
+        out,
+        prompt_files,
+    )
+
+
+def save_round_model(start: PolicyStart, model: Any, directory: Path) -> None:
+    """Rank 0 saves ``model`` as a recllm model directory with the start's SID map and record."""
+    from recllm.vocab import save_model_with_sids
+
+    if start.state.is_main_process:
+        save_model_with_sids(
+            model,
+            start.tokenizer,
+            start.sid_map,
+            directory,
+            overwrite=True,
+            recommender=start.record,
+            prompt_files=start.prompt_files,
+        )
+    start.state.wait_for_everyone()
+
+
+def publish_final(start: PolicyStart, last: Path, log: dict[str, Any], log_name: str) -> Path:
+    """Copy the last round's model to OUTPUT_DIR/model (atomically) and write the log."""
+    import shutil
+
+    from recllm.io import write_json_atomic
+
+    final = start.out / "model"
+    if start.state.is_main_process:
+        tmp = start.out / ".model.tmp"
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        shutil.copytree(last, tmp)
+        if final.exists():
+            shutil.rmtree(final)
+        tmp.rename(final)
+        write_json_atomic(start.out / log_name, log)
+    start.state.wait_for_everyone()
+    return final
