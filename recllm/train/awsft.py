@@ -17,13 +17,19 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from trl import SFTTrainer
 
-from recllm.train.policy import PolicyArguments, publish_final, save_round_model, start_policy
+from recllm.train.policy import (
+    PolicyArguments,
+    publish_final,
+    save_round_model,
+    start_policy,
+    with_changes,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -162,7 +168,7 @@ def run_awsft(args: AWSFTArguments, sft_cfg: Any) -> Path:
 
     start = start_policy(args, sft_cfg, "sft")
     sft_cfg, state, out = start.train_args, start.state, start.out
-    sft_cfg = replace(sft_cfg, remove_unused_columns=False)
+    sft_cfg = with_changes(sft_cfg, remove_unused_columns=False)
     mining = MiningConfig(beams=args.beams, seed=sft_cfg.seed, batch_size=args.mining_batch_size)
     policy = start.model
     log: dict[str, Any] = {"rounds": []}
@@ -189,7 +195,7 @@ def run_awsft(args: AWSFTArguments, sft_cfg: Any) -> Path:
             )
         trainer = WeightedSFTTrainer(
             model=policy,
-            args=replace(sft_cfg, output_dir=str(round_dir / "trainer")),
+            args=with_changes(sft_cfg, output_dir=str(round_dir / "trainer")),
             train_dataset=train,
             processing_class=start.tokenizer,
             callbacks=[MarkCompleteCheckpoints()],

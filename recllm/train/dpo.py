@@ -19,12 +19,18 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from recllm.errors import UserError
-from recllm.train.policy import PolicyArguments, publish_final, save_round_model, start_policy
+from recllm.train.policy import (
+    PolicyArguments,
+    publish_final,
+    save_round_model,
+    start_policy,
+    with_changes,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -108,7 +114,7 @@ def run_dpo(args: PreferenceArguments, dpo_cfg: Any) -> Path:
         trainer = DPOTrainer(
             model=policy,
             ref_model=ref,
-            args=replace(dpo_cfg, output_dir=str(round_dir / "trainer")),
+            args=with_changes(dpo_cfg, output_dir=str(round_dir / "trainer")),
             train_dataset=prefs.select_columns(["prompt", "chosen", "rejected"]),
             processing_class=start.tokenizer,
         )

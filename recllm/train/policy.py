@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import random
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -125,7 +125,7 @@ def start_policy(args: PolicyArguments, train_args: Any, section: str) -> Policy
 
         if not bf16_fast():
             logger.warning("bf16: no native bf16 on this CPU: training in float32")
-            train_args = replace(train_args, bf16=False)
+            train_args = with_changes(train_args, bf16=False)
     _ = train_args.device
     state = PartialState()
     set_seed(train_args.seed)
@@ -195,6 +195,18 @@ def start_policy(args: PolicyArguments, train_args: Any, section: str) -> Policy
         out,
         prompt_files,
     )
+
+
+def with_changes(cfg: Any, **changes: Any) -> Any:
+    """A copy of a trainer config with ``changes``, without running its ``__post_init__``
+    again (``dataclasses.replace`` would: GRPOConfig then refuses the batch sizes it derived
+    itself)."""
+    import copy
+
+    new = copy.copy(cfg)
+    for key, value in changes.items():
+        setattr(new, key, value)
+    return new
 
 
 def save_round_model(start: PolicyStart, model: Any, directory: Path) -> None:
