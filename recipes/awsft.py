@@ -7,7 +7,7 @@ group-normalised advantage, plus the logged targets; N mine -> train rounds.
 
 Every key of the YAML can be overridden on the command line. Bad flags, keys, paths and data stop
 with one line ``awsft: error: WHERE: WHAT. Fix: HOW`` before anything is written. The stages live
-in :func:`recllm.train.awsft.run_awsft`.
+in :func:`recllm.align.awsft.run_awsft`.
 """
 
 import logging
@@ -16,8 +16,8 @@ if __name__ == "__main__":
     logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
     from trl import SFTConfig
 
+    from recllm.align.awsft import AWSFTArguments, run_awsft
     from recllm.errors import user_errors
-    from recllm.train.awsft import AWSFTArguments, run_awsft
     from recllm.train.recipe_args import parse_recipe_args
 
     logging.basicConfig(

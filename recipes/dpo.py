@@ -6,7 +6,7 @@
 
 Every key of the YAML can be overridden on the command line. Bad flags, keys, paths and data stop
 with one line ``dpo: error: WHERE: WHAT. Fix: HOW`` before anything is written. The stages live
-in :func:`recllm.train.dpo.run_dpo`.
+in :func:`recllm.align.dpo.run_dpo`.
 """
 
 import logging
@@ -15,8 +15,8 @@ if __name__ == "__main__":
     logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
     from trl import DPOConfig
 
+    from recllm.align.dpo import PreferenceArguments, run_dpo
     from recllm.errors import user_errors
-    from recllm.train.dpo import PreferenceArguments, run_dpo
     from recllm.train.recipe_args import parse_recipe_args
 
     logging.basicConfig(

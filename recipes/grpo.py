@@ -6,7 +6,7 @@
 
 Every key of the YAML can be overridden on the command line. Bad flags, keys, paths and data stop
 with one line ``grpo: error: WHERE: WHAT. Fix: HOW`` before anything is written. The stages live
-in :func:`recllm.train.grpo.run_grpo`.
+in :func:`recllm.align.grpo.run_grpo`.
 """
 
 import logging
@@ -17,8 +17,8 @@ if __name__ == "__main__":
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # rollout_func is marked experimental
     from trl import GRPOConfig
 
+    from recllm.align.grpo import GRPOArguments, run_grpo
     from recllm.errors import user_errors
-    from recllm.train.grpo import GRPOArguments, run_grpo
     from recllm.train.recipe_args import parse_recipe_args
 
     logging.basicConfig(

@@ -1,4 +1,5 @@
-"""Imports flow one way: data -> sid -> vocab -> tasks -> train / decode -> eval -> apps.
+"""Imports flow one way: data -> sid -> vocab -> tasks -> train / decode -> eval -> baselines ->
+align -> apps.
 
 Every module under recllm/ is parsed with ``ast`` and every import in it is checked, wherever it
 sits: at module level, inside a function (the lazy imports recllm uses to keep start-up cheap),
@@ -35,6 +36,8 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("eval",),
     # the SASRec baseline is scored with eval's metrics
     ("baselines",),
+    # alignment after SFT: decodes with the policy, rewards with baselines, trains through train
+    ("align",),
     ("apps",),
     # entry points and test helpers may use anything
     ("cli", "testing"),
@@ -42,7 +45,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
 RANK = {unit: rank for rank, units in enumerate(LAYERS) for unit in units}
 #: Pairs forbidden although the first sits higher: evaluation and serving judge and use a saved
 #: model, whatever trained it, so they never reach into training code.
-FORBIDDEN = {("eval", "train"), ("apps", "train")}
+FORBIDDEN = {("eval", "train"), ("apps", "train"), ("apps", "align")}
 PACKAGE_DIR = Path(recllm.__file__).resolve().parent
 
 

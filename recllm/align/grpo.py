@@ -6,12 +6,12 @@ is a TRL ``rollout_func`` over recllm's constrained decoding: for each group of
 ``num_generations`` copies of a prompt it returns ``num_generations`` distinct catalog items, by
 constrained beam search (``rollout: beam``, each completion's rank forwarded to the rewards as
 ``rank``) or constrained sampling (``rollout: sample``), as token ids, with the policy's own
-per-token log-probs. Rewards (:mod:`recllm.train.rewards`) read the SIDs from those ids and the
+per-token log-probs. Rewards (:mod:`recllm.align.rewards`) read the SIDs from those ids and the
 user from the dataset's ``example_id`` column; never from decoded text (TRL decodes with
 ``skip_special_tokens=True``) and never by batch position.
 
 ``recipes/grpo.py`` parses :class:`GRPOArguments` and TRL's ``GRPOConfig`` and calls
-:func:`run_grpo`: start (:func:`recllm.train.policy.start_policy`), a prompt dataset of the
+:func:`run_grpo`: start (:func:`recllm.align.policy.start_policy`), a prompt dataset of the
 mining users (``prompt``, ``example_id``), ``GRPOTrainer`` with the rollout, then
 ``OUTPUT_DIR/model`` and ``OUTPUT_DIR/rollouts.jsonl`` (every rollout: user, items, ranks,
 rewards).
@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from recllm.train.policy import (
+from recllm.align.policy import (
     PolicyArguments,
     publish_final,
     save_round_model,
@@ -73,8 +73,8 @@ def constrained_rollout(
     """
     import torch
 
+    from recllm.align.mining import _completion_ids
     from recllm.decode import encode_prompts, generate_sids
-    from recllm.train.mining import _completion_ids
     from recllm.vocab import SID_FORMAT
 
     calls = {"n": 0}
@@ -204,8 +204,8 @@ def run_grpo(args: GRPOArguments, grpo_cfg: Any) -> Path:
     import datasets
     from trl import GRPOTrainer
 
+    from recllm.align.rewards import RewardExample, SIDReader, trl_reward_func
     from recllm.tasks.prompting import build_prompts
-    from recllm.train.rewards import RewardExample, SIDReader, trl_reward_func
     from recllm.vocab import SID_FORMAT
 
     start = start_policy(args, grpo_cfg, "grpo")

@@ -1,4 +1,4 @@
-"""Rewards (recllm.train.rewards): SIDs read from token ids, values by hand, every reward tied to
+"""Rewards (recllm.align.rewards): SIDs read from token ids, values by hand, every reward tied to
 its own sample under shuffling, sampling and beams (with a position-indexed control that fails),
 the TRL wrapper fed empty decoded texts, and the SASRec reward model saved, loaded and scoring
 what it learned."""
@@ -11,9 +11,7 @@ import random
 import numpy as np
 import pytest
 
-from recllm.baselines.sasrec import SASRecConfig, load_sasrec, save_sasrec, train_sasrec
-from recllm.sid.sidmap import SIDMap
-from recllm.train.rewards import (
+from recllm.align.rewards import (
     ExactHit,
     Legality,
     PrefixCredit,
@@ -25,6 +23,8 @@ from recllm.train.rewards import (
     WeightedSum,
     trl_reward_func,
 )
+from recllm.baselines.sasrec import SASRecConfig, load_sasrec, save_sasrec, train_sasrec
+from recllm.sid.sidmap import SIDMap
 from recllm.vocab.format import SIDTokenIds
 from tests.baselines.test_sasrec import ITEMS, toy_split
 

@@ -3,7 +3,7 @@ weighted by its advantage.
 
 ``recipes/awsft.py`` parses its YAML and command line into :class:`AWSFTArguments` and TRL's
 ``SFTConfig`` and calls :func:`run_awsft`. Each round: mine ``beams`` constrained beams per
-training user (:func:`recllm.train.mining.mine_beams`), score them with the reward, turn each
+training user (:func:`recllm.align.mining.mine_beams`), score them with the reward, turn each
 user's rewards into advantages (group-normalised: ``A = (r - mean) / std`` over that user's
 beams) and weights (``exp``: ``min(exp(A / beta), max_weight)``; ``positive``: ``max(A, 0)``),
 add the logged target with ``target_weight`` (0: beams only), and train
@@ -23,7 +23,7 @@ from typing import Any
 
 from trl import SFTTrainer
 
-from recllm.train.policy import (
+from recllm.align.policy import (
     PolicyArguments,
     publish_final,
     save_round_model,
@@ -131,7 +131,7 @@ class WeightedSFTTrainer(SFTTrainer):
 
 def weighted_rows(mined, args: AWSFTArguments, spec, catalog, sid_map) -> dict[str, list]:
     """Prompt/completion rows of every mined beam (and target) with their weights."""
-    from recllm.train.mining import _answer
+    from recllm.align.mining import _answer
 
     rows: dict[str, list] = {
         k: [] for k in ("prompt", "completion", WEIGHT_COLUMN, "example_id", "item", "reward")
@@ -161,10 +161,10 @@ def run_awsft(args: AWSFTArguments, sft_cfg: Any) -> Path:
     """Run advantage-weighted SFT; return the final model directory (OUTPUT_DIR/model)."""
     import datasets
 
+    from recllm.align.mining import MiningConfig, mine_beams
     from recllm.io import write_json_atomic
     from recllm.train.checkpoints import MarkCompleteCheckpoints
     from recllm.train.fast_head import compact_lm_head
-    from recllm.train.mining import MiningConfig, mine_beams
 
     start = start_policy(args, sft_cfg, "sft")
     sft_cfg, state, out = start.train_args, start.state, start.out

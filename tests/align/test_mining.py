@@ -1,4 +1,4 @@
-"""Beam mining (recllm.train.mining) on a tiny chat recommender: constrained beams only, rewards
+"""Beam mining (recllm.align.mining) on a tiny chat recommender: constrained beams only, rewards
 recomputed independently from the items, each pair policy's choice, the TRL preference format,
 and an atomic save with provenance; the unconstrained control emits non-catalog SIDs."""
 
@@ -8,18 +8,18 @@ import json
 
 import pytest
 
-from recllm.data import DataConfig, load_rec_dataset, split_dataset
-from recllm.decode import generate_sids
-from recllm.tasks.prompting import PromptSpec, build_prompts
-from recllm.testing import save_tiny_recommender
-from recllm.train.mining import (
+from recllm.align.mining import (
     MiningConfig,
     load_preferences,
     mine_preferences,
     mining_examples,
     save_preferences,
 )
-from recllm.train.rewards import ExactHit, PrefixCredit, WeightedSum
+from recllm.align.rewards import ExactHit, PrefixCredit, WeightedSum
+from recllm.data import DataConfig, load_rec_dataset, split_dataset
+from recllm.decode import generate_sids
+from recllm.tasks.prompting import PromptSpec, build_prompts
+from recllm.testing import save_tiny_recommender
 from recllm.vocab import SID_FORMAT, load_model_with_sids
 
 

@@ -14,7 +14,7 @@ its own beam. Rewards read everything from there:
   completions are shuffled or grouped differently).
 
 So a reward is a pure function of (sample, example): shuffling the samples shuffles the rewards
-with them (``tests/train/test_rewards.py`` checks it, with a position-indexed control that fails).
+with them (``tests/align/test_rewards.py`` checks it, with a position-indexed control that fails).
 
 Rewards compose: :class:`WeightedSum` adds weighted rewards and by default gives an illegal SID
 (no catalog item) the reward ``illegal`` whatever its parts say. :func:`trl_reward_func` wraps any

@@ -1,6 +1,6 @@
 """recipes/grpo.py through `accelerate launch` on a tiny chat recommender: TRL's GRPOTrainer with
 recllm's constrained rollout_func. Every rollout is a catalog item (the unconstrained control that
-emits non-catalog SIDs is tests/train/test_mining.py::test_unconstrained_control_emits_non_catalog_sids);
+emits non-catalog SIDs is tests/align/test_mining.py::test_unconstrained_control_emits_non_catalog_sids);
 every logged reward is recomputed by hand from its own completion ids, user and beam rank; the
 policy moves."""
 
@@ -14,10 +14,10 @@ import sys
 
 import torch
 
+from recllm.align.mining import mining_examples
 from recllm.data import DataConfig, load_rec_dataset, split_dataset
 from recllm.tasks.prompting import PromptSpec
 from recllm.testing import save_tiny_recommender
-from recllm.train.mining import mining_examples
 from recllm.vocab import SID_FORMAT, load_model_with_sids
 from tests.scripts.running import ROOT
 

@@ -8,7 +8,7 @@ recllm model directory (chat models from the PLUM recipe, SID-sequence decoders 
 1. one example per training user (:func:`mining_examples`: the training part of the split only,
    its last item the logged target, the items before it the history);
 2. ``beams`` constrained beams per user (recllm's SID beam search: every beam is a catalog item);
-3. every beam scored by a reward of :mod:`recllm.train.rewards`, matched to it by example id and
+3. every beam scored by a reward of :mod:`recllm.align.rewards`, matched to it by example id and
    its token ids, with its own beam rank;
 4. pairs by a policy: ``best_vs_worst`` (highest against lowest reward), ``best_vs_random``
    (highest against a seeded random beam of lower reward), ``target_vs_best`` (the logged
@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from recllm.train.rewards import Reward, RewardExample, Sample, SIDReader
+from recllm.align.rewards import Reward, RewardExample, Sample, SIDReader
 
 if TYPE_CHECKING:
     import datasets

@@ -13,8 +13,8 @@ import sys
 import pytest
 import torch
 
+from recllm.align.mining import load_preferences
 from recllm.testing import save_tiny_recommender
-from recllm.train.mining import load_preferences
 from recllm.vocab import load_model_with_sids
 from tests.scripts.running import ROOT
 
@@ -98,8 +98,8 @@ def test_missing_model_dir_is_one_line(tmp_path):
     ],
 )
 def test_bad_input_errors_before_anything_is_written(tmp_path, args, message):
+    from recllm.align.dpo import PreferenceArguments, run_dpo
     from recllm.errors import UserError
-    from recllm.train.dpo import PreferenceArguments, run_dpo
     from recllm.train.recipe_args import parse_recipe_args
 
     sft = save_tiny_recommender(tmp_path / "tiny")

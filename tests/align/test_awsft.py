@@ -15,8 +15,8 @@ import pytest
 import torch
 from trl import SFTConfig, SFTTrainer
 
+from recllm.align.awsft import WeightedSFTTrainer, advantage_weights
 from recllm.testing import build_tiny_qwen3, build_tiny_tokenizer, save_tiny_recommender
-from recllm.train.awsft import WeightedSFTTrainer, advantage_weights
 from recllm.vocab import load_model_with_sids
 from tests.scripts.running import ROOT
 

@@ -3,11 +3,11 @@
 ``recipes/dpo.py`` parses its YAML and command line into :class:`PreferenceArguments` and TRL's
 ``DPOConfig`` and calls :func:`run_dpo`:
 
-1. the start (:func:`recllm.train.policy.start_policy`): the SFT model directory (a PLUM chat
+1. the start (:func:`recllm.align.policy.start_policy`): the SFT model directory (a PLUM chat
    model or a SID-sequence decoder) with its data, the reward (rule rewards and/or the SASRec
    reward model, trained on the TRAINING split when not given) and the mining users;
 2. ``--rounds`` rounds of: mine constrained beams from the current policy
-   (:mod:`recllm.train.mining`) -> pairs -> TRL ``DPOTrainer`` (``loss_type: [sigmoid, sft]``
+   (:mod:`recllm.align.mining`) -> pairs -> TRL ``DPOTrainer`` (``loss_type: [sigmoid, sft]``
    with ``loss_weights`` gives OneRec's DPO + next-token objective) against the reference (the
    SFT model, or the previous round's with ``--reference previous``) ->
    ``OUTPUT_DIR/round<N>/model`` (a model directory with its SID map) and
@@ -23,14 +23,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from recllm.errors import UserError
-from recllm.train.policy import (
+from recllm.align.policy import (
     PolicyArguments,
     publish_final,
     save_round_model,
     start_policy,
     with_changes,
 )
+from recllm.errors import UserError
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ class PreferenceArguments(PolicyArguments):
     )
 
     def __post_init__(self) -> None:
-        from recllm.train.mining import PAIR_POLICIES
+        from recllm.align.mining import PAIR_POLICIES
 
         super().__post_init__()
         if self.reference not in ("sft", "previous"):
@@ -65,7 +65,7 @@ def run_dpo(args: PreferenceArguments, dpo_cfg: Any) -> Path:
     """Run the preference stage; return the final model directory (OUTPUT_DIR/model)."""
     from trl import DPOTrainer
 
-    from recllm.train.mining import (
+    from recllm.align.mining import (
         MiningConfig,
         load_preferences,
         mine_preferences,

@@ -95,14 +95,14 @@ def start_policy(args: PolicyArguments, train_args: Any, section: str) -> Policy
     from accelerate import PartialState
     from transformers import set_seed
 
+    from recllm.align.mining import mining_examples
+    from recllm.align.rewards import parse_reward_spec, reward_from_spec
     from recllm.baselines.sasrec import SASRecConfig, load_sasrec, save_sasrec, train_sasrec
     from recllm.data import DataConfig, load_rec_dataset, split_dataset
     from recllm.data.fingerprint import check_data_fingerprint, data_fingerprint
     from recllm.io import write_json_atomic
     from recllm.provenance import library_versions
     from recllm.tasks.prompting import PromptSpec
-    from recllm.train.mining import mining_examples
-    from recllm.train.rewards import parse_reward_spec, reward_from_spec
     from recllm.train.rundir import check_output_dir
     from recllm.vocab import load_model_with_sids
     from recllm.vocab.checkpoint import read_vocab_record
