@@ -321,11 +321,14 @@ def _quickstart_eval(args, dataset, split, model_dir, steps: int) -> None:
 
     seed = None if args.eval_seed < 0 else args.eval_seed
     examples = select_users(split.test, args.eval_users, seed)
+    if len(examples) == len(split.test):
+        which = "all"
+    else:
+        which = "the first ones" if seed is None else f"a random sample, seed {seed}"
     ks = (5, 10)
     print(
-        f"[6/{steps}] constrained evaluation: {len(examples)} test users "
-        f"({'the first' if seed is None else f'a random sample, seed {seed}'}), beam {args.beams}, "
-        "every recommendation a catalog item"
+        f"[6/{steps}] constrained evaluation: {len(examples)} test users ({which}), "
+        f"beam {args.beams}, every recommendation a catalog item"
     )
     model, tok, sid_map = load_model_with_sids(model_dir)
     result = evaluate_recommender(
