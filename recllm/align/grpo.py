@@ -73,7 +73,7 @@ def constrained_rollout(
     """
     import torch
 
-    from recllm.align.mining import _completion_ids
+    from recllm.align.mining import _beams, _completion_ids
     from recllm.decode import encode_prompts, generate_sids
     from recllm.vocab import SID_FORMAT
 
@@ -95,17 +95,11 @@ def constrained_rollout(
         model.eval()
         try:
             with torch.inference_mode():
-                if spec.style == "sid_sequence":
-                    if mode != "beam":
-                        raise ValueError("SID-sequence decoders roll out by beam search only")
-                    from recllm.decode import SIDTrie
-                    from recllm.eval.run import _sequence_beam
-
-                    trie = SIDTrie.from_sid_map(sid_map, token_ids)
-                    rows = _sequence_beam(
-                        [model], tok, unique, trie, group, group, batch_size, False
-                    )
-                    items = [[sid_map.item_ids[r] for r in row] for row in rows]
+                if mode == "beam":  # the same constrained beams mining scores
+                    rows = _beams(model, tok, unique, sid_map, spec, group, batch_size)
+                    items = [[item for item, _, _ in row] for row in rows]
+                elif spec.style == "sid_sequence":
+                    raise ValueError("SID-sequence decoders roll out by beam search only")
                 else:
                     recs = generate_sids(
                         model,
@@ -113,10 +107,9 @@ def constrained_rollout(
                         unique,
                         sid_map,
                         k=group,
-                        num_beams=group if mode == "beam" else None,
                         batch_size=batch_size,
-                        mode="beam" if mode == "beam" else "sample",
-                        engine="sid_beam" if mode == "beam" else "generate",
+                        mode="sample",
+                        engine="generate",
                         seed=seed + calls["n"],
                     )
                     items = [[r.item_id for r in row] for row in recs]
