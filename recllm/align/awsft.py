@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +26,9 @@ from trl import SFTTrainer
 
 from recllm.align.policy import (
     PolicyArguments,
+    merged,
     publish_final,
+    round_peft_config,
     save_round_model,
     start_policy,
     with_changes,
@@ -35,6 +38,7 @@ logger = logging.getLogger(__name__)
 
 WEIGHT_COLUMN = "sample_weight"
 WEIGHTINGS = ("exp", "positive")
+_BULKY = ("prompt", "input_ids", "completion_mask")  # not repeated in weighted_rows.json
 
 
 @dataclass
@@ -129,9 +133,13 @@ class WeightedSFTTrainer(SFTTrainer):
         return (loss, outputs) if return_outputs else loss
 
 
-def weighted_rows(mined, args: AWSFTArguments, spec, catalog, sid_map) -> dict[str, list]:
-    """Prompt/completion rows of every mined beam (and target) with their weights."""
-    from recllm.align.mining import _answer
+def weighted_rows(
+    mined, args: AWSFTArguments, spec, catalog, sid_map, tokenizer=None
+) -> dict[str, list]:
+    """Prompt/completion rows of every mined beam (and target) with their weights; for a
+    SID-sequence decoder (given its ``tokenizer``) also ``input_ids`` and ``completion_mask``,
+    which TRL then trains as they are."""
+    from recllm.align.mining import _answer, sequence_token_columns
 
     rows: dict[str, list] = {
         k: [] for k in ("prompt", "completion", WEIGHT_COLUMN, "example_id", "item", "reward")
@@ -154,6 +162,15 @@ def weighted_rows(mined, args: AWSFTArguments, spec, catalog, sid_map) -> dict[s
                 add(ex, prompt, item, w, r)
         if args.target_weight > 0:
             add(ex, prompt, ex.target, args.target_weight, None)
+    if spec.style == "sid_sequence" and tokenizer is not None:
+        # token ids as the decoder sees them, without the end-of-sequence token TRL would add
+        # to plain-text completions (see recllm.align.mining.sequence_token_columns)
+        ids = sequence_token_columns(tokenizer, sid_map, rows["prompt"], {"x_item": rows["item"]})
+        rows["input_ids"] = [p + c for p, c in zip(ids["prompt_ids"], ids["x_ids"], strict=True)]
+        rows["completion_mask"] = [
+            [0] * len(p) + [1] * len(c)
+            for p, c in zip(ids["prompt_ids"], ids["x_ids"], strict=True)
+        ]
     return rows
 
 
@@ -169,11 +186,14 @@ def run_awsft(args: AWSFTArguments, sft_cfg: Any) -> Path:
     start = start_policy(args, sft_cfg, "sft")
     sft_cfg, state, out = start.train_args, start.state, start.out
     sft_cfg = with_changes(sft_cfg, remove_unused_columns=False)
+    if start.spec.style == "sid_sequence":  # rows come as token ids with a completion mask
+        sft_cfg = with_changes(sft_cfg, completion_only_loss=True)
     mining = MiningConfig(beams=args.beams, seed=sft_cfg.seed, batch_size=args.mining_batch_size)
     policy = start.model
     log: dict[str, Any] = {"rounds": []}
     last = Path(args.model_dir)
     for r in range(1, args.rounds + 1):
+        t0 = time.monotonic()
         round_dir = out / f"round{r}"
         mined = mine_beams(
             policy,
@@ -185,13 +205,20 @@ def run_awsft(args: AWSFTArguments, sft_cfg: Any) -> Path:
             start.reward,
             mining,
         )
-        rows = weighted_rows(mined, args, start.spec, start.dataset.catalog, start.sid_map)
+        rows = weighted_rows(
+            mined, args, start.spec, start.dataset.catalog, start.sid_map, start.tokenizer
+        )
         train = datasets.Dataset.from_dict(rows)
+        if "input_ids" in rows:  # pre-tokenized: TRL keeps the ids and masks the prompt
+            train = train.select_columns(["input_ids", "completion_mask", WEIGHT_COLUMN])
         if state.is_main_process:
             round_dir.mkdir(parents=True, exist_ok=True)
             write_json_atomic(
                 round_dir / "weighted_rows.json",
-                {"policy": str(last), "rows": {k: v for k, v in rows.items() if k != "prompt"}},
+                {
+                    "policy": str(last),
+                    "rows": {k: v for k, v in rows.items() if k not in _BULKY},
+                },
             )
         trainer = WeightedSFTTrainer(
             model=policy,
@@ -199,10 +226,11 @@ def run_awsft(args: AWSFTArguments, sft_cfg: Any) -> Path:
             train_dataset=train,
             processing_class=start.tokenizer,
             callbacks=[MarkCompleteCheckpoints()],
+            peft_config=round_peft_config(start, args, policy),
         )
         with compact_lm_head(True):
             trainer.train()
-        policy = trainer.model
+        policy = merged(trainer.model)
         save_round_model(start, policy, round_dir / "model")
         last = round_dir / "model"
         hits = sum(
@@ -218,6 +246,7 @@ def run_awsft(args: AWSFTArguments, sft_cfg: Any) -> Path:
                 "target_in_beams": hits,
                 "mean_reward": sum(mined.rewards_flat) / max(1, len(mined.rewards_flat)),
                 "sft": trainer.state.log_history,
+                "seconds": round(time.monotonic() - t0, 1),
             }
         )
         logger.info("round %d: %d weighted rows, model in %s", r, len(train), last)

@@ -19,13 +19,18 @@
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from trl import DPOTrainer
+
 from recllm.align.policy import (
     PolicyArguments,
+    merged,
     publish_final,
+    round_peft_config,
     save_round_model,
     start_policy,
     with_changes,
@@ -61,10 +66,26 @@ class PreferenceArguments(PolicyArguments):
             raise ValueError(f"pair_policy must be one of {', '.join(PAIR_POLICIES)}")
 
 
+TOKEN_COLUMNS = ["prompt_ids", "chosen_ids", "rejected_ids"]
+
+
+class TokenizedDPOTrainer(DPOTrainer):
+    """TRL's ``DPOTrainer`` on pairs given as token ids (``prompt_ids``, ``chosen_ids``,
+    ``rejected_ids``), trained as they are: TRL's own preparation would re-tokenize text and
+    append the end-of-sequence token, which a SID-sequence decoder never emits (see
+    :func:`recllm.align.mining.sequence_token_columns`). Prompts that fill ``max_length`` are
+    dropped, as TRL does; datasets without these columns are prepared by TRL."""
+
+    def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
+        if not set(TOKEN_COLUMNS) <= set(dataset.column_names):
+            return super()._prepare_dataset(dataset, processing_class, args, dataset_name)
+        if args.max_length is not None and args.truncation_mode == "keep_start":
+            dataset = dataset.filter(lambda ex: len(ex["prompt_ids"]) < args.max_length)
+        return dataset
+
+
 def run_dpo(args: PreferenceArguments, dpo_cfg: Any) -> Path:
     """Run the preference stage; return the final model directory (OUTPUT_DIR/model)."""
-    from trl import DPOTrainer
-
     from recllm.align.mining import (
         MiningConfig,
         load_preferences,
@@ -86,6 +107,7 @@ def run_dpo(args: PreferenceArguments, dpo_cfg: Any) -> Path:
     log: dict[str, Any] = {"rounds": []}
     last = Path(args.model_dir)
     for r in range(1, args.rounds + 1):
+        t0 = time.monotonic()
         round_dir = out / f"round{r}"
         prefs_dir = round_dir / "preferences"
         with state.main_process_first():
@@ -109,20 +131,33 @@ def run_dpo(args: PreferenceArguments, dpo_cfg: Any) -> Path:
                 "mining gave no pair (every user's beams scored alike)",
                 "use a reward that tells items apart (e.g. sasrec), or more --beams",
             )
+        peft_config = round_peft_config(start, args, policy)
         ref_dir = last if args.reference == "previous" else Path(args.model_dir)
-        ref, _, _ = load_model_with_sids(ref_dir)
-        trainer = DPOTrainer(
+        ref = None  # under LoRA the round's start (the adapter disabled) is the reference
+        if peft_config is None or ref_dir != last:
+            ref, _, _ = load_model_with_sids(ref_dir)
+        tokenized = "prompt_ids" in prefs.column_names  # SID-sequence decoders
+        columns = TOKEN_COLUMNS if tokenized else ["prompt", "chosen", "rejected"]
+        trainer = TokenizedDPOTrainer(
             model=policy,
             ref_model=ref,
             args=with_changes(dpo_cfg, output_dir=str(round_dir / "trainer")),
-            train_dataset=prefs.select_columns(["prompt", "chosen", "rejected"]),
+            train_dataset=prefs.select_columns(columns),
             processing_class=start.tokenizer,
+            peft_config=peft_config,
         )
         trainer.train()
-        policy = trainer.model
+        policy = merged(trainer.model)
         save_round_model(start, policy, round_dir / "model")
         last = round_dir / "model"
-        log["rounds"].append({"round": r, "mining": meta, "dpo": trainer.state.log_history})
+        log["rounds"].append(
+            {
+                "round": r,
+                "mining": meta,
+                "dpo": trainer.state.log_history,
+                "seconds": round(time.monotonic() - t0, 1),
+            }
+        )
         logger.info("round %d: %d pairs, model in %s", r, len(prefs), last)
         del ref
     final = publish_final(start, last, log, "dpo_log.json")

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +29,9 @@ from typing import Any
 
 from recllm.align.policy import (
     PolicyArguments,
+    merged,
     publish_final,
+    round_peft_config,
     save_round_model,
     start_policy,
     with_changes,
@@ -233,10 +236,16 @@ def run_grpo(args: GRPOArguments, grpo_cfg: Any) -> Path:
         train_dataset=train,
         processing_class=start.tokenizer,
         rollout_func=rollout,
+        peft_config=round_peft_config(start, args, start.model),
     )
+    t0 = time.monotonic()
     trainer.train()
-    save_round_model(start, trainer.model, out / "round1" / "model")
-    log = {"grpo": trainer.state.log_history, "users": len(examples)}
+    save_round_model(start, merged(trainer.model), out / "round1" / "model")
+    log = {
+        "grpo": trainer.state.log_history,
+        "users": len(examples),
+        "seconds": round(time.monotonic() - t0, 1),
+    }
     final = publish_final(start, out / "round1" / "model", log, "grpo_log.json")
     if state.is_main_process:
         print(f"GRPO: the final model is {final}")

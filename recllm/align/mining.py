@@ -194,8 +194,10 @@ def mine_preferences(
         One row per pair (examples whose beams all score alike give none): ``prompt``,
         ``chosen``, ``rejected``, ``example_id``, ``target``, ``chosen_item``,
         ``rejected_item``, ``chosen_reward``, ``rejected_reward``, ``chosen_rank``,
-        ``rejected_rank`` (0: not among the beams), ``beam_items``, ``beam_rewards``. The
-        dataset's ``info.description`` holds the provenance as JSON.
+        ``rejected_rank`` (0: not among the beams), ``beam_items``, ``beam_rewards``; for
+        SID-sequence decoders also ``prompt_ids``, ``chosen_ids`` and ``rejected_ids`` (see
+        :func:`sequence_token_columns`). The dataset's ``info.description`` holds the
+        provenance as JSON.
     """
     import datasets
 
@@ -227,6 +229,8 @@ def mine_preferences(
         rows["rejected_rank"].append(r_rank)
         rows["beam_items"].append(items)
         rows["beam_rewards"].append([float(r) for r in rewards])
+    if spec.style == "sid_sequence":
+        rows.update(sequence_token_columns(tokenizer, sid_map, rows["prompt"], rows))
     meta = {
         "config": asdict(cfg),
         "reward": getattr(reward, "name", type(reward).__name__),
@@ -271,12 +275,43 @@ _COLUMNS = (
 
 
 def _completion_ids(token_ids, sid_map, item, spec, stop) -> tuple[int, ...]:
-    """The token ids the model generates for ``item``: the SID span (+ the stop token for chat
-    answers; bare codes for SID-sequence decoders)."""
+    """The token ids the model generates for ``item``: the SID span ``<|sid_begin|> codes
+    <|sid_end|>``, + the stop token for chat answers. A SID-sequence decoder's answer is the span
+    alone: its prompts end on the last history item's ``<|sid_end|>`` and it was never trained
+    to stop (no end-of-sequence token in its training windows)."""
     ids = token_ids.encode(sid_map.code(item))
-    if spec.style == "sid_sequence":
-        return tuple(ids[1:-1])
-    return (*ids, stop) if stop is not None else tuple(ids)
+    if spec.style == "sid_sequence" or stop is None:
+        return tuple(ids)
+    return (*ids, stop)
+
+
+def sequence_token_columns(
+    tokenizer: PreTrainedTokenizerBase,
+    sid_map: SIDMap,
+    prompts: Sequence[str],
+    rows: Mapping[str, Sequence[str]],
+) -> dict[str, list[list[int]]]:
+    """``prompt_ids`` and ``<name>_ids`` for each item column ``<name>_item`` of ``rows``: a
+    SID-sequence decoder's pairs as token ids.
+
+    TRL tokenizes plain-text pairs itself and appends the end-of-sequence token to both
+    answers; a SID-sequence decoder never saw that token in training (its windows are SIDs back
+    to back), so DPO would score and train a token the decoder never emits. These columns are
+    what the decoder sees at evaluation: the prompt tokenized as :func:`encode_prompts` does,
+    and each answer as its SID span from the token layout (never from text).
+    """
+    from recllm.decode import encode_prompts
+    from recllm.vocab import SID_FORMAT
+
+    token_ids = SID_FORMAT.token_ids(tokenizer, sid_map.codebook_sizes)
+    out: dict[str, list[list[int]]] = {
+        "prompt_ids": encode_prompts(tokenizer, list(prompts)) if prompts else []
+    }
+    for key, items in rows.items():
+        if key.endswith("_item"):
+            name = key[: -len("_item")]
+            out[f"{name}_ids"] = [list(token_ids.encode(sid_map.code(i))) for i in items]
+    return out
 
 
 def _pair(cfg: MiningConfig, target, items, rewards, rng):

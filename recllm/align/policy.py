@@ -10,6 +10,7 @@ the reward (training the SASRec reward model on the TRAINING split when the rewa
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 from dataclasses import asdict, dataclass, field
@@ -57,6 +58,19 @@ class PolicyArguments:
     mining_batch_size: int = field(default=16, metadata={"help": "Prompts per beam search."})
     overwrite_output_dir: bool = field(
         default=False, metadata={"help": "Replace an earlier run in OUTPUT_DIR."}
+    )
+    use_peft: bool = field(
+        default=False,
+        metadata={
+            "help": "Train LoRA adapters (and the SID rows of the embeddings and LM head) "
+            "instead of every weight; each round's adapter is merged into its saved model."
+        },
+    )
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA scaling numerator."})
+    lora_dropout: float = field(default=0.05, metadata={"help": "Dropout on the LoRA input."})
+    lora_target_modules: list[str] | None = field(
+        default=None, metadata={"help": "Modules that get adapters; null: all linear layers."}
     )
 
     def __post_init__(self) -> None:
@@ -171,7 +185,16 @@ def start_policy(args: PolicyArguments, train_args: Any, section: str) -> Policy
                 rm, _ = train_sasrec(split, dataset.catalog, cfg, progress=False)
                 meta = {"data_fingerprint": data_fingerprint(split, dataset.catalog)}
                 save_sasrec(rm, rm_dir, meta=meta)
-            sasrec, _ = load_sasrec(rm_dir)
+            sasrec, rm_record = load_sasrec(rm_dir)
+        trained_on = (rm_record.get("meta") or {}).get("data_fingerprint")
+        if trained_on != json.loads(json.dumps(data_fingerprint(split, dataset.catalog))):
+            raise UserError(
+                f"--reward_model {rm_dir}",
+                "was not trained on this model's data (its data fingerprint differs or is absent)"
+                if trained_on is not None
+                else "records no data fingerprint",
+                "train the reward model on the same split, or leave --reward_model out",
+            )
     reward = reward_from_spec(args.reward, sasrec=sasrec, miss_penalty=args.miss_penalty)
 
     examples = mining_examples(split, spec.max_history)
@@ -195,6 +218,26 @@ def start_policy(args: PolicyArguments, train_args: Any, section: str) -> Policy
         out,
         prompt_files,
     )
+
+
+def round_peft_config(start: PolicyStart, args: PolicyArguments, model: Any) -> Any:
+    """The LoRA config of one round (``--use_peft``; None: full fine-tuning): adapters on
+    ``lora_target_modules`` and trainable SID rows (:func:`recllm.train.lora.sid_lora_config`),
+    as in the SFT recipe."""
+    if not args.use_peft:
+        return None
+    from recllm.train.lora import sid_lora_config
+    from recllm.vocab import SID_FORMAT
+
+    ids = SID_FORMAT.token_ids(start.tokenizer, start.sid_map.codebook_sizes).all_ids()
+    return sid_lora_config(model, list(ids), args)
+
+
+def merged(model: Any) -> Any:
+    """A round's trained policy as a plain model: a PEFT model's adapter merged in."""
+    from peft import PeftModel
+
+    return model.merge_and_unload() if isinstance(model, PeftModel) else model
 
 
 def with_changes(cfg: Any, **changes: Any) -> Any:

@@ -112,3 +112,43 @@ def test_bad_input_errors_before_anything_is_written(tmp_path, args, message):
     with pytest.raises(UserError, match=message.replace("(", r"\(")):
         run_dpo(*parse_recipe_args((PreferenceArguments, DPOConfig), argv, prog="dpo"))
     assert not out.exists()
+
+
+def test_a_reward_model_of_other_data_is_refused(tmp_path):
+    """--reward_model must have been trained on the model's split: a SASRec of other data (or
+    one recording no data) stops the run; the same artifact with the right fingerprint runs."""
+    from trl import DPOConfig
+
+    from recllm.align.dpo import PreferenceArguments, run_dpo
+    from recllm.baselines.sasrec import SASRecConfig, save_sasrec, train_sasrec
+    from recllm.data import DataConfig, load_rec_dataset, split_dataset
+    from recllm.data.fingerprint import data_fingerprint
+    from recllm.errors import UserError
+    from recllm.tasks.prompting import PromptSpec
+    from recllm.train.recipe_args import parse_recipe_args
+
+    sft = save_tiny_recommender(tmp_path / "tiny")
+    other = save_tiny_recommender(tmp_path / "other", seed=1)
+    fingerprints = {}
+    for name, model_dir in (("own", sft), ("other", other)):
+        cfg = DataConfig(**PromptSpec.from_model_dir(model_dir).data)
+        dataset = load_rec_dataset(config=cfg)
+        split = split_dataset(dataset, cfg)
+        fingerprints[name] = data_fingerprint(split, dataset.catalog)
+        if name == "own":
+            rm, _ = train_sasrec(split, dataset.catalog, SASRecConfig(epochs=1), progress=False)
+    for name, meta in (("other", {"data_fingerprint": fingerprints["other"]}), ("none", {})):
+        save_sasrec(rm, tmp_path / name, meta=meta)
+    save_sasrec(rm, tmp_path / "own", meta={"data_fingerprint": fingerprints["own"]})
+
+    def run(rm_dir, out):
+        argv = ["--config", str(ROOT / "recipes" / "dpo.yaml"), "--output_dir", str(out)]
+        argv += ["--model_dir", str(sft), "--reward_model", str(rm_dir), "--rounds", "1"]
+        argv += ["--beams", "4", "--mining_users", "8", "--max_steps", "1", "--bf16", "false"]
+        return run_dpo(*parse_recipe_args((PreferenceArguments, DPOConfig), argv, prog="dpo"))
+
+    with pytest.raises(UserError, match="was not trained on this model's data"):
+        run(tmp_path / "other", tmp_path / "out_other")
+    with pytest.raises(UserError, match="records no data fingerprint"):
+        run(tmp_path / "none", tmp_path / "out_none")
+    assert (run(tmp_path / "own", tmp_path / "out_own") / "sid_map.json").is_file()  # control
