@@ -23,7 +23,7 @@ Nothing is selected on the test split: the stage settings come from validation r
 (``--split valid``). Finished parts are not run again (a stage's ``model/`` directory, an
 evaluation's JSON), so a stopped run goes on where it stopped.
 
-Writes ``OUT/eval/*.json``, ``OUT/summary.json`` and ``OUT/align_benchmark.png`` (R@10 and N@10 of
+Writes ``OUT/eval/<split><users>_b<beams>/*.json``, ``OUT/summary.json`` and ``OUT/align_benchmark.png`` (R@10 and N@10 of
 every row, the SFT start and SASRec as lines); prints the table; the last line of output is one
 JSON object of the figures.
 """
@@ -78,6 +78,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for stage in STAGES:
         p.add_argument(f"--{stage}-args", default="", help=f"extra recipes/{stage}.py flags")
     p.add_argument("--reward", default="sasrec=1.0", help="every stage's reward (name=weight)")
+    p.add_argument(
+        "--reward-model", default=None, help="a SASRec artifact to use (default: train one)"
+    )
     p.add_argument("--sasrec-minutes", type=float, default=10.0, help="reward model budget")
     p.add_argument("--sasrec-dropout", type=float, default=0.5, help="(0.5: sparse Amazon data)")
     p.add_argument("--sasrec-batch", type=int, default=64, help="SASRec sequences per step")
@@ -117,9 +120,9 @@ class Bench:
         from recllm.data import DataConfig, split_dataset
         from recllm.data.fingerprint import data_fingerprint
 
-        rm_dir = self.out / "reward_model"
+        rm_dir = Path(self.args.reward_model or self.out / "reward_model")
         split = split_dataset(self.dataset, DataConfig(**self.data_fields))
-        if not (rm_dir / "sasrec.json").is_file():
+        if not (rm_dir / "sasrec.json").is_file() and self.args.reward_model is None:
             t0 = time.monotonic()
             cfg = SASRecConfig(
                 time_budget_minutes=self.args.sasrec_minutes,
@@ -145,7 +148,12 @@ class Bench:
         return rm_dir
 
     def cached(self, name: str, compute) -> dict:
-        path = self.out / "eval" / f"{name}.json"
+        path = (
+            self.out
+            / "eval"
+            / f"{self.args.split}{len(self.users)}_b{self.args.beams}"
+            / f"{name}.json"
+        )
         if path.is_file():
             return json.loads(path.read_text())
         from recllm.io import write_json_atomic

@@ -25,7 +25,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.parametrize("recipe", ["dpo", "grpo"])
+@pytest.mark.parametrize(
+    "recipe",
+    ["dpo", pytest.param("grpo", marks=pytest.mark.slow)],  # ~30 s each
+)
 def test_two_processes(tmp_path, recipe):
     sft = save_tiny_recommender(tmp_path / "tiny")
     out = tmp_path / recipe

@@ -184,3 +184,37 @@ def test_recipes_train_a_sequence_decoder(seqlm_dir, tmp_path, recipe):
         not torch.equal(a, b) for a, b in zip(start.parameters(), final.parameters(), strict=True)
     )
     assert PromptSpec.from_model_dir(out / "model").style == "sid_sequence"
+
+
+def test_align_benchmark_script(seqlm_dir, tmp_path):
+    """scripts/align_benchmark.py end to end on the tiny decoder: the reward model trained once
+    and scored, the SFT start and each DPO round scored on the same users, the table, the PNG,
+    the summary and a last line of JSON; a rerun trains and scores nothing again."""
+    out = tmp_path / "bench"
+    cmd = [sys.executable, str(ROOT / "scripts" / "align_benchmark.py"), "--sft", str(seqlm_dir)]
+    cmd += ["--out", str(out), "--stages", "dpo", "--sasrec-minutes", "0.05", "--beams", "10"]
+    cmd += ["--reward", "sasrec=1,prefix_credit=0.5"]
+    cmd += ["--dpo-args", "--rounds 2 --mining_users 12 --beams 4 --max_steps 2 --bf16 false"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    figures = json.loads(proc.stdout.strip().splitlines()[-1])
+    names = ["SASRec (the reward model, same run)", "SFT start"]
+    names += ["+ DPO round 1 (seed 0)", "+ DPO round 2 (seed 0)"]
+    assert list(figures) == names
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["users"] == 40 and summary["model_kind"] == "sid_sequence"
+    for name in names[1:]:
+        assert summary["rows"][name]["invalid_rate"] == 0.0
+        assert summary["rows"][name]["users"] == 40
+    assert (
+        figures["+ DPO round 2 (seed 0)"]["minutes"] > figures["+ DPO round 1 (seed 0)"]["minutes"]
+    )
+    assert (out / "align_benchmark.png").stat().st_size > 10_000
+    log = json.loads((out / "dpo_seed0" / "dpo_log.json").read_text())
+    assert [r["round"] for r in log["rounds"]] == [1, 2]
+
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*.json") if "summary" not in p.name}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == figures
+    assert all(p.stat().st_mtime_ns == t for p, t in before.items())  # nothing redone
