@@ -375,8 +375,10 @@ def save_tiny_recommender(
     num_users: int = 40,
     codebook_sizes: tuple[int, ...] = (6, 7, 8),
     seed: int = 0,
+    moe: bool = False,
 ) -> Path:
-    """A tiny recommender model directory (untrained) and the data set it records.
+    """A tiny recommender model directory (untrained) and the data set it records (``moe``: a
+    Qwen3-MoE model instead of a dense Qwen3).
 
     Writes ``directory/data/{items,interactions}.csv`` (items ``item0..``, titles ``movie 0..``,
     every item used, 5-12 interactions per user) and ``directory/model``: an untied tiny Qwen3
@@ -417,7 +419,7 @@ def save_tiny_recommender(
     codes = grid[rng.choice(len(grid), size=num_items, replace=False)]
     sid_map = SIDMap(items, codes, codebook_sizes)
     tok = build_tiny_tokenizer()
-    model = build_tiny_qwen3(tok, tie_word_embeddings=False, seed=seed)
+    model = build_tiny_qwen3(tok, moe=moe, tie_word_embeddings=False, seed=seed)
     ext = extend_vocab(model, tok, sid_map)
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
