@@ -73,7 +73,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--sft", help="the SFT model directory (recipes/seqlm.py or plum_sft.py)")
     p.add_argument("--out", default="outputs/align_benchmark", help="output directory")
-    p.add_argument("--stages", nargs="+", default=list(STAGES), choices=STAGES)
+    p.add_argument(
+        "--stages", nargs="*", default=list(STAGES), choices=STAGES, help="none: the start only"
+    )
     p.add_argument("--seeds", nargs="+", type=int, default=[0], help="one run per stage each")
     for stage in STAGES:
         p.add_argument(f"--{stage}-args", default="", help=f"extra recipes/{stage}.py flags")
@@ -192,6 +194,8 @@ def run_stage(bench: Bench, stage: str, seed: int, rm_dir: Path) -> Path:
         return out
     args = bench.args
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1"]
+    # accelerate gives a process without a GPU one thread unless told otherwise
+    cmd += ["--num_cpu_threads_per_process", str(os.cpu_count() or 1)]
     cmd += [
         str(ROOT / "recipes" / f"{stage}.py"),
         "--config",
@@ -303,8 +307,20 @@ def main(argv: list[str] | None = None) -> dict:
         for seed in args.seeds:
             for stage in args.stages:
                 stage_rows(bench, stage, seed, run_stage(bench, stage, seed, rm_dir))
+        published = {}
+        if args.split == "test":  # the papers' rows are test figures over all users
+            from recllm.eval.published import load_published, match_dataset, published_rows
+
+            key = match_dataset(str(bench.data_fields.get("data_path")))
+            if key:
+                published = {
+                    f"{name} (published)": fig
+                    for name, fig in published_rows(key, load_published()).items()
+                    if name.startswith("TIGER")
+                }
         summary = {
             "data": bench.data_fields.get("data_path"),
+            "published": published,
             "sft": str(args.sft),
             "model_kind": bench.spec.style,
             "split": args.split,
@@ -324,7 +340,7 @@ def main(argv: list[str] | None = None) -> dict:
     plot(summary, out / "align_benchmark.png")
     rows = summary["rows"]
     print(f"\n{summary['data']}, {summary['users']} {summary['split']} users:")
-    print(table(rows))
+    print(table({**rows, **summary.get("published", {})}))
     base = rows["SFT start"]
     figures = {
         name: {

@@ -105,6 +105,33 @@ def check_args(args: list[str], parser: Any, prog: str = "RECIPE") -> None:
             )
 
 
+def warn_single_cpu_thread(env: Any = None, cores: int | None = None) -> str | None:
+    """Warn (and return the warning) when ``accelerate launch`` left a lone CPU process one
+    thread of several cores.
+
+    Without a GPU and without ``--cpu``, ``accelerate launch`` sets ``OMP_NUM_THREADS`` to
+    ``--num_cpu_threads_per_process``, which defaults to 1: a one-process CPU run then trains on
+    one core (measured: an AW-SFT round on a 2-core machine ran at half speed). The warning names
+    the flag that gives the process every core.
+    """
+    import logging
+    import os
+
+    env = os.environ if env is None else env
+    cores = (os.cpu_count() or 1) if cores is None else cores
+    launched = any(k.startswith("ACCELERATE_") for k in env)
+    world = int(env.get("WORLD_SIZE", "1") or 1)
+    if not launched or env.get("OMP_NUM_THREADS") != "1" or cores <= world:
+        return None
+    message = (
+        f"accelerate launch gave this process 1 CPU thread of {cores} cores "
+        f"({world} process(es)); Fix: add --num_cpu_threads_per_process {cores // world} "
+        "(or --cpu) to accelerate launch, unless one thread was meant"
+    )
+    logging.getLogger(__name__).warning(message)
+    return message
+
+
 def parse_recipe_args(
     dataclass_types: Sequence[type], argv: list[str] | None = None, *, prog: str = "RECIPE"
 ) -> tuple[Any, ...]:
@@ -130,6 +157,8 @@ def parse_recipe_args(
         and not any(a.startswith("--use_cpu") for a in args)
     ):
         args += ["--use_cpu", "true"]
+    if trains and not torch.cuda.is_available():
+        warn_single_cpu_thread()
     parser = recipe_parser(dataclass_types, prog)
     check_args(args, parser, prog)
     try:

@@ -405,3 +405,15 @@ def test_train_top_layers_errors_before_anything_is_written(tmp_path, flags, mes
         run_plum(*configs)
     assert str(err.value).startswith(message)
     assert not out.exists()
+
+
+def test_single_cpu_thread_under_accelerate_is_named():
+    from recllm.train.recipe_args import warn_single_cpu_thread
+
+    launched = {"ACCELERATE_MIXED_PRECISION": "no", "OMP_NUM_THREADS": "1"}
+    message = warn_single_cpu_thread(launched, cores=2)
+    assert message and "--num_cpu_threads_per_process 2" in message
+    assert warn_single_cpu_thread({**launched, "OMP_NUM_THREADS": "2"}, cores=2) is None
+    assert warn_single_cpu_thread({**launched, "WORLD_SIZE": "2"}, cores=2) is None  # 1 each
+    assert warn_single_cpu_thread({"OMP_NUM_THREADS": "1"}, cores=2) is None  # not launched
+    assert "--num_cpu_threads_per_process 8" in warn_single_cpu_thread(launched, cores=8)
