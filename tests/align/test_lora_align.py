@@ -35,7 +35,14 @@ def run(recipe: str, argv: list[str]):
     return types[2](*parse_recipe_args(types[:2], argv, prog=recipe))
 
 
-@pytest.mark.parametrize("recipe", ["dpo", "awsft", "grpo"])
+@pytest.mark.parametrize(
+    "recipe",
+    [
+        "dpo",
+        pytest.param("awsft", marks=pytest.mark.slow),
+        pytest.param("grpo", marks=pytest.mark.slow),
+    ],
+)  # ~15 s each: DPO in the default run, the others with -m slow
 def test_lora_rounds_move_sid_rows_and_adapted_layers_only(tmp_path, recipe):
     sft = save_tiny_recommender(tmp_path / "tiny")
     out = tmp_path / recipe

@@ -151,7 +151,14 @@ def test_grpo_logprobs_are_the_beam_scores(seqlm_dir):
     assert abs(sum(bare[0][:levels]) / levels - float(beams.scores[0, 0])) > 1e-3
 
 
-@pytest.mark.parametrize("recipe", ["dpo", "awsft", "grpo"])
+@pytest.mark.parametrize(
+    "recipe",
+    [
+        "dpo",
+        pytest.param("awsft", marks=pytest.mark.slow),
+        pytest.param("grpo", marks=pytest.mark.slow),
+    ],
+)  # ~25 s each: DPO in the default run, the others with -m slow
 def test_recipes_train_a_sequence_decoder(seqlm_dir, tmp_path, recipe):
     out = tmp_path / recipe
     args = ["--model_dir", str(seqlm_dir), "--output_dir", str(out), "--mining_users", "12"]
@@ -186,6 +193,7 @@ def test_recipes_train_a_sequence_decoder(seqlm_dir, tmp_path, recipe):
     assert PromptSpec.from_model_dir(out / "model").style == "sid_sequence"
 
 
+@pytest.mark.slow  # ~45 s
 def test_align_benchmark_script(seqlm_dir, tmp_path):
     """scripts/align_benchmark.py end to end on the tiny decoder: the reward model trained once
     and scored, the SFT start and each DPO round scored on the same users, the table, the PNG,
