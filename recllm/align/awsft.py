@@ -165,12 +165,10 @@ def weighted_rows(
     if spec.style == "sid_sequence" and tokenizer is not None:
         # token ids as the decoder sees them, without the end-of-sequence token TRL would add
         # to plain-text completions (see recllm.align.mining.sequence_token_columns)
-        ids = sequence_token_columns(tokenizer, sid_map, rows["prompt"], {"x_item": rows["item"]})
-        rows["input_ids"] = [p + c for p, c in zip(ids["prompt_ids"], ids["x_ids"], strict=True)]
-        rows["completion_mask"] = [
-            [0] * len(p) + [1] * len(c)
-            for p, c in zip(ids["prompt_ids"], ids["x_ids"], strict=True)
-        ]
+        ids = sequence_token_columns(tokenizer, sid_map, rows["prompt"], {"answer": rows["item"]})
+        pairs = list(zip(ids["prompt_ids"], ids["answer_ids"], strict=True))
+        rows["input_ids"] = [p + c for p, c in pairs]
+        rows["completion_mask"] = [[0] * len(p) + [1] * len(c) for p, c in pairs]
     return rows
 
 

@@ -230,7 +230,8 @@ def mine_preferences(
         rows["beam_items"].append(items)
         rows["beam_rewards"].append([float(r) for r in rewards])
     if spec.style == "sid_sequence":
-        rows.update(sequence_token_columns(tokenizer, sid_map, rows["prompt"], rows))
+        answers = {"chosen": rows["chosen_item"], "rejected": rows["rejected_item"]}
+        rows.update(sequence_token_columns(tokenizer, sid_map, rows["prompt"], answers))
     meta = {
         "config": asdict(cfg),
         "reward": getattr(reward, "name", type(reward).__name__),
@@ -289,28 +290,29 @@ def sequence_token_columns(
     tokenizer: PreTrainedTokenizerBase,
     sid_map: SIDMap,
     prompts: Sequence[str],
-    rows: Mapping[str, Sequence[str]],
+    answers: Mapping[str, Sequence[str]],
 ) -> dict[str, list[list[int]]]:
-    """``prompt_ids`` and ``<name>_ids`` for each item column ``<name>_item`` of ``rows``: a
-    SID-sequence decoder's pairs as token ids.
+    """``prompt_ids``, and ``<name>_ids`` for each ``answers[name]`` (one item per prompt): a
+    SID-sequence decoder's rows as token ids.
 
     TRL tokenizes plain-text pairs itself and appends the end-of-sequence token to both
     answers; a SID-sequence decoder never saw that token in training (its windows are SIDs back
     to back), so DPO would score and train a token the decoder never emits. These columns are
-    what the decoder sees at evaluation: the prompt tokenized as :func:`encode_prompts` does,
-    and each answer as its SID span from the token layout (never from text).
+    what the decoder sees at evaluation: the prompt tokenized as :func:`encode_prompts` does
+    (each distinct prompt once), and each answer as its SID span from the token layout (never
+    from text).
     """
     from recllm.decode import encode_prompts
     from recllm.vocab import SID_FORMAT
 
     token_ids = SID_FORMAT.token_ids(tokenizer, sid_map.codebook_sizes)
-    out: dict[str, list[list[int]]] = {
-        "prompt_ids": encode_prompts(tokenizer, list(prompts)) if prompts else []
-    }
-    for key, items in rows.items():
-        if key.endswith("_item"):
-            name = key[: -len("_item")]
-            out[f"{name}_ids"] = [list(token_ids.encode(sid_map.code(i))) for i in items]
+    distinct = list(dict.fromkeys(prompts))
+    encoded = dict(
+        zip(distinct, encode_prompts(tokenizer, distinct) if distinct else [], strict=True)
+    )
+    out: dict[str, list[list[int]]] = {"prompt_ids": [list(encoded[p]) for p in prompts]}
+    for name, items in answers.items():
+        out[f"{name}_ids"] = [list(token_ids.encode(sid_map.code(i))) for i in items]
     return out
 
 
