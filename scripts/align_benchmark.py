@@ -23,9 +23,14 @@ Nothing is selected on the test split: the stage settings come from validation r
 (``--split valid``). Finished parts are not run again (a stage's ``model/`` directory, an
 evaluation's JSON), so a stopped run goes on where it stopped.
 
-Writes ``OUT/eval/<split><users>_b<beams>/*.json``, ``OUT/summary.json`` and ``OUT/align_benchmark.png`` (R@10 and N@10 of
-every row, the SFT start and SASRec as lines); prints the table; the last line of output is one
-JSON object of the figures.
+Every scored model also keeps each user's rank of the target (``<name>.ranks.json``), so each
+row is compared with the SFT start user by user: the difference in R@10 and N@10 with its 95%
+interval and p-value (``paired_vs_sft`` in the summary). Two seeds of a stage show the seed noise;
+the paired interval shows the noise of the users.
+
+Writes ``OUT/eval/<split><users>_b<beams>/*.json``, ``OUT/summary.json`` and
+``OUT/align_benchmark.png`` (R@10 and N@10 of every row, the SFT start and SASRec as lines);
+prints the table; the last line of output is one JSON object of the figures.
 """
 
 from __future__ import annotations
@@ -150,13 +155,17 @@ class Bench:
         self.rows["SASRec (the reward model, same run)"] = self.cached("sasrec", score)
         return rm_dir
 
+    @property
+    def eval_dir(self) -> Path:
+        return self.out / "eval" / f"{self.args.split}{len(self.users)}_b{self.args.beams}"
+
+    def ranks(self, name: str) -> list[int] | None:
+        """Every scored user's rank of the target (1 = first, 0 = not in the beam), if kept."""
+        path = self.eval_dir / f"{name}.ranks.json"
+        return json.loads(path.read_text()) if path.is_file() else None
+
     def cached(self, name: str, compute) -> dict:
-        path = (
-            self.out
-            / "eval"
-            / f"{self.args.split}{len(self.users)}_b{self.args.beams}"
-            / f"{name}.json"
-        )
+        path = self.eval_dir / f"{name}.json"
         if path.is_file():
             return json.loads(path.read_text())
         from recllm.io import write_json_atomic
@@ -182,11 +191,52 @@ class Bench:
                 ks=(5, 10),
                 batch_size=64,
             )
+            from recllm.io import write_json_atomic
+
+            ranks = [
+                items.index(ex.target) + 1 if ex.target in items else 0
+                for ex, items in zip(self.users, res.ranked, strict=True)
+            ]
+            write_json_atomic(self.eval_dir / f"{name}.ranks.json", ranks)
             return {**res.metrics, "eval_minutes": round(res.seconds / 60, 2)}
 
         figs = self.cached(name, compute)
         figs["minutes"] = minutes
+        figs["eval"] = name
         return figs
+
+
+def paired(base: list[int], other: list[int], k: int = 10) -> dict:
+    """``other`` minus ``base`` on the same users: mean, 95% interval and two-sided p of R@k, N@k.
+
+    Per-user differences, normal approximation (thousands of users): a stage whose interval
+    excludes 0 moved the metric by more than the sampling noise of these users.
+    """
+    import numpy as np
+
+    b, o = np.asarray(base), np.asarray(other)
+    if b.shape != o.shape:
+        raise ValueError(f"ranks of {len(b)} and {len(o)} users: not the same users")
+
+    def hit(r):
+        return ((r > 0) & (r <= k)).astype(float)
+
+    def gain(r):
+        return np.where((r > 0) & (r <= k), 1.0 / np.log2(np.maximum(r, 1) + 1.0), 0.0)
+
+    out = {}
+    for label, f in ((f"R@{k}", hit), (f"N@{k}", gain)):
+        d = f(o) - f(b)
+        mean, se = float(d.mean()), float(d.std(ddof=1) / math.sqrt(len(d)))
+        z = mean / se if se > 0 else 0.0
+        out[label] = {
+            "delta": round(mean, 5),
+            "ci95": [round(mean - 1.96 * se, 5), round(mean + 1.96 * se, 5)],
+            "p": float(f"{math.erfc(abs(z) / math.sqrt(2)):.3g}"),
+        }
+    out["users_gained"] = int(((hit(o) - hit(b)) > 0).sum())
+    out["users_lost"] = int(((hit(o) - hit(b)) < 0).sum())
+    return out
 
 
 def run_stage(bench: Bench, stage: str, seed: int, rm_dir: Path) -> Path:
@@ -319,8 +369,15 @@ def main(argv: list[str] | None = None) -> dict:
                     for name, fig in published_rows(key, load_published()).items()
                     if name.startswith("TIGER")
                 }
+        base_ranks = bench.ranks("sft")
+        comparisons = {}
+        for name, fig in bench.rows.items():
+            ranks = bench.ranks(fig["eval"]) if "eval" in fig and fig["eval"] != "sft" else None
+            if base_ranks is not None and ranks is not None:
+                comparisons[name] = paired(base_ranks, ranks)
         summary = {
             "data": bench.data_fields.get("data_path"),
+            "paired_vs_sft": comparisons,
             "published": published,
             "sft": str(args.sft),
             "model_kind": bench.spec.style,
@@ -342,6 +399,15 @@ def main(argv: list[str] | None = None) -> dict:
     rows = summary["rows"]
     print(f"\n{summary['data']}, {summary['users']} {summary['split']} users:")
     print(table({**rows, **summary.get("published", {})}))
+    if summary.get("paired_vs_sft"):
+        print("\nagainst the SFT start, same users (95% interval of the difference, p):")
+        for name, c in summary["paired_vs_sft"].items():
+            cells = "  ".join(
+                f"{m} {c[m]['delta']:+.4f} [{c[m]['ci95'][0]:+.4f}, {c[m]['ci95'][1]:+.4f}] "
+                f"p={c[m]['p']:.2g}"
+                for m in ("R@10", "N@10")
+            )
+            print(f"  {name:<30} {cells}  users +{c['users_gained']}/-{c['users_lost']}")
     base = rows["SFT start"]
     figures = {
         name: {
@@ -351,6 +417,11 @@ def main(argv: list[str] | None = None) -> dict:
             if base["recall@10"]
             else math.nan,
             "minutes": f.get("minutes"),
+            **(
+                {"R@10_p": summary["paired_vs_sft"][name]["R@10"]["p"]}
+                if name in summary.get("paired_vs_sft", {})
+                else {}
+            ),
         }
         for name, f in rows.items()
     }

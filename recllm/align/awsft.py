@@ -202,6 +202,7 @@ def run_awsft(args: AWSFTArguments, sft_cfg: Any) -> Path:
             start.dataset.catalog,
             start.reward,
             mining,
+            engine=start.engine,
         )
         rows = weighted_rows(
             mined, args, start.spec, start.dataset.catalog, start.sid_map, start.tokenizer
@@ -231,6 +232,8 @@ def run_awsft(args: AWSFTArguments, sft_cfg: Any) -> Path:
         policy = merged(trainer.model)
         save_round_model(start, policy, round_dir / "model")
         last = round_dir / "model"
+        if start.engine is not None and r < args.rounds:
+            start.engine.sync(policy)  # the next round mines with this round's policy
         hits = sum(
             1
             for ex, beams in zip(mined.examples, mined.beams, strict=True)
@@ -248,6 +251,7 @@ def run_awsft(args: AWSFTArguments, sft_cfg: Any) -> Path:
             }
         )
         logger.info("round %d: %d weighted rows, model in %s", r, len(train), last)
+    start.close()
     final = publish_final(start, last, log, "awsft_log.json")
     if state.is_main_process:
         print(f"AW-SFT: {args.rounds} round(s); the final model is {final}")

@@ -122,6 +122,7 @@ def run_dpo(args: PreferenceArguments, dpo_cfg: Any) -> Path:
                     start.reward,
                     mining,
                     provenance={"round": r, "policy": str(last)},
+                    engine=start.engine,
                 )
                 save_preferences(mined, prefs_dir)
             prefs, meta = load_preferences(prefs_dir)
@@ -150,6 +151,8 @@ def run_dpo(args: PreferenceArguments, dpo_cfg: Any) -> Path:
         policy = merged(trainer.model)
         save_round_model(start, policy, round_dir / "model")
         last = round_dir / "model"
+        if start.engine is not None and r < args.rounds:
+            start.engine.sync(policy)  # the next round mines with this round's policy
         log["rounds"].append(
             {
                 "round": r,
@@ -160,6 +163,7 @@ def run_dpo(args: PreferenceArguments, dpo_cfg: Any) -> Path:
         )
         logger.info("round %d: %d pairs, model in %s", r, len(prefs), last)
         del ref
+    start.close()
     final = publish_final(start, last, log, "dpo_log.json")
     if state.is_main_process:
         print(f"DPO: {args.rounds} round(s); the final model is {final}")

@@ -65,6 +65,7 @@ def constrained_rollout(
     batch_size: int = 8,
     log_path: str | Path | None = None,
     seed: int = 0,
+    engine: Any = None,
 ) -> Callable[[list, Any], dict[str, list]]:
     """A TRL ``rollout_func(prompts, trainer)`` over recllm's constrained decoding.
 
@@ -73,6 +74,11 @@ def constrained_rollout(
     seeded constrained samples, rank None, the last repeated when fewer are distinct). Returns ``prompt_ids``,
     ``completion_ids`` (the SID span and the stop token; bare codes for SID-sequence decoders),
     ``logprobs`` (the policy's per-token log-probs of those ids) and ``rank``.
+
+    With ``engine`` (a :class:`recllm.align.vllm_policy.VLLMPolicy`) the beams or samples come
+    from vLLM; the trainer's weights are pushed into it whenever the optimizer step has moved
+    since the last push, so rollouts are always the current policy's. Log-probs are still the
+    training model's own.
     """
     import torch
 
@@ -80,7 +86,7 @@ def constrained_rollout(
     from recllm.decode import encode_prompts, generate_sids
     from recllm.vocab import SID_FORMAT
 
-    calls = {"n": 0}
+    calls = {"n": 0, "synced_step": 0}  # the engine starts with the start model's weights
 
     def rollout(prompts: list, trainer: Any) -> dict[str, list]:
         group = trainer.num_generations if trainer.model.training else trainer.num_generations_eval
@@ -94,15 +100,20 @@ def constrained_rollout(
             if any(p != first for p in prompts[g * group : (g + 1) * group]):
                 raise ValueError("rollout: the prompts of a group differ (TRL's sampler changed?)")
         stop = tok.eos_token_id
+        if engine is not None and trainer.state.global_step != calls["synced_step"]:
+            engine.sync(trainer.model)
+            calls["synced_step"] = trainer.state.global_step
         was = model.training
         model.eval()
         try:
             with torch.inference_mode():
                 if mode == "beam":  # the same constrained beams mining scores
-                    rows = _beams(model, tok, unique, sid_map, spec, group, batch_size)
+                    rows = _beams(model, tok, unique, sid_map, spec, group, batch_size, engine)
                     items = [[item for item, _, _ in row] for row in rows]
                 elif spec.style == "sid_sequence":
                     raise ValueError("SID-sequence decoders roll out by beam search only")
+                elif engine is not None:
+                    items = engine.sample(unique, group)
                 else:
                     recs = generate_sids(
                         model,
@@ -204,6 +215,16 @@ def run_grpo(args: GRPOArguments, grpo_cfg: Any) -> Path:
     from recllm.tasks.prompting import build_prompts
     from recllm.vocab import SID_FORMAT
 
+    if getattr(grpo_cfg, "use_vllm", False):
+        from recllm.errors import UserError
+
+        raise UserError(
+            "--use_vllm true",
+            "starts TRL's own vLLM engine, which samples without the SID constraint (and the "
+            "rollouts here do not use it)",
+            "leave use_vllm false and pass --mining_engine vllm: rollouts then run on a "
+            "constrained vLLM engine synced with the policy",
+        )
     start = start_policy(args, grpo_cfg, "grpo")
     grpo_cfg, state, out = start.train_args, start.state, start.out
     examples = start.examples
@@ -228,6 +249,7 @@ def run_grpo(args: GRPOArguments, grpo_cfg: Any) -> Path:
         batch_size=args.mining_batch_size,
         log_path=out / "rollouts.jsonl",
         seed=grpo_cfg.seed,
+        engine=start.engine,
     )
     trainer = GRPOTrainer(
         model=start.model,
@@ -240,6 +262,7 @@ def run_grpo(args: GRPOArguments, grpo_cfg: Any) -> Path:
     )
     t0 = time.monotonic()
     trainer.train()
+    start.close()
     save_round_model(start, merged(trainer.model), out / "round1" / "model")
     log = {
         "grpo": trainer.state.log_history,

@@ -80,11 +80,16 @@ def mining_examples(split: Split, max_history: int | None) -> list[Example]:
     return out
 
 
-def _beams(model, tokenizer, prompts, sid_map, spec, beams, batch_size) -> list[list[tuple]]:
-    """Per prompt: ``(item, rank, policy score or None)`` for each of ``beams`` beams."""
+def _beams(
+    model, tokenizer, prompts, sid_map, spec, beams, batch_size, engine=None
+) -> list[list[tuple]]:
+    """Per prompt: ``(item, rank, policy score or None)`` for each of ``beams`` beams (on
+    ``engine``, a :class:`recllm.align.vllm_policy.VLLMPolicy`, when given)."""
     from recllm.decode import SIDTrie, generate_sids
     from recllm.vocab import SID_FORMAT
 
+    if engine is not None:
+        return engine.beams(prompts, beams)
     if spec.style == "sid_sequence":
         from recllm.eval.run import _sequence_beam
 
@@ -132,9 +137,12 @@ def mine_beams(
     catalog: Catalog,
     reward: Reward,
     config: MiningConfig | None = None,
+    *,
+    engine: Any = None,
 ) -> MinedBeams:
-    """``config.beams`` constrained beams per example from ``model``, each scored by ``reward``
-    with its own rank and matched by example id and token ids.
+    """``config.beams`` constrained beams per example from ``model`` (or from ``engine``, a
+    :class:`recllm.align.vllm_policy.VLLMPolicy` holding its weights), each scored by
+    ``reward`` with its own rank and matched by example id and token ids.
 
     Raises:
         ValueError: Two examples share a user id (rewards are keyed by it).
@@ -156,7 +164,9 @@ def mine_beams(
     model.eval()
     try:
         with torch.inference_mode():
-            beams = _beams(model, tokenizer, prompts, sid_map, spec, cfg.beams, cfg.batch_size)
+            beams = _beams(
+                model, tokenizer, prompts, sid_map, spec, cfg.beams, cfg.batch_size, engine
+            )
     finally:
         model.train(was)
     stop = tokenizer.eos_token_id
@@ -187,8 +197,10 @@ def mine_preferences(
     config: MiningConfig | None = None,
     *,
     provenance: Mapping[str, Any] | None = None,
+    engine: Any = None,
 ) -> datasets.Dataset:
-    """Mine ``config.beams`` constrained beams per example, score them, pair them.
+    """Mine ``config.beams`` constrained beams per example, score them, pair them (beams from
+    ``engine``, a :class:`recllm.align.vllm_policy.VLLMPolicy`, when given).
 
     Returns:
         One row per pair (examples whose beams all score alike give none): ``prompt``,
@@ -202,7 +214,9 @@ def mine_preferences(
     import datasets
 
     cfg = config or MiningConfig()
-    mined = mine_beams(model, tokenizer, sid_map, examples, spec, catalog, reward, cfg)
+    mined = mine_beams(
+        model, tokenizer, sid_map, examples, spec, catalog, reward, cfg, engine=engine
+    )
     prompts, beams = mined.prompts, mined.beams
     scores = mined.rewards_flat
     rng = random.Random(cfg.seed)
@@ -242,6 +256,7 @@ def mine_preferences(
             1 for ex, row in zip(examples, beams, strict=True) if ex.target in {i for i, *_ in row}
         ),
         "prompt_style": spec.style,
+        "engine": "hf" if engine is None else "vllm",
         "sid_map_hash": sid_map.content_hash,
         **(provenance or {}),
     }

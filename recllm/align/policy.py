@@ -72,12 +72,31 @@ class PolicyArguments:
     lora_target_modules: list[str] | None = field(
         default=None, metadata={"help": "Modules that get adapters; null: all linear layers."}
     )
+    mining_engine: str = field(
+        default="hf",
+        metadata={
+            "help": "Decoder of mining and rollouts: hf (recllm's SID beam search on the "
+            "training model) or vllm (a vLLM engine kept in sync with it; chat models, "
+            "one training process)."
+        },
+    )
+    mining_vllm_memory: float = field(
+        default=0.3,
+        metadata={
+            "help": "vllm: the share of GPU memory (on a CPU: of RAM) the engine reserves; the "
+            "trainer needs the rest."
+        },
+    )
 
     def __post_init__(self) -> None:
+        from recllm.align.vllm_policy import ENGINES
+
         if self.rounds < 1:
             raise ValueError(f"rounds must be >= 1, got {self.rounds}")
         if self.beams < 2:
             raise ValueError(f"beams must be >= 2, got {self.beams}")
+        if self.mining_engine not in ENGINES:
+            raise ValueError(f"mining_engine must be one of {', '.join(ENGINES)}")
 
 
 @dataclass
@@ -97,6 +116,13 @@ class PolicyStart:
     state: Any  # accelerate.PartialState
     out: Path
     prompt_files: list[Path]
+    engine: Any = None  # a recllm.align.vllm_policy.VLLMPolicy (--mining_engine vllm)
+
+    def close(self) -> None:
+        """Stop the vLLM engine, if one runs."""
+        if self.engine is not None:
+            self.engine.close()
+            self.engine = None
 
 
 def start_policy(args: PolicyArguments, train_args: Any, section: str) -> PolicyStart:
@@ -142,6 +168,21 @@ def start_policy(args: PolicyArguments, train_args: Any, section: str) -> Policy
             train_args = with_changes(train_args, bf16=False)
     _ = train_args.device
     state = PartialState()
+    if args.mining_engine == "vllm":
+        import importlib.util
+
+        if importlib.util.find_spec("vllm") is None:
+            raise UserError(
+                "--mining_engine vllm",
+                "vLLM is not installed",
+                'install the extra: pip install -e ".[vllm]" (or use --mining_engine hf)',
+            )
+        if state.num_processes > 1:
+            raise UserError(
+                "--mining_engine vllm",
+                f"runs one engine in one training process; this run has {state.num_processes}",
+                "launch one process (--num_processes 1), or mine with --mining_engine hf",
+            )
     set_seed(train_args.seed)
     out = Path(train_args.output_dir)
 
@@ -203,6 +244,20 @@ def start_policy(args: PolicyArguments, train_args: Any, section: str) -> Policy
         keep = sorted(rng.sample(range(len(examples)), args.mining_users))
         examples = [examples[i] for i in keep]
     prompt_files = [p for p in [model_dir / "prompts" / "rec.jinja"] if p.is_file()]
+    engine = None
+    if args.mining_engine == "vllm":
+        from recllm.align.vllm_policy import VLLMPolicy
+
+        engine = VLLMPolicy(
+            model_dir,
+            tok,
+            sid_map,
+            spec,
+            max_beams=max(args.beams, getattr(train_args, "num_generations", None) or 0),
+            gpu_memory_utilization=args.mining_vllm_memory,
+            dtype=str(model.dtype).removeprefix("torch."),  # the trained model's precision
+            seed=train_args.seed,
+        )
     return PolicyStart(
         model,
         tok,
@@ -217,6 +272,7 @@ def start_policy(args: PolicyArguments, train_args: Any, section: str) -> Policy
         state,
         out,
         prompt_files,
+        engine,
     )
 
 

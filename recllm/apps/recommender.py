@@ -159,7 +159,15 @@ class Recommender:
         if data is not None:
             _check_catalog(model_dir, data, catalog, allow_other_data)
         if backend is None and engine == "vllm":
-            backend = _start_vllm(model_dir, tokenizer, dtype, max_k, vllm_kwargs)
+            from recllm.decode.vllm_beam import start_vllm_engine
+
+            backend = start_vllm_engine(
+                model_dir,
+                stop_token_id=tokenizer.eos_token_id,
+                dtype=dtype,
+                max_k=max_k,
+                vllm_kwargs=vllm_kwargs,
+            )
         elif backend is None:
             import torch
 
@@ -299,43 +307,6 @@ class Recommender:
             title = self.catalog.title(item) if item in self.catalog else None
             out.append(Recommendation(item, score, title))
         return out
-
-
-def _start_vllm(
-    model_dir: Path,
-    tokenizer: PreTrainedTokenizerBase,
-    dtype: str,
-    max_k: int,
-    vllm_kwargs: Mapping[str, Any] | None,
-):
-    """A ``vllm.LLM`` with the SID processor, processed-logit logprobs and prefix caching."""
-    from vllm import LLM
-
-    from recllm.decode.vllm_processor import vllm_engine_kwargs
-
-    kwargs: dict[str, Any] = {
-        "model": str(model_dir),
-        "dtype": dtype,
-        "seed": 0,
-        "max_logprobs": max(max_k, 20),
-        # Beam rounds resubmit prompt + beam: cached prompt blocks make that a few tokens each.
-        "enable_prefix_caching": True,
-        # torch.compile of the graph takes minutes on CPU and gains little for small models.
-        "enforce_eager": True,
-        # Prefix caching reuses whole blocks only, so each beam request recomputes the prompt's
-        # last partial block: vLLM's CPU default of 128 tokens made batch beam search 2.4x slower
-        # than 32 (the smallest the CPU attention backend accepts) on SmolLM2-135M.
-        "block_size": 32,
-        # One beam round submits users x beams requests at once; vLLM's CPU defaults (256
-        # sequences, 4,096 tokens per step) split a 32-user round of 10 beams into several steps.
-        # bench_serve: +10% recommendations/s on the tiny model.
-        "max_num_seqs": 1024,
-        "max_num_batched_tokens": 16384,
-        **vllm_engine_kwargs(model_dir, stop_token_id=tokenizer.eos_token_id),
-    }
-    kwargs.update(vllm_kwargs or {})
-    logger.info("starting vLLM on %s (%s)", model_dir, {k: kwargs[k] for k in ("dtype",)})
-    return LLM(**kwargs)
 
 
 def _check_catalog(model_dir: Path, data: str, catalog: Catalog, allow_other_data: bool) -> None:

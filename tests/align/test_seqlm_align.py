@@ -220,9 +220,38 @@ def test_align_benchmark_script(seqlm_dir, tmp_path):
     assert (out / "align_benchmark.png").stat().st_size > 10_000
     log = json.loads((out / "dpo_seed0" / "dpo_log.json").read_text())
     assert [r["round"] for r in log["rounds"]] == [1, 2]
+    # the kept ranks reproduce each row's metrics, so the paired differences are the table's
+    sft = summary["rows"]["SFT start"]
+    for name in names[2:]:
+        diff = summary["paired_vs_sft"][name]
+        row = summary["rows"][name]
+        assert diff["R@10"]["delta"] == pytest.approx(row["recall@10"] - sft["recall@10"], abs=1e-4)
+        assert diff["N@10"]["delta"] == pytest.approx(row["ndcg@10"] - sft["ndcg@10"], abs=1e-4)
 
     before = {p: p.stat().st_mtime_ns for p in out.rglob("*.json") if "summary" not in p.name}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=900)
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert json.loads(proc.stdout.strip().splitlines()[-1]) == figures
     assert all(p.stat().st_mtime_ns == t for p, t in before.items())  # nothing redone
+
+
+def test_paired_difference_of_two_rank_lists():
+    """The per-user comparison behind the benchmark's significance column, by hand: R@10 and
+    N@10 differences, the users gained and lost, and a p of 1 when nothing differs."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("ab", ROOT / "scripts" / "align_benchmark.py")
+    ab = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ab)
+    base, other = [1, 0, 3, 12], [0, 2, 3, 1]  # 0: target not in the beam
+    out = ab.paired(base, other)
+    assert out["R@10"]["delta"] == pytest.approx((-1 + 1 + 0 + 1) / 4)
+    gains = [-1.0, 1 / math.log2(3), 0.0, 1.0]
+    assert out["N@10"]["delta"] == pytest.approx(sum(gains) / 4, abs=1e-5)
+    assert (out["users_gained"], out["users_lost"]) == (2, 1)
+    lo, hi = out["N@10"]["ci95"]
+    assert lo < out["N@10"]["delta"] < hi
+    same = ab.paired(base, base)
+    assert same["R@10"]["delta"] == 0 and same["R@10"]["p"] == 1.0
+    with pytest.raises(ValueError, match="not the same users"):
+        ab.paired(base, other[:3])
