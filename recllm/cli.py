@@ -405,8 +405,34 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     # every model directory complete before the data is read (vLLM reads the weights itself)
     for d in args.model:
         check_model_dir(d, weights=args.engine != "vllm")
+    if (args.think or args.prefixes) and (args.no_constraint or args.engine == "generate"):
+        raise UserError(
+            "--think/--prefixes",
+            "decode constrained, on the sid_beam or vllm engine",
+            "drop --no-constraint, and pass --engine sid_beam or vllm",
+        )
+    if args.think and args.prefixes:
+        raise UserError(
+            "--think --prefixes",
+            "think-ahead prefixes restrict a fast model that does not think",
+            "pass one of them",
+        )
+    if args.think and args.rationales > 1 and args.think_temperature <= 0:
+        raise UserError(
+            f"--rationales {args.rationales}",
+            "greedy thinking (--think-temperature 0) gives one rationale",
+            "pass --think-temperature 1.0 to sample several, or --rationales 1",
+        )
     # unconstrained figures go beside, never over, the constrained ones
-    default_out = f"eval_{args.split}" + ("_unconstrained" if args.no_constraint else "")
+    default_out = f"eval_{args.split}" + (
+        "_unconstrained"
+        if args.no_constraint
+        else "_think"
+        if args.think
+        else "_prefixes"
+        if args.prefixes
+        else ""
+    )
     out = Path(args.out) if args.out else model_dir / default_out
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out}", "an existing file, not a directory", "choose a directory")
@@ -430,8 +456,28 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     else:
         models, tokenizer, sid_map, _ = load_ensemble(args.model)  # spec: read above
         model = models if len(models) > 1 else models[0]
+    think = prefixes = None
+    if args.think:
+        from recllm.decode.think import ThinkOptions
+
+        think = ThinkOptions(
+            rationales=args.rationales,
+            max_think_tokens=args.think_tokens,
+            temperature=args.think_temperature,
+            seed=args.think_seed,
+        )
+    if args.prefixes:
+        from recllm.decode.prefixes import read_prefix_file
+
+        prefixes, _ = read_prefix_file(args.prefixes, sid_map.content_hash)
     what = model_dir if len(args.model) == 1 else f"an ensemble of {', '.join(args.model)}"
     decoding = "UNCONSTRAINED: no SID trie" if args.no_constraint else f"engine {args.engine}"
+    if think:
+        decoding += (
+            f", thinking ({think.rationales} rationale(s), <= {think.max_think_tokens} tokens)"
+        )
+    if prefixes is not None:
+        decoding += f", think-ahead prefixes of {len(prefixes):,} users"
     print(
         f"evaluating {what} on {len(examples):,} {args.split} users of {data_fields['data_path']} "
         f"({spec.style} prompts, beam {args.beams}, K {ks}, {decoding})"
@@ -449,6 +495,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         engine=args.engine,
         recommender=recommender,
         constrained=not args.no_constraint,
+        think=think,
+        prefixes=prefixes,
     )
     m = result.metrics
     for k in ks:
@@ -457,7 +505,13 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         f"  invalid rate {m['invalid_rate']:.4f}, coverage {m['coverage']:.4f}, "
         f"{m['users']} users in {result.seconds:.1f} s ({m['users_per_second']} users/s)"
     )
-    for ex, ranked in list(zip(examples, result.ranked, strict=True))[:3]:
+    if prefixes is not None:
+        print(f"  prefix-set recall {m['prefix_recall']:.4f} (targets inside the user's prefixes)")
+    if think:
+        print(
+            f"  rationales closed within {think.max_think_tokens} tokens: {m['think_closed_rate']}"
+        )
+    for n, (ex, ranked) in enumerate(list(zip(examples, result.ranked, strict=True))[:3]):
 
         def title(i: str | None) -> str:
             return "(invalid answer)" if i is None else dataset.catalog.title(i)
@@ -466,6 +520,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         hit = " (hit)" if ex.target in ranked[: max(ks)] else ""
         print(f"    next: {title(ex.target)}{hit}")
         print(f"    top 3: {'; '.join(title(i) for i in ranked[:3])}")
+        if result.rationales:
+            print(f"    thought: {result.rationales[n][0][:300]}")
     save_metrics(
         out / "metrics.json",
         m,
@@ -477,6 +533,15 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     )
     plot_recall(out / "recall.png", m, ks, title=f"{model_dir.name} ({args.split})")
     print(f"  metrics.json and recall.png in {out}")
+    if result.rationales:
+        from recllm.io import write_text_atomic
+
+        lines = [
+            json.dumps({"user": ex.user_id, "rationales": r}, ensure_ascii=False)
+            for ex, r in zip(examples, result.rationales, strict=True)
+        ]
+        write_text_atomic(out / "rationales.jsonl", "\n".join(lines) + "\n")
+        print(f"  every user's rationales in {out / 'rationales.jsonl'}")
     if args.predictions:
         write_predictions(args.predictions, examples, result.ranked)
         print(f"  ranked items of every user in {args.predictions}")
@@ -808,6 +873,29 @@ def build_parser() -> argparse.ArgumentParser:
         "invalid rate then counts answers that are malformed or name no catalog item, the "
         "control for the constrained run's 0 (output: MODEL/eval_SPLIT_unconstrained)",
     )
+    ev.add_argument(
+        "--think",
+        action="store_true",
+        help="a reasoning model (recipes/onerec_think.py): write rationales first, then decode "
+        "the SID after each and merge (output: MODEL/eval_SPLIT_think)",
+    )
+    _flag(ev, "rationales", type=_positive, default=1, help="--think: rationales per user")
+    _flag(ev, "think_tokens", type=_positive, default=128, help="--think: longest rationale")
+    _flag(
+        ev,
+        "think_temperature",
+        type=float,
+        default=0.0,
+        help="--think: sampling temperature of rationales (0: greedy, one rationale)",
+    )
+    _flag(ev, "think_seed", type=int, default=0, help="--think: seed of rationale sampling")
+    ev.add_argument(
+        "--prefixes",
+        default=None,
+        metavar="FILE.parquet",
+        help="think-ahead: restrict each user's SIDs to the prefixes `recllm think-ahead` wrote "
+        "(output: MODEL/eval_SPLIT_prefixes)",
+    )
     ev.add_argument("--out", default=None, help="output directory (default: MODEL/eval_SPLIT)")
     ev.set_defaults(func=_cmd_eval)
 
@@ -898,6 +986,11 @@ def build_parser() -> argparse.ArgumentParser:
     st = ssub.add_parser("stats", help="print a SID map's metrics as JSON")
     st.add_argument("path", help="artifact directory, sid_map.json, or a published *.index.json")
     st.set_defaults(func=_cmd_sid_stats)
+
+    from recllm.cli_reason import add_reason_parser, add_think_ahead_parser
+
+    add_reason_parser(sub)
+    add_think_ahead_parser(sub)
     return parser
 
 

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 
     from recllm.data.types import Catalog
     from recllm.decode import Prompt
+    from recllm.decode.think import ThinkOptions, ThinkResult
     from recllm.sid.sidmap import SIDMap
     from recllm.tasks.prompting import PromptSpec
 
@@ -241,9 +242,24 @@ class Recommender:
         return build_prompts(self.spec, examples, self.sid_map, self.catalog)
 
     def recommend(
-        self, history: Sequence[Any], k: int = 10, *, num_beams: int | None = None
-    ) -> list[Recommendation]:
-        """The top ``k`` items after ``history`` (item ids, oldest first), best first."""
+        self,
+        history: Sequence[Any],
+        k: int = 10,
+        *,
+        num_beams: int | None = None,
+        think: bool = False,
+        think_options: ThinkOptions | None = None,
+    ) -> list[Recommendation] | ThinkResult:
+        """The top ``k`` items after ``history`` (item ids, oldest first), best first.
+
+        ``think=True`` (a model from ``recipes/onerec_think.py``): the model writes rationales
+        first; returns a :class:`recllm.decode.think.ThinkResult` (``.recommendations`` and
+        ``.rationales``).
+        """
+        if think:
+            return self.recommend_thinking(
+                [history], k, num_beams=num_beams, options=think_options
+            )[0]
         return self.recommend_batch([history], k, num_beams=num_beams)[0]
 
     def recommend_batch(
@@ -253,12 +269,24 @@ class Recommender:
         return self.recommend_prompts(self.prompts(histories, k), k, num_beams=num_beams)
 
     def recommend_prompts(
-        self, prompts: Sequence[Prompt], k: int, *, num_beams: int | None = None
+        self,
+        prompts: Sequence[Prompt],
+        k: int,
+        *,
+        num_beams: int | None = None,
+        prefixes: Sequence[Sequence[Sequence[int]] | None] | None = None,
     ) -> list[list[Recommendation]]:
-        """Top ``k`` items for prompts already built (evaluation), ``num_beams`` wide (>= k)."""
+        """Top ``k`` items for prompts already built (evaluation), ``num_beams`` wide (>= k).
+
+        ``prefixes``: per prompt, the SID prefixes its items must start with (think-ahead,
+        :mod:`recllm.decode.prefixes`), or None for an unrestricted prompt.
+        """
         beams = self._beams(k, num_beams)
         if self.engine == "hf":
             from recllm.decode import generate_sids
+            from recllm.decode.prefixes import PrefixSets
+
+            sets = None if prefixes is None else PrefixSets.from_prefixes(self.trie, prefixes)
 
             return generate_sids(
                 self.backend,
@@ -272,14 +300,60 @@ class Recommender:
                 stop_token_id=self.stop_token_id,
                 titles=self.catalog,
                 trie=self.trie,
+                prefixes=sets,
             )
         from recllm.decode import encode_prompts
         from recllm.decode.vllm_beam import vllm_sid_beam_search
 
         ranked = vllm_sid_beam_search(
-            self.backend, encode_prompts(self.tokenizer, prompts), self.trie, num_beams=beams, k=k
+            self.backend,
+            encode_prompts(self.tokenizer, prompts),
+            self.trie,
+            num_beams=beams,
+            k=k,
+            prefixes=prefixes,
         )
         return [self._named(r) for r in ranked]
+
+    def recommend_thinking(
+        self,
+        histories: Sequence[Sequence[Any]],
+        k: int = 10,
+        *,
+        num_beams: int | None = None,
+        options: ThinkOptions | None = None,
+    ) -> list[ThinkResult]:
+        """Think, then recommend (a model from ``recipes/onerec_think.py``): per history the
+        merged items and the rationales (:func:`recllm.decode.think.think_then_sid`).
+
+        Raises:
+            ValueError: The model was not trained to think, or a bad request.
+        """
+        from recllm.data.splits import Example
+        from recllm.decode.think import ThinkOptions, think_then_sid
+        from recllm.tasks.prompting import build_prompts
+
+        checked = [self.check_request(h, k) for h in histories]
+        examples = [Example(f"request{n}", tuple(h), h[-1]) for n, h in enumerate(checked)]
+        prompts = build_prompts(self.spec, examples, self.sid_map, self.catalog, think=True)
+        o = options or ThinkOptions()
+        return think_then_sid(
+            self.backend if self.engine == "hf" else None,
+            self.tokenizer,
+            prompts,
+            self.sid_map,
+            k=k,
+            num_beams=self._beams(k, num_beams),
+            rationales=o.rationales,
+            max_think_tokens=o.max_think_tokens,
+            temperature=o.temperature,
+            top_p=o.top_p,
+            batch_size=self.batch_size,
+            seed=o.seed,
+            trie=self.trie,
+            titles=self.catalog,
+            engine=self.backend if self.engine == "vllm" else None,
+        )
 
     async def arecommend_batch(
         self, histories: Sequence[Sequence[Any]], k: int = 10, *, num_beams: int | None = None

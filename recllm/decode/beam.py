@@ -50,6 +50,8 @@ from recllm.decode.trie import SIDTrie
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
 
+    from recllm.decode.prefixes import PrefixSets
+
 __all__ = ["SIDBeamOutput", "sid_beam_search"]
 
 logger = logging.getLogger(__name__)
@@ -82,6 +84,8 @@ def sid_beam_search(
     num_return_sequences: int | None = None,
     length_penalty: float = 1.0,
     stop_token_id: int | None = None,
+    prefixes: PrefixSets | None = None,
+    depth: int | None = None,
 ) -> SIDBeamOutput:
     """Beam search for the best catalog SIDs after each prompt (see the module docstring).
 
@@ -98,6 +102,12 @@ def sid_beam_search(
         length_penalty: Exponent of the length normalisation, as in transformers.
         stop_token_id: Also score ``<|sid_begin|>``, ``<|sid_end|>`` and this stop token, to
             match ``generate`` with ``sid_only=True`` (None: score the code tokens only).
+        prefixes: Per prompt, the SID prefixes the answer must start with
+            (:class:`recllm.decode.prefixes.PrefixSets`, one row per prompt; think-ahead).
+        depth: Search only the first ``depth`` levels and return the best prefixes (``codes``
+            of ``depth`` columns, ``items`` -1 unless ``depth`` is ``L``, scores = summed code
+            log-probs, not normalised);
+            ``stop_token_id`` must be None. None: whole SIDs.
 
     Returns:
         A :class:`SIDBeamOutput` on the model's device.
@@ -116,6 +126,16 @@ def sid_beam_search(
     ids = trie.token_ids
     levels, max_codes = trie.levels, trie.max_codes
     batch = input_ids.shape[0]
+    if depth is not None:
+        if not 1 <= depth <= levels:
+            raise ValueError(f"depth must be in 1..{levels}, got {depth}")
+        if stop_token_id is not None:
+            raise ValueError("a prefix search (depth) scores code tokens only: stop_token_id=None")
+    if prefixes is not None:
+        prefixes.check_trie(trie)
+        if prefixes.rows != batch:
+            raise ValueError(f"{prefixes.rows} prefix-set rows for {batch} prompts")
+        prefixes = prefixes.to(device)
     input_ids = input_ids.to(device)
     if attention_mask is None:
         attention_mask = torch.ones_like(input_ids)
@@ -153,11 +173,14 @@ def sid_beam_search(
     rows = torch.arange(batch, device=device)[:, None]
 
     # 2. L steps: top-k over (beam, code) pairs the trie allows.
-    for level in range(levels):
+    stop_level = levels if depth is None else depth
+    for level in range(stop_level):
         beams = scores.shape[1]
         token_cols = (trie.code_token_start[level] + code_range).clamp(max=ids.last_id)
         cand = logp[:, -1, token_cols].view(batch, beams, max_codes)  # (batch, beams, max_codes)
         allowed = trie.allowed[nodes] & (code_range < trie.codebook_sizes[level])
+        if prefixes is not None and level < prefixes.depth:
+            allowed &= prefixes.allowed_codes(trie, rows, nodes, level)
         cand = torch.where(allowed, cand + scores[..., None], float("-inf"))
         flat = cand.view(batch, beams * max_codes)
         width = min(num_beams, flat.shape[1])
@@ -174,7 +197,7 @@ def sid_beam_search(
         codes = torch.cat([codes[rows, source], code[..., None]], dim=2)
         scores = top
         last = level == levels - 1
-        if last and stop_token_id is None:
+        if level == stop_level - 1 and stop_token_id is None:
             break
         # Expand (level 0) / reorder the cache rows to the beams' sources, then feed the codes.
         # After the last level the end marker is forced, so it rides along in the same forward:
@@ -201,14 +224,18 @@ def sid_beam_search(
         length = levels + 3
     else:
         length = levels
-    scores = scores / (length**length_penalty)
+    if depth is None:
+        scores = scores / (length**length_penalty)
 
     scores, order = scores.sort(dim=1, descending=True, stable=True)
     scores, order = scores[:, :k], order[:, :k]
     nodes = nodes.gather(1, order)
     codes = codes[rows, order]
-    leaf = (nodes - trie.num_internal).clamp(min=0)
-    items = torch.where(torch.isfinite(scores), trie.leaf_item[leaf], -1)
+    if depth is not None and depth < levels:
+        items = torch.full_like(nodes, -1)
+    else:
+        leaf = (nodes - trie.num_internal).clamp(min=0)
+        items = torch.where(torch.isfinite(scores), trie.leaf_item[leaf], -1)
     return SIDBeamOutput(items=items, codes=codes, scores=scores)
 
 

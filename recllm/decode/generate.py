@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
 
     from recllm.data.types import Catalog
+    from recllm.decode.prefixes import PrefixSets
     from recllm.sid.sidmap import SIDMap
 
 __all__ = ["Prompt", "Recommendation", "encode_prompts", "generate_sids", "sid_generation_config"]
@@ -230,6 +231,7 @@ def generate_sids(
     progress: bool = False,
     constrained: bool = True,
     stop_after_sid: bool = True,
+    prefixes: PrefixSets | None = None,
 ) -> list[list[Recommendation]]:
     """Recommend catalog items for each prompt by constrained SID generation.
 
@@ -262,6 +264,9 @@ def generate_sids(
         stop_after_sid: Unconstrained only. True: an answer is one SID then the stop token
             (chat models). False: an answer is the SID alone, ``L + 2`` tokens (``sid_sequence``
             models, whose next token is the following item's marker).
+        prefixes: Per prompt, the SID prefixes its answers must start with (think-ahead,
+            :class:`recllm.decode.prefixes.PrefixSets` with one row per prompt); constrained
+            decoding only.
 
     Returns:
         Per prompt, distinct items best first: ``k`` in beam mode (fewer only when the catalog
@@ -288,6 +293,10 @@ def generate_sids(
         )
     if constrained and not stop_after_sid:
         raise ValueError("stop_after_sid=False applies to constrained=False only")
+    if prefixes is not None and not constrained:
+        raise ValueError("prefixes restrict the SID trie; Fix: constrained=True")
+    if prefixes is not None and prefixes.rows != len(prompts):
+        raise ValueError(f"{prefixes.rows} prefix-set rows for {len(prompts)} prompts")
     beams = k if num_beams is None else num_beams
     if mode == "beam" and beams < k:
         raise ValueError(f"num_beams ({beams}) must be >= k ({k})")
@@ -360,6 +369,11 @@ def generate_sids(
             torch.manual_seed(seed)
         for start in starts:
             ids, mask = left_pad(encoded[start : start + batch_size], pad, model.device)
+            batch_prefixes = (
+                prefixes.slice(start, start + batch_size) if prefixes is not None else None
+            )
+            for proc in processors:
+                proc.prefixes = batch_prefixes
             if engine == "sid_beam":
                 out = sid_beam_search(
                     model,
@@ -370,6 +384,7 @@ def generate_sids(
                     num_return_sequences=k,
                     length_penalty=length_penalty,
                     stop_token_id=stop,
+                    prefixes=batch_prefixes,
                 )
                 rows = out.items.cpu().tolist()
                 scores = out.scores.cpu().tolist()

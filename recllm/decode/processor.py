@@ -21,10 +21,15 @@ Two facts a caller should know:
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from transformers import LogitsProcessor
 
 from recllm.decode.trie import SIDTrie, constrain_scores, sid_constraint, tails_of
+
+if TYPE_CHECKING:
+    from recllm.decode.prefixes import PrefixSets
 
 __all__ = ["SIDLogitsProcessor"]
 
@@ -45,6 +50,9 @@ class SIDLogitsProcessor(LogitsProcessor):
             returning a new one: no ``(batch*beams, vocab)`` allocation per step. Safe in beam
             search, where that tensor is a fresh ``log_softmax`` output; NOT with greedy search
             or sampling and ``output_logits=True``, where it is the stored raw logits.
+        prefixes: Per prompt, the SID prefixes answers must start with
+            (:class:`recllm.decode.prefixes.PrefixSets`, one row per prompt of the batch; the
+            ``batch * beams`` rows of a call are mapped to prompts in order).
 
     Example:
         >>> proc = SIDLogitsProcessor(trie, sid_only=True, stop_token_id=tok.eos_token_id)
@@ -59,6 +67,7 @@ class SIDLogitsProcessor(LogitsProcessor):
         stop_token_id: int | None = None,
         check: bool = True,
         inplace: bool = False,
+        prefixes: PrefixSets | None = None,
     ) -> None:
         if sid_only and stop_token_id is None:
             raise ValueError("sid_only=True needs stop_token_id (the EOS / end-of-turn token id)")
@@ -69,17 +78,30 @@ class SIDLogitsProcessor(LogitsProcessor):
         self.stop_token_id = stop_token_id
         self.check = check
         self.inplace = inplace
+        self.prefixes = prefixes
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         """Return ``scores`` (``(batch*beams, vocab)``) with -inf on disallowed tokens."""
         if self.trie.device != scores.device:
             self.trie = self.trie.to(scores.device)
         tails = tails_of(input_ids, self.trie.levels + 1)  # (batch*beams, L + 1)
+        prefix_rows = None
+        if self.prefixes is not None:
+            self.prefixes = self.prefixes.to(scores.device)
+            n = input_ids.shape[0]
+            if n % self.prefixes.rows:
+                raise ValueError(
+                    f"{n} rows are not a whole number of beams per prompt for "
+                    f"{self.prefixes.rows} prefix-set rows"
+                )
+            prefix_rows = torch.arange(n, device=scores.device) // (n // self.prefixes.rows)
         constraint = sid_constraint(
             tails,
             self.trie,
             sid_only=self.sid_only,
             stop_token_id=self.stop_token_id,
             check=self.check,
+            prefixes=self.prefixes,
+            prefix_rows=prefix_rows,
         )
         return constrain_scores(scores, constraint, self.trie, inplace=self.inplace)

@@ -32,11 +32,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from recllm.vocab.format import SIDTokenIds
+
+if TYPE_CHECKING:
+    from recllm.decode.prefixes import PrefixSets
 
 __all__ = [
     "SIDConstraint",
@@ -395,6 +399,8 @@ def sid_constraint(
     sid_only: bool = False,
     stop_token_id: int | None = None,
     check: bool = True,
+    prefixes: PrefixSets | None = None,
+    prefix_rows: torch.Tensor | None = None,
 ) -> SIDConstraint:
     """The next-token constraint of each row, from its tail.
 
@@ -410,6 +416,10 @@ def sid_constraint(
         stop_token_id: Token forced after the end marker when ``sid_only`` (EOS / end of turn).
         check: Raise when a row sits in a span that left the trie (costs one device sync).
             Without the check such rows get no allowed token at all (every score -inf).
+        prefixes: Per-row allowed SID prefixes (:class:`recllm.decode.prefixes.PrefixSets`,
+            think-ahead): codes leading outside a row's set are removed too.
+        prefix_rows: ``(N,)`` the row of ``prefixes`` each tail belongs to (e.g. ``n // beams``
+            in beam search); ``arange(N)`` when None.
 
     Raises:
         ValueError: ``check`` and a row's span is off-trie (nothing valid could follow, so the
@@ -436,6 +446,15 @@ def sid_constraint(
     level = torch.where(coding, state.depth, -1)
     internal = torch.where(coding, state.node, 0)
     codes = trie.allowed[internal] & coding[:, None]  # (N, max_codes)
+    if prefixes is not None:
+        if prefix_rows is None:
+            prefix_rows = torch.arange(tails.shape[0], device=tails.device)
+        # a row at depth d steps into depth d + 1; restrict level by level (vectorized)
+        for d in range(min(prefixes.depth, levels)):
+            at = coding & (state.depth == d)
+            if bool(at.any()):
+                ok = prefixes.allowed_codes(trie, prefix_rows, internal, d)
+                codes = torch.where(at[:, None], codes & ok, codes)
     forced = torch.where(closing, ids.end_id, -1)
     # Off-trie rows (only reachable with check=False) stay restricted with nothing allowed.
     constrained = state.in_span

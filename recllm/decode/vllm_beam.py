@@ -36,7 +36,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from recllm.decode.trie import SIDTrie
-from recllm.decode.vllm_processor import EXTRA_SID, EXTRA_SID_ONLY, EXTRA_SID_PARTIAL
+from recllm.decode.vllm_processor import (
+    EXTRA_PREFIXES,
+    EXTRA_SID,
+    EXTRA_SID_ONLY,
+    EXTRA_SID_PARTIAL,
+)
 
 if TYPE_CHECKING:
     from vllm import LLM, SamplingParams
@@ -47,6 +52,7 @@ __all__ = [
     "sid_beam_rounds",
     "start_vllm_engine",
     "vllm_sid_beam_search",
+    "vllm_sid_prefix_search",
 ]
 
 logger = logging.getLogger(__name__)
@@ -76,6 +82,26 @@ def _params(max_tokens: int, logprobs: int) -> SamplingParams:
     )
 
 
+def _prefix_params(max_tokens: int, logprobs: int, prefixes: Any) -> SamplingParams:
+    """:func:`_params` with this prompt's allowed SID prefixes (think-ahead) attached."""
+    if prefixes is None:
+        return _params(max_tokens, logprobs)
+    from vllm import SamplingParams
+
+    return SamplingParams(
+        temperature=0.0,
+        max_tokens=max_tokens,
+        logprobs=logprobs,
+        detokenize=False,
+        extra_args={
+            EXTRA_SID: True,
+            EXTRA_SID_ONLY: True,
+            EXTRA_SID_PARTIAL: True,
+            EXTRA_PREFIXES: prefixes,
+        },
+    )
+
+
 def _candidates(out: CompletionOutput, step: int) -> list[tuple[int, float]]:
     """Finite ``(token, logprob)`` entries of generated position ``step``."""
     if out.logprobs is None or len(out.logprobs) <= step:
@@ -94,8 +120,15 @@ def sid_beam_rounds(
     num_beams: int,
     k: int | None = None,
     length_penalty: float = 1.0,
-) -> Generator[Round, list[CompletionOutput], list[Ranked]]:
+    prefixes: Sequence[Sequence[Sequence[int]] | None] | None = None,
+    depth: int | None = None,
+) -> Generator[Round, list[CompletionOutput], list[Any]]:
     """The beam search as rounds of requests (see the module docstring).
+
+    ``prefixes`` (per prompt: allowed code prefixes, or None) restricts each prompt's answers
+    to items under its prefixes (think-ahead; the processor's ``recllm_prefixes`` switch).
+    ``depth`` stops after that many levels and returns, per prompt, the best ``(code tuple,
+    summed code log-prob)`` prefixes instead of items (think-ahead's offline half).
 
     Yields one round (``(token_ids, SamplingParams)`` per request) at a time and expects the
     requests' first ``CompletionOutput`` back, in order, through ``send``.
@@ -112,12 +145,24 @@ def sid_beam_rounds(
         raise ValueError(f"need 1 <= k ({k}) <= num_beams ({num_beams}); Fix: raise num_beams")
     ids = trie.token_ids
     levels = trie.levels
+    if depth is not None and not 1 <= depth <= levels:
+        raise ValueError(f"depth must be in 1..{levels}, got {depth}")
     code_start = [int(s) for s in trie.code_token_start]
     prompts = [list(p) for p in prompts]
+    if prefixes is not None and len(prefixes) != len(prompts):
+        raise ValueError(f"{len(prefixes)} prefix sets for {len(prompts)} prompts")
+    allowed = (
+        [None] * len(prompts)
+        if prefixes is None
+        else [None if p is None else [list(map(int, c)) for c in p] for p in prefixes]
+    )
 
     # Round 1: the forced begin marker, then the level-0 candidates.
-    outs = yield [(p, _params(2, num_beams)) for p in prompts]
+    outs = yield [
+        (p, _prefix_params(2, num_beams, a)) for p, a in zip(prompts, allowed, strict=True)
+    ]
     beams: list[list[tuple[tuple[int, ...], float]]] = []  # per prompt: (code tokens, score)
+    begin_scores: list[float] = []
     for out in outs:
         if not out.token_ids or out.token_ids[0] != ids.begin_id:
             raise RuntimeError(
@@ -125,14 +170,16 @@ def sid_beam_rounds(
                 "logits processor is not installed or not in sid_only mode"
             )
         begin = out.logprobs[0][ids.begin_id].logprob
+        begin_scores.append(begin)
         cands = [((t,), begin + lp) for t, lp in _candidates(out, 1)]
         beams.append(_best(cands, num_beams))
 
     # Rounds 2..L: one more level per round.
-    for level in range(1, levels):
+    for level in range(1, levels if depth is None else depth):
         flat = [(p, b) for p, row in enumerate(beams) for b in row]
         outs = yield [
-            (prompts[p] + [ids.begin_id, *codes], _params(1, num_beams)) for p, (codes, _) in flat
+            (prompts[p] + [ids.begin_id, *codes], _prefix_params(1, num_beams, allowed[p]))
+            for p, (codes, _) in flat
         ]
         grown: list[list[tuple[tuple[int, ...], float]]] = [[] for _ in prompts]
         lo, hi = code_start[level], code_start[level] + trie.codebook_sizes[level]
@@ -142,10 +189,19 @@ def sid_beam_rounds(
                     raise RuntimeError(f"token {t} is not a level-{level} code: constraint off")
                 grown[p].append(((*codes, t), score + lp))
         beams = [_best(row, num_beams) for row in grown]
+    if depth is not None:
+        # drop the begin marker's log-prob: prefix scores are the code log-probs alone
+        return [
+            [(tuple(t - code_start[lv] for lv, t in enumerate(c)), s - b) for c, s in row[:k]]
+            for row, b in zip(beams, begin_scores, strict=True)
+        ]
 
     # Last round: the forced end marker and stop token rescore the finished beams.
     flat = [(p, b) for p, row in enumerate(beams) for b in row]
-    outs = yield [(prompts[p] + [ids.begin_id, *codes], _params(2, 0)) for p, (codes, _) in flat]
+    outs = yield [
+        (prompts[p] + [ids.begin_id, *codes], _prefix_params(2, 0, allowed[p]))
+        for p, (codes, _) in flat
+    ]
     final: list[list[tuple[tuple[int, ...], float]]] = [[] for _ in prompts]
     norm = float(levels + 3) ** length_penalty
     for (p, (codes, score)), out in zip(flat, outs, strict=True):
@@ -185,12 +241,33 @@ def vllm_sid_beam_search(
     num_beams: int,
     k: int | None = None,
     length_penalty: float = 1.0,
+    prefixes: Sequence[Sequence[Sequence[int]] | None] | None = None,
 ) -> list[Ranked]:
     """:func:`sid_beam_rounds` on an offline ``vllm.LLM`` built with
-    :func:`~recllm.decode.vllm_processor.vllm_engine_kwargs` (token-id prompts in)."""
+    :func:`~recllm.decode.vllm_processor.vllm_engine_kwargs` (token-id prompts in);
+    ``prefixes``: per prompt, the allowed SID prefixes (think-ahead) or None."""
+    rounds = sid_beam_rounds(
+        prompts, trie, num_beams=num_beams, k=k, length_penalty=length_penalty, prefixes=prefixes
+    )
+    return _drive(llm, rounds)
+
+
+def vllm_sid_prefix_search(
+    llm: LLM,
+    prompts: Sequence[Sequence[int]],
+    trie: SIDTrie,
+    *,
+    num_beams: int,
+    depth: int,
+) -> list[list[tuple[tuple[int, ...], float]]]:
+    """Per prompt, the best ``num_beams`` SID prefixes of ``depth`` levels on a ``vllm.LLM``
+    (codes, summed code log-prob), best first: think-ahead's offline beam."""
+    return _drive(llm, sid_beam_rounds(prompts, trie, num_beams=num_beams, depth=depth))
+
+
+def _drive(llm: LLM, rounds: Generator) -> Any:
     from vllm.inputs import TokensPrompt
 
-    rounds = sid_beam_rounds(prompts, trie, num_beams=num_beams, k=k, length_penalty=length_penalty)
     requests = next(rounds)
     while True:
         outs = llm.generate(

@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from recllm.decode.prefixes import PrefixSets
 from recllm.decode.trie import SIDConstraint, SIDTrie, constrain_scores, sid_constraint, span_state
 from recllm.decode.vllm_compat import check_vllm_version, vllm_api_error
 from recllm.errors import UserError, clip
@@ -65,6 +66,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CONFIG_KEY",
     "EXTRA_KEYS",
+    "EXTRA_PREFIXES",
     "EXTRA_SID",
     "EXTRA_SID_ONLY",
     "EXTRA_SID_PARTIAL",
@@ -86,8 +88,12 @@ EXTRA_SID_ONLY = "recllm_sid_only"
 #: (its prompt already holds the rest), so ``max_tokens`` may be shorter than a whole SID. The
 #: beam driver (:mod:`recllm.decode.vllm_beam`) sets it on its one- and two-token rounds.
 EXTRA_SID_PARTIAL = "recllm_sid_partial"
+#: ``SamplingParams.extra_args`` key: the SID prefixes this request's SIDs must start with, a
+#: list of code lists of one length (think-ahead, :mod:`recllm.decode.prefixes`).
+EXTRA_PREFIXES = "recllm_prefixes"
 #: Every ``extra_args`` key recllm reads; any other key starting with ``recllm`` is an error.
-EXTRA_KEYS = (EXTRA_SID, EXTRA_SID_ONLY, EXTRA_SID_PARTIAL)
+EXTRA_KEYS = (EXTRA_SID, EXTRA_SID_ONLY, EXTRA_SID_PARTIAL, EXTRA_PREFIXES)
+_BOOL_KEYS = (EXTRA_SID, EXTRA_SID_ONLY, EXTRA_SID_PARTIAL)
 _CONFIG_KEYS = {"model_dir", "enabled", "sid_only", "stop_token_id"}
 
 
@@ -194,6 +200,8 @@ class _Request:
     prompt: list[int]
     output: list[int]  # vLLM appends generated tokens to this very list
     sid_only: bool
+    prefix_nodes: torch.Tensor | None = None  # allowed trie nodes (think-ahead), sorted
+    prefix_depth: int = 0
 
 
 class SIDVLLMLogitsProcessor(LogitsProcessor):
@@ -233,6 +241,7 @@ class SIDVLLMLogitsProcessor(LogitsProcessor):
         _set_engine_shape(_EngineShape(self.trie.levels, self.enabled))
         self.device = device
         self.requests: dict[int, _Request] = {}
+        self._prefix_sets: PrefixSets | None = None
         self._warned_off_trie = False
         logger.info(
             "SID logits processor: %d items x %d levels from %s (enabled=%s, sid_only=%s, "
@@ -279,7 +288,9 @@ class SIDVLLMLogitsProcessor(LogitsProcessor):
                 "spell it as one of those; keys not starting with 'recllm' are left to other "
                 "logits processors",
             )
-        for key in EXTRA_KEYS:
+        if EXTRA_PREFIXES in extra:
+            _check_prefixes(extra[EXTRA_PREFIXES], _engine_shape)
+        for key in _BOOL_KEYS:
             if key in extra and extra[key] not in (True, False):
                 raise UserError(
                     f"vllm_xargs {key}",
@@ -306,6 +317,21 @@ class SIDVLLMLogitsProcessor(LogitsProcessor):
 
     def update_state(self, batch_update: BatchUpdate | None) -> None:
         process_dict_updates(self.requests, batch_update, self._new_request)
+        if batch_update is not None:
+            self._prefix_sets = self._batch_prefixes()
+
+    def _batch_prefixes(self) -> PrefixSets | None:
+        """The batch's prefix sets, one row per slot (rebuilt when the batch changes)."""
+        slots = {i: r.prefix_nodes for i, r in self.requests.items() if r.prefix_nodes is not None}
+        if not slots:
+            return None
+        width = max(self.requests) + 1
+        n = self.trie.num_nodes
+        keys = torch.cat([i * n + nodes for i, nodes in sorted(slots.items())])
+        restricted = torch.zeros(width, dtype=torch.bool, device=self.device)
+        restricted[list(slots)] = True
+        depth = self.requests[next(iter(slots))].prefix_depth
+        return PrefixSets(keys, restricted, depth, n)
 
     def _new_request(
         self, params: SamplingParams, prompt: list[int] | None, output: list[int]
@@ -318,7 +344,16 @@ class SIDVLLMLogitsProcessor(LogitsProcessor):
             # Raising here would take the engine down; validate_params cannot see the model.
             logger.warning("sid_only request without a stop token: constraining SID spans only")
             sid_only = False
-        return _Request(prompt or [], output, sid_only)
+        req = _Request(prompt or [], output, sid_only)
+        if extra.get(EXTRA_PREFIXES) is not None:
+            try:
+                one = PrefixSets.from_prefixes(self.trie, [extra[EXTRA_PREFIXES]])
+            except ValueError as e:  # validate_params checked the shape, not the catalog
+                logger.warning("ignoring recllm_prefixes of a request: %s", e)
+            else:
+                req.prefix_nodes = one.keys  # row 0: the keys are the node ids
+                req.prefix_depth = one.depth
+        return req
 
     def apply(self, logits: torch.Tensor) -> torch.Tensor:
         """Constrain the rows of tracked requests; ``logits`` is ``(num_reqs, vocab)``."""
@@ -363,8 +398,17 @@ class SIDVLLMLogitsProcessor(LogitsProcessor):
             rows, tails = rows[keep], tails[keep]
             if not len(rows):
                 return
+        sets = self._prefix_sets
+        if sets is not None and int(rows.max()) >= sets.rows:
+            sets = None  # a slot beyond the last rebuild holds no prefixes
         constraint = sid_constraint(
-            tails, self.trie, sid_only=sid_only, stop_token_id=self.stop_token_id, check=False
+            tails,
+            self.trie,
+            sid_only=sid_only,
+            stop_token_id=self.stop_token_id,
+            check=False,
+            prefixes=sets,
+            prefix_rows=rows if sets is not None else None,
         )
         hit = constraint.constrained
         if not bool(hit.all()):
@@ -375,6 +419,30 @@ class SIDVLLMLogitsProcessor(LogitsProcessor):
         logp = logits.index_select(0, rows).float().log_softmax(dim=-1)
         logp = constrain_scores(logp, constraint, self.trie, inplace=True)
         logits.index_copy_(0, rows, logp.to(logits.dtype))
+
+
+def _check_prefixes(value: Any, shape: _EngineShape | None) -> None:
+    """Refuse a malformed ``recllm_prefixes`` (HTTP 400 in the server)."""
+    fix = "send a non-empty list of code lists of one length, e.g. [[3, 17], [3, 2]]"
+    if not isinstance(value, list) or not value:
+        raise UserError(f"vllm_xargs {EXTRA_PREFIXES}", "must be a non-empty list", fix)
+    lengths = set()
+    for p in value:
+        if (
+            not isinstance(p, list)
+            or not p
+            or not all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in p)
+        ):
+            raise UserError(f"vllm_xargs {EXTRA_PREFIXES}", f"bad prefix {clip(p)}", fix)
+        lengths.add(len(p))
+    if len(lengths) > 1:
+        raise UserError(f"vllm_xargs {EXTRA_PREFIXES}", "prefixes of different lengths", fix)
+    if shape is not None and lengths.pop() > shape.levels:
+        raise UserError(
+            f"vllm_xargs {EXTRA_PREFIXES}",
+            f"prefixes longer than the {shape.levels} SID levels",
+            fix,
+        )
 
 
 def _select(constraint: SIDConstraint, keep: torch.Tensor) -> SIDConstraint:

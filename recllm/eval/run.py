@@ -14,7 +14,7 @@ import json
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
     from recllm.data.splits import Example
     from recllm.data.types import Catalog
+    from recllm.decode.think import ThinkOptions
     from recllm.sid.sidmap import SIDMap
 
 logger = logging.getLogger(__name__)
@@ -110,6 +111,7 @@ class EvalResult:
     metrics: dict[str, float | int]
     ranked: list[list[str | None]]  # None: an invalid answer (unconstrained evaluation only)
     seconds: float
+    rationales: list[list[str]] | None = None  # per user, when decoded with thinking
 
 
 def write_predictions(
@@ -190,6 +192,8 @@ def evaluate_recommender(
     progress: bool = True,
     recommender: Any = None,
     constrained: bool = True,
+    think: ThinkOptions | None = None,
+    prefixes: dict[str, list[tuple[int, ...]]] | None = None,
 ) -> EvalResult:
     """Constrained beam search (``beams`` wide, top ``max(ks)`` kept) for every example, scored.
 
@@ -208,6 +212,12 @@ def evaluate_recommender(
             ``None`` entry that keeps its rank slot, so ``invalid_rate`` measures how often the
             model, left alone, names no catalog item. It is the control of the constrained
             run, whose invalid rate is 0 by construction.
+        think: Decode with thinking (:func:`recllm.decode.think.think_then_sid`: reasoning
+            prompts, ``R`` rationales, a constrained SID beam after each, merged); a model from
+            ``recipes/onerec_think.py``; ``"sid_beam"`` (transformers) or ``"vllm"``.
+        prefixes: Think-ahead: per user id, the SID prefixes the answer must start with (users
+            not in it decode unrestricted); the SID trie is restricted per user
+            (:class:`recllm.decode.prefixes.PrefixSets`).
 
     Raises:
         ValueError: ``beams`` smaller than the largest K; ``constrained=False`` with vLLM or
@@ -228,9 +238,20 @@ def evaluate_recommender(
             "unconstrained evaluation decodes one model with transformers generate; Fix: pass "
             "one model (not an ensemble) and engine='sid_beam' or 'generate'"
         )
-    prompts = build_prompts(spec, examples, sid_map, catalog)
+    if (think or prefixes is not None) and (not constrained or isinstance(model, (list, tuple))):
+        raise ValueError("thinking and think-ahead prefixes decode one model, constrained")
+    if think and prefixes is not None:
+        raise ValueError("think-ahead prefixes restrict a fast model; Fix: drop think or prefixes")
+    if think and engine not in ("sid_beam", "vllm"):
+        raise ValueError("thinking runs on engine 'sid_beam' (transformers) or 'vllm'")
+    prompts = build_prompts(spec, examples, sid_map, catalog, think=bool(think))
     token_ids = SID_FORMAT.token_ids(tokenizer, sid_map.codebook_sizes)
     trie = SIDTrie.from_sid_map(sid_map, token_ids)
+    sets = None
+    if prefixes is not None:
+        from recllm.decode.prefixes import PrefixSets
+
+        sets = PrefixSets.from_prefixes(trie, [prefixes.get(ex.user_id) for ex in examples])
     ensemble = isinstance(model, (list, tuple))
     if ensemble and (engine != "sid_beam" or spec.style != "sid_sequence"):
         raise ValueError(
@@ -241,7 +262,34 @@ def evaluate_recommender(
     for m in members:
         m.eval()
     start = time.perf_counter()
-    if constrained and engine == "vllm":
+    rationales = None
+    if think:
+        from recllm.decode.think import think_then_sid
+
+        engine_llm = recommender.backend if engine == "vllm" else None
+        if engine == "vllm" and recommender is None:
+            raise ValueError("engine='vllm' needs recommender=Recommender.from_pretrained(...)")
+        results = think_then_sid(
+            None if engine_llm is not None else members[0],
+            tokenizer,
+            prompts,
+            sid_map,
+            k=k,
+            num_beams=beams,
+            rationales=think.rationales,
+            max_think_tokens=think.max_think_tokens,
+            temperature=think.temperature,
+            top_p=think.top_p,
+            batch_size=batch_size,
+            seed=think.seed,
+            trie=trie,
+            progress=progress,
+            engine=engine_llm,
+        )
+        recs = [[r.item_id for r in res.recommendations] for res in results]
+        rationales = [res.rationales for res in results]
+        closed = [c for res in results for c in res.closed]
+    elif constrained and engine == "vllm":
         if recommender is None or spec.style != "chat":
             raise ValueError(
                 "engine='vllm' needs recommender=Recommender.from_pretrained(DIR, engine='vllm') "
@@ -252,7 +300,13 @@ def evaluate_recommender(
         from tqdm.auto import tqdm
 
         for at in tqdm(starts, desc="vllm beam", unit="batch", disable=not progress):
-            out = recommender.recommend_prompts(prompts[at : at + batch_size], k, num_beams=beams)
+            chunk = examples[at : at + batch_size]
+            out = recommender.recommend_prompts(
+                prompts[at : at + batch_size],
+                k,
+                num_beams=beams,
+                prefixes=None if prefixes is None else [prefixes.get(ex.user_id) for ex in chunk],
+            )
             recs.extend([r.item_id for r in items] for items in out)
     elif constrained and spec.style == "sid_sequence":
         # No end-of-answer token exists in a SID sequence (the next item's marker follows), so
@@ -263,7 +317,7 @@ def evaluate_recommender(
                 "Fix: engine='sid_beam'"
             )
         ranked_rows = _sequence_beam(
-            members, tokenizer, prompts, trie, beams, k, batch_size, progress
+            members, tokenizer, prompts, trie, beams, k, batch_size, progress, sets
         )
         recs = [[sid_map.item_ids[r] for r in row] for row in ranked_rows]
     else:
@@ -285,6 +339,7 @@ def evaluate_recommender(
                 progress=progress,
                 constrained=constrained,
                 stop_after_sid=spec.style != "sid_sequence",
+                prefixes=sets,
             )
         recs = [[r.item_id for r in items] for items in out]
     seconds = time.perf_counter() - start
@@ -297,11 +352,33 @@ def evaluate_recommender(
     figures["beams"] = beams
     figures["constrained"] = constrained
     figures["users_per_second"] = round(len(examples) / seconds, 2) if seconds else 0.0
-    return EvalResult(figures, ranked, seconds)
+    if think:
+        figures["think"] = asdict(think)
+        figures["think_closed_rate"] = round(sum(closed) / max(1, len(closed)), 4)
+    if prefixes is not None:
+        figures["prefix_users"] = sum(ex.user_id in prefixes for ex in examples)
+        figures["prefix_recall"] = prefix_recall(examples, prefixes, sid_map)
+    return EvalResult(figures, ranked, seconds, rationales)
+
+
+def prefix_recall(
+    examples: Sequence[Example], prefixes: dict[str, list[tuple[int, ...]]], sid_map: SIDMap
+) -> float:
+    """Share of ``examples`` whose target's first levels are in the user's prefix set (users
+    without a set count as misses): the ceiling think-ahead puts on Recall."""
+    hits = 0
+    for ex in examples:
+        allowed = prefixes.get(ex.user_id)
+        if not allowed:
+            continue
+        depth = len(allowed[0])
+        code = tuple(int(c) for c in sid_map.code(ex.target)[:depth])
+        hits += code in {tuple(p) for p in allowed}
+    return round(hits / max(1, len(examples)), 4)
 
 
 def _sequence_beam(
-    models, tokenizer, prompts, trie, beams, k, batch_size, progress
+    models, tokenizer, prompts, trie, beams, k, batch_size, progress, sets=None
 ) -> list[list[int]]:
     """SID-map rows of the top ``k`` items per string prompt (code tokens scored only), from one
     model or the ensemble of ``models``."""
@@ -317,7 +394,10 @@ def _sequence_beam(
     device = models[0].device
     for start in tqdm(starts, desc="sid_beam_search", unit="batch", disable=not progress):
         ids, mask = left_pad(encoded[start : start + batch_size], pad, device)
+        part = None if sets is None else sets.slice(start, start + batch_size)
         with torch.inference_mode():
-            res = sid_beam_search(models, ids, mask, trie, num_beams=beams, num_return_sequences=k)
+            res = sid_beam_search(
+                models, ids, mask, trie, num_beams=beams, num_return_sequences=k, prefixes=part
+            )
         out.extend([r for r in row if r >= 0] for row in res.items.tolist())
     return out

@@ -116,6 +116,9 @@ class TaskBuilder:
         self.renderer = TaskRenderer(self.config.prompts_dir)
         self._sid_text = sid_text
         self._views: dict[str, ItemView] = {}
+        #: Rationale rows (``user_id, history, target, rationale``) for ``reason_rec``
+        #: (:mod:`recllm.tasks.reasoning`); None: that task has no examples to build.
+        self.rationales: Iterable[dict[str, Any]] | None = None
 
     def item(self, item_id: str) -> ItemView:
         view = self._views.get(item_id)
@@ -144,6 +147,31 @@ class TaskBuilder:
                 with_titles=self.config.rec_history_titles,
             )
             row["user_id"], row["target"] = ex.user_id, ex.target
+            yield row
+
+    def reason_rec(self, max_history: int | None) -> Iterator[dict[str, Any]]:
+        """History -> ``<think>rationale</think>`` -> the next item's SID (OneRec-Think), one row
+        per rationale (:attr:`rationales`); histories cut to the last ``max_history`` items.
+
+        The prompt lists the history exactly as ``rec`` does and asks to think first, so one
+        model answers both prompts (:func:`recllm.tasks.prompting.build_prompts` with
+        ``think=True``).
+        """
+        if self.rationales is None:
+            raise ValueError(
+                "the mixture asks for reason_rec rows but no rationales were given; Fix: pass "
+                "--rationales DIR (recllm reason generate) or set mixture.reason_rec to 0"
+            )
+        for r in self.rationales:
+            history = list(r["history"])[-max_history:] if max_history else list(r["history"])
+            row = self.renderer.example(
+                "reason_rec",
+                history=[self.item(i) for i in history],
+                target=self.item(r["target"]),
+                rationale=r["rationale"],
+                with_titles=self.config.rec_history_titles,
+            )
+            row["user_id"], row["target"] = r["user_id"], r["target"]
             yield row
 
     def rec_sequence(self, split: Split) -> Iterator[dict[str, Any]]:
@@ -205,6 +233,8 @@ class TaskBuilder:
             return list(self.rec_sequence(split))
         if task == "behaviour":
             return list(self.behaviour(split))
+        if task == "reason_rec":
+            return list(self.reason_rec(split.max_history))
         return list(self.catalog_task(task))
 
     def train_rows(self, split: Split) -> list[dict[str, Any]]:

@@ -40,7 +40,12 @@ TASKS = (
     "catalog_sid_to_text",
     "rec",
     "rec_sequence",
+    "reason_rec",
 )
+#: Templates that are no training task: the teacher's rationale request.
+AUXILIARY_TEMPLATES = ("reason_teacher",)
+#: Tasks whose rows come from a rationale dataset (``recllm reason generate``), not the split.
+RATIONALE_TASKS = ("reason_rec",)
 #: Tasks whose rows supervise every SID of the history as well as the target (``history_loss``).
 HISTORY_LOSS_TASKS = ("rec_sequence",)
 
@@ -53,6 +58,7 @@ def _default_mixture() -> dict[str, float]:
         "catalog_sid_to_text": 0.0,
         "rec": 1.0,
         "rec_sequence": 0.0,
+        "reason_rec": 0.0,
     }
 
 

@@ -41,6 +41,8 @@ class PromptSpec:
         task: ``TaskConfig`` fields of the ``rec`` prompt (chat style).
         prompts_dir: Templates saved with the model (chat style); None: the toolkit's own.
         data: The ``DataConfig`` fields the model was trained with, if recorded.
+        think: What the model learned about thinking (``recipes/onerec_think.py``: the task,
+            the rationale source); None: a model trained without rationales.
     """
 
     style: str = "chat"
@@ -48,6 +50,7 @@ class PromptSpec:
     task: dict[str, Any] = field(default_factory=dict)
     prompts_dir: str | None = None
     data: dict[str, Any] | None = None
+    think: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if self.style not in PROMPT_STYLES:
@@ -76,17 +79,27 @@ class PromptSpec:
             task=dict(rec.get("task", {})),
             prompts_dir=str(prompts) if prompts.is_dir() else None,
             data=rec.get("data"),
+            think=rec.get("think"),
         )
 
 
 def build_prompts(
-    spec: PromptSpec, examples: Sequence[Example], sid_map: SIDMap, catalog: Catalog
+    spec: PromptSpec,
+    examples: Sequence[Example],
+    sid_map: SIDMap,
+    catalog: Catalog,
+    *,
+    think: bool = False,
 ) -> list[Prompt]:
     """One prompt per example, exactly as the model saw them in training.
+
+    ``think=True`` builds the reasoning prompt (``reason_rec``: the same history, asked to think
+    first; a model from ``recipes/onerec_think.py``), else the plain recommendation prompt.
 
     Raises:
         KeyError: A history item has no SID in ``sid_map`` (the data is not the one the model
             was trained on); the message names the item and the fix.
+        ValueError: ``think`` for a model that was not trained to think.
     """
     from recllm.vocab import SID_FORMAT
 
@@ -98,6 +111,11 @@ def build_prompts(
             "(same --data and --max-users), or rebuild the SIDs and retrain"
         )
     cut = spec.max_history
+    if think and (spec.style != "chat" or spec.think is None):
+        raise ValueError(
+            "this model was not trained to think (its recllm_vocab.json records no `think`); "
+            "Fix: train it with recipes/onerec_think.py, or decode without thinking"
+        )
     if spec.style == "sid_sequence":
         from recllm.tasks.sequence import history_text
 
@@ -117,4 +135,15 @@ def build_prompts(
         Ex(ex.user_id, tuple(ex.history[-cut:]) if cut else ex.history, ex.target)
         for ex in examples
     ]
-    return [row["prompt"] for row in builder.rec(trimmed)]
+    if not think:
+        return [row["prompt"] for row in builder.rec(trimmed)]
+    return [
+        builder.renderer.example(
+            "reason_rec",
+            history=[builder.item(i) for i in ex.history],
+            target=builder.item(ex.target),
+            rationale="",
+            with_titles=task_cfg.rec_history_titles,
+        )["prompt"]
+        for ex in trimmed
+    ]

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import torch
 from accelerate import PartialState
@@ -117,12 +118,16 @@ def run_plum(
     model_cfg: ModelConfig,
     *,
     callbacks: list | None = None,
+    rationales: Any = None,
+    think_record: dict[str, Any] | None = None,
 ) -> Path:
     """Run the recipe end to end and return the saved model directory (OUTPUT_DIR/model).
 
     Every rank calls this (under ``accelerate launch`` or ``torchrun``); rank 0 builds the SID
     map and saves, the others wait for it. ``callbacks`` (``transformers.TrainerCallback``)
     join the SFT stage, e.g. an evaluation every N steps (``scripts/learning_curve.py``).
+    ``rationales`` (rows of :mod:`recllm.tasks.reasoning`) feed the ``reason_rec`` task of the
+    mixture and ``think_record`` is saved with the model (``recipes/onerec_think.py``).
     """
     if not torch.cuda.is_available() and not sft_cfg.use_cpu:
         # no GPU: train on CPU, as several gloo data-parallel ranks when launched with
@@ -255,6 +260,7 @@ def run_plum(
     builder = TaskBuilder(
         dataset.catalog, lambda item: SID_FORMAT.render(sid_map.code(item)), task_cfg
     )
+    builder.rationales = rationales
     data = builder.build(split)
     train = data["train"]
     if plum.max_train_examples is not None and len(train) > plum.max_train_examples:
@@ -359,10 +365,12 @@ def run_plum(
             sid_map,
             model_dir,
             overwrite=True,
-            recommender=chat_recommender(
-                task_cfg, data_cfg, data_fingerprint(split, dataset.catalog)
-            ),
-            prompt_files=[Path(task_cfg.prompts_dir) / "rec.jinja"],
+            recommender={
+                **chat_recommender(task_cfg, data_cfg, data_fingerprint(split, dataset.catalog)),
+                **({"think": think_record} if think_record else {}),
+            },
+            prompt_files=[Path(task_cfg.prompts_dir) / "rec.jinja"]
+            + ([Path(task_cfg.prompts_dir) / "reason_rec.jinja"] if think_record else []),
         )
         write_json_atomic(out / "train_log.json", log)  # both stages' loss curves
         print(f"model with {len(ext.ids())} SID tokens saved to {model_dir}")

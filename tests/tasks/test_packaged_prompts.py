@@ -12,7 +12,7 @@ from pathlib import Path
 
 import recllm
 from recllm.tasks import PROMPTS_DIR, TASKS, TaskConfig
-from recllm.tasks.config import HISTORY_LOSS_TASKS
+from recllm.tasks.config import AUXILIARY_TEMPLATES, HISTORY_LOSS_TASKS
 
 CHECKOUT = Path(recllm.__file__).resolve().parents[1]
 PIP_WHEEL = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q"]
@@ -22,7 +22,7 @@ def test_default_prompts_dir_is_the_packaged_folder():
     folder = Path(TaskConfig().prompts_dir)
     assert folder == Path(recllm.__file__).resolve().parent / "prompts" == Path(PROMPTS_DIR)
     # rec_sequence rows are recommendation prompts: they render with rec.jinja
-    own = sorted(t for t in TASKS if t not in HISTORY_LOSS_TASKS)
+    own = sorted([t for t in TASKS if t not in HISTORY_LOSS_TASKS] + list(AUXILIARY_TEMPLATES))
     assert sorted(p.stem for p in folder.glob("*.jinja")) == own
 
 

@@ -1,0 +1,517 @@
+"""Think, then answer with a catalog SID (OneRec-Think), on transformers and on vLLM.
+
+A model trained by ``recipes/onerec_think.py`` answers a reasoning prompt with
+``<think>rationale</think>`` and then one SID. Decoding it takes two stages per user:
+
+1. **Think.** Free text after the assistant's ``<think>`` opener, sampled (or greedy), until
+   ``</think>`` or ``max_think_tokens``. Nothing constrains this text except that any SID span it
+   opens must be a catalog SID (:class:`~recllm.decode.processor.SIDLogitsProcessor` in its
+   free-text mode). ``R`` rationales are drawn per user (``rationales``).
+2. **Answer.** After each rationale, the prompt is rebuilt exactly as training rendered it (the
+   chat template applied to the prompt and an assistant turn ``<think>\\nrationale\\n</think>\\n``
+   then the SID, cut right before ``<|sid_begin|>``) and the SID is decoded with the full-prefix
+   trie by :func:`~recllm.decode.beam.sid_beam_search` (``num_beams`` wide, with the stop token),
+   so every answer is a catalog item.
+
+**Merging the R paths.** Each path ``r`` gives its beams' sequence log-probs
+``s_r(i) = log p(SID_i | prompt, rationale_r)`` (begin marker, codes, end marker, stop token;
+not length-normalised). An item's merged score is their log-mean-exp over the paths,
+``log (1/R) sum_r exp(s_r(i))``, with ``exp(s_r(i)) = 0`` where item ``i`` is not among path
+``r``'s beams: the Monte-Carlo estimate of ``log p(i | prompt)`` with the rationale integrated out
+(sampled at temperature 1 it is unbiased in probability, up to the beam truncation). Items are
+ranked by it; ties keep the order of first appearance.
+
+**Think-ahead** (OneRec-Think appendix A.3.4): :func:`think_ahead_prefixes` runs stage 1 with
+``paths`` rationales, then a beam over the first ``depth`` SID levels only after each, and keeps
+the union of those prefixes per user: the set :class:`~recllm.decode.prefixes.PrefixSets`
+restricts a fast model's trie to at request time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from recllm.decode.generate import Recommendation, _title, left_pad
+from recllm.decode.trie import SIDTrie
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+    from recllm.data.types import Catalog
+    from recllm.sid.sidmap import SIDMap
+
+__all__ = [
+    "THINK_CLOSE",
+    "THINK_OPEN",
+    "ThinkOptions",
+    "ThinkResult",
+    "merge_paths",
+    "sid_prompt_texts",
+    "think_ahead_prefixes",
+    "think_prefix_texts",
+    "think_then_sid",
+]
+
+logger = logging.getLogger(__name__)
+
+THINK_OPEN = "<think>\n"
+THINK_CLOSE = "</think>"
+_MARK = "\x00RECLLM_THINK\x00"
+
+
+@dataclass(frozen=True)
+class ThinkOptions:
+    """How to think (``recllm eval --think``, :func:`think_then_sid`).
+
+    Attributes:
+        rationales: ``R``, rationales sampled per user; their SID beams are merged.
+        max_think_tokens: Longest rationale; a longer one is cut and closed.
+        temperature: Sampling temperature; 0: greedy (then ``R`` must be 1).
+        top_p: Nucleus sampling.
+        seed: Seed of the rationale sampling (transformers; vLLM uses the engine's seed).
+    """
+
+    rationales: int = 1
+    max_think_tokens: int = 128
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class ThinkResult:
+    """One user's answer.
+
+    Attributes:
+        recommendations: Merged items, best first (score: the merged log-prob).
+        rationales: The ``R`` rationales, in sampling order.
+        closed: Per rationale, whether the model closed ``</think>`` within the budget (else it
+            was cut at ``max_think_tokens`` and closed by the decoder).
+        paths: Per rationale, its beam ``[(item id, log-prob)]`` before merging.
+    """
+
+    recommendations: list[Recommendation]
+    rationales: list[str]
+    closed: list[bool]
+    paths: list[list[tuple[str, float]]]
+
+
+def _render(
+    tokenizer: PreTrainedTokenizerBase,
+    prompt: Sequence[Mapping[str, Any]],
+    assistant: str,
+    chat_template_kwargs: Mapping[str, Any] | None,
+) -> str:
+    messages = [*list(prompt), {"role": "assistant", "content": assistant}]
+    return tokenizer.apply_chat_template(
+        messages, tokenize=False, **dict(chat_template_kwargs or {})
+    )
+
+
+def think_prefix_texts(
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: Sequence[Sequence[Mapping[str, Any]]],
+    *,
+    chat_template_kwargs: Mapping[str, Any] | None = None,
+) -> list[str]:
+    """Per chat prompt, the text a rationale is generated after: the conversation as training
+    rendered it, up to and including the assistant's ``<think>`` opener."""
+    out = []
+    for prompt in prompts:
+        if isinstance(prompt, str):
+            raise TypeError("thinking needs chat prompts (a list of messages), not strings")
+        text = _render(
+            tokenizer, prompt, f"{THINK_OPEN}{_MARK}\n{THINK_CLOSE}\n", chat_template_kwargs
+        )
+        out.append(text[: text.index(_MARK)])
+    return out
+
+
+def sid_prompt_texts(
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: Sequence[Sequence[Mapping[str, Any]]],
+    rationales: Sequence[str],
+    sid_begin: str,
+    *,
+    chat_template_kwargs: Mapping[str, Any] | None = None,
+) -> list[str]:
+    """Per (prompt, rationale), the text the SID is decoded after: the conversation with the
+    rationale inside ``<think>``, as training rendered it, cut right before ``sid_begin``."""
+    out = []
+    for prompt, rationale in zip(prompts, rationales, strict=True):
+        text = _render(
+            tokenizer,
+            prompt,
+            f"{THINK_OPEN}{rationale}\n{THINK_CLOSE}\n{sid_begin}",
+            chat_template_kwargs,
+        )
+        out.append(text[: text.rindex(sid_begin)])
+    return out
+
+
+def merge_paths(paths: Sequence[Sequence[tuple[Any, float]]], k: int) -> list[tuple[Any, float]]:
+    """Log-mean-exp merge of per-path ``(item, log-prob)`` beams (see the module docstring)."""
+    r = len(paths)
+    if r == 0:
+        return []
+    best: dict[Any, list[float]] = {}
+    for path in paths:
+        for item, score in path:
+            best.setdefault(item, []).append(score)
+    merged = []
+    for item, scores in best.items():
+        top = max(scores)
+        merged.append((item, top + math.log(sum(math.exp(s - top) for s in scores) / r)))
+    merged.sort(key=lambda x: -x[1])  # stable: ties keep first appearance
+    return merged[:k]
+
+
+def _close(text: str) -> tuple[str, bool]:
+    """The rationale in generated text, and whether ``</think>`` closed it."""
+    at = text.find(THINK_CLOSE)
+    if at < 0:
+        return text.strip(), False
+    return text[:at].strip(), True
+
+
+@contextlib.contextmanager
+def _seeded(seed: int | None, device: torch.device) -> Iterator[None]:
+    if seed is None:
+        yield
+        return
+    devices = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
+
+
+@torch.no_grad()
+def _hf_think(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prefixes: Sequence[str],
+    trie: SIDTrie,
+    *,
+    rationales: int,
+    max_think_tokens: int,
+    temperature: float,
+    top_p: float,
+    batch_size: int,
+    seed: int | None,
+    progress: bool,
+) -> list[list[tuple[str, bool]]]:
+    """Stage 1 on transformers: per prefix, ``rationales`` ``(text, closed)`` pairs."""
+    from transformers import GenerationConfig
+
+    from recllm.decode.generate import _without_model_generation_defaults
+    from recllm.decode.processor import SIDLogitsProcessor
+
+    greedy = temperature <= 0
+    if greedy and rationales > 1:
+        raise ValueError("greedy thinking gives one rationale; Fix: rationales=1 or temperature>0")
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    cfg = GenerationConfig(
+        do_sample=not greedy,
+        temperature=temperature if not greedy else 1.0,
+        top_p=top_p if not greedy else 1.0,
+        top_k=0,
+        num_beams=1,
+        num_return_sequences=rationales,
+        max_new_tokens=max_think_tokens,
+        stop_strings=[THINK_CLOSE],
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=pad,
+        repetition_penalty=1.0,
+        use_cache=True,
+        return_dict_in_generate=True,
+    )
+    # free text, but any SID span it opens stays a catalog SID
+    processors = [SIDLogitsProcessor(trie, check=False)]
+    encoded = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prefixes]
+    starts = range(0, len(encoded), batch_size)
+    if progress:
+        from tqdm.auto import tqdm
+
+        starts = tqdm(starts, desc="think", unit="batch")
+    out: list[list[tuple[str, bool]]] = []
+    with _seeded(seed, model.device), _without_model_generation_defaults(model):
+        for start in starts:
+            ids, mask = left_pad(encoded[start : start + batch_size], pad, model.device)
+            gen = model.generate(
+                input_ids=ids,
+                attention_mask=mask,
+                generation_config=cfg,
+                logits_processor=processors,
+                tokenizer=tokenizer,
+            )
+            new = gen.sequences[:, ids.shape[1] :].tolist()
+            texts = tokenizer.batch_decode(new, skip_special_tokens=False)
+            for p in range(ids.shape[0]):
+                rows = texts[p * rationales : (p + 1) * rationales]
+                out.append([_close(_strip_pad(t, tokenizer)) for t in rows])
+    return out
+
+
+def _strip_pad(text: str, tokenizer: PreTrainedTokenizerBase) -> str:
+    for tok in {tokenizer.pad_token, tokenizer.eos_token} - {None}:
+        text = text.split(tok)[0] if tok in text else text
+    return text
+
+
+def think_then_sid(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: Sequence[Sequence[Mapping[str, Any]]],
+    sid_map: SIDMap,
+    *,
+    k: int = 10,
+    num_beams: int | None = None,
+    rationales: int = 1,
+    max_think_tokens: int = 128,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    batch_size: int = 8,
+    seed: int | None = 0,
+    trie: SIDTrie | None = None,
+    titles: Catalog | Mapping[str, str] | None = None,
+    chat_template_kwargs: Mapping[str, Any] | None = None,
+    progress: bool = False,
+    engine: Any = None,
+) -> list[ThinkResult]:
+    """Think, then recommend: per prompt ``rationales`` rationales, a constrained SID beam after
+    each, merged (see the module docstring).
+
+    Args:
+        model: The reasoning model (transformers); unused when ``engine`` is given.
+        tokenizer: Its tokenizer.
+        prompts: Reasoning chat prompts (:func:`recllm.tasks.prompting.build_prompts` with
+            ``think=True``).
+        sid_map: The model's SID map.
+        k: Items returned per prompt.
+        num_beams: SID beam width per rationale (``k`` when None; at least ``k``).
+        rationales: ``R``, rationales per prompt.
+        max_think_tokens: Longest rationale; a longer one is cut there and closed.
+        temperature: Sampling temperature of the rationales; ``0``: greedy (``R`` must be 1).
+        top_p: Nucleus sampling of the rationales.
+        batch_size: Prompts per batch (the think stage runs ``batch_size * R`` rows).
+        seed: Seed of the rationale sampling (the global RNG is restored afterwards).
+        trie: A prebuilt trie of ``sid_map``.
+        titles: Catalog or ``item -> title`` for the recommendations.
+        chat_template_kwargs: Extra ``apply_chat_template`` arguments.
+        progress: Progress bars.
+        engine: A ``vllm.LLM`` built by :func:`recllm.decode.vllm_beam.start_vllm_engine` (the
+            SID logits processor installed): both stages run on it instead of ``model``.
+
+    Raises:
+        ValueError: Bad sizes, or greedy thinking with ``R > 1``.
+    """
+    from recllm.decode.generate import generate_sids
+    from recllm.vocab import SID_FORMAT
+
+    beams = k if num_beams is None else num_beams
+    if beams < k:
+        raise ValueError(f"num_beams ({beams}) must be >= k ({k})")
+    if rationales < 1:
+        raise ValueError(f"rationales must be >= 1, got {rationales}")
+    token_ids = SID_FORMAT.token_ids(tokenizer, sid_map.codebook_sizes)
+    if trie is None:
+        trie = SIDTrie.from_sid_map(sid_map, token_ids)
+    prefixes = think_prefix_texts(tokenizer, prompts, chat_template_kwargs=chat_template_kwargs)
+    if engine is not None:
+        thought = _vllm_think(
+            engine,
+            tokenizer,
+            prefixes,
+            rationales=rationales,
+            max_think_tokens=max_think_tokens,
+            temperature=temperature,
+            top_p=top_p,
+        )
+    else:
+        thought = _hf_think(
+            model,
+            tokenizer,
+            prefixes,
+            trie,
+            rationales=rationales,
+            max_think_tokens=max_think_tokens,
+            temperature=temperature,
+            top_p=top_p,
+            batch_size=batch_size,
+            seed=seed,
+            progress=progress,
+        )
+    flat_prompts = [p for p in prompts for _ in range(rationales)]
+    flat_texts = [t for row in thought for t, _ in row]
+    sid_prompts = sid_prompt_texts(
+        tokenizer,
+        flat_prompts,
+        flat_texts,
+        tokenizer.convert_ids_to_tokens(token_ids.begin_id),
+        chat_template_kwargs=chat_template_kwargs,
+    )
+    levels = trie.levels
+    if engine is not None:
+        from recllm.decode.vllm_beam import vllm_sid_beam_search
+
+        encoded = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in sid_prompts]
+        ranked = vllm_sid_beam_search(engine, encoded, trie, num_beams=beams, k=beams)
+        per_path = [[(sid_map.item_ids[row], s * (levels + 3)) for row, s in r] for r in ranked]
+    else:
+        recs = generate_sids(
+            model,
+            tokenizer,
+            sid_prompts,
+            sid_map,
+            k=beams,
+            num_beams=beams,
+            batch_size=batch_size * rationales,
+            engine="sid_beam",
+            trie=trie,
+            progress=progress,
+        )
+        per_path = [[(r.item_id, r.score * (levels + 3)) for r in row] for row in recs]
+    results = []
+    for p in range(len(prompts)):
+        paths = per_path[p * rationales : (p + 1) * rationales]
+        merged = merge_paths(paths, k)
+        results.append(
+            ThinkResult(
+                recommendations=[
+                    Recommendation(i, s, _title(titles, i) if titles is not None else None)
+                    for i, s in merged
+                ],
+                rationales=[t for t, _ in thought[p]],
+                closed=[c for _, c in thought[p]],
+                paths=[list(x) for x in paths],
+            )
+        )
+    return results
+
+
+def think_ahead_prefixes(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: Sequence[Sequence[Mapping[str, Any]]],
+    sid_map: SIDMap,
+    *,
+    paths: int = 4,
+    prefixes: int = 8,
+    depth: int = 2,
+    max_think_tokens: int = 128,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    batch_size: int = 8,
+    seed: int | None = 0,
+    trie: SIDTrie | None = None,
+    chat_template_kwargs: Mapping[str, Any] | None = None,
+    progress: bool = False,
+    engine: Any = None,
+) -> list[list[tuple[int, ...]]]:
+    """Think-ahead: per prompt, the union over ``paths`` sampled rationales of the best
+    ``prefixes`` SID prefixes of ``depth`` levels decoded after each (see the module docstring).
+
+    Returns:
+        Per prompt, its distinct code prefixes, in order of first appearance (path by path, best
+        first within a path).
+    """
+    from recllm.decode.beam import sid_beam_search
+    from recllm.vocab import SID_FORMAT
+
+    token_ids = SID_FORMAT.token_ids(tokenizer, sid_map.codebook_sizes)
+    if trie is None:
+        trie = SIDTrie.from_sid_map(sid_map, token_ids)
+    if not 1 <= depth <= trie.levels:
+        raise ValueError(f"depth must be in 1..{trie.levels}, got {depth}")
+    texts = think_prefix_texts(tokenizer, prompts, chat_template_kwargs=chat_template_kwargs)
+    kwargs = dict(
+        rationales=paths, max_think_tokens=max_think_tokens, temperature=temperature, top_p=top_p
+    )
+    if engine is not None:
+        thought = _vllm_think(engine, tokenizer, texts, **kwargs)
+    else:
+        thought = _hf_think(
+            model,
+            tokenizer,
+            texts,
+            trie,
+            batch_size=batch_size,
+            seed=seed,
+            progress=progress,
+            **kwargs,
+        )
+    flat_prompts = [p for p in prompts for _ in range(paths)]
+    sid_prompts = sid_prompt_texts(
+        tokenizer,
+        flat_prompts,
+        [t for row in thought for t, _ in row],
+        tokenizer.convert_ids_to_tokens(token_ids.begin_id),
+        chat_template_kwargs=chat_template_kwargs,
+    )
+    encoded = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in sid_prompts]
+    found: list[list[tuple[int, ...]]] = []
+    if engine is not None:
+        from recllm.decode.vllm_beam import vllm_sid_prefix_search
+
+        per_path = vllm_sid_prefix_search(engine, encoded, trie, num_beams=prefixes, depth=depth)
+    else:
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        per_path = []
+        step = batch_size * paths
+        for start in range(0, len(encoded), step):
+            ids, mask = left_pad(encoded[start : start + step], pad, model.device)
+            out = sid_beam_search(model, ids, mask, trie, num_beams=prefixes, depth=depth)
+            alive = torch.isfinite(out.scores).cpu()
+            for row, live in zip(out.codes.cpu().tolist(), alive.tolist(), strict=True):
+                per_path.append([tuple(c) for c, ok in zip(row, live, strict=True) if ok])
+    for p in range(len(prompts)):
+        seen: dict[tuple[int, ...], None] = {}
+        for path in per_path[p * paths : (p + 1) * paths]:
+            for c in path:
+                seen.setdefault(tuple(c), None)
+        found.append(list(seen))
+    return found
+
+
+def _vllm_think(
+    engine: Any,
+    tokenizer: PreTrainedTokenizerBase,
+    prefixes: Sequence[str],
+    *,
+    rationales: int,
+    max_think_tokens: int,
+    temperature: float,
+    top_p: float,
+) -> list[list[tuple[str, bool]]]:
+    """Stage 1 on a ``vllm.LLM``: ``n = rationales`` samples per prefix, stopped at
+    ``</think>``; SID spans inside stay catalog SIDs (the processor's free-text mode)."""
+    from vllm import SamplingParams, TokensPrompt
+
+    from recllm.decode.vllm_processor import EXTRA_SID
+
+    greedy = temperature <= 0
+    if greedy and rationales > 1:
+        raise ValueError("greedy thinking gives one rationale; Fix: rationales=1 or temperature>0")
+    params = SamplingParams(
+        n=rationales,
+        temperature=0.0 if greedy else temperature,
+        top_p=1.0 if greedy else top_p,
+        max_tokens=max_think_tokens,
+        stop=[THINK_CLOSE],
+        include_stop_str_in_output=True,
+        skip_special_tokens=False,
+        extra_args={EXTRA_SID: True},
+    )
+    requests = [
+        TokensPrompt(prompt_token_ids=tokenizer(p, add_special_tokens=False)["input_ids"])
+        for p in prefixes
+    ]
+    outs = engine.generate(requests, params, use_tqdm=False)
+    return [[_close(o.text) for o in out.outputs] for out in outs]
