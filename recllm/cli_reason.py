@@ -53,7 +53,7 @@ def _data_and_sids(args: argparse.Namespace):
         )
         sid_map = SIDMap.load(model_dir)
         return cfg, dataset, split, lambda i: SID_FORMAT.render(sid_map.code(i))
-    from recllm.cli import _data_config
+    from recllm.cli_args import _data_config
 
     cfg = _data_config(args)
     if args.max_users:
@@ -172,7 +172,7 @@ def cmd_think_ahead(args: argparse.Namespace) -> int:
 
     import torch
 
-    from recllm.cli import _check_out_file
+    from recllm.cli_args import _check_out_file
     from recllm.decode.prefixes import write_prefix_file
     from recllm.decode.think import think_ahead_prefixes
     from recllm.eval.run import eval_examples, prefix_recall
@@ -290,7 +290,7 @@ def _items_under(found, sid_map, depth: int) -> float:
 
 def add_think_ahead_parser(sub: Any) -> None:
     """``recllm think-ahead``."""
-    from recllm.cli import _flag, _positive
+    from recllm.cli_args import _flag, _positive
 
     t = sub.add_parser(
         "think-ahead",
@@ -323,7 +323,7 @@ def add_think_ahead_parser(sub: Any) -> None:
 
 def add_reason_parser(sub: Any) -> None:
     """``recllm reason generate``."""
-    from recllm.cli import _add_data_args, _flag, _non_negative, _positive
+    from recllm.cli_args import _add_data_args, _flag, _non_negative, _positive
 
     r = sub.add_parser("reason", help="OneRec-Think rationales: why a user picks the next item")
     rsub = r.add_subparsers(dest="reason_command", required=True)

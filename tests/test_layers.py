@@ -40,6 +40,9 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("align",),
     ("apps",),
     # entry points and test helpers may use anything
+    # argparse pieces, then the reasoning commands, then the command itself
+    ("cli_args",),
+    ("cli_reason",),
     ("cli", "testing"),
 )
 RANK = {unit: rank for rank, units in enumerate(LAYERS) for unit in units}

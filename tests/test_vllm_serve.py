@@ -223,6 +223,7 @@ def test_vllm_constrained_requests_and_hf_parity(model_dir: Path, hf_rec: Recomm
     assert worst < SCORE_ATOL
 
 
+@pytest.mark.slow  # default-suite budget (README, Tests): the Recommender parity test covers the vLLM beam search
 def test_cli_eval_engine_vllm_matches_sid_beam(model_dir: Path, tmp_path: Path):
     """``recllm eval --engine vllm`` ranks every user as the transformers engine does."""
     ranked = {}

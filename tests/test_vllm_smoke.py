@@ -105,6 +105,7 @@ def _hf_greedy(path: Path, prompts: list[str]) -> list[dict]:
     return results
 
 
+@pytest.mark.slow  # default-suite budget (README, Tests): test_vllm_serve's parity test also checks vLLM greedy against transformers
 def test_vllm_greedy_matches_transformers(tmp_path: Path) -> None:
     paths = {name: save_tiny_model(tmp_path / name, **kw) for name, kw in MODELS.items()}
     tok = AutoTokenizer.from_pretrained(paths["dense_tied"])

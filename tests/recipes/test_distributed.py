@@ -156,7 +156,11 @@ def assert_sharded_run_saved_full_model(out: Path, records: Path, base: Path, da
     return model
 
 
-@pytest.mark.parametrize("moe", [False, True], ids=["dense", "moe"])
+@pytest.mark.parametrize(
+    "moe",
+    [False, pytest.param(True, marks=pytest.mark.slow)],  # budget: dense covers FSDP
+    ids=["dense", "moe"],
+)
 def test_fsdp_trains_and_saves_full_model(tmp_path, moe, ml100k_subset):
     """fsdp.yaml (FSDP2, full state dict) on 2 CPU ranks: sharded training of both stages, the
     warm-up's row mask holds on sharded parameters, and the save gathers the full model.

@@ -43,7 +43,12 @@ def ml100k_subset(shared_data_or_none, tmp_path_factory) -> str:
     return "ml-100k"
 
 
-@pytest.mark.parametrize("moe", [False, True], ids=["dense", "moe"])
+@pytest.mark.parametrize(
+    "moe",
+    # budget: the MoE path of run_plum also runs in tests/think (onerec_think from a MoE base)
+    [False, pytest.param(True, marks=pytest.mark.slow)],
+    ids=["dense", "moe"],
+)
 def test_recipe_trains_and_saves(tmp_path, moe, ml100k_subset):
     base = save_tiny_model(tmp_path / "base", moe=moe, tie_word_embeddings=False)
     out = tmp_path / "run"
@@ -193,7 +198,11 @@ def test_bad_flags_are_one_user_error(args, expect):
     assert str(e.value).startswith(expect) and ". Fix: " in str(e.value)
 
 
-@pytest.mark.parametrize("case", ["flag", "model", "data"])
+@pytest.mark.parametrize(
+    "case",
+    # budget: bad flags are also checked in-process (test_bad_flags_are_one_user_error)
+    [pytest.param("flag", marks=pytest.mark.slow), "model", "data"],
+)
 def test_recipe_errors_are_one_line_and_write_nothing(tmp_path, case, ml100k_subset):
     """As a user sees them: exit 2, one `plum_sft: error: WHERE: WHAT. Fix: HOW` line, no
     traceback, no usage dump, and no output directory left behind (the model and the data are
@@ -334,7 +343,11 @@ def assert_adapters_merged_and_old_rows_kept(model_dir: Path, base: Path, data: 
     return model
 
 
-@pytest.mark.parametrize("tied", [True, False], ids=["tied", "untied"])
+@pytest.mark.parametrize(
+    "tied",
+    [True, pytest.param(False, marks=pytest.mark.slow)],  # budget: tied covers LoRA
+    ids=["tied", "untied"],
+)
 def test_lora_trains_adapters_and_only_sid_rows(tmp_path, tied, ml100k_subset):
     base = save_tiny_model(tmp_path / "base", tie_word_embeddings=tied)
     out = tmp_path / "run"

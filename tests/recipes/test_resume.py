@@ -113,6 +113,7 @@ def test_sigkill_between_checkpoints_then_resume_is_bit_identical(base, data, re
     assert_same_run(reference, out)
 
 
+@pytest.mark.slow  # default-suite budget (README, Tests): the kill-between-checkpoints resume test covers resuming
 def test_a_save_killed_midway_never_becomes_the_latest(base, data, reference, tmp_path):
     out = tmp_path / "run"
     killed = run(base, data, out, kill=f"{out}:4:save")
@@ -131,6 +132,7 @@ def test_a_save_killed_midway_never_becomes_the_latest(base, data, reference, tm
     assert_same_run(reference, out)
 
 
+@pytest.mark.slow  # default-suite budget (README, Tests): the kill-between-checkpoints resume test covers resuming
 def test_sigkill_in_the_warmup_resumes_the_warmup(base, data, reference, tmp_path):
     out = tmp_path / "run"
     killed = run(base, data, out, kill=f"{out / 'warmup'}:3:step")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from safetensors.torch import load_file
 
 from recllm.testing import save_tiny_model, save_tiny_recommender
@@ -16,6 +17,7 @@ def _weights(model_dir):
     return {k: v for f in sorted(model_dir.glob("*.safetensors")) for k, v in load_file(f).items()}
 
 
+@pytest.mark.slow  # default-suite budget (README, Tests): a script run of two trainings
 def test_both_inits_same_sids_steps_and_users(tmp_path):
     data = save_tiny_recommender(tmp_path / "tiny").parent / "data"
     base = save_tiny_model(tmp_path / "base")
