@@ -206,39 +206,6 @@ class Bench:
         return figs
 
 
-def paired(base: list[int], other: list[int], k: int = 10) -> dict:
-    """``other`` minus ``base`` on the same users: mean, 95% interval and two-sided p of R@k, N@k.
-
-    Per-user differences, normal approximation (thousands of users): a stage whose interval
-    excludes 0 moved the metric by more than the sampling noise of these users.
-    """
-    import numpy as np
-
-    b, o = np.asarray(base), np.asarray(other)
-    if b.shape != o.shape:
-        raise ValueError(f"ranks of {len(b)} and {len(o)} users: not the same users")
-
-    def hit(r):
-        return ((r > 0) & (r <= k)).astype(float)
-
-    def gain(r):
-        return np.where((r > 0) & (r <= k), 1.0 / np.log2(np.maximum(r, 1) + 1.0), 0.0)
-
-    out = {}
-    for label, f in ((f"R@{k}", hit), (f"N@{k}", gain)):
-        d = f(o) - f(b)
-        mean, se = float(d.mean()), float(d.std(ddof=1) / math.sqrt(len(d)))
-        z = mean / se if se > 0 else 0.0
-        out[label] = {
-            "delta": round(mean, 5),
-            "ci95": [round(mean - 1.96 * se, 5), round(mean + 1.96 * se, 5)],
-            "p": float(f"{math.erfc(abs(z) / math.sqrt(2)):.3g}"),
-        }
-    out["users_gained"] = int(((hit(o) - hit(b)) > 0).sum())
-    out["users_lost"] = int(((hit(o) - hit(b)) < 0).sum())
-    return out
-
-
 def run_stage(bench: Bench, stage: str, seed: int, rm_dir: Path) -> Path:
     out = bench.out / f"{stage}_seed{seed}"
     if (out / "model" / "sid_map.json").is_file():
@@ -343,6 +310,8 @@ def plot(summary: dict, path: Path) -> None:
 def main(argv: list[str] | None = None) -> dict:
     import logging
 
+    from recllm.eval.metrics import paired_difference
+
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -374,7 +343,7 @@ def main(argv: list[str] | None = None) -> dict:
         for name, fig in bench.rows.items():
             ranks = bench.ranks(fig["eval"]) if "eval" in fig and fig["eval"] != "sft" else None
             if base_ranks is not None and ranks is not None:
-                comparisons[name] = paired(base_ranks, ranks)
+                comparisons[name] = paired_difference(base_ranks, ranks)
         summary = {
             "data": bench.data_fields.get("data_path"),
             "paired_vs_sft": comparisons,

@@ -46,6 +46,14 @@ class ThinkArguments:
             "feed the reason_rec task of the mixture."
         },
     )
+    control: bool = field(
+        default=False,
+        metadata={
+            "help": "Train the no-think control arm: the same data, mixture (without the "
+            "reason_rec rows), steps and settings; the rationales are still checked against "
+            "the data, and the model is saved without a `think` record."
+        },
+    )
 
 
 def run_think(
@@ -73,7 +81,9 @@ def run_think(
             "is required",
             "make a rationale dataset with `recllm reason generate --out DIR` and pass DIR",
         )
-    if task_cfg.mixture.get("reason_rec", 0) <= 0:
+    if think.control:
+        task_cfg = replace(task_cfg, mixture={**task_cfg.mixture, "reason_rec": 0.0})
+    elif task_cfg.mixture.get("reason_rec", 0) <= 0:
         raise UserError(
             "mixture.reason_rec",
             "is 0, so no reasoning row would be trained",
@@ -110,14 +120,18 @@ def run_think(
                 start,
             )
             plum = replace(plum, warmup_steps_embed=0)
-    think_record = {
-        "task": "reason_rec",
-        "rationales": str(think.rationales),
-        "rationale_source": record.get("source"),
-        "teacher": (record.get("teacher") or {}).get("model"),
-        "rationale_rows": len(rows),
-        "start_model": str(start),
-    }
+    think_record = (
+        None
+        if think.control
+        else {
+            "task": "reason_rec",
+            "rationales": str(think.rationales),
+            "rationale_source": record.get("source"),
+            "teacher": (record.get("teacher") or {}).get("model"),
+            "rationale_rows": len(rows),
+            "start_model": str(start),
+        }
+    )
     return run_plum(
         plum,
         data_cfg,
@@ -125,7 +139,7 @@ def run_think(
         task_cfg,
         sft_cfg,
         model_cfg,
-        rationales=list(rows),
+        rationales=None if think.control else list(rows),
         think_record=think_record,
     )
 

@@ -238,20 +238,17 @@ def test_align_benchmark_script(seqlm_dir, tmp_path):
 def test_paired_difference_of_two_rank_lists():
     """The per-user comparison behind the benchmark's significance column, by hand: R@10 and
     N@10 differences, the users gained and lost, and a p of 1 when nothing differs."""
-    import importlib.util
+    from recllm.eval.metrics import paired_difference
 
-    spec = importlib.util.spec_from_file_location("ab", ROOT / "scripts" / "align_benchmark.py")
-    ab = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(ab)
     base, other = [1, 0, 3, 12], [0, 2, 3, 1]  # 0: target not in the beam
-    out = ab.paired(base, other)
+    out = paired_difference(base, other)
     assert out["R@10"]["delta"] == pytest.approx((-1 + 1 + 0 + 1) / 4)
     gains = [-1.0, 1 / math.log2(3), 0.0, 1.0]
     assert out["N@10"]["delta"] == pytest.approx(sum(gains) / 4, abs=1e-5)
     assert (out["users_gained"], out["users_lost"]) == (2, 1)
     lo, hi = out["N@10"]["ci95"]
     assert lo < out["N@10"]["delta"] < hi
-    same = ab.paired(base, base)
+    same = paired_difference(base, base)
     assert same["R@10"]["delta"] == 0 and same["R@10"]["p"] == 1.0
     with pytest.raises(ValueError, match="not the same users"):
-        ab.paired(base, other[:3])
+        paired_difference(base, other[:3])

@@ -104,6 +104,10 @@ res["checks"] = {
     "partial": check(max_tokens=1, extra_args={"recllm_sid_only": 1, "recllm_sid_partial": 1}),
     "sid_off": check(max_tokens=1, extra_args={"recllm_sid": 0, "recllm_sid_only": 1}),
     "global_default": check(max_tokens=1),
+    "prefixes_ok": check(max_tokens=8, extra_args={"recllm_prefixes": [[1, 2], [3, 0]]}),
+    "prefixes_ragged": check(max_tokens=8, extra_args={"recllm_prefixes": [[1, 2], [3]]}),
+    "prefixes_not_list": check(max_tokens=8, extra_args={"recllm_prefixes": "1,2"}),
+    "prefixes_negative": check(max_tokens=8, extra_args={"recllm_prefixes": [[1, -2]]}),
 }
 print("RESULT " + json.dumps(res))
 """
@@ -125,12 +129,17 @@ def test_installed_vllm_passes_the_guards_and_requests_are_validated(tmp_path: P
     res = json.loads(lines[-1].removeprefix("RESULT "))
     assert res["tested"] is True and res["args_missing"] == []
     got = res["checks"]
-    known = "recllm reads recllm_sid, recllm_sid_only, recllm_sid_partial"
+    known = "recllm reads recllm_sid, recllm_sid_only, recllm_sid_partial, recllm_prefixes"
     assert got["misspelled"] == (
         f"vllm_xargs 'recllm_sid_onyl': unknown recllm switch ({known}). Fix: spell it as one "
         "of those; keys not starting with 'recllm' are left to other logits processors"
     )
     assert got["capitalised"].startswith("vllm_xargs 'Recllm_Sid': unknown recllm switch")
+    # think-ahead prefixes: a list of code lists of one length
+    assert got["prefixes_ok"] is None
+    assert got["prefixes_ragged"].startswith("vllm_xargs recllm_prefixes: prefixes of different")
+    assert got["prefixes_not_list"].startswith("vllm_xargs recllm_prefixes: must be a non-empty")
+    assert got["prefixes_negative"].startswith("vllm_xargs recllm_prefixes: bad prefix [1, -2]")
     assert got["not_bool"] == (
         "vllm_xargs recllm_sid_only: must be true or false, got 'yes'. Fix: send a JSON boolean"
     )

@@ -277,3 +277,96 @@ def test_recipe_from_a_base_moe_model_runs_the_alignment_stage_itself(tmp_path, 
     now = model.state_dict()
     experts = [n for n in before if ".experts." in n]
     assert experts and any(not torch.equal(before[n], now[n]) for n in experts)
+
+
+_VLLM_CHILD = """
+import json, sys
+from recllm.decode.think import think_then_sid
+from recllm.decode.vllm_beam import start_vllm_engine, vllm_sid_beam_search, vllm_sid_prefix_search
+from recllm.decode.vllm_processor import load_sid_trie
+from recllm.vocab.checkpoint import load_tokenizer_with_sids
+from vllm import SamplingParams, TokensPrompt
+
+job = json.loads(open(sys.argv[1]).read())
+tok, sid_map = load_tokenizer_with_sids(job["model"])
+llm = start_vllm_engine(job["model"], stop_token_id=tok.eos_token_id, dtype="float32", max_k=20,
+                        vllm_kwargs={"max_model_len": 1024, "seed": 0})
+trie = load_sid_trie(job["model"])
+res = {}
+think = think_then_sid(None, tok, job["chat"], sid_map, k=5, num_beams=5, rationales=3,
+                       temperature=1.5, max_think_tokens=32, engine=llm)
+res["think"] = [[[i for i, _ in p] for p in r.paths] for r in think]
+res["texts"] = [r.rationales for r in think]
+res["restricted"] = vllm_sid_beam_search(llm, job["ids"], trie, num_beams=6, k=6,
+                                         prefixes=job["prefixes"])
+res["prefix_search"] = vllm_sid_prefix_search(llm, job["ids"], trie, num_beams=5, depth=2)
+free = SamplingParams(temperature=1.0, max_tokens=5, extra_args={"recllm_sid": False})
+outs = llm.generate([TokensPrompt(prompt_token_ids=p) for p in job["begun"]], free, use_tqdm=False)
+res["free"] = [list(o.outputs[0].token_ids) for o in outs]
+print("RESULT " + json.dumps(res))
+"""
+
+
+@pytest.mark.vllm
+def test_think_and_think_ahead_on_vllm_match_transformers(pipeline, tmp_path):
+    """On vLLM with recllm's processor: thinking answers are catalog items (control: the same
+    SID positions left unconstrained name non-catalog SIDs); prefix-restricted beams and the
+    think-ahead prefix search equal recllm's transformers beam search."""
+    from recllm.decode import sid_beam_search
+    from recllm.decode.generate import encode_prompts, left_pad
+    from recllm.decode.prefixes import PrefixSets
+
+    model, tok, sid_map, chat = _think_setup(pipeline, 12)
+    trie = SIDTrie.from_sid_map(sid_map, SID_FORMAT.token_ids(tok, sid_map.codebook_sizes))
+    ids = encode_prompts(tok, chat)
+    pre = sorted({tuple(int(c) for c in code[:2]) for code in sid_map.codes})
+    prefixes = [[list(p) for p in pre[n::7]] if n % 3 else None for n in range(len(ids))]
+    begin = trie.token_ids.begin_id
+    job = {
+        "model": str(pipeline["model"]),
+        "chat": chat,
+        "ids": ids,
+        "prefixes": prefixes,
+        "begun": [[*p, begin] for p in ids],
+    }
+    (tmp_path / "job.json").write_text(json.dumps(job))
+    env = {
+        **ENV,
+        "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
+        "VLLM_CPU_KVCACHE_SPACE": "1",
+        "VLLM_CPU_OMP_THREADS_BIND": "nobind",
+    }
+    proc = subprocess.run(
+        [sys.executable, "-c", _VLLM_CHILD, str(tmp_path / "job.json")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=900,
+    )
+    lines = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
+    assert proc.returncode == 0 and lines, proc.stderr[-5000:]
+    got = json.loads(lines[-1].removeprefix("RESULT "))
+
+    items = [i for user in got["think"] for path in user for i in path]
+    assert len(items) == 12 * 3 * 5 and all(i in sid_map for i in items)
+    assert len({t for user in got["texts"] for t in user}) > 12  # sampled rationales
+    # control: the SID left free after the begin marker is mostly no catalog item
+    codes = [trie.token_ids.decode([begin, *t[:4]]) for t in got["free"]]
+    valid = [c is not None and sid_map.item(c) is not None for c in codes]
+    assert sum(valid) < len(valid)
+
+    x, mask = left_pad(ids, tok.pad_token_id, model.device)
+    sets = PrefixSets.from_prefixes(trie, [None if p is None else p for p in prefixes])
+    ours = sid_beam_search(
+        model, x, mask, trie, num_beams=6, stop_token_id=tok.eos_token_id, prefixes=sets
+    )
+    for n, row in enumerate(got["restricted"]):
+        assert [r for r, _ in row] == ours.items[n].tolist()
+        assert max(abs(s - float(o)) for (_, s), o in zip(row, ours.scores[n], strict=True)) < 1e-3
+        if prefixes[n] is not None:
+            allowed = {tuple(p) for p in prefixes[n]}
+            assert all(tuple(int(c) for c in sid_map.codes[r][:2]) in allowed for r, _ in row)
+    depth = sid_beam_search(model, x, mask, trie, num_beams=5, depth=2)
+    for n, row in enumerate(got["prefix_search"]):
+        assert [tuple(c) for c, _ in row] == [tuple(c) for c in depth.codes[n].tolist()]
+        assert max(abs(s - float(o)) for (_, s), o in zip(row, depth.scores[n], strict=True)) < 1e-3

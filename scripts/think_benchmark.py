@@ -1,0 +1,319 @@
+"""OneRec-Think, measured fairly: no-think SFT vs think SFT vs think-ahead, one run, one split.
+
+    python scripts/think_benchmark.py --start outputs/quickstart/model --out outputs/think_ml
+    python scripts/think_benchmark.py --start DIR --out OUT --steps 300 --paths 4 --prefixes 8
+
+From one PLUM-aligned start model (the quickstart's), with the same data, text features,
+settings and training budget in both arms:
+
+1. rationales: ``recllm reason generate --model-dir START --per-user N`` (metadata source:
+   the training split only);
+2. the no-think arm: ``recipes/onerec_think.py --control true`` (the same mixture without the
+   reasoning rows); the think arm: ``recipes/onerec_think.py`` with them. Both take
+   ``--steps`` steps of the same batch from the same start and seed. Both mixtures hold the
+   catalog text task (SID -> title, year, genres), so the no-think arm sees the metadata the
+   rationales are made of: the think arm has no text feature the control lacks;
+3. every row scored on the same test users (``--eval-users``, 0 = all) with constrained SID beam
+   search (``--beams``; invalid rate 0 by construction): the start, the no-think arm, the think
+   arm answering without thinking, the think arm thinking (greedy, one rationale; and
+   ``--think-rationales`` sampled ones, merged), and think-ahead: ``recllm think-ahead`` with
+   the think arm as the reasoner (``--paths`` rationales, ``--prefixes`` prefixes of
+   ``--depth`` levels each) whose per-user prefix sets restrict the no-think arm's trie.
+
+Each row keeps every user's rank of the target and is compared with the no-think arm user by
+user (R@10 / N@10 difference, 95% interval, p). Users/s are measured on this machine, one job
+at a time. Finished parts are not run again. Writes ``OUT/summary.json`` and
+``OUT/think_benchmark.png``; prints the table; the last line is one JSON object of the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+COLUMNS = ("recall@5", "ndcg@5", "recall@10", "ndcg@10")
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1"}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--start", required=True, help="PLUM-aligned model directory")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--steps", type=int, default=300, help="SFT steps of each arm")
+    p.add_argument("--batch", type=int, default=8, help="examples per step")
+    p.add_argument("--learning-rate", type=float, default=1e-3)
+    p.add_argument("--per-user", type=int, default=3, help="rationales per training user")
+    p.add_argument("--eval-users", type=int, default=0, help="test users (0 = all)")
+    p.add_argument("--beams", type=int, default=20)
+    p.add_argument("--think-tokens", type=int, default=128, help="longest rationale")
+    p.add_argument("--think-rationales", type=int, default=3, help="sampled rationales row")
+    p.add_argument("--paths", type=int, default=4, help="think-ahead rationales per user")
+    p.add_argument("--prefixes", type=int, default=8, help="think-ahead prefixes per rationale")
+    p.add_argument("--depth", type=int, default=2, help="think-ahead prefix levels")
+    p.add_argument("--seed", type=int, default=0)
+    return p.parse_args(argv)
+
+
+def run(cmd: list[str]) -> None:
+    print("+", shlex.join(cmd), flush=True)
+    subprocess.run(cmd, check=True, env=ENV)
+
+
+def train_arm(args: argparse.Namespace, out: Path, name: str, control: bool) -> Path:
+    arm = out / name
+    if (arm / "model" / "sid_map.json").is_file():
+        return arm / "model"
+    from recllm.tasks.prompting import PromptSpec
+
+    data = PromptSpec.from_model_dir(args.start).data or {}
+    cfg = yaml.safe_load((ROOT / "recipes" / "onerec_think.yaml").read_text())
+    cfg.update(
+        model_name_or_path=str(args.start),
+        rationales=str(out / "rationales"),
+        control=control,
+        max_steps=args.steps,
+        per_device_train_batch_size=args.batch,
+        learning_rate=args.learning_rate,
+        output_dir=str(arm),
+        overwrite_output_dir=True,
+        seed=args.seed,
+        **{k: data[k] for k in ("data_path", "max_users", "max_history", "split") if k in data},
+    )
+    # the same text features in both arms: the catalog text (title, year, genres) the
+    # rationales are built from is a training task of both
+    cfg["mixture"].update(rec_sequence=1.0, catalog_sid_to_text=1.0, reason_rec=1.0)
+    out.mkdir(parents=True, exist_ok=True)
+    config = out / f"{name}.yaml"
+    config.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1"]
+    cmd += ["--num_cpu_threads_per_process", str(os.cpu_count() or 1)]
+    t0 = time.monotonic()
+    run([*cmd, str(ROOT / "recipes" / "onerec_think.py"), "--config", str(config)])
+    (arm / "minutes.json").write_text(json.dumps({"minutes": (time.monotonic() - t0) / 60}))
+    return arm / "model"
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace) -> None:
+        from recllm.eval.run import eval_examples, select_users
+
+        self.args = args
+        self.out = Path(args.out)
+        _, self.dataset, examples = eval_examples(args.start, None, "test", 0)
+        self.users = select_users(examples, args.eval_users, seed=0)
+        self.rows: dict[str, dict] = {}
+        self.ranks: dict[str, list[int]] = {}
+
+    def score(self, name: str, model_dir: Path, **kw) -> dict:
+        """Evaluate (or read the cached figures of) one row."""
+        path = self.out / "eval" / f"{name}.json"
+        if not path.is_file():
+            import torch
+
+            from recllm.eval.run import evaluate_recommender
+            from recllm.io import write_json_atomic
+            from recllm.tasks.prompting import PromptSpec
+            from recllm.vocab import load_model_with_sids
+
+            model, tok, sid_map = load_model_with_sids(model_dir, dtype=torch.float32)
+            model.eval()
+            res = evaluate_recommender(
+                model,
+                tok,
+                sid_map,
+                self.users,
+                PromptSpec.from_model_dir(model_dir),
+                self.dataset.catalog,
+                beams=self.args.beams,
+                ks=(5, 10),
+                batch_size=32,
+                **kw,
+            )
+            ranks = [
+                items.index(ex.target) + 1 if ex.target in items else 0
+                for ex, items in zip(self.users, res.ranked, strict=True)
+            ]
+            figs = {k: v for k, v in res.metrics.items() if k != "think"}
+            figs["seconds"] = round(res.seconds, 1)
+            write_json_atomic(path, {"figures": figs, "ranks": ranks})
+        saved = json.loads(path.read_text())
+        self.rows[name] = saved["figures"]
+        self.ranks[name] = saved["ranks"]
+        return saved["figures"]
+
+
+def main(argv: list[str] | None = None) -> dict:
+    import logging
+
+    from recllm.decode.prefixes import read_prefix_file
+    from recllm.decode.think import ThinkOptions
+    from recllm.eval.metrics import paired_difference
+    from recllm.io import write_json_atomic
+
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    args = parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if not (out / "rationales" / "rationales.json").is_file():
+        run(
+            [
+                sys.executable,
+                "-m",
+                "recllm.cli",
+                "reason",
+                "generate",
+                "--model-dir",
+                str(args.start),
+                "--per-user",
+                str(args.per_user),
+                "--out",
+                str(out / "rationales"),
+                "--overwrite",
+            ]
+        )
+    plain = train_arm(args, out, "nothink", control=True)
+    think = train_arm(args, out, "think", control=False)
+    bench = Bench(args)
+    names = {}
+    names["start"] = "PLUM start (quickstart model)"
+    bench.score("start", Path(args.start))
+    names["nothink"] = "no-think SFT (control arm)"
+    bench.score("nothink", plain)
+    names["think_plain"] = "think SFT, answering without thinking"
+    bench.score("think_plain", think)
+    names["think_greedy"] = "think SFT, thinking (1 greedy rationale)"
+    bench.score(
+        "think_greedy", think, think=ThinkOptions(1, args.think_tokens, 0.0, 1.0, args.seed)
+    )
+    r = args.think_rationales
+    names["think_sampled"] = f"think SFT, thinking ({r} sampled rationales, merged)"
+    bench.score(
+        "think_sampled", think, think=ThinkOptions(r, args.think_tokens, 1.0, 1.0, args.seed)
+    )
+    prefix_file = out / f"prefixes_t{args.paths}_m{args.prefixes}_d{args.depth}.parquet"
+    if not prefix_file.is_file():
+        run(
+            [sys.executable, "-m", "recllm.cli", "think-ahead", "--model", str(think)]
+            + ["--paths", str(args.paths), "--prefixes", str(args.prefixes)]
+            + ["--depth", str(args.depth), "--think-tokens", str(args.think_tokens)]
+            + ["--engine", "hf", "--batch-size", "16", "--out", str(prefix_file)]
+            + (["--max-users", str(args.eval_users)] if args.eval_users else [])
+        )
+    sets, record = read_prefix_file(prefix_file)
+    names["ahead_nothink"] = (
+        f"think-ahead ({args.paths} paths x {args.prefixes} prefixes, depth {args.depth}) "
+        "-> no-think SFT"
+    )
+    bench.score("ahead_nothink", plain, prefixes=sets)
+    names["ahead_think"] = "think-ahead -> think SFT answering without thinking"
+    bench.score("ahead_think", think, prefixes=sets)
+
+    base = bench.ranks["nothink"]
+    rows = {}
+    for key, label in names.items():
+        fig = dict(bench.rows[key])
+        fig["paired_vs_nothink"] = (
+            None if key == "nothink" else paired_difference(base, bench.ranks[key])
+        )
+        rows[label] = fig
+    minutes = {
+        arm: round(json.loads((out / arm / "minutes.json").read_text())["minutes"], 1)
+        for arm in ("nothink", "think")
+        if (out / arm / "minutes.json").is_file()
+    }
+    summary = {
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+        "start": str(args.start),
+        "users": len(bench.users),
+        "beams": args.beams,
+        "settings": vars(args),
+        "train_minutes": minutes,
+        "think_ahead": {k: v for k, v in record.items() if k not in ("data", "versions")},
+        "rows": rows,
+    }
+    write_json_atomic(out / "summary.json", summary)
+    print(table(rows))
+    plot(summary, out / "think_benchmark.png")
+    last = {
+        label: {
+            "R@10": fig["recall@10"],
+            "N@10": fig["ndcg@10"],
+            "users_per_second": fig["users_per_second"],
+            "invalid_rate": fig["invalid_rate"],
+        }
+        for label, fig in rows.items()
+    }
+    last["prefix_recall"] = record["prefix_recall"]
+    last["think_ahead_users_per_second"] = record["users_per_second"]
+    print(json.dumps(last))
+    return summary
+
+
+def table(rows: dict[str, dict]) -> str:
+    width = max(30, *(len(n) + 2 for n in rows))
+    head = f"{'':<{width}}" + "".join(
+        f"{c.replace('recall', 'R').replace('ndcg', 'N'):>8}" for c in COLUMNS
+    )
+    lines = [head + f"{'invalid':>9}{'users/s':>9}{'dR@10 p':>9}"]
+    for name, fig in rows.items():
+        cells = "".join(f"{fig[c]:>8.4f}" for c in COLUMNS)
+        cells += f"{fig['invalid_rate']:>9.3f}{fig['users_per_second']:>9.2f}"
+        pair = fig.get("paired_vs_nothink")
+        cells += f"{'-' if pair is None else format(pair['R@10']['p'], '.2g'):>9}"
+        lines.append(f"{name:<{width}}" + cells)
+    return "\n".join(lines)
+
+
+def plot(summary: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from recllm.io import atomic_path
+
+    rows = summary["rows"]
+    names = list(rows)
+    fig, axes = plt.subplots(1, 3, figsize=(14, 0.45 * len(names) + 2.2), sharey=True)
+    for ax, key, title in (
+        (axes[0], "recall@10", "Recall@10"),
+        (axes[1], "ndcg@10", "NDCG@10"),
+        (axes[2], "users_per_second", "users / s (log)"),
+    ):
+        values = [rows[n][key] for n in names]
+        ax.barh(range(len(names)), values, color=["0.55" if "start" in n else "C0" for n in names])
+        for i, v in enumerate(values):
+            ax.annotate(f"{v:.4g}", (v, i), fontsize=7, xytext=(2, -3), textcoords="offset points")
+        ax.set_title(title)
+        ax.grid(axis="x", alpha=0.3)
+        if key == "users_per_second":
+            ax.set_xscale("log")
+    axes[0].set_yticks(range(len(names)), names, fontsize=8)
+    axes[0].invert_yaxis()
+    ahead = summary["think_ahead"]
+    fig.suptitle(
+        f"{summary['users']} test users, beam {summary['beams']}; think-ahead prefix-set recall "
+        f"{ahead['prefix_recall']:.3f}, mean set {ahead['set_size_mean']} prefixes "
+        f"(~{ahead['items_per_set_mean']} items)",
+        fontsize=9,
+    )
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    main()
