@@ -368,6 +368,38 @@ class Recommender:
         )
         return [self._named(r) for r in ranked]
 
+    async def arecommend_thinking(
+        self,
+        histories: Sequence[Sequence[Any]],
+        k: int = 10,
+        *,
+        num_beams: int | None = None,
+        options: ThinkOptions | None = None,
+    ) -> list[ThinkResult]:
+        """:meth:`recommend_thinking` on a vLLM async engine client (the API server's engine).
+
+        Raises:
+            ValueError: The model was not trained to think, or a bad request.
+        """
+        from recllm.data.splits import Example
+        from recllm.decode.think import athink_then_sid
+        from recllm.tasks.prompting import build_prompts
+
+        checked = [self.check_request(h, k) for h in histories]
+        examples = [Example(f"request{n}", tuple(h), h[-1]) for n, h in enumerate(checked)]
+        prompts = build_prompts(self.spec, examples, self.sid_map, self.catalog, think=True)
+        return await athink_then_sid(
+            self.backend,
+            self.tokenizer,
+            prompts,
+            self.sid_map,
+            self.trie,
+            k=k,
+            num_beams=self._beams(k, num_beams),
+            options=options,
+            titles=self.catalog,
+        )
+
     def _beams(self, k: int, num_beams: int | None) -> int:
         beams = k if num_beams is None else num_beams
         if beams < k:

@@ -412,22 +412,61 @@ def recommend_router(recommender: Any, *, max_request_bytes: int = DEFAULT_MAX_R
                     f"send {example}",
                 )
             )
-        unknown = sorted(set(body) - {"history", "k"})
+        unknown = sorted(set(body) - {"history", "k", "think", "rationales"})
         if unknown:
             names = ", ".join(clip(u) for u in unknown[:5]) + (" ..." if len(unknown) > 5 else "")
             return error(
-                UserError("request body", f"unknown fields [{names}]", "send only history and k")
+                UserError(
+                    "request body",
+                    f"unknown fields [{names}]",
+                    "send only history, k, think and rationales",
+                )
             )
         k = body.get("k", 10)
+        think = body.get("think", False)
+        rationales = body.get("rationales", 1)
+        if think not in (True, False):
+            return error(
+                UserError(
+                    "think", f"must be true or false, got {clip(think)}", "send a JSON boolean"
+                )
+            )
+        if (
+            isinstance(rationales, bool)
+            or not isinstance(rationales, int)
+            or not 1 <= rationales <= 8
+        ):
+            return error(
+                UserError(
+                    "rationales",
+                    f"must be an integer from 1 to 8, got {clip(rationales)}",
+                    "send the number of rationales to sample (1: greedy)",
+                )
+            )
+        thoughts = None
         try:
-            recs = await recommender.arecommend_batch([body["history"]], k)
+            if think:
+                from recllm.decode.think import ThinkOptions
+
+                options = ThinkOptions(
+                    rationales=rationales, temperature=0.0 if rationales == 1 else 1.0
+                )
+                results = await recommender.arecommend_thinking(
+                    [body["history"]], k, options=options
+                )
+                recs, thoughts = [results[0].recommendations], results[0].rationales
+            else:
+                recs = await recommender.arecommend_batch([body["history"]], k)
         except ValueError as e:
             return error(e)
         items = [
             {"rank": n + 1, "item_id": r.item_id, "title": r.title, "score": r.score}
             for n, r in enumerate(recs[0])
         ]
-        return JSONResponse({"object": "recommendation", "k": k, "items": items})
+        answer = {"object": "recommendation", "k": k, "items": items}
+        if thoughts is not None:
+            answer["rationales"] = thoughts
+        return JSONResponse(answer)
 
     return router
 

@@ -52,7 +52,9 @@ __all__ = [
     "THINK_OPEN",
     "ThinkOptions",
     "ThinkResult",
+    "athink_then_sid",
     "merge_paths",
+    "merge_results",
     "sid_prompt_texts",
     "think_ahead_prefixes",
     "think_prefix_texts",
@@ -378,8 +380,19 @@ def think_then_sid(
             progress=progress,
         )
         per_path = [[(r.item_id, r.score * (levels + 3)) for r in row] for row in recs]
+    return merge_results(thought, per_path, rationales, k, titles)
+
+
+def merge_results(
+    thought: Sequence[Sequence[tuple[str, bool]]],
+    per_path: Sequence[Sequence[tuple[str, float]]],
+    rationales: int,
+    k: int,
+    titles: Catalog | Mapping[str, str] | None,
+) -> list[ThinkResult]:
+    """Per prompt: its rationales and the merge of their SID beams (:func:`merge_paths`)."""
     results = []
-    for p in range(len(prompts)):
+    for p in range(len(thought)):
         paths = per_path[p * rationales : (p + 1) * rationales]
         merged = merge_paths(paths, k)
         results.append(
@@ -394,6 +407,76 @@ def think_then_sid(
             )
         )
     return results
+
+
+async def athink_then_sid(
+    engine: Any,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: Sequence[Sequence[Mapping[str, Any]]],
+    sid_map: SIDMap,
+    trie: SIDTrie,
+    *,
+    k: int = 10,
+    num_beams: int | None = None,
+    options: ThinkOptions | None = None,
+    titles: Catalog | Mapping[str, str] | None = None,
+) -> list[ThinkResult]:
+    """:func:`think_then_sid` on vLLM's async engine client (the API server's engine)."""
+    import asyncio
+    import uuid
+
+    from vllm import TokensPrompt
+
+    from recllm.decode.vllm_beam import async_vllm_sid_beam_search
+
+    o = options or ThinkOptions()
+    beams = k if num_beams is None else num_beams
+    params = _think_params(o.rationales, o.max_think_tokens, o.temperature, o.top_p)
+    heads = think_prefix_texts(tokenizer, prompts)
+
+    async def one(text: str) -> list[tuple[str, bool]]:
+        final = None
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        rid = f"recllm-think-{uuid.uuid4().hex}"
+        async for out in engine.generate(TokensPrompt(prompt_token_ids=ids), params, rid):
+            final = out
+        return [_close(_strip_pad(c.text, tokenizer)) for c in final.outputs]
+
+    thought = await asyncio.gather(*(one(h) for h in heads))
+    token_ids = trie.token_ids
+    sid_prompts = sid_prompt_texts(
+        tokenizer,
+        [p for p in prompts for _ in range(o.rationales)],
+        [t for row in thought for t, _ in row],
+        tokenizer.convert_ids_to_tokens(token_ids.begin_id),
+    )
+    encoded = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in sid_prompts]
+    ranked = await async_vllm_sid_beam_search(engine, encoded, trie, num_beams=beams, k=beams)
+    per_path = [[(sid_map.item_ids[row], s * (trie.levels + 3)) for row, s in r] for r in ranked]
+    return merge_results(thought, per_path, o.rationales, k, titles)
+
+
+def _think_params(rationales: int, max_think_tokens: int, temperature: float, top_p: float):
+    """vLLM sampling of ``rationales`` rationales, stopped at ``</think>``; SID spans inside
+    stay catalog SIDs (the processor's free-text mode)."""
+    from vllm import SamplingParams
+
+    from recllm.decode.vllm_processor import EXTRA_SID
+
+    greedy = temperature <= 0
+    if greedy and rationales > 1:
+        raise ValueError("greedy thinking gives one rationale; Fix: rationales=1 or temperature>0")
+    return SamplingParams(
+        n=rationales,
+        temperature=0.0 if greedy else temperature,
+        top_p=1.0 if greedy else top_p,
+        max_tokens=max_think_tokens,
+        stop=[THINK_CLOSE],
+        include_stop_str_in_output=True,
+        skip_special_tokens=False,
+        spaces_between_special_tokens=False,  # the text transformers decodes
+        extra_args={EXTRA_SID: True},
+    )
 
 
 def think_ahead_prefixes(
@@ -490,28 +573,13 @@ def _vllm_think(
     temperature: float,
     top_p: float,
 ) -> list[list[tuple[str, bool]]]:
-    """Stage 1 on a ``vllm.LLM``: ``n = rationales`` samples per prefix, stopped at
-    ``</think>``; SID spans inside stay catalog SIDs (the processor's free-text mode)."""
-    from vllm import SamplingParams, TokensPrompt
+    """Stage 1 on a ``vllm.LLM``: ``n = rationales`` samples per prefix (:func:`_think_params`)."""
+    from vllm import TokensPrompt
 
-    from recllm.decode.vllm_processor import EXTRA_SID
-
-    greedy = temperature <= 0
-    if greedy and rationales > 1:
-        raise ValueError("greedy thinking gives one rationale; Fix: rationales=1 or temperature>0")
-    params = SamplingParams(
-        n=rationales,
-        temperature=0.0 if greedy else temperature,
-        top_p=1.0 if greedy else top_p,
-        max_tokens=max_think_tokens,
-        stop=[THINK_CLOSE],
-        include_stop_str_in_output=True,
-        skip_special_tokens=False,
-        extra_args={EXTRA_SID: True},
-    )
+    params = _think_params(rationales, max_think_tokens, temperature, top_p)
     requests = [
         TokensPrompt(prompt_token_ids=tokenizer(p, add_special_tokens=False)["input_ids"])
         for p in prefixes
     ]
     outs = engine.generate(requests, params, use_tqdm=False)
-    return [[_close(o.text) for o in out.outputs] for out in outs]
+    return [[_close(_strip_pad(o.text, tokenizer)) for o in out.outputs] for out in outs]

@@ -7,32 +7,18 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from recllm.tasks.reasoning import load_rationales
 from recllm.testing import save_tiny_recommender
+from tests.think.serving import served
 
 pytestmark = [pytest.mark.vllm, pytest.mark.usefixtures("torch_single_thread")]
-
-VLLM_ENV = {
-    "VLLM_CPU_KVCACHE_SPACE": "1",
-    "VLLM_CPU_OMP_THREADS_BIND": "nobind",
-    "OMP_NUM_THREADS": "1",
-    "HF_HUB_OFFLINE": "1",
-}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -40,34 +26,8 @@ def teacher(tmp_path_factory):
     """`recllm serve` of a tiny recommender: (base URL, served model name, its data folder)."""
     tmp = tmp_path_factory.mktemp("teacher")
     model = save_tiny_recommender(tmp / "tiny", seed=1)
-    port = _free_port()
-    log = tmp / "serve.log"
-    cmd = [sys.executable, "-m", "recllm.cli", "serve", "--model", str(model), "--port", str(port)]
-    cmd += ["--", "--max-model-len", "1024"]
-    with open(log, "w") as out:
-        proc = subprocess.Popen(
-            cmd, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **VLLM_ENV}
-        )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 300
-        while True:
-            assert proc.poll() is None, f"server exited:\n{log.read_text()[-5000:]}"
-            try:
-                with urllib.request.urlopen(base + "/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, f"server not up:\n{log.read_text()[-5000:]}"
-            time.sleep(1)
+    with served(model, tmp / "serve.log") as base:
         yield base + "/v1", str(model), model.parent / "data"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 def _generate(teacher, out: Path, *extra: str) -> list[str]:

@@ -370,3 +370,72 @@ def test_think_and_think_ahead_on_vllm_match_transformers(pipeline, tmp_path):
     for n, row in enumerate(got["prefix_search"]):
         assert [tuple(c) for c, _ in row] == [tuple(c) for c in depth.codes[n].tolist()]
         assert max(abs(s - float(o)) for (_, s), o in zip(row, depth.scores[n], strict=True)) < 1e-3
+
+
+@pytest.mark.vllm
+def test_served_think_model_recommends_with_rationales_and_chat_sids_are_catalog_sids(
+    pipeline, tmp_path
+):
+    """`recllm serve` of the think model: /v1/recommend with "think" returns catalog items and
+    the rationale, the items transformers gives after the same rationale; chat answers to the
+    reasoning prompt carry free think text whose SID spans are all catalog SIDs (control: with
+    the constraint switched off per request, some are not)."""
+    import re
+
+    from tests.think.serving import post, served
+
+    model, tok, sid_map, chat = _think_setup(pipeline, 10)
+    _, dataset, examples = eval_examples(pipeline["model"], None, "test", 10)
+    whole = re.compile(r"<a_(\d+)><b_(\d+)><c_(\d+)><\|sid_end\|>")
+
+    def spans(text: str, cut: bool) -> list[bool]:
+        """Per SID span the answer opens: whether it is exactly three level codes of a catalog
+        item and the end marker (a last span the token limit cut short is not counted)."""
+        out = []
+        parts = text.split("<|sid_begin|>")[1:]
+        for n, part in enumerate(parts):
+            m = whole.match(part)
+            if m is None and cut and n == len(parts) - 1 and "<|" not in part:
+                continue
+            out.append(m is not None and sid_map.item(tuple(map(int, m.groups()))) is not None)
+        return out
+
+    with served(pipeline["model"], tmp_path / "serve.log") as base:
+        agree = 0
+        for ex in examples[:6]:
+            body = {"history": list(ex.history), "k": 5, "think": True}
+            status, got = post(base + "/v1/recommend", body)
+            assert status == 200, got
+            assert len(got["items"]) == 5 and all(i["item_id"] in sid_map for i in got["items"])
+            assert len(got["rationales"]) == 1
+            [ours] = think_then_sid(
+                model, tok, build_prompts(PromptSpec.from_model_dir(pipeline["model"]),
+                                          [ex], sid_map, dataset.catalog, think=True),
+                sid_map, k=5, num_beams=5, rationales=1, temperature=0.0, max_think_tokens=128,
+            )  # fmt: skip
+            if ours.rationales == got["rationales"]:  # same thought -> the same items
+                assert [r.item_id for r in ours.recommendations] == [
+                    i["item_id"] for i in got["items"]
+                ]
+                agree += 1
+        assert agree >= 3
+        status, bad = post(base + "/v1/recommend", {"history": ["1"], "think": "yes"})
+        assert status == 400 and "think: must be true or false" in bad["error"]["message"]
+
+        on, off = [], []
+        for messages in chat:
+            for flags, found in (({}, on), ({"vllm_xargs": {"recllm_sid": False}}, off)):
+                body = {
+                    "model": str(pipeline["model"]),
+                    "messages": messages,
+                    "max_tokens": 96,
+                    "temperature": 1.0,
+                    "skip_special_tokens": False,
+                    **flags,
+                }
+                status, got = post(base + "/v1/chat/completions", body)
+                assert status == 200, got
+                choice = got["choices"][0]
+                found += spans(choice["message"]["content"], choice["finish_reason"] == "length")
+        assert on and all(on), on  # every SID the served model writes is a catalog SID
+        assert off and not all(off), off  # control: unconstrained, some are not
