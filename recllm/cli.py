@@ -764,7 +764,7 @@ def build_parser() -> argparse.ArgumentParser:
         "the SID after each and merge (output: MODEL/eval_SPLIT_think)",
     )
     _flag(ev, "rationales", type=_positive, default=1, help="--think: rationales per user")
-    _flag(ev, "think_tokens", type=_positive, default=128, help="--think: longest rationale")
+    _flag(ev, "think_tokens", type=_positive, default=256, help="--think: longest rationale")
     _flag(
         ev,
         "think_temperature",

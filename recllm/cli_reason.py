@@ -193,7 +193,11 @@ def cmd_think_ahead(args: argparse.Namespace) -> int:
             "was not trained to think (its recllm_vocab.json records no `think`)",
             "pass a model from recipes/onerec_think.py",
         )
-    data_fields, dataset, examples = eval_examples(model_dir, args.data, args.split, args.max_users)
+    data_fields, dataset, examples = eval_examples(model_dir, args.data, args.split, 0)
+    if args.max_users:
+        from recllm.eval.run import select_users
+
+        examples = select_users(examples, args.max_users, seed=args.sample_seed)
     model = llm = None
     if engine == "vllm":
         from recllm.decode.vllm_beam import start_vllm_engine
@@ -306,10 +310,19 @@ def add_think_ahead_parser(sub: Any) -> None:
     t.add_argument("--paths", type=_positive, default=4, help="rationales per user (T)")
     t.add_argument("--prefixes", type=_positive, default=8, help="prefixes kept per rationale (M)")
     t.add_argument("--depth", type=_positive, default=2, help="SID levels of a prefix")
-    _flag(t, "think_tokens", type=_positive, default=128, help="longest rationale")
+    _flag(t, "think_tokens", type=_positive, default=256, help="longest rationale")
     t.add_argument("--temperature", type=float, default=1.0, help="rationale sampling temperature")
     t.add_argument("--seed", type=int, default=0, help="sampling seed (vLLM: the engine's)")
-    _flag(t, "max_users", type=_positive, default=None, help="the first N users only")
+    _flag(t, "max_users", type=_positive, default=None, help="N users only (see --sample-seed)")
+    _flag(
+        t,
+        "sample_seed",
+        type=int,
+        default=None,
+        help="with --max-users: a seeded random sample of N users (recllm.eval.run.select_users, "
+        "as scripts/think_benchmark.py and the quickstart's --eval-seed draw them); default: "
+        "the first N",
+    )
     _flag(t, "batch_size", type=_positive, default=16, help="users per batch (transformers)")
     t.add_argument(
         "--engine",

@@ -42,6 +42,15 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 COLUMNS = ("recall@5", "ndcg@5", "recall@10", "ndcg@10")
+ROWS = (
+    "start",
+    "nothink",
+    "think_plain",
+    "think_greedy",
+    "think_sampled",
+    "ahead_nothink",
+    "ahead_think",
+)
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1"}
 
 
@@ -55,12 +64,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--per-user", type=int, default=3, help="rationales per training user")
     p.add_argument("--eval-users", type=int, default=0, help="test users (0 = all)")
     p.add_argument("--beams", type=int, default=20)
-    p.add_argument("--think-tokens", type=int, default=128, help="longest rationale")
+    p.add_argument("--think-tokens", type=int, default=256, help="longest rationale")
     p.add_argument("--think-rationales", type=int, default=3, help="sampled rationales row")
     p.add_argument("--paths", type=int, default=4, help="think-ahead rationales per user")
     p.add_argument("--prefixes", type=int, default=8, help="think-ahead prefixes per rationale")
     p.add_argument("--depth", type=int, default=2, help="think-ahead prefix levels")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--rows",
+        nargs="+",
+        default=list(ROWS),
+        choices=ROWS,
+        help="rows to score (default: all); nothink is always scored (the paired baseline)",
+    )
     return p.parse_args(argv)
 
 
@@ -116,7 +132,7 @@ class Bench:
 
     def score(self, name: str, model_dir: Path, **kw) -> dict:
         """Evaluate (or read the cached figures of) one row."""
-        path = self.out / "eval" / f"{name}.json"
+        path = self.out / "eval" / f"u{len(self.users)}_b{self.args.beams}" / f"{name}.json"
         if not path.is_file():
             import torch
 
@@ -186,39 +202,53 @@ def main(argv: list[str] | None = None) -> dict:
     plain = train_arm(args, out, "nothink", control=True)
     think = train_arm(args, out, "think", control=False)
     bench = Bench(args)
+    want = set(args.rows) | {"nothink"}
     names = {}
-    names["start"] = "PLUM start (quickstart model)"
-    bench.score("start", Path(args.start))
-    names["nothink"] = "no-think SFT (control arm)"
-    bench.score("nothink", plain)
-    names["think_plain"] = "think SFT, answering without thinking"
-    bench.score("think_plain", think)
-    names["think_greedy"] = "think SFT, thinking (1 greedy rationale)"
-    bench.score(
-        "think_greedy", think, think=ThinkOptions(1, args.think_tokens, 0.0, 1.0, args.seed)
-    )
     r = args.think_rationales
-    names["think_sampled"] = f"think SFT, thinking ({r} sampled rationales, merged)"
-    bench.score(
-        "think_sampled", think, think=ThinkOptions(r, args.think_tokens, 1.0, 1.0, args.seed)
-    )
-    prefix_file = out / f"prefixes_t{args.paths}_m{args.prefixes}_d{args.depth}.parquet"
-    if not prefix_file.is_file():
-        run(
-            [sys.executable, "-m", "recllm.cli", "think-ahead", "--model", str(think)]
-            + ["--paths", str(args.paths), "--prefixes", str(args.prefixes)]
-            + ["--depth", str(args.depth), "--think-tokens", str(args.think_tokens)]
-            + ["--engine", "hf", "--batch-size", "16", "--out", str(prefix_file)]
-            + (["--max-users", str(args.eval_users)] if args.eval_users else [])
-        )
-    sets, record = read_prefix_file(prefix_file)
-    names["ahead_nothink"] = (
-        f"think-ahead ({args.paths} paths x {args.prefixes} prefixes, depth {args.depth}) "
-        "-> no-think SFT"
-    )
-    bench.score("ahead_nothink", plain, prefixes=sets)
-    names["ahead_think"] = "think-ahead -> think SFT answering without thinking"
-    bench.score("ahead_think", think, prefixes=sets)
+    label = {
+        "start": "PLUM start (quickstart model)",
+        "nothink": "no-think SFT (control arm)",
+        "think_plain": "think SFT, answering without thinking",
+        "think_greedy": "think SFT, thinking (1 greedy rationale)",
+        "think_sampled": f"think SFT, thinking ({r} sampled rationales, merged)",
+        "ahead_nothink": f"think-ahead ({args.paths} paths x {args.prefixes} prefixes, depth "
+        f"{args.depth}) -> no-think SFT",
+        "ahead_think": "think-ahead -> think SFT answering without thinking",
+    }
+    greedy = ThinkOptions(1, args.think_tokens, 0.0, 1.0, args.seed)
+    sampled = ThinkOptions(r, args.think_tokens, 1.0, 1.0, args.seed)
+    plans = {
+        "start": (Path(args.start), {}),
+        "nothink": (plain, {}),
+        "think_plain": (think, {}),
+        "think_greedy": (think, {"think": greedy}),
+        "think_sampled": (think, {"think": sampled}),
+    }
+    for key in ROWS[:5]:
+        if key in want:
+            names[key] = label[key]
+            model_dir, kw = plans[key]
+            bench.score(key, model_dir, **kw)
+    record = None
+    if want & {"ahead_nothink", "ahead_think"}:
+        prefix_file = out / f"prefixes_t{args.paths}_m{args.prefixes}_d{args.depth}.parquet"
+        if not prefix_file.is_file():
+            run(
+                [sys.executable, "-m", "recllm.cli", "think-ahead", "--model", str(think)]
+                + ["--paths", str(args.paths), "--prefixes", str(args.prefixes)]
+                + ["--depth", str(args.depth), "--think-tokens", str(args.think_tokens)]
+                + ["--engine", "hf", "--batch-size", "16", "--out", str(prefix_file)]
+                + (
+                    ["--max-users", str(args.eval_users), "--sample-seed", "0"]
+                    if args.eval_users
+                    else []
+                )
+            )
+        sets, record = read_prefix_file(prefix_file)
+        for key, model_dir in (("ahead_nothink", plain), ("ahead_think", think)):
+            if key in want:
+                names[key] = label[key]
+                bench.score(key, model_dir, prefixes=sets)
 
     base = bench.ranks["nothink"]
     rows = {}
@@ -240,7 +270,9 @@ def main(argv: list[str] | None = None) -> dict:
         "beams": args.beams,
         "settings": vars(args),
         "train_minutes": minutes,
-        "think_ahead": {k: v for k, v in record.items() if k not in ("data", "versions")},
+        "think_ahead": None
+        if record is None
+        else {k: v for k, v in record.items() if k not in ("data", "versions")},
         "rows": rows,
     }
     write_json_atomic(out / "summary.json", summary)
@@ -255,8 +287,9 @@ def main(argv: list[str] | None = None) -> dict:
         }
         for label, fig in rows.items()
     }
-    last["prefix_recall"] = record["prefix_recall"]
-    last["think_ahead_users_per_second"] = record["users_per_second"]
+    if record is not None:
+        last["prefix_recall"] = record["prefix_recall"]
+        last["think_ahead_users_per_second"] = record["users_per_second"]
     print(json.dumps(last))
     return summary
 
@@ -303,12 +336,13 @@ def plot(summary: dict, path: Path) -> None:
     axes[0].set_yticks(range(len(names)), names, fontsize=8)
     axes[0].invert_yaxis()
     ahead = summary["think_ahead"]
-    fig.suptitle(
-        f"{summary['users']} test users, beam {summary['beams']}; think-ahead prefix-set recall "
-        f"{ahead['prefix_recall']:.3f}, mean set {ahead['set_size_mean']} prefixes "
-        f"(~{ahead['items_per_set_mean']} items)",
-        fontsize=9,
-    )
+    title = f"{summary['users']} test users, beam {summary['beams']}"
+    if ahead:
+        title += (
+            f"; think-ahead prefix-set recall {ahead['prefix_recall']:.3f}, mean set "
+            f"{ahead['set_size_mean']} prefixes (~{ahead['items_per_set_mean']} items)"
+        )
+    fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=110, format="png")

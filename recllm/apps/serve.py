@@ -15,7 +15,10 @@ The server is vLLM's own (its argument parser, engine client, FastAPI app and uv
 ``POST /v1/recommend`` with ``{"history": [item ids, oldest first], "k": 10}`` answers
 ``{"items": [{"rank", "item_id", "title", "score"}, ...]}`` (constrained SID beam search with
 ``k`` beams, :func:`recllm.decode.vllm_beam.async_vllm_sid_beam_search`, the prompt built as in
-training and evaluation by :class:`recllm.apps.recommender.Recommender`). Bad requests get HTTP
+training and evaluation by :class:`recllm.apps.recommender.Recommender`). A reasoning model
+(``recipes/onerec_think.py``) also takes ``"think": true`` (and ``"rationales": R``, 1-8; 1 is
+greedy): it writes the rationale(s) first, the items are decoded after them and merged
+(:func:`recllm.decode.think.athink_then_sid`), and the answer carries ``"rationales"``. Bad requests get HTTP
 400 with ``{"error": {"message": "WHERE: WHAT. Fix: HOW"}}``, never a 500: on every route,
 :class:`RequestLimits` answers a body over ``--max-request-bytes`` (default 1 MiB) with 413 and
 JSON nested deeper than :data:`MAX_JSON_DEPTH` with 400, and messages quote user input cut short
@@ -369,7 +372,7 @@ def recommend_router(recommender: Any, *, max_request_bytes: int = DEFAULT_MAX_R
     from fastapi.responses import JSONResponse
 
     router = APIRouter()
-    example = '{"history": ["item id", ...], "k": 10}'
+    example = '{"history": ["item id", ...], "k": 10, "think": false}'
 
     def error(e: UserError | str, status: int = 400) -> JSONResponse:
         # messages may quote user input; anything past this length is not worth reading

@@ -81,7 +81,7 @@ class ThinkOptions:
     """
 
     rationales: int = 1
-    max_think_tokens: int = 128
+    max_think_tokens: int = 256
     temperature: float = 0.0
     top_p: float = 1.0
     seed: int = 0
@@ -276,7 +276,7 @@ def think_then_sid(
     k: int = 10,
     num_beams: int | None = None,
     rationales: int = 1,
-    max_think_tokens: int = 128,
+    max_think_tokens: int = 256,
     temperature: float = 1.0,
     top_p: float = 1.0,
     batch_size: int = 8,
@@ -488,7 +488,7 @@ def think_ahead_prefixes(
     paths: int = 4,
     prefixes: int = 8,
     depth: int = 2,
-    max_think_tokens: int = 128,
+    max_think_tokens: int = 256,
     temperature: float = 1.0,
     top_p: float = 1.0,
     batch_size: int = 8,

@@ -411,7 +411,7 @@ def test_served_think_model_recommends_with_rationales_and_chat_sids_are_catalog
             [ours] = think_then_sid(
                 model, tok, build_prompts(PromptSpec.from_model_dir(pipeline["model"]),
                                           [ex], sid_map, dataset.catalog, think=True),
-                sid_map, k=5, num_beams=5, rationales=1, temperature=0.0, max_think_tokens=128,
+                sid_map, k=5, num_beams=5, rationales=1, temperature=0.0, max_think_tokens=256,
             )  # fmt: skip
             if ours.rationales == got["rationales"]:  # same thought -> the same items
                 assert [r.item_id for r in ours.recommendations] == [
