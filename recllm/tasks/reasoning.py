@@ -191,6 +191,12 @@ def catalog_facets(catalog: Catalog, max_chars: int = 120) -> list[Facet]:
     return facets
 
 
+def _ranked(counts: Counter) -> list[tuple[str, int]]:
+    """Most common first, ties in alphabetical order: the same text in every process (string
+    hashing, and so set order, differs between Python processes)."""
+    return sorted(counts.items(), key=lambda tc: (-tc[1], tc[0]))
+
+
 def _title_words(title: str) -> set[str]:
     return {w.lower() for w in _WORD.findall(title) if w.lower() not in _STOP}
 
@@ -207,8 +213,10 @@ def metadata_rationale(
     sentences = []
     shown: list[str] = []
     for facet in facets:
-        counts = Counter(t for i in history for t in set(facet.tags(catalog.items[i][facet.name])))
-        top = [(t, c) for t, c in counts.most_common(3) if c > 1 or n <= 2]
+        counts = Counter(
+            t for i in history for t in sorted(set(facet.tags(catalog.items[i][facet.name])))
+        )
+        top = [(t, c) for t, c in _ranked(counts)[:3] if c > 1 or n <= 2]
         if top:
             parts = ", ".join(f"{t} ({c} of {n})" for t, c in top)
             shown.append(f"{facet.label}: {parts}")
@@ -218,12 +226,14 @@ def metadata_rationale(
     recent_tags = []
     for facet in facets:
         tags = [t for i in recent for t in facet.tags(catalog.items[i][facet.name])]
-        recent_tags += [t for t, _ in Counter(tags).most_common(2)]
+        recent_tags += [t for t, _ in _ranked(Counter(tags))[:2]]
     if recent_tags:
         sentences.append("The most recent items show " + ", ".join(dict.fromkeys(recent_tags)))
     shared, new = [], []
     for facet in facets:
-        counts = Counter(t for i in history for t in set(facet.tags(catalog.items[i][facet.name])))
+        counts = Counter(
+            t for i in history for t in sorted(set(facet.tags(catalog.items[i][facet.name])))
+        )
         for t in facet.tags(catalog.items[target][facet.name]):
             (shared if counts[t] else new).append((facet.label, t, counts[t]))
     if shared:
@@ -233,9 +243,9 @@ def metadata_rationale(
         parts = ", ".join(f"{label} {t}" for label, t, _ in new)
         sentences.append(f"It may also bring something new: {parts}")
     words = _title_words(catalog.title(target))
-    echoed = Counter(w for i in history for w in _title_words(catalog.title(i)) & words)
+    echoed = Counter(w for i in history for w in sorted(_title_words(catalog.title(i)) & words))
     if echoed:
-        top = [w for w, _ in echoed.most_common(3)]
+        top = [w for w, _ in _ranked(echoed)[:3]]
         sentences.append("Earlier titles already mention " + ", ".join(f'"{w}"' for w in top))
     if not sentences:
         sentences.append(f"The history has {n} items with no shared metadata to go on")

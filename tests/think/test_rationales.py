@@ -65,6 +65,33 @@ def test_metadata_rationales_name_shared_facets_and_are_deterministic(ml100k):
         assert (f"class {g} (like" in text) == (g in history_genres)
 
 
+def test_metadata_rationales_are_the_same_in_every_process(ml100k, shared_data_or_none):
+    """Ties among facet counts are broken alphabetically, not by set order: string hashing
+    differs between processes (PYTHONHASHSEED), and an earlier version's texts did too."""
+    import os
+    import subprocess
+    import sys
+
+    path = str(shared_data_or_none / "ml-100k") if shared_data_or_none else "ml-100k"
+    code = (
+        "import json, sys; from recllm.data import load_rec_dataset, split_dataset; "
+        "from recllm.data.config import DataConfig; "
+        "from recllm.tasks.reasoning import generate_rationales, reason_examples; "
+        f"cfg = DataConfig(data_path={path!r}, max_users=60); d = load_rec_dataset(config=cfg); "
+        "run = generate_rationales(reason_examples(split_dataset(d, cfg), 20, 3), d.catalog, "
+        "source='metadata', progress=False); print(json.dumps([r['rationale'] for r in run.rows]))"
+    )
+    texts = []
+    for seed in ("1", "2"):
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        out = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300
+        )
+        assert out.returncode == 0, out.stderr[-2000:]
+        texts.append(out.stdout.strip().splitlines()[-1])
+    assert texts[0] == texts[1] and len(json.loads(texts[0])) > 100
+
+
 def test_category_paths_split_on_commas_and_root_categories_are_dropped():
     items = {
         str(i): {
