@@ -209,7 +209,9 @@ def cmd_think_ahead(args: argparse.Namespace) -> int:
             stop_token_id=tokenizer.eos_token_id,
             dtype="float32",
             max_k=args.prefixes,
-            vllm_kwargs={"seed": args.seed},
+            # the KV cache takes this share of memory (of RAM on vLLM's CPU backend, where its
+            # default of 0.9 left no room for the rest and the worker was OOM-killed)
+            vllm_kwargs={"seed": args.seed, "gpu_memory_utilization": args.vllm_memory},
         )
     else:
         from recllm.vocab import load_model_with_sids
@@ -329,6 +331,13 @@ def add_think_ahead_parser(sub: Any) -> None:
         choices=("auto", "vllm", "hf"),
         default="auto",
         help="vllm when installed (auto), or transformers",
+    )
+    _flag(
+        t,
+        "vllm_memory",
+        type=float,
+        default=0.3,
+        help="vLLM: share of device memory (RAM on CPU) for the engine's KV cache",
     )
     t.add_argument("--out", required=True, help="output file (.parquet), written atomically")
     t.set_defaults(func=cmd_think_ahead)

@@ -543,7 +543,8 @@ def think_ahead_prefixes(
     if engine is not None:
         from recllm.decode.vllm_beam import vllm_sid_prefix_search
 
-        per_path = vllm_sid_prefix_search(engine, encoded, trie, num_beams=prefixes, depth=depth)
+        ranked = vllm_sid_prefix_search(engine, encoded, trie, num_beams=prefixes, depth=depth)
+        per_path = [[codes for codes, _ in row] for row in ranked]
     else:
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         per_path = []
