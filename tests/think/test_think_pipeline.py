@@ -300,6 +300,9 @@ res["texts"] = [r.rationales for r in think]
 res["restricted"] = vllm_sid_beam_search(llm, job["ids"], trie, num_beams=6, k=6,
                                          prefixes=job["prefixes"])
 res["prefix_search"] = vllm_sid_prefix_search(llm, job["ids"], trie, num_beams=5, depth=2)
+from recllm.decode.think import think_ahead_prefixes
+res["ahead"] = think_ahead_prefixes(None, tok, job["chat"], sid_map, paths=2, prefixes=3,
+                                    max_think_tokens=24, engine=llm)
 free = SamplingParams(temperature=1.0, max_tokens=5, extra_args={"recllm_sid": False})
 outs = llm.generate([TokensPrompt(prompt_token_ids=p) for p in job["begun"]], free, use_tqdm=False)
 res["free"] = [list(o.outputs[0].token_ids) for o in outs]
@@ -366,6 +369,10 @@ def test_think_and_think_ahead_on_vllm_match_transformers(pipeline, tmp_path):
         if prefixes[n] is not None:
             allowed = {tuple(p) for p in prefixes[n]}
             assert all(tuple(int(c) for c in sid_map.codes[r][:2]) in allowed for r, _ in row)
+    # think-ahead on vLLM: per user a union of 2-level catalog prefixes, at most 2 x 3
+    catalog = {tuple(int(c) for c in code[:2]) for code in sid_map.codes}
+    assert len(got["ahead"]) == 12
+    assert all(1 <= len(s) <= 6 and {tuple(p) for p in s} <= catalog for s in got["ahead"])
     depth = sid_beam_search(model, x, mask, trie, num_beams=5, depth=2)
     for n, row in enumerate(got["prefix_search"]):
         assert [tuple(c) for c, _ in row] == [tuple(c) for c in depth.codes[n].tolist()]
