@@ -179,7 +179,7 @@ def vllm_serve_args(
     Raises:
         UserError: The installed vLLM lacks the parts of its server API recllm uses.
     """
-    from recllm.decode.vllm_compat import check_vllm_version, require_vllm_api
+    from recllm.decode.vllm_compat import check_vllm_version, cpu_memory_share, require_vllm_api
 
     check_vllm_version()
     api = require_vllm_api(_PARSER_API, what=_WHAT)
@@ -208,6 +208,9 @@ def vllm_serve_args(
     ]
     # Defaults first: vLLM's parser keeps the last value of a flag given twice.
     argv += [*SERVE_DEFAULTS, *extra]
+    share = cpu_memory_share(list(extra))
+    if share is not None:  # vLLM's CPU default KV cache (90% of RAM) was OOM-killed
+        argv += ["--gpu-memory-utilization", str(share)]
     parser = api["make_arg_parser"](api["FlexibleArgumentParser"](prog="recllm serve (vLLM)"))
     args = parser.parse_args(argv)
     api["validate_parsed_serve_args"](args)

@@ -320,10 +320,12 @@ def start_vllm_engine(
 ) -> LLM:
     """A ``vllm.LLM`` on a recllm model directory, set up for SID beam search: the SID
     processor (:func:`~recllm.decode.vllm_processor.vllm_engine_kwargs`), processed-logit
-    logprobs, prefix caching and batch sizes that fit a beam round. ``vllm_kwargs`` override
-    any of them (``gpu_memory_utilization``, ``tensor_parallel_size``, ``max_model_len``...)."""
+    logprobs, prefix caching, batch sizes that fit a beam round and, on CPU, a KV cache of
+    :data:`~recllm.decode.vllm_compat.CPU_KV_SHARE` of RAM. ``vllm_kwargs`` override any of
+    them (``gpu_memory_utilization``, ``tensor_parallel_size``, ``max_model_len``...)."""
     from vllm import LLM
 
+    from recllm.decode.vllm_compat import cpu_memory_share
     from recllm.decode.vllm_processor import vllm_engine_kwargs
 
     kwargs: dict[str, Any] = {
@@ -347,5 +349,8 @@ def start_vllm_engine(
         **vllm_engine_kwargs(model_dir, stop_token_id=stop_token_id),
     }
     kwargs.update(vllm_kwargs or {})
+    share = cpu_memory_share(kwargs)
+    if share is not None:
+        kwargs["gpu_memory_utilization"] = share
     logger.info("starting vLLM on %s (dtype %s)", model_dir, kwargs["dtype"])
     return LLM(**kwargs)

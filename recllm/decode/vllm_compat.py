@@ -20,15 +20,18 @@ import importlib
 import importlib.metadata
 import inspect
 import logging
+import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from recllm.errors import UserError
 
 __all__ = [
+    "CPU_KV_SHARE",
     "INSTALL_FIX",
     "TESTED_VLLM",
     "check_vllm_version",
+    "cpu_memory_share",
     "installed_vllm_version",
     "require_vllm_api",
     "require_vllm_kwargs",
@@ -45,6 +48,11 @@ INSTALL_FIX = (
     "Installing > vLLM), or a vLLM 0.32.x build on GPU"
 )
 _warned: set[str] = set()
+#: Share of RAM vLLM's CPU backend takes for its KV cache unless told otherwise. vLLM's default
+#: (``gpu_memory_utilization=0.92`` in 0.32) is sized for a GPU's own memory: on CPU it asked
+#: for 21.7 of 23.5 GiB, and the worker was OOM-killed once the model and the calling process
+#: had their share (``recllm eval --engine vllm`` on SmolLM2-135M, 24 GiB machine).
+CPU_KV_SHARE = 0.3
 
 
 def installed_vllm_version() -> str | None:
@@ -141,3 +149,28 @@ def vllm_api_error(what: str, name: str, problem: str) -> UserError:
         f"{what} needs vLLM's {name} and {problem}; recllm is tested with vLLM {tested}",
         INSTALL_FIX,
     )
+
+
+def cpu_memory_share(
+    given: Mapping[str, Any] | Sequence[str] = (), *, on_cpu: bool | None = None
+) -> float | None:
+    """The ``gpu_memory_utilization`` recllm sets for a vLLM engine, or ``None`` to leave it.
+
+    :data:`CPU_KV_SHARE` on vLLM's CPU backend, unless the caller chose the KV cache size: a
+    ``gpu_memory_utilization`` / ``kv_cache_memory_bytes`` key in ``given`` (engine keyword
+    arguments), one of their flags in ``given`` (``vllm serve`` argv), or the
+    ``VLLM_CPU_KVCACHE_SPACE`` environment variable. On GPUs vLLM's own default stands.
+    """
+    names = ("gpu_memory_utilization", "kv_cache_memory_bytes")
+    if isinstance(given, Mapping):
+        chosen = any(n in given for n in names)
+    else:
+        flags = {"--" + n.replace("_", "-") for n in names} | {"--" + n for n in names}
+        chosen = any(a.split("=", 1)[0] in flags for a in given)
+    if chosen or os.environ.get("VLLM_CPU_KVCACHE_SPACE"):
+        return None
+    if on_cpu is None:
+        from vllm.platforms import current_platform
+
+        on_cpu = current_platform.is_cpu()
+    return CPU_KV_SHARE if on_cpu else None

@@ -18,7 +18,9 @@ from pathlib import Path
 import pytest
 
 from recllm.decode.vllm_compat import (
+    CPU_KV_SHARE,
     check_vllm_version,
+    cpu_memory_share,
     installed_vllm_version,
     require_vllm_api,
     require_vllm_kwargs,
@@ -68,6 +70,23 @@ def test_changed_signature_is_one_line():
     require_vllm_kwargs(lambda app, **kw: app, ("sock",), what="recllm serve")  # forwards **kw
 
 
+def test_cpu_kv_cache_share_unless_the_caller_chose(monkeypatch):
+    """vLLM's default KV cache (90% of device memory) is for GPUs: on CPU recllm asks for 30% of
+    RAM, and leaves any size the caller set (keyword, flag or VLLM_CPU_KVCACHE_SPACE) alone."""
+    monkeypatch.delenv("VLLM_CPU_KVCACHE_SPACE", raising=False)
+    assert CPU_KV_SHARE == 0.3
+    assert cpu_memory_share({}, on_cpu=True) == 0.3
+    assert cpu_memory_share({"seed": 0, "dtype": "auto"}, on_cpu=True) == 0.3
+    assert cpu_memory_share({}, on_cpu=False) is None  # GPUs keep vLLM's default
+    assert cpu_memory_share({"gpu_memory_utilization": 0.6}, on_cpu=True) is None
+    assert cpu_memory_share({"kv_cache_memory_bytes": 2**30}, on_cpu=True) is None
+    assert cpu_memory_share(["--port", "8000"], on_cpu=True) == 0.3
+    assert cpu_memory_share(["--gpu-memory-utilization", "0.6"], on_cpu=True) is None
+    assert cpu_memory_share(["--kv-cache-memory-bytes=1G"], on_cpu=True) is None
+    monkeypatch.setenv("VLLM_CPU_KVCACHE_SPACE", "4")
+    assert cpu_memory_share({}, on_cpu=True) is None
+
+
 # -- the installed vLLM: real layout, processor request validation -------------------------------
 
 _CHILD = """
@@ -82,6 +101,13 @@ require_vllm_kwargs(api["setup_server"], ("reuse_port",), what="t")
 require_vllm_kwargs(api["serve_http"], ("sock", "enable_ssl_refresh"), what="t")
 args = serve.vllm_serve_args(sys.argv[1])
 res["args_missing"] = [n for n in serve._ARGS_READ if not hasattr(args, n)]
+res["kv_share_env"] = args.gpu_memory_utilization  # VLLM_CPU_KVCACHE_SPACE is set: vLLM's own
+import os
+del os.environ["VLLM_CPU_KVCACHE_SPACE"]
+res["kv_share"] = serve.vllm_serve_args(sys.argv[1]).gpu_memory_utilization
+res["kv_share_flag"] = serve.vllm_serve_args(
+    sys.argv[1], extra=["--gpu-memory-utilization=0.5"]
+).gpu_memory_utilization
 
 from vllm import SamplingParams
 from recllm.decode.vllm_processor import SIDVLLMLogitsProcessor
@@ -128,6 +154,9 @@ def test_installed_vllm_passes_the_guards_and_requests_are_validated(tmp_path: P
     assert proc.returncode == 0 and lines, proc.stderr[-4000:]
     res = json.loads(lines[-1].removeprefix("RESULT "))
     assert res["tested"] is True and res["args_missing"] == []
+    # the KV cache: 30% of RAM on CPU unless the caller chose (vLLM's 0.9 was OOM-killed)
+    assert (res["kv_share"], res["kv_share_flag"]) == (0.3, 0.5)
+    assert res["kv_share_env"] > 0.8  # vLLM's own default (0.92 in 0.32)
     got = res["checks"]
     known = "recllm reads recllm_sid, recllm_sid_only, recllm_sid_partial, recllm_prefixes"
     assert got["misspelled"] == (
