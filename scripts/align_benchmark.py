@@ -48,7 +48,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 STAGES = ("dpo", "awsft", "grpo")
-COLUMNS = ("recall@5", "ndcg@5", "recall@10", "ndcg@10")
 #: Settings per stage and model kind, before ``--<stage>-args``: chosen on validation users of
 #: Amazon Beauty for the SID-sequence decoder (docs/align.md); the recipes' YAML defaults are
 #: for fine-tuning a pretrained chat model.
@@ -175,6 +174,7 @@ class Bench:
         return figs
 
     def score_model(self, name: str, model_dir: Path, minutes: float | None) -> dict:
+        from recllm.eval.report import target_ranks
         from recllm.eval.run import evaluate_recommender
         from recllm.vocab import load_model_with_sids
 
@@ -193,10 +193,7 @@ class Bench:
             )
             from recllm.io import write_json_atomic
 
-            ranks = [
-                items.index(ex.target) + 1 if ex.target in items else 0
-                for ex, items in zip(self.users, res.ranked, strict=True)
-            ]
+            ranks = target_ranks([ex.target for ex in self.users], res.ranked)
             write_json_atomic(self.eval_dir / f"{name}.ranks.json", ranks)
             return {**res.metrics, "eval_minutes": round(res.seconds / 60, 2)}
 
@@ -254,57 +251,30 @@ def stage_rows(bench: Bench, stage: str, seed: int, out: Path) -> None:
 
 
 def table(rows: dict[str, dict]) -> str:
-    width = max(30, *(len(n) + 2 for n in rows))
-    head = f"{'':<{width}}" + "".join(
-        f"{c.replace('recall', 'R').replace('ndcg', 'N'):>8}" for c in COLUMNS
+    from recllm.eval.report import Column, metrics_table
+
+    return metrics_table(
+        rows,
+        extra=(
+            Column("invalid", lambda f: f.get("invalid_rate")),
+            Column("minutes", lambda f: f.get("minutes"), ".1f"),
+        ),
     )
-    lines = [head + f"{'invalid':>9}{'minutes':>9}"]
-    for name, fig in rows.items():
-        cells = "".join(f"{fig[c]:>8.4f}" for c in COLUMNS)
-        inv = fig.get("invalid_rate")
-        mins = fig.get("minutes")
-        cells += f"{'-' if inv is None else f'{inv:.3f}':>9}"
-        cells += f"{'-' if mins is None else f'{mins:.1f}':>9}"
-        lines.append(f"{name:<{width}}" + cells)
-    return "\n".join(lines)
 
 
 def plot(summary: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from recllm.io import atomic_path
+    from recllm.eval.report import Panel, bar_chart
 
     rows = summary["rows"]
-    names = [n for n in rows if not n.startswith("SASRec")]
-    fig, axes = plt.subplots(1, 2, figsize=(11, 0.45 * len(names) + 2.2), sharey=True)
-    for ax, key, title in ((axes[0], "recall@10", "Recall@10"), (axes[1], "ndcg@10", "NDCG@10")):
-        values = [rows[n][key] for n in names]
-        colors = ["0.55" if n == "SFT start" else "C0" for n in names]
-        ax.barh(range(len(names)), values, color=colors)
-        for i, v in enumerate(values):
-            ax.annotate(f"{v:.4f}", (v, i), fontsize=7, xytext=(2, -3), textcoords="offset points")
-        sft = rows["SFT start"][key]
-        ax.axvline(sft, color="0.3", ls=":", label="SFT start")
-        for n, fig_ in rows.items():
-            if n.startswith("SASRec"):
-                ax.axvline(fig_[key], color="C3", ls="--", label=n)
-        ax.set_title(title)
-        ax.grid(axis="x", alpha=0.3)
-    axes[0].set_yticks(range(len(names)), names, fontsize=8)
-    axes[0].invert_yaxis()
-    axes[0].legend(fontsize=7, loc="lower right")
-    fig.suptitle(
-        f"{summary['data']}: {summary['users']} {summary['split']} users, beam {summary['beams']}, "
-        f"reward {summary['reward']}",
-        fontsize=9,
+    bar_chart(
+        {n: f for n, f in rows.items() if not n.startswith("SASRec")},
+        (Panel("recall@10", "Recall@10"), Panel("ndcg@10", "NDCG@10")),
+        path,
+        f"{summary['data']}: {summary['users']} {summary['split']} users, beam "
+        f"{summary['beams']}, reward {summary['reward']}",
+        grey=lambda n: n == "SFT start",
+        references={n: f for n, f in rows.items() if n.startswith("SASRec")},
     )
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -42,7 +42,6 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-COLUMNS = ("recall@5", "ndcg@5", "recall@10", "ndcg@10")
 ROWS = (
     "start",
     "nothink",
@@ -146,6 +145,7 @@ class Bench:
         if not path.is_file():
             import torch
 
+            from recllm.eval.report import target_ranks
             from recllm.eval.run import evaluate_recommender
             from recllm.io import write_json_atomic
             from recllm.tasks.prompting import PromptSpec
@@ -165,10 +165,7 @@ class Bench:
                 batch_size=32,
                 **kw,
             )
-            ranks = [
-                items.index(ex.target) + 1 if ex.target in items else 0
-                for ex, items in zip(self.users, res.ranked, strict=True)
-            ]
+            ranks = target_ranks([ex.target for ex in self.users], res.ranked)
             figs = {k: v for k, v in res.metrics.items() if k != "think"}
             figs["seconds"] = round(res.seconds, 1)
             write_json_atomic(path, {"figures": figs, "ranks": ranks})
@@ -309,58 +306,38 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 def table(rows: dict[str, dict]) -> str:
-    width = max(30, *(len(n) + 2 for n in rows))
-    head = f"{'':<{width}}" + "".join(
-        f"{c.replace('recall', 'R').replace('ndcg', 'N'):>8}" for c in COLUMNS
-    )
-    lines = [head + f"{'invalid':>9}{'users/s':>9}{'dR@10 p':>9}"]
-    for name, fig in rows.items():
-        cells = "".join(f"{fig[c]:>8.4f}" for c in COLUMNS)
-        cells += f"{fig['invalid_rate']:>9.3f}{fig['users_per_second']:>9.2f}"
+    from recllm.eval.report import Column, metrics_table
+
+    def p_value(fig: dict) -> float | None:
         pair = fig.get("paired_vs_nothink")
-        cells += f"{'-' if pair is None else format(pair['R@10']['p'], '.2g'):>9}"
-        lines.append(f"{name:<{width}}" + cells)
-    return "\n".join(lines)
+        return None if pair is None else pair["R@10"]["p"]
+
+    return metrics_table(
+        rows,
+        extra=(
+            Column("invalid", lambda f: f["invalid_rate"]),
+            Column("users/s", lambda f: f["users_per_second"], ".2f"),
+            Column("dR@10 p", p_value, ".2g"),
+        ),
+    )
 
 
 def plot(summary: dict, path: Path) -> None:
-    import matplotlib
+    from recllm.eval.report import Panel, bar_chart
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from recllm.io import atomic_path
-
-    rows = summary["rows"]
-    names = list(rows)
-    fig, axes = plt.subplots(1, 3, figsize=(14, 0.45 * len(names) + 2.2), sharey=True)
-    for ax, key, title in (
-        (axes[0], "recall@10", "Recall@10"),
-        (axes[1], "ndcg@10", "NDCG@10"),
-        (axes[2], "users_per_second", "users / s (log)"),
-    ):
-        values = [rows[n][key] for n in names]
-        ax.barh(range(len(names)), values, color=["0.55" if "start" in n else "C0" for n in names])
-        for i, v in enumerate(values):
-            ax.annotate(f"{v:.4g}", (v, i), fontsize=7, xytext=(2, -3), textcoords="offset points")
-        ax.set_title(title)
-        ax.grid(axis="x", alpha=0.3)
-        if key == "users_per_second":
-            ax.set_xscale("log")
-    axes[0].set_yticks(range(len(names)), names, fontsize=8)
-    axes[0].invert_yaxis()
-    ahead = summary["think_ahead"]
     title = f"{summary['users']} test users, beam {summary['beams']}"
+    ahead = summary["think_ahead"]
     if ahead:
         title += (
             f"; think-ahead prefix-set recall {ahead['prefix_recall']:.3f}, mean set "
             f"{ahead['set_size_mean']} prefixes (~{ahead['items_per_set_mean']} items)"
         )
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
+    panels = (
+        Panel("recall@10", "Recall@10"),
+        Panel("ndcg@10", "NDCG@10"),
+        Panel("users_per_second", "users / s (log)", log=True),
+    )
+    bar_chart(summary["rows"], panels, path, title, grey=lambda n: "start" in n)
 
 
 if __name__ == "__main__":

@@ -13,8 +13,6 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -25,6 +23,7 @@ import torch
 from recllm.apps.recommender import Recommender
 from recllm.decode import generate_sids
 from recllm.testing import save_tiny_recommender
+from tests.serving import free_port, post, served
 
 pytestmark = [pytest.mark.vllm, pytest.mark.usefixtures("torch_single_thread")]
 
@@ -250,51 +249,12 @@ def test_cli_eval_engine_vllm_matches_sid_beam(model_dir: Path, tmp_path: Path):
 # -- the server ---------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _post(url: str, body: bytes | dict, timeout: float = 120) -> tuple[int, dict]:
-    data = body if isinstance(body, bytes) else json.dumps(body).encode()
-    req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
-            return resp.status, json.loads(resp.read())
-    except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read() or b"{}")
-
-
 @pytest.fixture(scope="module")
 def server(model_dir: Path, tmp_path_factory: pytest.TempPathFactory):
-    port = _free_port()
     log = tmp_path_factory.mktemp("serve") / "serve.log"
-    cmd = [sys.executable, "-m", "recllm.cli", "serve", "--model", str(model_dir)]
-    cmd += ["--port", str(port), "--max-k", "20", "--", "--max-model-len", "512"]
-    env = {**os.environ, **VLLM_ENV}
-    with open(log, "w") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 300
-        while True:
-            assert proc.poll() is None, f"server exited:\n{log.read_text()[-5000:]}"
-            try:
-                with urllib.request.urlopen(base + "/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, f"server not up:\n{log.read_text()[-5000:]}"
-            time.sleep(1)
+    # the engine in the server's process (VLLM_ENV): one process fewer on 2 cores
+    with served(model_dir, log, 512, args=["--max-k", "20"], env=VLLM_ENV) as base:
         yield base
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 def test_server_concurrent_clients(server: str, hf_rec: Recommender):
@@ -309,7 +269,7 @@ def test_server_concurrent_clients(server: str, hf_rec: Recommender):
             n = c * 10 + j
             if n % 2 == 0:
                 k = 1 + n % 10
-                status, body = _post(server + "/v1/recommend", {"history": histories[n], "k": k})
+                status, body = post(server + "/v1/recommend", {"history": histories[n], "k": k})
                 ok = status == 200 and len(body["items"]) == k
                 ok = ok and all(i["item_id"] in hf_rec.sid_map for i in body["items"])
             else:
@@ -320,7 +280,7 @@ def test_server_concurrent_clients(server: str, hf_rec: Recommender):
                     "temperature": 0.0 if n % 4 == 1 else 1.0,
                     "vllm_xargs": {"recllm_sid_only": True},
                 }
-                status, body = _post(server + "/v1/chat/completions", req)
+                status, body = post(server + "/v1/chat/completions", req)
                 ok = status == 200
                 if ok:
                     text = body["choices"][0]["message"]["content"]
@@ -338,7 +298,7 @@ def test_server_concurrent_clients(server: str, hf_rec: Recommender):
     assert errors == []
 
     history = ["item3", "item7", "item12"]
-    status, body = _post(server + "/v1/recommend", {"history": history, "k": 5})
+    status, body = post(server + "/v1/recommend", {"history": history, "k": 5})
     want = hf_rec.recommend(history, k=5)
     assert status == 200
     assert [i["item_id"] for i in body["items"]] == [r.item_id for r in want]
@@ -365,11 +325,11 @@ def test_server_concurrent_clients(server: str, hf_rec: Recommender):
     ],
 )
 def test_server_bad_requests_get_400_and_it_keeps_serving(server: str, body, message):
-    status, doc = _post(server + "/v1/recommend", body)
+    status, doc = post(server + "/v1/recommend", body)
     assert status == 400, doc
     assert message in doc["error"]["message"] and "Fix" in doc["error"]["message"]
     assert len(doc["error"]["message"]) < 500  # user input is quoted cut short
-    status, doc = _post(server + "/v1/recommend", {"history": ["item1"], "k": 2})
+    status, doc = post(server + "/v1/recommend", {"history": ["item1"], "k": 2})
     assert status == 200 and len(doc["items"]) == 2
 
 
@@ -381,10 +341,10 @@ def test_server_rejects_seeded_requests_on_cpu(server: str, hf_rec: Recommender)
         "max_tokens": 4,
         "seed": 7,
     }
-    status, doc = _post(server + "/v1/chat/completions", req)
+    status, doc = post(server + "/v1/chat/completions", req)
     assert status == 400 and "seed" in doc["error"]["message"], doc
     del req["seed"]
-    status, doc = _post(server + "/v1/chat/completions", req)
+    status, doc = post(server + "/v1/chat/completions", req)
     assert status == 200, doc
 
 
@@ -431,7 +391,7 @@ def test_server_deeply_nested_json_is_400_on_every_route(server: str, hf_rec: Re
         message = doc["error"]["message"]
         assert message.startswith("request body: JSON nested more than 64 levels deep. Fix: ")
     # ordinary nesting is untouched
-    status, doc = _post(server + "/v1/chat/completions", _chat(hf_rec, max_tokens=2))
+    status, doc = post(server + "/v1/chat/completions", _chat(hf_rec, max_tokens=2))
     assert status == 200, doc
 
 
@@ -451,26 +411,26 @@ def test_server_limits_request_bodies(server: str, hf_rec: Recommender):
     assert status == 413, raw[:500]
     assert "larger, over this server's limit" in json.loads(raw)["error"]["message"]
     # under the limit, a long unknown id is named, cut short
-    status, doc = _post(server + "/v1/recommend", {"history": ["y" * 500_000], "k": 3})
+    status, doc = post(server + "/v1/recommend", {"history": ["y" * 500_000], "k": 3})
     assert status == 400
     message = doc["error"]["message"]
     assert "unknown item ids ['yyyy" in message and "(500002 chars)" in message
     assert len(message) < 500
-    status, doc = _post(server + "/v1/recommend", {"history": ["item1"], "k": 2})
+    status, doc = post(server + "/v1/recommend", {"history": ["item1"], "k": 2})
     assert status == 200 and len(doc["items"]) == 2
 
 
 def test_server_rejects_misspelled_recllm_xargs(server: str, hf_rec: Recommender):
     """``recllm_sid_onyl`` used to be ignored silently (a free-text answer, 200)."""
     req = _chat(hf_rec, max_tokens=8, vllm_xargs={"recllm_sid_onyl": True})
-    status, doc = _post(server + "/v1/chat/completions", req)
+    status, doc = post(server + "/v1/chat/completions", req)
     assert status == 400, doc
     message = doc["error"]["message"]
     assert "'recllm_sid_onyl'" in message and "unknown recllm switch" in message
     assert "recllm_sid, recllm_sid_only, recllm_sid_partial" in message and "Fix" in message
     # keys of other processors are left alone
     req = _chat(hf_rec, max_tokens=8, temperature=0.0, vllm_xargs={"other_processor_knob": 1})
-    status, doc = _post(server + "/v1/chat/completions", req)
+    status, doc = post(server + "/v1/chat/completions", req)
     assert status == 200, doc
 
 
@@ -479,18 +439,18 @@ def test_server_rejects_sid_only_with_too_few_tokens(server: str, hf_rec: Recomm
     need = hf_rec.trie.levels + 2
     for max_tokens in (1, need - 1):
         req = _chat(hf_rec, max_tokens=max_tokens, vllm_xargs={"recllm_sid_only": True})
-        status, doc = _post(server + "/v1/chat/completions", req)
+        status, doc = post(server + "/v1/chat/completions", req)
         assert status == 400, doc
         assert f"send max_tokens >= {need}" in doc["error"]["message"]
     req = _chat(hf_rec, max_tokens=need, temperature=0.0, vllm_xargs={"recllm_sid_only": True})
-    status, doc = _post(server + "/v1/chat/completions", req)
+    status, doc = post(server + "/v1/chat/completions", req)
     assert status == 200, doc
     text = doc["choices"][0]["message"]["content"]
     parsed = hf_rec.tokenizer(text, add_special_tokens=False)["input_ids"]
     assert _answer_item([*parsed, hf_rec.stop_token_id], hf_rec) is not None, text
     # a SID-free request is not limited
     req = _chat(hf_rec, max_tokens=1, vllm_xargs={"recllm_sid": False})
-    assert _post(server + "/v1/chat/completions", req)[0] == 200
+    assert post(server + "/v1/chat/completions", req)[0] == 200
 
 
 def _serve_cli(args: list[str], timeout: float = 300) -> subprocess.CompletedProcess:
@@ -517,7 +477,7 @@ def test_serve_on_busy_port_is_one_line_before_loading(model_dir: Path):
 @pytest.mark.parametrize("case", ["missing", "file", "not_recllm"])
 def test_serve_bad_model_dir_is_one_line(case: str, model_dir: Path, tmp_path: Path):
     model = {"missing": tmp_path / "nope", "file": model_dir / "config.json"}.get(case, tmp_path)
-    proc = _serve_cli(["--model", str(model), "--port", str(_free_port())])
+    proc = _serve_cli(["--model", str(model), "--port", str(free_port())])
     out = (proc.stdout + proc.stderr).strip().splitlines()
     assert proc.returncode == 2 and len(out) == 1, out
     assert out[0].startswith(f"recllm: error: {'--model ' if case != 'not_recllm' else ''}{model}")

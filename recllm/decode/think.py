@@ -195,6 +195,63 @@ def _seeded(seed: int | None, device: torch.device) -> Iterator[None]:
 
 
 @torch.no_grad()
+def _greedy(rationales: int, temperature: float) -> bool:
+    """Whether thinking is greedy (temperature 0), which gives one rationale only."""
+    if rationales < 1:
+        raise ValueError(f"rationales must be >= 1, got {rationales}")
+    if temperature <= 0 and rationales > 1:
+        raise ValueError("greedy thinking gives one rationale; Fix: rationales=1 or temperature>0")
+    return temperature <= 0
+
+
+def _think_stage(
+    model: PreTrainedModel | None,
+    engine: Any,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: Sequence[Sequence[Mapping[str, Any]]],
+    trie: SIDTrie,
+    *,
+    rationales: int,
+    max_think_tokens: int,
+    temperature: float,
+    top_p: float,
+    batch_size: int,
+    seed: int | None,
+    progress: bool,
+    chat_template_kwargs: Mapping[str, Any] | None,
+) -> tuple[list[list[tuple[str, bool]]], list[str]]:
+    """Stage 1 on ``engine`` (vLLM) or ``model`` (transformers): per prompt ``rationales``
+    ``(text, closed)`` pairs, and per (prompt, rationale) the text that opens its SID answer."""
+    texts = think_prefix_texts(tokenizer, prompts, chat_template_kwargs=chat_template_kwargs)
+    kwargs = dict(
+        rationales=rationales,
+        max_think_tokens=max_think_tokens,
+        temperature=temperature,
+        top_p=top_p,
+    )
+    if engine is not None:
+        thought = _vllm_think(engine, tokenizer, texts, **kwargs)
+    else:
+        thought = _hf_think(
+            model,
+            tokenizer,
+            texts,
+            trie,
+            batch_size=batch_size,
+            seed=seed,
+            progress=progress,
+            **kwargs,
+        )
+    sid_prompts = sid_prompt_texts(
+        tokenizer,
+        [p for p in prompts for _ in range(rationales)],
+        [t for row in thought for t, _ in row],
+        tokenizer.convert_ids_to_tokens(trie.token_ids.begin_id),
+        chat_template_kwargs=chat_template_kwargs,
+    )
+    return thought, sid_prompts
+
+
 def _hf_think(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -215,9 +272,7 @@ def _hf_think(
     from recllm.decode.generate import _without_model_generation_defaults
     from recllm.decode.processor import SIDLogitsProcessor
 
-    greedy = temperature <= 0
-    if greedy and rationales > 1:
-        raise ValueError("greedy thinking gives one rationale; Fix: rationales=1 or temperature>0")
+    greedy = _greedy(rationales, temperature)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     cfg = GenerationConfig(
         do_sample=not greedy,
@@ -320,43 +375,24 @@ def think_then_sid(
     beams = k if num_beams is None else num_beams
     if beams < k:
         raise ValueError(f"num_beams ({beams}) must be >= k ({k})")
-    if rationales < 1:
-        raise ValueError(f"rationales must be >= 1, got {rationales}")
-    token_ids = SID_FORMAT.token_ids(tokenizer, sid_map.codebook_sizes)
+    _greedy(rationales, temperature)  # bad R / greedy R > 1: before any work
     if trie is None:
-        trie = SIDTrie.from_sid_map(sid_map, token_ids)
-    prefixes = think_prefix_texts(tokenizer, prompts, chat_template_kwargs=chat_template_kwargs)
-    if engine is not None:
-        thought = _vllm_think(
-            engine,
-            tokenizer,
-            prefixes,
-            rationales=rationales,
-            max_think_tokens=max_think_tokens,
-            temperature=temperature,
-            top_p=top_p,
+        trie = SIDTrie.from_sid_map(
+            sid_map, SID_FORMAT.token_ids(tokenizer, sid_map.codebook_sizes)
         )
-    else:
-        thought = _hf_think(
-            model,
-            tokenizer,
-            prefixes,
-            trie,
-            rationales=rationales,
-            max_think_tokens=max_think_tokens,
-            temperature=temperature,
-            top_p=top_p,
-            batch_size=batch_size,
-            seed=seed,
-            progress=progress,
-        )
-    flat_prompts = [p for p in prompts for _ in range(rationales)]
-    flat_texts = [t for row in thought for t, _ in row]
-    sid_prompts = sid_prompt_texts(
+    thought, sid_prompts = _think_stage(
+        model,
+        engine,
         tokenizer,
-        flat_prompts,
-        flat_texts,
-        tokenizer.convert_ids_to_tokens(token_ids.begin_id),
+        prompts,
+        trie,
+        rationales=rationales,
+        max_think_tokens=max_think_tokens,
+        temperature=temperature,
+        top_p=top_p,
+        batch_size=batch_size,
+        seed=seed,
+        progress=progress,
         chat_template_kwargs=chat_template_kwargs,
     )
     levels = trie.levels
@@ -463,9 +499,7 @@ def _think_params(rationales: int, max_think_tokens: int, temperature: float, to
 
     from recllm.decode.vllm_processor import EXTRA_SID
 
-    greedy = temperature <= 0
-    if greedy and rationales > 1:
-        raise ValueError("greedy thinking gives one rationale; Fix: rationales=1 or temperature>0")
+    greedy = _greedy(rationales, temperature)
     return SamplingParams(
         n=rationales,
         temperature=0.0 if greedy else temperature,
@@ -508,34 +542,25 @@ def think_ahead_prefixes(
     from recllm.decode.beam import sid_beam_search
     from recllm.vocab import SID_FORMAT
 
-    token_ids = SID_FORMAT.token_ids(tokenizer, sid_map.codebook_sizes)
     if trie is None:
-        trie = SIDTrie.from_sid_map(sid_map, token_ids)
+        trie = SIDTrie.from_sid_map(
+            sid_map, SID_FORMAT.token_ids(tokenizer, sid_map.codebook_sizes)
+        )
     if not 1 <= depth <= trie.levels:
         raise ValueError(f"depth must be in 1..{trie.levels}, got {depth}")
-    texts = think_prefix_texts(tokenizer, prompts, chat_template_kwargs=chat_template_kwargs)
-    kwargs = dict(
-        rationales=paths, max_think_tokens=max_think_tokens, temperature=temperature, top_p=top_p
-    )
-    if engine is not None:
-        thought = _vllm_think(engine, tokenizer, texts, **kwargs)
-    else:
-        thought = _hf_think(
-            model,
-            tokenizer,
-            texts,
-            trie,
-            batch_size=batch_size,
-            seed=seed,
-            progress=progress,
-            **kwargs,
-        )
-    flat_prompts = [p for p in prompts for _ in range(paths)]
-    sid_prompts = sid_prompt_texts(
+    _, sid_prompts = _think_stage(
+        model,
+        engine,
         tokenizer,
-        flat_prompts,
-        [t for row in thought for t, _ in row],
-        tokenizer.convert_ids_to_tokens(token_ids.begin_id),
+        prompts,
+        trie,
+        rationales=paths,
+        max_think_tokens=max_think_tokens,
+        temperature=temperature,
+        top_p=top_p,
+        batch_size=batch_size,
+        seed=seed,
+        progress=progress,
         chat_template_kwargs=chat_template_kwargs,
     )
     encoded = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in sid_prompts]

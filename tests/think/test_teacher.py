@@ -16,7 +16,7 @@ import pytest
 
 from recllm.tasks.reasoning import load_rationales
 from recllm.testing import save_tiny_recommender
-from tests.think.serving import served
+from tests.serving import served
 
 pytestmark = [pytest.mark.vllm, pytest.mark.usefixtures("torch_single_thread")]
 

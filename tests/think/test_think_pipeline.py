@@ -389,7 +389,7 @@ def test_served_think_model_recommends_with_rationales_and_chat_sids_are_catalog
     the constraint switched off per request, some are not)."""
     import re
 
-    from tests.think.serving import post, served
+    from tests.serving import post, served
 
     model, tok, sid_map, chat = _think_setup(pipeline, 10)
     _, dataset, examples = eval_examples(pipeline["model"], None, "test", 10)

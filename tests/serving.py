@@ -1,4 +1,5 @@
-"""`recllm serve` in a child process for the think tests (a real vLLM OpenAI-compatible server)."""
+"""`recllm serve` in a child process (a real vLLM OpenAI-compatible server), for the serving,
+think and teacher tests."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 VLLM_ENV = {
@@ -28,14 +30,22 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def served(model: Path, log: Path, max_model_len: int = 1024) -> Iterator[str]:
-    """``recllm serve --model MODEL`` on a free port until the block ends; yields the base URL."""
+def served(
+    model: Path,
+    log: Path,
+    max_model_len: int = 1024,
+    *,
+    args: Sequence[str] = (),
+    env: Mapping[str, str] | None = None,
+) -> Iterator[str]:
+    """``recllm serve --model MODEL [ARGS]`` on a free port until the block ends; yields the
+    base URL. ``env`` adds to :data:`VLLM_ENV`; the server's output goes to ``log``."""
     port = free_port()
     cmd = [sys.executable, "-m", "recllm.cli", "serve", "--model", str(model), "--port", str(port)]
-    cmd += ["--", "--max-model-len", str(max_model_len)]
+    cmd += [*args, "--", "--max-model-len", str(max_model_len)]
     with open(log, "w") as out:
         proc = subprocess.Popen(
-            cmd, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **VLLM_ENV}
+            cmd, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **VLLM_ENV, **(env or {})}
         )
     base = f"http://127.0.0.1:{port}"
     try:
@@ -59,12 +69,12 @@ def served(model: Path, log: Path, max_model_len: int = 1024) -> Iterator[str]:
             proc.kill()
 
 
-def post(url: str, body: dict, timeout: float = 300) -> tuple[int, dict]:
-    req = urllib.request.Request(
-        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
-    )
+def post(url: str, body: bytes | dict, timeout: float = 300) -> tuple[int, dict]:
+    """POST JSON (a dict, or raw bytes as sent); the status and the parsed answer."""
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
             return resp.status, json.loads(resp.read())
     except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read())
+        return e.code, json.loads(e.read() or b"{}")
