@@ -119,6 +119,23 @@ class TaskBuilder:
         #: Rationale rows (``user_id, history, target, rationale``) for ``reason_rec``
         #: (:mod:`recllm.tasks.reasoning`); None: that task has no examples to build.
         self.rationales: Iterable[dict[str, Any]] | None = None
+        #: Conversations for ``dialogue`` (:mod:`recllm.tasks.dialogue`), e.g. a teacher's
+        #: rewrite; None: built from the split's training sequences and the catalog metadata.
+        self.dialogues: Iterable[Any] | None = None
+        self._facets: list[Any] | None = None
+
+    def facets(self) -> list[Any]:
+        """The catalog's facets (:func:`recllm.tasks.reasoning.catalog_facets`), found once."""
+        if self._facets is None:
+            from dataclasses import replace
+
+            from recllm.tasks.reasoning import catalog_facets
+
+            names = self.config.facet_labels
+            self._facets = [
+                replace(f, label=names.get(f.name, f.label)) for f in catalog_facets(self.catalog)
+            ]
+        return self._facets
 
     def item(self, item_id: str) -> ItemView:
         view = self._views.get(item_id)
@@ -173,6 +190,27 @@ class TaskBuilder:
             )
             row["user_id"], row["target"] = r["user_id"], r["target"]
             yield row
+
+    def dialogue(self, split: Split) -> Iterator[dict[str, Any]]:
+        """Conversations (:mod:`recllm.tasks.dialogue`): one row per assistant turn, the talk so
+        far as the prompt. From :attr:`dialogues` when set, else built from the training
+        sequences and the catalog's metadata."""
+        from recllm.tasks.dialogue import build_conversations, dialogue_rows
+
+        cfg = self.config
+        conversations = self.dialogues
+        if conversations is None:
+            conversations = build_conversations(
+                split,
+                self.catalog,
+                per_user=cfg.dialogue_per_user,
+                max_turns=cfg.dialogue_turns,
+                max_history=split.max_history,
+                steer_share=cfg.dialogue_steer,
+                seed=cfg.task_seed,
+                facets=self.facets(),
+            )
+        yield from dialogue_rows(self, conversations)
 
     def rec_sequence(self, split: Split) -> Iterator[dict[str, Any]]:
         """Each training history cut into windows of ``max_history + 1`` items (the newest
@@ -235,6 +273,8 @@ class TaskBuilder:
             return list(self.behaviour(split))
         if task == "reason_rec":
             return list(self.reason_rec(split.max_history))
+        if task == "dialogue":
+            return list(self.dialogue(split))
         return list(self.catalog_task(task))
 
     def train_rows(self, split: Split) -> list[dict[str, Any]]:

@@ -41,6 +41,7 @@ TASKS = (
     "rec",
     "rec_sequence",
     "reason_rec",
+    "dialogue",
 )
 #: Templates that are no training task: the teacher's rationale request.
 AUXILIARY_TEMPLATES = ("reason_teacher",)
@@ -59,6 +60,7 @@ def _default_mixture() -> dict[str, float]:
         "rec": 1.0,
         "rec_sequence": 0.0,
         "reason_rec": 0.0,
+        "dialogue": 0.0,
     }
 
 
@@ -97,6 +99,27 @@ class TaskConfig:
     max_text_chars: int = field(
         default=400, metadata={"help": "Item texts (catalog_sid_to_text) are cut to this length."}
     )
+    facet_labels: dict[str, str] = field(
+        default_factory=dict,
+        metadata={
+            "help": "How dialogue turns name the catalog's categorical fields, field -> words "
+            "(ml-100k: {class: genre, release_year: year}); unnamed fields show their own name."
+        },
+    )
+    dialogue_per_user: int = field(
+        default=2,
+        metadata={"help": "dialogue: conversations per training user (its last positions)."},
+    )
+    dialogue_turns: int = field(
+        default=2, metadata={"help": "dialogue: assistant turns per conversation, at most."}
+    )
+    dialogue_steer: float = field(
+        default=0.5,
+        metadata={
+            "help": "dialogue: share of user turns that steer by text (half by a facet tag of "
+            "the wanted item, half 'like X, but with tag'); 0 = never."
+        },
+    )
     task_seed: int = field(default=0, metadata={"help": "Seed for mixture sampling and shuffling."})
 
     def __post_init__(self) -> None:
@@ -105,5 +128,9 @@ class TaskConfig:
             raise ValueError(f"mixture has unknown task(s) {sorted(unknown)}; known: {TASKS}")
         if any(w < 0 for w in self.mixture.values()):
             raise ValueError("mixture weights must be >= 0")
+        if self.dialogue_per_user < 1 or self.dialogue_turns < 1:
+            raise ValueError("dialogue_per_user and dialogue_turns must be >= 1")
+        if not 0.0 <= self.dialogue_steer <= 1.0:
+            raise ValueError(f"dialogue_steer must be in [0, 1], got {self.dialogue_steer}")
         if self.behaviour_max_items < 2:
             raise ValueError("behaviour_max_items must be >= 2 (a beginning and a continuation)")
