@@ -376,9 +376,11 @@ def save_tiny_recommender(
     codebook_sizes: tuple[int, ...] = (6, 7, 8),
     seed: int = 0,
     moe: bool = False,
+    dialogue: bool = False,
 ) -> Path:
     """A tiny recommender model directory (untrained) and the data set it records (``moe``: a
-    Qwen3-MoE model instead of a dense Qwen3).
+    Qwen3-MoE model instead of a dense Qwen3; ``dialogue``: items get a ``genre`` and the model
+    records the ``dialogue`` task, as if its mixture had held it).
 
     Writes ``directory/data/{items,interactions}.csv`` (items ``item0..``, titles ``movie 0..``,
     every item used, 5-12 interactions per user) and ``directory/model``: an untied tiny Qwen3
@@ -401,7 +403,13 @@ def save_tiny_recommender(
     data.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     items = [f"item{i}" for i in range(num_items)]
-    lines = ["item_id,title"] + [f"{item},movie {i}" for i, item in enumerate(items)]
+    genres = ("Comedy", "Drama", "Horror")
+    lines = (
+        ["item_id,title,genre"]
+        + [f"{item},movie {i},{genres[i % 3]}" for i, item in enumerate(items)]
+        if dialogue
+        else ["item_id,title"] + [f"{item},movie {i}" for i, item in enumerate(items)]
+    )
     (data / "items.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
     rows, t = ["user_id,item_id,timestamp"], 0
     order = rng.permutation(num_items).tolist()  # every item appears at least once
@@ -432,6 +440,7 @@ def save_tiny_recommender(
         "data": {"data_path": str(data)},
         "data_fingerprint": _fingerprint_of(data),
         "task": {},
+        "dialogue": {"weight": 1.0, "steer": 0.5, "turns": 2} if dialogue else None,
     }
     return save_model_with_sids(
         model, tok, sid_map, root / "model", overwrite=True, recommender=recommender

@@ -275,13 +275,18 @@ class Recommender:
         *,
         num_beams: int | None = None,
         prefixes: Sequence[Sequence[Sequence[int]] | None] | None = None,
+        stop_token_id: int | None = None,
     ) -> list[list[Recommendation]]:
         """Top ``k`` items for prompts already built (evaluation), ``num_beams`` wide (>= k).
 
         ``prefixes``: per prompt, the SID prefixes its items must start with (think-ahead,
         :mod:`recllm.decode.prefixes`), or None for an unrestricted prompt.
+        ``stop_token_id``: the token that follows the SID in the answer and is scored with it
+        (default: the EOS token; a dialogue reply goes on after its SID with a new line,
+        :func:`recllm.tasks.dialogue.reply_stop_token`).
         """
         beams = self._beams(k, num_beams)
+        stop = self.stop_token_id if stop_token_id is None else stop_token_id
         if self.engine == "hf":
             from recllm.decode import generate_sids
             from recllm.decode.prefixes import PrefixSets
@@ -297,10 +302,16 @@ class Recommender:
                 num_beams=beams,
                 batch_size=self.batch_size,
                 engine="sid_beam",
-                stop_token_id=self.stop_token_id,
+                stop_token_id=stop,
                 titles=self.catalog,
                 trie=self.trie,
                 prefixes=sets,
+            )
+        if stop != self.stop_token_id:
+            raise ValueError(
+                "the vLLM engine forces its EOS token after a SID: ranking a SID that other "
+                "text follows (a dialogue reply) runs on engine 'hf' for now; Fix: "
+                "Recommender.from_pretrained(DIR, engine='hf') (--engine hf)"
             )
         from recllm.decode import encode_prompts
         from recllm.decode.vllm_beam import vllm_sid_beam_search

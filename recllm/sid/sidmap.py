@@ -117,6 +117,16 @@ class SIDMap:
         """The item holding ``code``, or None if no item does."""
         return self._by_code.get(tuple(int(c) for c in code))
 
+    def items_with_prefix(self, prefix: tuple[int, ...] | list[int]) -> list[str]:
+        """Items whose code starts with ``prefix``, in catalog order (all items for ``()``)."""
+        prefix = [int(c) for c in prefix]
+        if len(prefix) > self.levels:
+            return []
+        if not prefix:
+            return list(self.item_ids)
+        hit = (self.codes[:, : len(prefix)] == np.asarray(prefix)).all(axis=1)
+        return [self.item_ids[k] for k in np.flatnonzero(hit)]
+
     def to_json(self) -> str:
         doc = {
             "format": FORMAT,

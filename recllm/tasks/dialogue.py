@@ -49,6 +49,7 @@ __all__ = [
     "dialogue_prompt",
     "item_tags",
     "reply_stop_token",
+    "user_message",
 ]
 
 #: Version of the conversation builder (recorded with dialogue datasets).
@@ -314,6 +315,20 @@ def dialogue_prompt(
     variables = _turn_variables(builder, builder.facets(), conv, len(turns))
     user, _ = builder.renderer.render("dialogue", **variables)
     return [*messages, {"role": "user", "content": user}]
+
+
+def user_message(
+    builder: TaskBuilder, history: Sequence[str], request: DialogueTurn
+) -> dict[str, str]:
+    """One user message as the template renders it: an ``"open"`` request lists ``history``
+    (the liked items), a ``"more"`` request does not; ``request.text`` holds the user's words."""
+    from dataclasses import replace
+
+    conv = Conversation("", tuple(history), (replace(request, pick=""),))
+    user, _ = builder.renderer.render(
+        "dialogue", **_turn_variables(builder, builder.facets(), conv, 0)
+    )
+    return {"role": "user", "content": user}
 
 
 def reply_stop_token(tokenizer: Any) -> int:

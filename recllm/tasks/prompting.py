@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from recllm.data.splits import Example
     from recllm.data.types import Catalog
     from recllm.sid.sidmap import SIDMap
+    from recllm.tasks.builders import TaskBuilder
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +44,8 @@ class PromptSpec:
         data: The ``DataConfig`` fields the model was trained with, if recorded.
         think: What the model learned about thinking (``recipes/onerec_think.py``: the task,
             the rationale source); None: a model trained without rationales.
+        dialogue: What the model learned about conversations (the ``dialogue`` task's weight
+            and settings, :mod:`recllm.tasks.dialogue`); None: trained without them.
     """
 
     style: str = "chat"
@@ -51,6 +54,7 @@ class PromptSpec:
     prompts_dir: str | None = None
     data: dict[str, Any] | None = None
     think: dict[str, Any] | None = None
+    dialogue: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if self.style not in PROMPT_STYLES:
@@ -80,7 +84,23 @@ class PromptSpec:
             prompts_dir=str(prompts) if prompts.is_dir() else None,
             data=rec.get("data"),
             think=rec.get("think"),
+            dialogue=rec.get("dialogue"),
         )
+
+
+def task_builder(spec: PromptSpec, sid_map: SIDMap, catalog: Catalog) -> TaskBuilder:
+    """The :class:`~recllm.tasks.builders.TaskBuilder` that renders a chat-style model's prompts
+    as training did: its recorded task settings and the templates saved with it."""
+    from dataclasses import replace
+
+    from recllm.tasks.builders import TaskBuilder
+    from recllm.tasks.config import TaskConfig
+    from recllm.vocab import SID_FORMAT
+
+    task_cfg = TaskConfig(**spec.task)
+    if spec.prompts_dir is not None:
+        task_cfg = replace(task_cfg, prompts_dir=spec.prompts_dir)
+    return TaskBuilder(catalog, lambda i: SID_FORMAT.render(sid_map.code(i)), task_cfg)
 
 
 def build_prompts(
@@ -101,7 +121,6 @@ def build_prompts(
             was trained on); the message names the item and the fix.
         ValueError: ``think`` for a model that was not trained to think.
     """
-    from recllm.vocab import SID_FORMAT
 
     missing = {i for ex in examples for i in ex.history if i not in sid_map}
     if missing:
@@ -121,16 +140,10 @@ def build_prompts(
 
         return [history_text(ex.history, sid_map, cut) for ex in examples]
 
-    from dataclasses import replace
-
     from recllm.data.splits import Example as Ex
-    from recllm.tasks.builders import TaskBuilder
-    from recllm.tasks.config import TaskConfig
 
-    task_cfg = TaskConfig(**spec.task)
-    if spec.prompts_dir is not None:
-        task_cfg = replace(task_cfg, prompts_dir=spec.prompts_dir)
-    builder = TaskBuilder(catalog, lambda i: SID_FORMAT.render(sid_map.code(i)), task_cfg)
+    builder = task_builder(spec, sid_map, catalog)
+    task_cfg = builder.config
     trimmed = [
         Ex(ex.user_id, tuple(ex.history[-cut:]) if cut else ex.history, ex.target)
         for ex in examples

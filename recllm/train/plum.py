@@ -370,7 +370,12 @@ def run_plum(
                 **({"think": think_record} if think_record else {}),
             },
             prompt_files=[Path(task_cfg.prompts_dir) / "rec.jinja"]
-            + ([Path(task_cfg.prompts_dir) / "reason_rec.jinja"] if think_record else []),
+            + ([Path(task_cfg.prompts_dir) / "reason_rec.jinja"] if think_record else [])
+            + (
+                [Path(task_cfg.prompts_dir) / "dialogue.jinja"]
+                if task_cfg.mixture.get("dialogue", 0) > 0
+                else []
+            ),
         )
         write_json_atomic(out / "train_log.json", log)  # both stages' loss curves
         print(f"model with {len(ext.ids())} SID tokens saved to {model_dir}")
@@ -382,8 +387,8 @@ def run_plum(
 def chat_recommender(
     task_cfg: TaskConfig, data_cfg: DataConfig, fingerprint: dict[str, object] | None = None
 ) -> dict[str, object]:
-    """What evaluation and serving need to prompt a PLUM-trained model as it was trained, and
-    the data it was trained on (evaluation defaults to the same users and split, and refuses
+    """What evaluation, serving and chat need to prompt a PLUM-trained model as it was trained
+    (``dialogue``: whether it learned conversations), and the data it was trained on (evaluation defaults to the same users and split, and refuses
     other data: ``fingerprint`` is :func:`recllm.data.fingerprint.data_fingerprint`)."""
     return {
         "prompt_style": "chat",
@@ -394,7 +399,16 @@ def chat_recommender(
             "rec_history_titles": task_cfg.rec_history_titles,
             "max_title_chars": task_cfg.max_title_chars,
             "max_text_chars": task_cfg.max_text_chars,
+            "facet_labels": dict(task_cfg.facet_labels),
         },
+        # conversations in the mixture: chat and the playground prompt it with dialogue turns
+        "dialogue": {
+            "weight": task_cfg.mixture["dialogue"],
+            "steer": task_cfg.dialogue_steer,
+            "turns": task_cfg.dialogue_turns,
+        }
+        if task_cfg.mixture.get("dialogue", 0) > 0
+        else None,
     }
 
 
