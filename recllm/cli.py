@@ -875,6 +875,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_reason_parser(sub)
     add_think_ahead_parser(sub)
+    from recllm.cli_chat import add_chat_parser
+
+    add_chat_parser(sub)
     return parser
 
 

@@ -88,7 +88,7 @@ def generate_text(
         do_sample=not greedy,
         temperature=1.0 if greedy else temperature,
         top_p=1.0 if greedy else top_p,
-        top_k=0,
+        top_k=None if greedy else 0,  # a top_k set for greedy decoding draws a warning
         num_beams=1,
         max_new_tokens=max_new_tokens,
         eos_token_id=eos,
