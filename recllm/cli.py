@@ -875,9 +875,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_reason_parser(sub)
     add_think_ahead_parser(sub)
-    from recllm.cli_chat import add_chat_parser
+    from recllm.cli_apps import add_chat_parser, add_playground_parser
 
     add_chat_parser(sub)
+    add_playground_parser(sub)
     return parser
 
 

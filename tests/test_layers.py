@@ -42,7 +42,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     # entry points and test helpers may use anything
     # argparse pieces, then the reasoning commands, then the command itself
     ("cli_args",),
-    ("cli_reason", "cli_chat"),
+    ("cli_reason", "cli_apps"),
     ("cli", "testing"),
 )
 RANK = {unit: rank for rank, units in enumerate(LAYERS) for unit in units}

@@ -32,9 +32,16 @@ if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
     from recllm.data.types import Catalog
+    from recllm.decode.generate import Recommendation
     from recllm.sid.sidmap import SIDMap
 
-__all__ = ["SpanView", "generate_text", "resolve_spans"]
+__all__ = [
+    "SpanView",
+    "generate_text",
+    "resolve_spans",
+    "vllm_generate_text",
+    "vllm_sid_answers",
+]
 
 
 @torch.no_grad()
@@ -119,12 +126,98 @@ def generate_text(
             row = row[: row.index(eos)]
         if pad is not None and pad != eos:
             row = [t for t in row if t != pad]
-        text = tokenizer.decode(row, skip_special_tokens=False)
-        begin, end = SID_FORMAT.begin, SID_FORMAT.end
-        if text.rfind(begin) > text.rfind(end):  # a span cut by max_new_tokens: drop it
-            text = text[: text.rfind(begin)]
-        texts.append(text)
+        texts.append(_cut_open_span(tokenizer.decode(row, skip_special_tokens=False)))
     return texts
+
+
+def _cut_open_span(text: str) -> str:
+    """Drop a last SID span that the token limit cut short."""
+    begin, end = SID_FORMAT.begin, SID_FORMAT.end
+    return text[: text.rfind(begin)] if text.rfind(begin) > text.rfind(end) else text
+
+
+def vllm_generate_text(
+    llm: Any,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: Sequence[Prompt],
+    *,
+    max_new_tokens: int = 96,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+    constrained: bool = True,
+) -> list[str]:
+    """:func:`generate_text` on a ``vllm.LLM`` started with recllm's SID processor
+    (:func:`recllm.decode.vllm_beam.start_vllm_engine`): ``constrained`` switches it per
+    request (spans only; vLLM samples with the engine's seed)."""
+    from vllm import SamplingParams, TokensPrompt
+
+    from recllm.decode.vllm_processor import EXTRA_SID
+
+    params = SamplingParams(
+        temperature=max(temperature, 0.0),
+        top_p=top_p if temperature > 0 else 1.0,
+        max_tokens=max_new_tokens,
+        skip_special_tokens=False,
+        spaces_between_special_tokens=False,  # the text transformers decodes
+        extra_args={EXTRA_SID: bool(constrained)},
+    )
+    requests = [TokensPrompt(prompt_token_ids=ids) for ids in encode_prompts(tokenizer, prompts)]
+    outs = llm.generate(requests, params, use_tqdm=False)
+    return [_cut_open_span(o.outputs[0].text) for o in outs]
+
+
+def vllm_sid_answers(
+    llm: Any,
+    tokenizer: PreTrainedTokenizerBase,
+    prompt: Prompt,
+    sid_map: SIDMap,
+    trie: SIDTrie,
+    *,
+    n: int,
+    temperature: float,
+    top_p: float = 1.0,
+    constrained: bool = True,
+    titles: Catalog | Mapping[str, str] | None = None,
+) -> list[Recommendation]:
+    """``n`` sampled one-SID answers to ``prompt`` on a ``vllm.LLM`` (the playground's sample
+    mode), distinct items best first by sequence log-prob; an answer that is no catalog SID
+    (possible only with ``constrained=False``) keeps its slot with ``item_id=None``."""
+    from vllm import SamplingParams, TokensPrompt
+
+    from recllm.decode.generate import Recommendation
+    from recllm.decode.vllm_processor import EXTRA_SID, EXTRA_SID_ONLY
+
+    if temperature <= 0:
+        raise ValueError(
+            "vLLM answers here are sampled; Fix: temperature > 0 (beam search with the SID "
+            "constraint is the ranked mode)"
+        )
+    ids = trie.token_ids
+    length = trie.levels + 3  # begin, codes, end, stop
+    params = SamplingParams(
+        n=n,
+        temperature=temperature,
+        top_p=top_p,
+        max_tokens=length,
+        logprobs=0,  # the sampled token's logprob: the answer's score
+        extra_args={EXTRA_SID: bool(constrained), EXTRA_SID_ONLY: bool(constrained)},
+    )
+    request = TokensPrompt(prompt_token_ids=encode_prompts(tokenizer, [prompt])[0])
+    out = llm.generate([request], params, use_tqdm=False)[0]
+    seen: dict[str | None, float] = {}
+    answers: list[Recommendation] = []
+    for o in sorted(out.outputs, key=lambda o: -(o.cumulative_logprob or 0.0)):
+        tokens = list(o.token_ids)
+        code = ids.decode(tokens[: trie.levels + 2]) if len(tokens) >= trie.levels + 2 else None
+        item = sid_map.item(code) if code is not None else None
+        if item is not None and item in seen:
+            continue
+        score = float(o.cumulative_logprob or 0.0) / length
+        title = _title(titles, item) if item is not None and titles is not None else None
+        answers.append(Recommendation(item, score, title))
+        if item is not None:
+            seen[item] = score
+    return answers
 
 
 class _SpanTokensInSpans:

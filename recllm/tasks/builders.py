@@ -46,13 +46,18 @@ class TaskRenderer:
     """Renders the user and assistant turns of a task from ``<prompts_dir>/<task>.jinja``.
 
     Templates fail loudly on undefined variables (``StrictUndefined``) instead of rendering
-    empty strings into training data.
+    empty strings into training data. ``overrides`` maps a task to template text used instead
+    of its file (an edited template, not yet saved).
     """
 
-    def __init__(self, prompts_dir: str | Path) -> None:
+    def __init__(self, prompts_dir: str | Path, overrides: dict[str, str] | None = None) -> None:
         self.prompts_dir = Path(prompts_dir)
+        loader: jinja2.BaseLoader = jinja2.FileSystemLoader(str(self.prompts_dir))
+        if overrides:  # task -> template text used instead of the file (the playground's editor)
+            texts = {f"{task}.jinja": text for task, text in overrides.items()}
+            loader = jinja2.ChoiceLoader([jinja2.DictLoader(texts), loader])
         self.env = jinja2.Environment(
-            loader=jinja2.FileSystemLoader(str(self.prompts_dir)),
+            loader=loader,
             undefined=jinja2.StrictUndefined,
             keep_trailing_newline=False,
             autoescape=False,  # plain text for an LLM, not HTML

@@ -1,6 +1,7 @@
-"""``recllm chat``: a terminal conversation with a recllm model (:class:`recllm.apps.chat.ChatSession`).
+"""``recllm chat`` (a terminal conversation, :class:`recllm.apps.chat.ChatSession`) and
+``recllm playground`` (the web page, :mod:`recllm.apps.playground`): the interactive faces.
 
-Kept apart from :mod:`recllm.cli` (which registers it) so the dialogue face reads as one file.
+Kept apart from :mod:`recllm.cli` (which registers them) so they read as one file.
 """
 
 from __future__ import annotations
@@ -192,3 +193,55 @@ def add_chat_parser(sub: Any) -> None:
         help="transformers (default; dialogue replies need it) or vLLM",
     )
     c.set_defaults(func=cmd_chat)
+
+
+def cmd_playground(args: argparse.Namespace) -> int:
+    import importlib.util
+
+    from recllm.errors import UserError
+
+    if importlib.util.find_spec("gradio") is None:
+        raise UserError(
+            "recllm playground",
+            "needs Gradio, which is not installed",
+            'pip install -e ".[apps]" (or pip install "recllm[apps]")',
+        )
+    from recllm.apps.playground import serve_playground
+
+    print(f"recllm playground: loading {args.model} ...", flush=True)
+    serve_playground(
+        args.model,
+        engine=args.engine,
+        data=args.data,
+        host=args.host,
+        port=args.port,
+        block=False,
+    )
+    print(f"recllm playground: open http://{args.host}:{args.port} (Ctrl-C stops)", flush=True)
+    import time
+
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        return 0
+
+
+def add_playground_parser(sub: Any) -> None:
+    """``recllm playground``."""
+    from recllm.cli_args import _positive
+
+    g = sub.add_parser(
+        "playground",
+        help="a web page to try a model: prompts, decoding settings side by side, chat",
+        description="Serve an interactive page for a model directory on HOST:PORT: pick a test "
+        "user or build a history, edit the prompt template with a live preview, compare two "
+        "decoding configurations, read the raw generation with its SID spans named, and chat. "
+        "Needs the [apps] extra (Gradio).",
+    )
+    g.add_argument("--model", required=True, help="model directory (e.g. outputs/quickstart/model)")
+    g.add_argument("--data", default=None, help="dataset (default: the model's)")
+    g.add_argument("--engine", choices=("hf", "vllm"), default="hf", help="decoding engine")
+    g.add_argument("--host", default="127.0.0.1", help="address to listen on (local by default)")
+    g.add_argument("--port", type=_positive, default=7860, help="port")
+    g.set_defaults(func=cmd_playground)
