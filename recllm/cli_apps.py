@@ -190,7 +190,7 @@ def add_chat_parser(sub: Any) -> None:
         "--engine",
         choices=("hf", "vllm"),
         default="hf",
-        help="transformers (default; dialogue replies need it) or vLLM",
+        help="transformers (default) or vLLM",
     )
     c.set_defaults(func=cmd_chat)
 

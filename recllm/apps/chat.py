@@ -66,7 +66,7 @@ class ChatSession:
     """One user's conversation (see the module docstring).
 
     Args:
-        recommender: A loaded model (``engine="hf"`` for dialogue models).
+        recommender: A loaded model (either engine).
         history: Item ids the user liked, oldest first.
         k: Picks per answer.
         think: Answer by thinking first (a model trained to think).
@@ -207,7 +207,7 @@ class ChatSession:
         )
 
     def _ask_dialogue(self, text: str) -> ChatReply:
-        from recllm.decode.text import generate_text, resolve_spans
+        from recllm.decode.text import generate_text, resolve_spans, vllm_generate_text
         from recllm.tasks.dialogue import DialogueTurn, reply_stop_token, user_message
         from recllm.tasks.prompting import task_builder
         from recllm.vocab import SID_FORMAT
@@ -223,14 +223,23 @@ class ChatSession:
             [prompt], self.k, stop_token_id=reply_stop_token(rec.tokenizer)
         )[0]
         head = SID_FORMAT.render(rec.sid_map.code(picks[0].item_id)) + "\n"
-        words = generate_text(
-            rec.backend,
-            rec.tokenizer,
-            [prompt],
-            rec.trie,
-            prefill=[head],
-            max_new_tokens=self.reply_tokens,
-        )[0]
+        if rec.engine == "vllm":
+            words = vllm_generate_text(
+                rec.backend,
+                rec.tokenizer,
+                [prompt],
+                prefill=[head],
+                max_new_tokens=self.reply_tokens,
+            )[0]
+        else:
+            words = generate_text(
+                rec.backend,
+                rec.tokenizer,
+                [prompt],
+                rec.trie,
+                prefill=[head],
+                max_new_tokens=self.reply_tokens,
+            )[0]
         reply = head + words.strip()
         self.messages = [*prompt, {"role": "assistant", "content": reply}]
         spans = resolve_spans(reply, rec.sid_map, rec.catalog)

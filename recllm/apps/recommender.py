@@ -307,12 +307,6 @@ class Recommender:
                 trie=self.trie,
                 prefixes=sets,
             )
-        if stop != self.stop_token_id:
-            raise ValueError(
-                "the vLLM engine forces its EOS token after a SID: ranking a SID that other "
-                "text follows (a dialogue reply) runs on engine 'hf' for now; Fix: "
-                "Recommender.from_pretrained(DIR, engine='hf') (--engine hf)"
-            )
         from recllm.decode import encode_prompts
         from recllm.decode.vllm_beam import vllm_sid_beam_search
 
@@ -323,6 +317,7 @@ class Recommender:
             num_beams=beams,
             k=k,
             prefixes=prefixes,
+            stop_token_id=None if stop == self.stop_token_id else stop,
         )
         return [self._named(r) for r in ranked]
 

@@ -141,6 +141,7 @@ def vllm_generate_text(
     tokenizer: PreTrainedTokenizerBase,
     prompts: Sequence[Prompt],
     *,
+    prefill: Sequence[str] | None = None,
     max_new_tokens: int = 96,
     temperature: float = 0.0,
     top_p: float = 1.0,
@@ -148,7 +149,8 @@ def vllm_generate_text(
 ) -> list[str]:
     """:func:`generate_text` on a ``vllm.LLM`` started with recllm's SID processor
     (:func:`recllm.decode.vllm_beam.start_vllm_engine`): ``constrained`` switches it per
-    request (spans only; vLLM samples with the engine's seed)."""
+    request (every opened span is a catalog SID; unlike :func:`generate_text`, code tokens
+    outside spans are not masked); vLLM samples with the engine's seed."""
     from vllm import SamplingParams, TokensPrompt
 
     from recllm.decode.vllm_processor import EXTRA_SID
@@ -161,7 +163,15 @@ def vllm_generate_text(
         spaces_between_special_tokens=False,  # the text transformers decodes
         extra_args={EXTRA_SID: bool(constrained)},
     )
-    requests = [TokensPrompt(prompt_token_ids=ids) for ids in encode_prompts(tokenizer, prompts)]
+    ids = encode_prompts(tokenizer, prompts)
+    if prefill is not None:
+        if len(prefill) != len(ids):
+            raise ValueError(f"{len(prefill)} prefills for {len(ids)} prompts")
+        ids = [
+            i + tokenizer(p, add_special_tokens=False)["input_ids"]
+            for i, p in zip(ids, prefill, strict=True)
+        ]
+    requests = [TokensPrompt(prompt_token_ids=i) for i in ids]
     outs = llm.generate(requests, params, use_tqdm=False)
     return [_cut_open_span(o.outputs[0].text) for o in outs]
 

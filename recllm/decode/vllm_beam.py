@@ -41,6 +41,7 @@ from recllm.decode.vllm_processor import (
     EXTRA_SID,
     EXTRA_SID_ONLY,
     EXTRA_SID_PARTIAL,
+    EXTRA_STOP,
 )
 
 if TYPE_CHECKING:
@@ -63,7 +64,7 @@ Round = list[tuple[list[int], "SamplingParams"]]
 
 
 @functools.lru_cache(maxsize=64)
-def _params(max_tokens: int, logprobs: int) -> SamplingParams:
+def _params(max_tokens: int, logprobs: int, stop: int | None = None) -> SamplingParams:
     """One shared, read-only ``SamplingParams`` per round shape.
 
     ``skip_clone``: vLLM deep-copies a request's params on submission unless told not to, and a
@@ -77,15 +78,22 @@ def _params(max_tokens: int, logprobs: int) -> SamplingParams:
         logprobs=logprobs,
         detokenize=False,
         # each round generates 1-2 tokens of a SID: partial by design, not a cut-short answer
-        extra_args={EXTRA_SID: True, EXTRA_SID_ONLY: True, EXTRA_SID_PARTIAL: True},
+        extra_args={
+            EXTRA_SID: True,
+            EXTRA_SID_ONLY: True,
+            EXTRA_SID_PARTIAL: True,
+            **({} if stop is None else {EXTRA_STOP: stop}),
+        },
         skip_clone=True,
     )
 
 
-def _prefix_params(max_tokens: int, logprobs: int, prefixes: Any) -> SamplingParams:
+def _prefix_params(
+    max_tokens: int, logprobs: int, prefixes: Any, stop: int | None = None
+) -> SamplingParams:
     """:func:`_params` with this prompt's allowed SID prefixes (think-ahead) attached."""
     if prefixes is None:
-        return _params(max_tokens, logprobs)
+        return _params(max_tokens, logprobs, stop)
     from vllm import SamplingParams
 
     return SamplingParams(
@@ -98,6 +106,7 @@ def _prefix_params(max_tokens: int, logprobs: int, prefixes: Any) -> SamplingPar
             EXTRA_SID_ONLY: True,
             EXTRA_SID_PARTIAL: True,
             EXTRA_PREFIXES: prefixes,
+            **({} if stop is None else {EXTRA_STOP: stop}),
         },
     )
 
@@ -122,8 +131,12 @@ def sid_beam_rounds(
     length_penalty: float = 1.0,
     prefixes: Sequence[Sequence[Sequence[int]] | None] | None = None,
     depth: int | None = None,
+    stop_token_id: int | None = None,
 ) -> Generator[Round, list[CompletionOutput], list[Any]]:
     """The beam search as rounds of requests (see the module docstring).
+
+    ``stop_token_id``: the token scored after ``<|sid_end|>`` (default: the engine's stop
+    token; the processor's ``recllm_stop`` switch).
 
     ``prefixes`` (per prompt: allowed code prefixes, or None) restricts each prompt's answers
     to items under its prefixes (think-ahead; the processor's ``recllm_prefixes`` switch).
@@ -199,13 +212,17 @@ def sid_beam_rounds(
     # Last round: the forced end marker and stop token rescore the finished beams.
     flat = [(p, b) for p, row in enumerate(beams) for b in row]
     outs = yield [
-        (prompts[p] + [ids.begin_id, *codes], _prefix_params(2, 0, allowed[p]))
+        (prompts[p] + [ids.begin_id, *codes], _prefix_params(2, 0, allowed[p], stop_token_id))
         for p, (codes, _) in flat
     ]
     final: list[list[tuple[tuple[int, ...], float]]] = [[] for _ in prompts]
     norm = float(levels + 3) ** length_penalty
     for (p, (codes, score)), out in zip(flat, outs, strict=True):
-        if len(out.token_ids) != 2 or out.token_ids[0] != ids.end_id:
+        if (
+            len(out.token_ids) != 2
+            or out.token_ids[0] != ids.end_id
+            or (stop_token_id is not None and out.token_ids[1] != stop_token_id)
+        ):
             raise RuntimeError(f"expected <|sid_end|> + stop token, got {list(out.token_ids)}")
         tail = sum(out.logprobs[i][t].logprob for i, t in enumerate(out.token_ids))
         final[p].append((codes, (score + tail) / norm))
@@ -242,12 +259,20 @@ def vllm_sid_beam_search(
     k: int | None = None,
     length_penalty: float = 1.0,
     prefixes: Sequence[Sequence[Sequence[int]] | None] | None = None,
+    stop_token_id: int | None = None,
 ) -> list[Ranked]:
     """:func:`sid_beam_rounds` on an offline ``vllm.LLM`` built with
     :func:`~recllm.decode.vllm_processor.vllm_engine_kwargs` (token-id prompts in);
-    ``prefixes``: per prompt, the allowed SID prefixes (think-ahead) or None."""
+    ``prefixes``: per prompt, the allowed SID prefixes (think-ahead) or None;
+    ``stop_token_id``: the token scored after the SID (default: the engine's)."""
     rounds = sid_beam_rounds(
-        prompts, trie, num_beams=num_beams, k=k, length_penalty=length_penalty, prefixes=prefixes
+        prompts,
+        trie,
+        num_beams=num_beams,
+        k=k,
+        length_penalty=length_penalty,
+        prefixes=prefixes,
+        stop_token_id=stop_token_id,
     )
     return _drive(llm, rounds)
 
@@ -289,6 +314,7 @@ async def async_vllm_sid_beam_search(
     num_beams: int,
     k: int | None = None,
     length_penalty: float = 1.0,
+    stop_token_id: int | None = None,
 ) -> list[Ranked]:
     """:func:`sid_beam_rounds` on vLLM's async engine client (the API server's ``AsyncLLM``)."""
     from vllm.inputs import TokensPrompt
@@ -300,7 +326,14 @@ async def async_vllm_sid_beam_search(
             final = out
         return final.outputs[0]
 
-    rounds = sid_beam_rounds(prompts, trie, num_beams=num_beams, k=k, length_penalty=length_penalty)
+    rounds = sid_beam_rounds(
+        prompts,
+        trie,
+        num_beams=num_beams,
+        k=k,
+        length_penalty=length_penalty,
+        stop_token_id=stop_token_id,
+    )
     requests = next(rounds)
     while True:
         outs = await asyncio.gather(*(one(ids, params) for ids, params in requests))

@@ -17,6 +17,7 @@ then ``<|sid_end|>`` is forced; elsewhere the model writes free text, unless ``s
   tokenizer's EOS).
 
 Per request, through ``SamplingParams(extra_args={"recllm_sid": bool, "recllm_sid_only": bool})``
+(and ``recllm_sid_partial``, ``recllm_prefixes``, ``recllm_stop``: see the ``EXTRA_*`` keys)
 (``"vllm_xargs"`` in the OpenAI server's request body). :meth:`SIDVLLMLogitsProcessor.validate_params`
 rejects (HTTP 400 in the server) any other key that starts with ``recllm`` (a misspelled switch
 would otherwise be silently ignored), and a ``sid_only`` request whose ``max_tokens`` cannot hold
@@ -70,6 +71,7 @@ __all__ = [
     "EXTRA_SID",
     "EXTRA_SID_ONLY",
     "EXTRA_SID_PARTIAL",
+    "EXTRA_STOP",
     "SIDVLLMLogitsProcessor",
     "load_sid_trie",
     "register_engine",
@@ -91,8 +93,12 @@ EXTRA_SID_PARTIAL = "recllm_sid_partial"
 #: ``SamplingParams.extra_args`` key: the SID prefixes this request's SIDs must start with, a
 #: list of code lists of one length (think-ahead, :mod:`recllm.decode.prefixes`).
 EXTRA_PREFIXES = "recllm_prefixes"
+#: ``SamplingParams.extra_args`` key: the token this ``sid_only`` request must emit after
+#: ``<|sid_end|>`` instead of the engine's stop token (an int token id; a dialogue reply goes on
+#: after its SID with a new line, :func:`recllm.tasks.dialogue.reply_stop_token`).
+EXTRA_STOP = "recllm_stop"
 #: Every ``extra_args`` key recllm reads; any other key starting with ``recllm`` is an error.
-EXTRA_KEYS = (EXTRA_SID, EXTRA_SID_ONLY, EXTRA_SID_PARTIAL, EXTRA_PREFIXES)
+EXTRA_KEYS = (EXTRA_SID, EXTRA_SID_ONLY, EXTRA_SID_PARTIAL, EXTRA_PREFIXES, EXTRA_STOP)
 _BOOL_KEYS = (EXTRA_SID, EXTRA_SID_ONLY, EXTRA_SID_PARTIAL)
 _CONFIG_KEYS = {"model_dir", "enabled", "sid_only", "stop_token_id"}
 
@@ -202,6 +208,7 @@ class _Request:
     sid_only: bool
     prefix_nodes: torch.Tensor | None = None  # allowed trie nodes (think-ahead), sorted
     prefix_depth: int = 0
+    stop: int | None = None  # token forced after <|sid_end|> in sid_only mode
 
 
 class SIDVLLMLogitsProcessor(LogitsProcessor):
@@ -232,6 +239,7 @@ class SIDVLLMLogitsProcessor(LogitsProcessor):
             )
         self.stop_token_id = stop
         vocab = vllm_config.model_config.get_vocab_size()
+        self.vocab_size = vocab
         if vocab <= self.trie.token_ids.last_id:
             raise ValueError(
                 f"the model has {vocab} vocabulary rows but SID tokens go up to "
@@ -290,6 +298,14 @@ class SIDVLLMLogitsProcessor(LogitsProcessor):
             )
         if EXTRA_PREFIXES in extra:
             _check_prefixes(extra[EXTRA_PREFIXES], _engine_shape)
+        if EXTRA_STOP in extra:
+            stop = extra[EXTRA_STOP]
+            if isinstance(stop, bool) or not isinstance(stop, int) or stop < 0:
+                raise UserError(
+                    f"vllm_xargs {EXTRA_STOP}",
+                    f"must be a token id (an integer >= 0), got {clip(stop)}",
+                    "send the id of the token that follows the SID (e.g. a new line)",
+                )
         for key in _BOOL_KEYS:
             if key in extra and extra[key] not in (True, False):
                 raise UserError(
@@ -340,11 +356,17 @@ class SIDVLLMLogitsProcessor(LogitsProcessor):
         if not extra.get(EXTRA_SID, self.enabled):
             return None
         sid_only = bool(extra.get(EXTRA_SID_ONLY, self.default_sid_only))
-        if sid_only and self.stop_token_id is None:
+        stop = extra.get(EXTRA_STOP, self.stop_token_id)
+        if stop is not None and (
+            stop in self.trie.token_ids.all_ids() or not 0 <= stop < self.vocab_size
+        ):
             # Raising here would take the engine down; validate_params cannot see the model.
+            logger.warning("ignoring recllm_stop %s: a SID token or outside the vocabulary", stop)
+            stop = self.stop_token_id
+        if sid_only and stop is None:
             logger.warning("sid_only request without a stop token: constraining SID spans only")
             sid_only = False
-        req = _Request(prompt or [], output, sid_only)
+        req = _Request(prompt or [], output, sid_only, stop=stop)
         if extra.get(EXTRA_PREFIXES) is not None:
             try:
                 one = PrefixSets.from_prefixes(self.trie, [extra[EXTRA_PREFIXES]])
@@ -360,14 +382,16 @@ class SIDVLLMLogitsProcessor(LogitsProcessor):
         if not self.requests:
             return logits
         width = self.trie.levels + 1
-        for sid_only in (False, True):
-            rows = [i for i, r in self.requests.items() if r.sid_only == sid_only]
-            rows = [i for i in rows if i < logits.shape[0]]
-            if rows:
-                tails = torch.tensor(
-                    [self._tail(self.requests[i], width) for i in rows], device=self.device
-                )  # (rows, L + 1)
-                self._constrain(logits, torch.tensor(rows, device=self.device), tails, sid_only)
+        groups: dict[tuple[bool, int | None], list[int]] = {}
+        for i, r in self.requests.items():
+            if i < logits.shape[0]:
+                groups.setdefault((r.sid_only, r.stop if r.sid_only else None), []).append(i)
+        for (sid_only, stop), rows in groups.items():
+            tails = torch.tensor(
+                [self._tail(self.requests[i], width) for i in rows], device=self.device
+            )  # (rows, L + 1)
+            rows_t = torch.tensor(rows, device=self.device)
+            self._constrain(logits, rows_t, tails, sid_only, stop)
         return logits
 
     @staticmethod
@@ -381,7 +405,12 @@ class SIDVLLMLogitsProcessor(LogitsProcessor):
         return [-1] * (need - len(head)) + head + out
 
     def _constrain(
-        self, logits: torch.Tensor, rows: torch.Tensor, tails: torch.Tensor, sid_only: bool
+        self,
+        logits: torch.Tensor,
+        rows: torch.Tensor,
+        tails: torch.Tensor,
+        sid_only: bool,
+        stop: int | None = None,
     ) -> None:
         state = span_state(tails, self.trie)
         if bool(state.off_trie.any()):
@@ -405,7 +434,7 @@ class SIDVLLMLogitsProcessor(LogitsProcessor):
             tails,
             self.trie,
             sid_only=sid_only,
-            stop_token_id=self.stop_token_id,
+            stop_token_id=stop if stop is not None else self.stop_token_id,
             check=False,
             prefixes=sets,
             prefix_rows=rows if sets is not None else None,

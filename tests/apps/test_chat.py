@@ -4,8 +4,6 @@ scores, the reply names the top pick, spans resolve, and the span constraint has
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 
@@ -154,11 +152,3 @@ def test_resolve_spans_exact_prefix_and_invalid(talk: Recommender):
     assert views[1].label.startswith("~") and "prefix match: 2 levels" in views[1].label
     assert text[views[2].start : views[2].end] == "<|sid_begin|><b_1><|sid_end|>"
     assert views[2].label.startswith("invalid SID (wrong level order")
-
-
-def test_vllm_engine_refuses_a_reply_stop_token_clearly(talk: Recommender, tmp_path: Path):
-    rec = Recommender(
-        talk.model_dir, talk.tokenizer, talk.sid_map, talk.spec, talk.catalog, engine="vllm"
-    )
-    with pytest.raises(ValueError, match="runs on engine 'hf' for now"):
-        rec.recommend_prompts([[{"role": "user", "content": "x"}]], 2, stop_token_id=5)

@@ -134,6 +134,9 @@ res["checks"] = {
     "prefixes_ragged": check(max_tokens=8, extra_args={"recllm_prefixes": [[1, 2], [3]]}),
     "prefixes_not_list": check(max_tokens=8, extra_args={"recllm_prefixes": "1,2"}),
     "prefixes_negative": check(max_tokens=8, extra_args={"recllm_prefixes": [[1, -2]]}),
+    "stop_ok": check(max_tokens=8, extra_args={"recllm_stop": 5}),
+    "stop_bool": check(max_tokens=8, extra_args={"recllm_stop": True}),
+    "stop_text": check(max_tokens=8, extra_args={"recllm_stop": "\\n"}),
 }
 print("RESULT " + json.dumps(res))
 """
@@ -158,7 +161,10 @@ def test_installed_vllm_passes_the_guards_and_requests_are_validated(tmp_path: P
     assert (res["kv_share"], res["kv_share_flag"]) == (0.3, 0.5)
     assert res["kv_share_env"] > 0.8  # vLLM's own default (0.92 in 0.32)
     got = res["checks"]
-    known = "recllm reads recllm_sid, recllm_sid_only, recllm_sid_partial, recllm_prefixes"
+    known = (
+        "recllm reads recllm_sid, recllm_sid_only, recllm_sid_partial, recllm_prefixes, "
+        "recllm_stop"
+    )
     assert got["misspelled"] == (
         f"vllm_xargs 'recllm_sid_onyl': unknown recllm switch ({known}). Fix: spell it as one "
         "of those; keys not starting with 'recllm' are left to other logits processors"
@@ -169,6 +175,10 @@ def test_installed_vllm_passes_the_guards_and_requests_are_validated(tmp_path: P
     assert got["prefixes_ragged"].startswith("vllm_xargs recllm_prefixes: prefixes of different")
     assert got["prefixes_not_list"].startswith("vllm_xargs recllm_prefixes: must be a non-empty")
     assert got["prefixes_negative"].startswith("vllm_xargs recllm_prefixes: bad prefix [1, -2]")
+    # a per-request stop token (dialogue replies): a token id, nothing else
+    assert got["stop_ok"] is None
+    for case in ("stop_bool", "stop_text"):
+        assert got[case].startswith("vllm_xargs recllm_stop: must be a token id"), got[case]
     assert got["not_bool"] == (
         "vllm_xargs recllm_sid_only: must be true or false, got 'yes'. Fix: send a JSON boolean"
     )
