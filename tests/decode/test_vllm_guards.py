@@ -162,8 +162,7 @@ def test_installed_vllm_passes_the_guards_and_requests_are_validated(tmp_path: P
     assert res["kv_share_env"] > 0.8  # vLLM's own default (0.92 in 0.32)
     got = res["checks"]
     known = (
-        "recllm reads recllm_sid, recllm_sid_only, recllm_sid_partial, recllm_prefixes, "
-        "recllm_stop"
+        "recllm reads recllm_sid, recllm_sid_only, recllm_sid_partial, recllm_prefixes, recllm_stop"
     )
     assert got["misspelled"] == (
         f"vllm_xargs 'recllm_sid_onyl': unknown recllm switch ({known}). Fix: spell it as one "
