@@ -871,10 +871,11 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("path", help="artifact directory, sid_map.json, or a published *.index.json")
     st.set_defaults(func=_cmd_sid_stats)
 
-    from recllm.cli_reason import add_reason_parser, add_think_ahead_parser
+    from recllm.cli_reason import add_dialogue_parser, add_reason_parser, add_think_ahead_parser
 
     add_reason_parser(sub)
     add_think_ahead_parser(sub)
+    add_dialogue_parser(sub)
     from recllm.cli_apps import add_chat_parser, add_playground_parser
 
     add_chat_parser(sub)

@@ -1,6 +1,7 @@
-"""``recllm reason generate`` and ``recllm think-ahead``: the OneRec-Think commands of the CLI.
+"""``recllm reason generate``, ``recllm think-ahead`` and ``recllm dialogue generate``: the
+commands that make reasoning and dialogue training data (and OneRec-Think's offline half).
 
-Kept apart from :mod:`recllm.cli` (which registers them) so the reasoning path reads as one file.
+Kept apart from :mod:`recllm.cli` (which registers them) so these paths read as one file.
 """
 
 from __future__ import annotations
@@ -69,42 +70,13 @@ def cmd_reason_generate(args: argparse.Namespace) -> int:
     from recllm.provenance import library_versions
     from recllm.tasks.reasoning import (
         METADATA_VERSION,
-        RationaleCache,
-        TeacherConfig,
         generate_rationales,
         reason_examples,
         write_rationales,
     )
 
     check_out_dir(args.out, args.overwrite)
-    teacher = cache = None
-    if args.source == "teacher":
-        if not args.teacher_url or not args.teacher_model:
-            raise UserError(
-                "--source teacher",
-                "needs the endpoint and the model name",
-                "pass --teacher-url http://HOST:PORT/v1 and --teacher-model NAME",
-            )
-        teacher = TeacherConfig(
-            url=args.teacher_url,
-            model=args.teacher_model,
-            api_key_env=args.teacher_key_env,
-            max_tokens=args.max_tokens,
-            temperature=args.temperature,
-            concurrency=args.concurrency,
-            retries=args.retries,
-            timeout=args.timeout,
-        )
-        cache_path = Path(args.cache) if args.cache else Path(str(args.out) + ".cache.jsonl")
-        if cache_path.is_dir():
-            raise UserError(f"--cache {cache_path}", "is a directory", "pass a file path")
-        cache = RationaleCache(cache_path)
-    elif args.teacher_url or args.teacher_model:
-        raise UserError(
-            "--teacher-url/--teacher-model",
-            "apply to --source teacher only",
-            "add --source teacher, or drop them",
-        )
+    teacher, cache = _teacher(args)
     cfg, dataset, split, sid_text = _data_and_sids(args)
     examples = reason_examples(split, cfg.max_history, per_user=args.per_user)
     if args.max_examples and len(examples) > args.max_examples:
@@ -343,6 +315,198 @@ def add_think_ahead_parser(sub: Any) -> None:
     t.set_defaults(func=cmd_think_ahead)
 
 
+def _add_teacher_args(g: argparse.ArgumentParser, tokens_help: str, max_tokens: int) -> None:
+    """The ``--source teacher`` flags shared by ``reason generate`` and ``dialogue generate``."""
+    from recllm.cli_args import _flag, _non_negative, _positive
+
+    _flag(g, "teacher_url", default=None, help="OpenAI-compatible base URL (http://HOST:PORT/v1)")
+    _flag(g, "teacher_model", default=None, help="the model name sent with every request")
+    _flag(
+        g,
+        "teacher_key_env",
+        default="OPENAI_API_KEY",
+        help="environment variable with the API key (unset: no key sent)",
+    )
+    _flag(g, "concurrency", type=_positive, default=8, help="requests in flight")
+    _flag(g, "max_tokens", type=_positive, default=max_tokens, help=tokens_help)
+    g.add_argument("--temperature", type=float, default=0.7)
+    g.add_argument("--retries", type=_non_negative, default=5, help="retries per request")
+    g.add_argument("--timeout", type=float, default=120.0, help="seconds per attempt")
+    g.add_argument(
+        "--cache",
+        default=None,
+        help="teacher answers, one JSON line each, keyed by request hash: a rerun resumes from "
+        "it (default: OUT.cache.jsonl)",
+    )
+
+
+def _teacher(args: argparse.Namespace):
+    """``(TeacherConfig, RationaleCache)`` of ``--source teacher``, or ``(None, None)``."""
+    from recllm.tasks.reasoning import RationaleCache, TeacherConfig
+
+    if args.source != "teacher":
+        if args.teacher_url or args.teacher_model:
+            raise UserError(
+                "--teacher-url/--teacher-model",
+                "apply to --source teacher only",
+                "add --source teacher, or drop them",
+            )
+        return None, None
+    if not args.teacher_url or not args.teacher_model:
+        raise UserError(
+            "--source teacher",
+            "needs the endpoint and the model name",
+            "pass --teacher-url http://HOST:PORT/v1 and --teacher-model NAME",
+        )
+    teacher = TeacherConfig(
+        url=args.teacher_url,
+        model=args.teacher_model,
+        api_key_env=args.teacher_key_env,
+        max_tokens=args.max_tokens,
+        temperature=args.temperature,
+        concurrency=args.concurrency,
+        retries=args.retries,
+        timeout=args.timeout,
+    )
+    cache_path = Path(args.cache) if args.cache else Path(str(args.out) + ".cache.jsonl")
+    if cache_path.is_dir():
+        raise UserError(f"--cache {cache_path}", "is a directory", "pass a file path")
+    return teacher, RationaleCache(cache_path)
+
+
+def cmd_dialogue_generate(args: argparse.Namespace) -> int:
+    from recllm.data.fingerprint import data_fingerprint
+    from recllm.io import check_out_dir
+    from recllm.provenance import library_versions
+    from recllm.tasks import TaskBuilder, TaskConfig
+    from recllm.tasks.dialogue import (
+        DIALOGUE_VERSION,
+        build_conversations,
+        rewrite_conversations,
+        write_dialogues,
+    )
+
+    check_out_dir(args.out, args.overwrite)
+    teacher, cache = _teacher(args)
+    cfg, dataset, split, sid_text = _data_and_sids(args)
+    labels = dict(pair.split("=", 1) for pair in args.facet_labels or [])
+    if args.model_dir and not labels:
+        from recllm.tasks.prompting import PromptSpec
+
+        labels = dict(PromptSpec.from_model_dir(args.model_dir).task.get("facet_labels") or {})
+    task_cfg = TaskConfig(
+        facet_labels=labels, **({"prompts_dir": args.prompts_dir} if args.prompts_dir else {})
+    )
+    builder = TaskBuilder(dataset.catalog, sid_text or (lambda i: ""), task_cfg)
+    started = time.strftime("%Y-%m-%dT%H:%M:%S")
+    t0 = time.monotonic()
+    convs = build_conversations(
+        split,
+        dataset.catalog,
+        per_user=args.per_user,
+        max_turns=args.turns,
+        max_history=cfg.max_history,
+        steer_share=args.steer,
+        seed=args.seed,
+        facets=builder.facets(),
+    )
+    if args.max_conversations:
+        convs = convs[: args.max_conversations]
+    print(
+        f"{len(convs):,} conversations ({sum(len(c.turns) for c in convs):,} turns) from the "
+        f"training split of {cfg.data_path}; source {args.source}"
+    )
+    run = None
+    if teacher is not None:
+        run = rewrite_conversations(convs, builder, teacher, cache, on_estimate=print)
+        convs = run.conversations
+    record: dict[str, Any] = {
+        "data_fingerprint": json.loads(json.dumps(data_fingerprint(split, dataset.catalog))),
+        "source": args.source,
+        "dialogue_version": DIALOGUE_VERSION,
+        "settings": {
+            "per_user": args.per_user,
+            "turns": args.turns,
+            "steer": args.steer,
+            "seed": args.seed,
+            "facet_labels": labels,
+        },
+        "teacher": None
+        if teacher is None
+        else {
+            "url": teacher.url,
+            "model": teacher.model,
+            "max_tokens": teacher.max_tokens,
+            "temperature": teacher.temperature,
+            "saw_pick": "reason only (the request part never sees the picked item)",
+        },
+        "data": dict(vars(cfg)),
+        "model_dir": args.model_dir,
+        "conversations": len(convs),
+        "turns": sum(len(c.turns) for c in convs),
+        "teacher_parts": run.parts if run else 0,
+        "kept_built": run.kept_built if run else 0,
+        "requested": run.requested if run else 0,
+        "from_cache": run.cached if run else 0,
+        "cache": str(cache.path) if cache else None,
+        "seconds": round(time.monotonic() - t0, 2),
+        "started": started,
+        "versions": library_versions(),
+    }
+    write_dialogues(
+        convs, args.out, record, source=args.source, teacher=teacher.model if teacher else ""
+    )
+    extra = (
+        f"; {run.requested} requested, {run.cached} from the cache, {run.kept_built} answers "
+        "dropped (the built words kept)"
+        if run
+        else ""
+    )
+    print(f"wrote {len(convs):,} conversations to {args.out}{extra}")
+    return 0
+
+
+def add_dialogue_parser(sub: Any) -> None:
+    """``recllm dialogue generate``."""
+    from recllm.cli_args import _add_data_args, _flag, _non_negative, _positive
+
+    d = sub.add_parser("dialogue", help="conversations for the dialogue task")
+    dsub = d.add_subparsers(dest="dialogue_command", required=True)
+    g = dsub.add_parser(
+        "generate",
+        help="conversations from the training split and item metadata, optionally reworded "
+        "by a teacher model (the training's --dialogues DIR)",
+    )
+    g.add_argument(
+        "--model-dir",
+        "--model_dir",
+        dest="model_dir",
+        default=None,
+        help="a recllm model directory: its data, split, SID map and facet labels; else --data",
+    )
+    _add_data_args(g, positional=False)
+    _flag(g, "max_users", type=_non_negative, default=None, help="first N users (with --data)")
+    g.add_argument("--source", choices=("metadata", "teacher"), default="metadata")
+    _flag(g, "per_user", type=_positive, default=2, help="conversations per training user")
+    g.add_argument("--turns", type=_positive, default=2, help="assistant turns per conversation")
+    g.add_argument("--steer", type=float, default=0.5, help="share of turns that steer by text")
+    g.add_argument("--seed", type=int, default=0, help="seed of the conversation choices")
+    _flag(g, "max_conversations", type=_positive, default=None, help="the first N only")
+    _flag(
+        g,
+        "facet_labels",
+        nargs="*",
+        default=None,
+        help="FIELD=WORDS pairs naming the catalog's fields in turns (class=genre); default: "
+        "the model's, else the field names",
+    )
+    _add_teacher_args(g, "longest rewritten sentence, in tokens", 64)
+    _flag(g, "prompts_dir", default=None, help="folder with the dialogue templates")
+    g.add_argument("--out", required=True, help="output directory (written atomically)")
+    g.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
+    g.set_defaults(func=cmd_dialogue_generate)
+
+
 def add_reason_parser(sub: Any) -> None:
     """``recllm reason generate``."""
     from recllm.cli_args import _add_data_args, _flag, _non_negative, _positive
@@ -367,25 +531,7 @@ def add_reason_parser(sub: Any) -> None:
     g.add_argument("--source", choices=("metadata", "teacher"), default="metadata")
     _flag(g, "per_user", type=_positive, default=1, help="last N training transitions per user")
     _flag(g, "max_examples", type=_positive, default=None, help="the first N examples only")
-    _flag(g, "teacher_url", default=None, help="OpenAI-compatible base URL (http://HOST:PORT/v1)")
-    _flag(g, "teacher_model", default=None, help="the model name sent with every request")
-    _flag(
-        g,
-        "teacher_key_env",
-        default="OPENAI_API_KEY",
-        help="environment variable with the API key (unset: no key sent)",
-    )
-    _flag(g, "concurrency", type=_positive, default=8, help="requests in flight")
-    _flag(g, "max_tokens", type=_positive, default=160, help="longest rationale, in tokens")
-    g.add_argument("--temperature", type=float, default=0.7)
-    g.add_argument("--retries", type=_non_negative, default=5, help="retries per request")
-    g.add_argument("--timeout", type=float, default=120.0, help="seconds per attempt")
-    g.add_argument(
-        "--cache",
-        default=None,
-        help="teacher answers, one JSON line each, keyed by request hash: a rerun resumes from "
-        "it (default: OUT.cache.jsonl)",
-    )
+    _add_teacher_args(g, "longest rationale, in tokens", 160)
     _flag(g, "prompts_dir", default=None, help="folder with reason_teacher.jinja (default: ours)")
     g.add_argument("--out", required=True, help="output directory (written atomically)")
     g.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")

@@ -43,8 +43,8 @@ TASKS = (
     "reason_rec",
     "dialogue",
 )
-#: Templates that are no training task: the teacher's rationale request.
-AUXILIARY_TEMPLATES = ("reason_teacher",)
+#: Templates that are no training task: the teacher's rationale and dialogue rewrite requests.
+AUXILIARY_TEMPLATES = ("reason_teacher", "dialogue_teacher")
 #: Tasks whose rows come from a rationale dataset (``recllm reason generate``), not the split.
 RATIONALE_TASKS = ("reason_rec",)
 #: Tasks whose rows supervise every SID of the history as well as the target (``history_loss``).

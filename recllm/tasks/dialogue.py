@@ -31,6 +31,7 @@ import random
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from recllm.tasks.reasoning import Facet, _ranked, catalog_facets
@@ -48,8 +49,11 @@ __all__ = [
     "conversation_messages",
     "dialogue_prompt",
     "item_tags",
+    "load_dialogues",
     "reply_stop_token",
+    "rewrite_conversations",
     "user_message",
+    "write_dialogues",
 ]
 
 #: Version of the conversation builder (recorded with dialogue datasets).
@@ -341,3 +345,169 @@ def reply_stop_token(tokenizer: Any) -> int:
     if len(ids) != 1:
         raise ValueError(f"the tokenizer encodes a new line as {len(ids)} tokens, not one")
     return ids[0]
+
+
+# -- a teacher's rewrite, and conversation datasets ----------------------------------------------
+
+#: Columns of a conversation dataset (``recllm dialogue generate``), in order.
+DIALOGUE_COLUMNS = ("user_id", "history", "turns", "source", "teacher")
+
+
+@dataclass
+class RewriteRun:
+    """What :func:`rewrite_conversations` did."""
+
+    conversations: list[Conversation]
+    parts: int = 0  # user requests + assistant reasons sent
+    requested: int = 0
+    cached: int = 0
+    kept_built: int = 0  # answers dropped (empty, or naming the item): the built words stay
+
+
+def _teacher_parts(
+    builder: TaskBuilder, facets: Sequence[Facet], conv: Conversation, index: int
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Variables of ``dialogue_teacher.jinja`` for one turn's request and reason."""
+    turn = conv.turns[index]
+    user, assistant = builder.renderer.render(
+        "dialogue", **_turn_variables(builder, facets, conv, index)
+    )
+    seen = [*conv.history, *(t.pick for t in conv.turns[:index])]
+    titles = [builder.catalog.title(i) for i in seen[-5:]]
+    steer = None if turn.steer is None else f"{turn.steer.label} {turn.steer.tag}"
+    if turn.like is not None:
+        like = f"something like {builder.catalog.title(turn.like)}"
+        steer = like if steer is None else f"{like}, but with {steer}"
+    pick = builder.catalog.title(turn.pick)
+    reason = assistant.split("\n", 1)[1] if "\n" in assistant else assistant
+    reason = reason.removeprefix(pick).lstrip(": ").strip()
+    request = {"part": "request", "titles": titles, "built": user.splitlines()[-1], "steer": steer}
+    return request | {"pick": ""}, {
+        "part": "reason",
+        "titles": titles,
+        "built": reason or f"{pick} matches what the user liked",
+        "steer": steer,
+        "pick": pick,
+    }
+
+
+def rewrite_conversations(
+    conversations: Sequence[Conversation],
+    builder: TaskBuilder,
+    teacher: Any,
+    cache: Any,
+    *,
+    progress: bool = True,
+    on_estimate: Any = None,
+) -> RewriteRun:
+    """A teacher model's words for every turn: the user's request (``text``) and the
+    assistant's reason (``note``), through :func:`recllm.tasks.reasoning.ask_teacher` (the
+    same client, cache and resume as rationales). The picks, steering and SIDs stay as built.
+
+    A rewritten request that names the picked item (the user cannot know it) or an empty answer
+    is dropped and the built words kept (counted in ``kept_built``).
+    """
+    from dataclasses import replace
+
+    from recllm.tasks.reasoning import _clean, ask_teacher, leaks
+
+    facets = builder.facets()
+    requests, where = [], []
+    for c, conv in enumerate(conversations):
+        for t in range(len(conv.turns)):
+            for part in _teacher_parts(builder, facets, conv, t):
+                user, _ = builder.renderer.render("dialogue_teacher", **part)
+                requests.append([{"role": "user", "content": user}])
+                where.append((c, t, part["part"]))
+    asked = ask_teacher(
+        requests,
+        teacher,
+        cache,
+        what=f"{len(conversations)} conversations ({len(requests)} turn parts)",
+        progress=progress,
+        on_estimate=on_estimate,
+    )
+    run = RewriteRun([], len(requests), asked.requested, asked.cached)
+    words: dict[tuple[int, int, str], str] = {}
+    for (c, t, part), answer in zip(where, asked.answers, strict=True):
+        text = " ".join(_clean(answer or "").split())
+        pick = conversations[c].turns[t].pick
+        bad = not text or (part == "request" and leaks(text, builder.catalog.title(pick)))
+        if bad or "<|sid" in text:
+            run.kept_built += 1
+            continue
+        words[(c, t, part)] = text
+    for c, conv in enumerate(conversations):
+        turns = tuple(
+            replace(turn, text=words.get((c, t, "request")), note=words.get((c, t, "reason")))
+            for t, turn in enumerate(conv.turns)
+        )
+        run.conversations.append(Conversation(conv.user_id, conv.history, turns))
+    return run
+
+
+def write_dialogues(
+    conversations: Sequence[Conversation],
+    out: str | Path,
+    record: dict[str, Any],
+    *,
+    source: str,
+    teacher: str = "",
+) -> Path:
+    """Save conversations as a ``datasets`` dataset at ``out`` (a temp directory renamed into
+    place) with ``dialogues.json`` (settings, counts, data fingerprint, versions)."""
+    import json
+
+    import datasets
+
+    from recllm.io import atomic_dir, write_json_atomic
+
+    rows = [c.to_dict() for c in conversations]
+    ds = datasets.Dataset.from_dict(
+        {
+            "user_id": [r["user_id"] for r in rows],
+            "history": [r["history"] for r in rows],
+            "turns": [json.dumps(r["turns"], ensure_ascii=False) for r in rows],
+            "source": [source] * len(rows),
+            "teacher": [teacher] * len(rows),
+        },
+        features=datasets.Features(
+            {
+                "user_id": datasets.Value("string"),
+                "history": datasets.Sequence(datasets.Value("string")),
+                "turns": datasets.Value("string"),  # JSON: a list of DialogueTurn fields
+                "source": datasets.Value("string"),
+                "teacher": datasets.Value("string"),
+            }
+        ),
+    )
+    out = Path(out)
+    with atomic_dir(out, overwrite=True) as tmp:
+        ds.save_to_disk(str(tmp / "data"))
+        write_json_atomic(tmp / "dialogues.json", record)
+    return out
+
+
+def load_dialogues(path: str | Path) -> tuple[list[Conversation], dict[str, Any]]:
+    """Conversations written by :func:`write_dialogues`, and their record.
+
+    Raises:
+        UserError: ``path`` is not such a directory.
+    """
+    import json
+
+    import datasets
+
+    from recllm.errors import UserError
+
+    path = Path(path)
+    if not (path / "dialogues.json").is_file() or not (path / "data").is_dir():
+        raise UserError(
+            str(path),
+            "is not a conversation dataset (no dialogues.json and data/)",
+            "make one with: recllm dialogue generate --out DIR",
+        )
+    record = json.loads((path / "dialogues.json").read_text())
+    ds = datasets.load_from_disk(str(path / "data"))
+    convs = [Conversation.from_dict({**row, "turns": json.loads(row["turns"])}) for row in ds]
+    return convs, record

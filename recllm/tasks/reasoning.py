@@ -410,6 +410,92 @@ def _post_chat(cfg: TeacherConfig, messages: list[dict[str, str]]) -> str:
     raise TeacherError(f"{cfg.endpoint()}: no answer after {cfg.retries + 1} attempts ({last})")
 
 
+@dataclass
+class TeacherAnswers:
+    """What :func:`ask_teacher` got: per request its answer (None if the cache lost it) and
+    its cache key, and how many were requested now or read from the cache."""
+
+    answers: list[str | None]
+    hashes: list[str]
+    requested: int = 0
+    cached: int = 0
+
+
+def ask_teacher(
+    requests: Sequence[list[dict[str, str]]],
+    teacher: TeacherConfig,
+    cache: RationaleCache,
+    *,
+    what: str,
+    progress: bool = True,
+    on_estimate: Callable[[str], None] | None = None,
+) -> TeacherAnswers:
+    """Ask ``teacher`` every chat request (message lists) not already in ``cache``.
+
+    Identical requests are asked once (keyed by the hash of the whole request: model, messages,
+    sampling settings). The first request runs alone; its latency gives the count/time estimate
+    (logged and passed to ``on_estimate``) before the rest run ``teacher.concurrency`` at a time,
+    each answer appended to the cache as it arrives, so a killed run resumes where it stopped.
+
+    Raises:
+        TeacherError: The teacher refused a request for good, or stayed unreachable.
+    """
+    from tqdm.auto import tqdm
+
+    hashes = [
+        request_key(
+            {
+                "model": teacher.model,
+                "messages": messages,
+                "max_tokens": teacher.max_tokens,
+                "temperature": teacher.temperature,
+            }
+        )
+        for messages in requests
+    ]
+    out = TeacherAnswers([None] * len(requests), hashes)
+    first_of: dict[str, int] = {}
+    for n, h in enumerate(hashes):
+        first_of.setdefault(h, n)
+    todo = [n for h, n in first_of.items() if h not in cache]
+    out.cached = len(first_of) - len(todo)
+    bar = tqdm(total=len(todo), desc="teacher", unit="req", disable=not progress)
+    if todo:
+        # One request first, alone: its latency gives the estimate printed before the rest.
+        t0 = time.monotonic()
+        cache.put(hashes[todo[0]], rationale=_post_chat(teacher, requests[todo[0]]))
+        latency = time.monotonic() - t0
+        out.requested += 1
+        bar.update(1)
+        rest = len(todo) - 1
+        eta = rest * latency / max(1, teacher.concurrency)
+        line = (
+            f"teacher {teacher.model} at {teacher.endpoint()}: {what}, {out.cached} cached, "
+            f"{len(todo)} to request; first answer took {latency:.1f}s, so about "
+            f"{eta / 60:.1f} min at {teacher.concurrency} concurrent requests"
+        )
+        logger.info(line)
+        if on_estimate:
+            on_estimate(line)
+        with concurrent.futures.ThreadPoolExecutor(teacher.concurrency) as pool:
+            futures = {pool.submit(_post_chat, teacher, requests[n]): n for n in todo[1:]}
+            try:
+                for fut in concurrent.futures.as_completed(futures):
+                    n = futures[fut]
+                    cache.put(hashes[n], rationale=fut.result())
+                    out.requested += 1
+                    bar.update(1)
+            except BaseException:
+                for f in futures:
+                    f.cancel()
+                raise
+    bar.close()
+    for n in range(len(requests)):
+        entry = cache.get(hashes[n])
+        out.answers[n] = entry["rationale"] if entry else None
+    return out
+
+
 # -- generation ------------------------------------------------------------------------------
 
 
@@ -474,7 +560,6 @@ def generate_rationales(
         UserError: Bad source or missing teacher settings.
         TeacherError: The teacher refused a request for good, or stayed unreachable.
     """
-    from tqdm.auto import tqdm
 
     from recllm.tasks.builders import TaskRenderer
     from recllm.tasks.config import PROMPTS_DIR
@@ -500,57 +585,20 @@ def generate_rationales(
             )
         teacher_name = teacher.model
         renderer = TaskRenderer(prompts_dir or PROMPTS_DIR)
-        payloads = []
-        for n, ex in enumerate(examples):
-            messages = teacher_messages(renderer, catalog, ex.history, ex.target, max_text_chars)
-            payload = {
-                "model": teacher.model,
-                "messages": messages,
-                "max_tokens": teacher.max_tokens,
-                "temperature": teacher.temperature,
-            }
-            hashes[n] = request_key(payload)
-            payloads.append(messages)
-        # one request per distinct hash that the cache does not hold yet
-        first_of: dict[str, int] = {}
-        for n, h in enumerate(hashes):
-            first_of.setdefault(h, n)
-        todo = [n for h, n in first_of.items() if h not in cache]
-        run.cached = len(first_of) - len(todo)
-        bar = tqdm(total=len(todo), desc="rationales", unit="req", disable=not progress)
-        if todo:
-            # One request first, alone: its latency gives the estimate printed before the rest.
-            t0 = time.monotonic()
-            cache.put(hashes[todo[0]], rationale=_post_chat(teacher, payloads[todo[0]]))
-            latency = time.monotonic() - t0
-            run.requested += 1
-            bar.update(1)
-            rest = len(todo) - 1
-            eta = rest * latency / max(1, teacher.concurrency)
-            line = (
-                f"teacher {teacher.model} at {teacher.endpoint()}: {len(examples)} examples, "
-                f"{run.cached} cached, {len(todo)} to request; first answer took {latency:.1f}s, "
-                f"so about {eta / 60:.1f} min at {teacher.concurrency} concurrent requests"
-            )
-            logger.info(line)
-            if on_estimate:
-                on_estimate(line)
-            with concurrent.futures.ThreadPoolExecutor(teacher.concurrency) as pool:
-                futures = {pool.submit(_post_chat, teacher, payloads[n]): n for n in todo[1:]}
-                try:
-                    for fut in concurrent.futures.as_completed(futures):
-                        n = futures[fut]
-                        cache.put(hashes[n], rationale=fut.result())
-                        run.requested += 1
-                        bar.update(1)
-                except BaseException:
-                    for f in futures:
-                        f.cancel()
-                    raise
-        bar.close()
-        for n in range(len(examples)):
-            entry = cache.get(hashes[n])
-            texts[n] = entry["rationale"] if entry else None
+        payloads = [
+            teacher_messages(renderer, catalog, ex.history, ex.target, max_text_chars)
+            for ex in examples
+        ]
+        asked = ask_teacher(
+            payloads,
+            teacher,
+            cache,
+            what=f"{len(examples)} examples",
+            progress=progress,
+            on_estimate=on_estimate,
+        )
+        texts, hashes = list(asked.answers), asked.hashes
+        run.requested, run.cached = asked.requested, asked.cached
 
     for n, ex in enumerate(examples):
         text = _clean(texts[n] or "")

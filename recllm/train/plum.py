@@ -99,6 +99,14 @@ class PlumArguments:
         default=None,
         metadata={"help": "Cap on training examples after mixing (seeded); null = all."},
     )
+    dialogues: str | None = field(
+        default=None,
+        metadata={
+            "help": "Conversation dataset for the dialogue task (`recllm dialogue generate --out "
+            "DIR`, e.g. a teacher's rewrite); default: conversations built from the training "
+            "split's metadata at training time."
+        },
+    )
     overwrite_output_dir: bool = field(
         default=False,
         metadata={
@@ -261,6 +269,8 @@ def run_plum(
         dataset.catalog, lambda item: SID_FORMAT.render(sid_map.code(item)), task_cfg
     )
     builder.rationales = rationales
+    if plum.dialogues and task_cfg.mixture.get("dialogue", 0) > 0:
+        builder.dialogues = _load_dialogues(plum.dialogues, split, dataset.catalog)
     data = builder.build(split)
     train = data["train"]
     if plum.max_train_examples is not None and len(train) > plum.max_train_examples:
@@ -382,6 +392,26 @@ def run_plum(
         print(f"load it with recllm.vocab.load_model_with_sids({str(model_dir)!r})")
     state.wait_for_everyone()
     return model_dir
+
+
+def _load_dialogues(path: str, split: Any, catalog: Any) -> list[Any]:
+    """The conversations of ``--dialogues``, checked to come from this run's data."""
+    import json
+
+    from recllm.errors import UserError
+    from recllm.tasks.dialogue import load_dialogues
+
+    conversations, record = load_dialogues(path)
+    actual = json.loads(json.dumps(data_fingerprint(split, catalog)))
+    if record.get("data_fingerprint") != actual:
+        raise UserError(
+            f"--dialogues {path}",
+            "was made from other data than this run's (its data fingerprint differs)",
+            "generate the conversations from the same data settings (recllm dialogue generate "
+            "--model-dir START_MODEL, or the same --data and flags)",
+        )
+    logger.info("dialogue task: %d conversations from %s", len(conversations), path)
+    return conversations
 
 
 def chat_recommender(

@@ -215,3 +215,66 @@ def test_reply_sid_span_is_followed_by_the_newline_token(which, tiny_tokenizer, 
         enc = tok(text, add_special_tokens=False)["input_ids"]
         at = enc.index(ids.end_id)
         assert enc[at + 1] == newline, (title, tok.convert_ids_to_tokens(enc[: at + 3]))
+
+
+def test_cli_writes_the_conversations_the_builder_makes(tmp_path):
+    """`recllm dialogue generate --source metadata`: the dataset holds exactly the
+    conversations of build_conversations on the model's split, facet labels from the flag."""
+    from recllm.cli import main
+    from recllm.data import load_rec_dataset, split_dataset
+    from recllm.data.config import DataConfig
+    from recllm.tasks.dialogue import load_dialogues
+    from recllm.tasks.prompting import PromptSpec
+    from recllm.testing import save_tiny_recommender
+
+    model = save_tiny_recommender(tmp_path / "tiny", dialogue=True)
+    out = tmp_path / "dlg"
+    argv = ["dialogue", "generate", "--model-dir", str(model), "--per-user", "2", "--out", str(out)]
+    assert main([*argv, "--facet-labels", "genre=kind"]) == 0
+    convs, record = load_dialogues(out)
+    cfg = DataConfig(**PromptSpec.from_model_dir(model).data)
+    data = load_rec_dataset(config=cfg)
+    labelled = TaskBuilder(data.catalog, str, TaskConfig(facet_labels={"genre": "kind"}))
+    want = build_conversations(
+        split_dataset(data, cfg), data.catalog, per_user=2, facets=labelled.facets()
+    )
+    assert [c.to_dict() for c in convs] == [c.to_dict() for c in want]
+    assert record["settings"]["facet_labels"] == {"genre": "kind"}
+    assert record["conversations"] == len(want) and record["source"] == "metadata"
+    assert main(argv) == 2  # the output exists: refused without --overwrite
+
+
+def test_training_refuses_conversations_of_other_data(tmp_path):
+    from recllm.errors import UserError
+    from recllm.tasks.dialogue import write_dialogues
+    from recllm.train.plum import _load_dialogues
+
+    seqs = {f"u{n}": [str(1 + (n + k) % 6) for k in range(5)] for n in range(4)}
+    split = leave_one_out(Interactions(seqs))
+    convs = build_conversations(split, CATALOG)
+    write_dialogues(convs, tmp_path / "d", {"data_fingerprint": {"other": 1}}, source="metadata")
+    with pytest.raises(UserError, match="was made from other data than this run's"):
+        _load_dialogues(str(tmp_path / "d"), split, CATALOG)
+
+
+def test_given_conversations_replace_the_built_ones(tmp_path):
+    """--dialogues DIR: the training rows are the dataset's conversations (teacher words kept)."""
+    from recllm.tasks.dialogue import load_dialogues, write_dialogues
+
+    seqs = {f"u{n}": [str(1 + (n + k) % 6) for k in range(5)] for n in range(4)}
+    split = leave_one_out(Interactions(seqs))
+    conv = Conversation("u1", ("1", "2"), (DialogueTurn("open", "3", text="Got any crime?"),))
+    write_dialogues([conv], tmp_path / "d", {}, source="teacher", teacher="t")
+    b = builder(
+        mixture={
+            "dialogue": 1.0,
+            "rec": 0.0,
+            "behaviour": 0.0,
+            "catalog_sid_to_title": 0.0,
+            "catalog_title_to_sid": 0.0,
+        }
+    )
+    b.dialogues, _ = load_dialogues(tmp_path / "d")
+    rows = b.train_rows(split)
+    assert len(rows) == 1 and rows[0]["prompt"][0]["content"].endswith("Heat\nGot any crime?")
+    assert rows[0]["completion"][0]["content"].startswith(sid("3") + "\nFargo")
