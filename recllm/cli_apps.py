@@ -140,6 +140,10 @@ def cmd_chat(args: argparse.Namespace) -> int:
     from recllm.errors import UserError
 
     console = Console(highlight=False)
+    if not args.verbose:  # loading bars are not the conversation's
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
     session = _session(args)
     if not args.verbose:  # from here on the screen is the conversation's, not the log's
         logging.getLogger().setLevel(logging.WARNING)

@@ -17,7 +17,8 @@ in one of three ways, depending on what the model learned:
   user's words cannot steer a model that never saw a conversation, and the reply says so.
 
 Accepting a pick (:meth:`ChatSession.accept`) adds it to the history and starts the talk anew
-from the grown history, as a training conversation opens.
+from the grown history, as a training conversation opens. Picks never repeat an item of the
+history: each answer ranks ``2k`` candidates (``max_k`` at most) and keeps the best ``k`` unseen.
 """
 
 from __future__ import annotations
@@ -182,7 +183,7 @@ class ChatSession:
         elif self.dialogue:
             reply = self._ask_dialogue(text)
         else:
-            picks = self.rec.recommend(self.history, self.k)
+            picks = self._unseen(self.rec.recommend(self.history, self._width()))
             note = (
                 "(This model was not trained on conversations, so it recommends from your "
                 "history alone; train with mixture.dialogue > 0 to steer it with words.)"
@@ -196,12 +197,15 @@ class ChatSession:
         from recllm.decode.think import ThinkOptions
 
         result = self.rec.recommend(
-            self.history, self.k, think=True, think_options=ThinkOptions(max_think_tokens=192)
+            self.history,
+            self._width(),
+            think=True,
+            think_options=ThinkOptions(max_think_tokens=192),
         )
         return ChatReply(
             text,
             "think",
-            result.recommendations,
+            self._unseen(result.recommendations),
             "\n".join(result.rationales),
             rationales=list(result.rationales),
         )
@@ -219,9 +223,11 @@ class ChatSession:
         history = self.history[-cut:] if cut else self.history
         request = DialogueTurn(kind, "", text=text.strip() or None)
         prompt = [*self.messages, user_message(builder, history, request)]
-        picks = rec.recommend_prompts(
-            [prompt], self.k, stop_token_id=reply_stop_token(rec.tokenizer)
-        )[0]
+        picks = self._unseen(
+            rec.recommend_prompts(
+                [prompt], self._width(), stop_token_id=reply_stop_token(rec.tokenizer)
+            )[0]
+        )
         head = SID_FORMAT.render(rec.sid_map.code(picks[0].item_id)) + "\n"
         if rec.engine == "vllm":
             words = vllm_generate_text(
@@ -244,6 +250,14 @@ class ChatSession:
         self.messages = [*prompt, {"role": "assistant", "content": reply}]
         spans = resolve_spans(reply, rec.sid_map, rec.catalog)
         return ChatReply(text, "dialogue", picks, reply, spans)
+
+    def _width(self) -> int:
+        """Candidates ranked per answer: room for ``k`` picks after dropping seen items."""
+        return min(2 * self.k, self.rec.max_k)
+
+    def _unseen(self, ranked: list[Recommendation]) -> list[Recommendation]:
+        seen = set(self.history)
+        return [r for r in ranked if r.item_id not in seen][: self.k]
 
     def transcript(self) -> list[dict[str, Any]]:
         """The conversation so far as chat messages (the prompt of the next turn)."""

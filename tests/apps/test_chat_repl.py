@@ -1,10 +1,16 @@
 """``recllm chat`` driven through a pseudo-terminal (pexpect), on a tiny dialogue model: item
-cards, commands, accepted items joining the history, bad input that leaves the REPL running."""
+cards, commands, accepted items joining the history, bad input that leaves the REPL running.
+
+``test_repl_transcript`` also renders its session as a PNG through Chromium when Playwright and
+a Chromium are installed (to ``RECLLM_SCREENSHOTS=DIR`` when set, else the test's temporary
+folder); with ``RECLLM_DEMO_MODEL=DIR`` it talks to that model (the README's picture).
+"""
 
 from __future__ import annotations
 
 import os
 import re
+import shutil
 import sys
 from pathlib import Path
 
@@ -15,6 +21,7 @@ from recllm.testing import save_tiny_recommender
 pexpect = pytest.importorskip("pexpect", reason="pexpect drives the REPL (the [dev] extra)")
 
 PROMPT = "you> "
+DEMO_MODEL = os.environ.get("RECLLM_DEMO_MODEL")
 
 
 @pytest.fixture(scope="module")
@@ -109,3 +116,54 @@ def test_repl_user_flag_and_eof(model_dir: Path):
     bad.close()
     assert bad.exitstatus == 2
     assert "--user nobody: is not a test user" in bad.before
+
+
+def _first_test_user(model_dir: Path) -> str:
+    from recllm.eval.run import eval_examples
+
+    return eval_examples(model_dir, None, "test", 1)[2][0].user_id
+
+
+def test_repl_transcript(model_dir: Path, tmp_path: Path):
+    """A short session as a user would type it; its screen, rendered as a PNG."""
+    model = Path(DEMO_MODEL) if DEMO_MODEL else model_dir
+    child = _spawn(model, "--user", _first_test_user(model), "--k", "5")
+    screen = []
+    try:
+        child.expect_exact(PROMPT)
+        screen.append(ANSI.sub("", child.before) + PROMPT)
+        for line in ("Something with genre Horror, please.", "/accept 1", "another one?"):
+            out = _say(child, line)
+            screen.append(out + PROMPT)
+            if not line.startswith("/"):
+                assert "top 5" in out and len(re.findall(r"│\s+\d\s+│", out)) == 5, out
+        child.sendline("/quit")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close()
+    text = "".join(screen).replace("\r\n", "\n")
+    text = re.sub(r"^\d\d:\d\d:\d\d (INFO|WARNING) .*\n", "", text, flags=re.M)
+    folder = Path(os.environ.get("RECLLM_SCREENSHOTS") or tmp_path)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "chat_repl.txt").write_text(text, encoding="utf-8")
+    chromium = os.environ.get("RECLLM_CHROMIUM") or shutil.which("chromium")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        return
+    if chromium is None:
+        return
+    import html
+
+    page_html = (
+        "<html><body style='margin:0;background:#1e1e1e'><pre style='color:#ddd;"
+        "font:13px/1.35 DejaVu Sans Mono,monospace;padding:14px;margin:0'>"
+        f"{html.escape(text)}</pre></body></html>"
+    )
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, headless=True, args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1250, "height": 400})
+        page.set_content(page_html)
+        page.screenshot(path=str(folder / "chat_repl.png"), full_page=True)
+        browser.close()
+    assert (folder / "chat_repl.png").stat().st_size > 5_000
