@@ -446,3 +446,25 @@ def test_served_think_model_recommends_with_rationales_and_chat_sids_are_catalog
                 found += spans(choice["message"]["content"], choice["finish_reason"] == "length")
         assert on and all(on), on  # every SID the served model writes is a catalog SID
         assert off and not all(off), off  # control: unconstrained, some are not
+
+
+def test_playground_and_chat_think_with_a_reasoning_model(pipeline):
+    """The playground's "think first" and the chat's /think on, on the trained think model:
+    rationales shown, every pick a catalog item, the raw text holds the <think> block."""
+    from recllm.apps.chat import ChatSession
+    from recllm.apps.playground import DecodeSettings, Playground
+    from recllm.apps.recommender import Recommender
+
+    rec = Recommender.from_pretrained(pipeline["model"], engine="hf")
+    pg = Playground.from_pretrained(pipeline["model"])
+    history = next(iter(pg.users.values()))
+    res = pg.run(", ".join(history), DecodeSettings(k=5, beams=5, think=True))
+    assert len(res.rationales) == 1 and res.rationales[0]
+    assert res.raw.startswith("<think>\n") and len(res.items) == 5
+    assert all(r.item_id in rec.sid_map for r in res.items)
+    with pytest.raises(ValueError, match="Fix: beam mode with the SID constraint on"):
+        pg.run(", ".join(history), DecodeSettings(think=True, constrained=False))
+    chat = ChatSession(rec, history, k=3, think=True)
+    reply = chat.ask("anything")
+    assert reply.mode == "think" and reply.rationales and len(reply.picks) == 3
+    assert not set(p.item_id for p in reply.picks) & set(history)
