@@ -49,17 +49,7 @@ def served(
         )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 300
-        while True:
-            assert proc.poll() is None, f"server exited:\n{log.read_text()[-5000:]}"
-            try:
-                with urllib.request.urlopen(base + "/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, f"server not up:\n{log.read_text()[-5000:]}"
-            time.sleep(1)
+        wait_for_http(proc, base + "/health", log)
         yield base
     finally:
         proc.terminate()
@@ -78,3 +68,37 @@ def post(url: str, body: bytes | dict, timeout: float = 300) -> tuple[int, dict]
             return resp.status, json.loads(resp.read())
     except urllib.error.HTTPError as e:
         return e.code, json.loads(e.read() or b"{}")
+
+
+def run_vllm_child(code: str, job: dict, tmp_path: Path, env: Mapping[str, str]) -> dict:
+    """Run ``code`` (a script reading the JSON job file named by ``sys.argv[1]`` and printing
+    ``RESULT <json>``) in a child Python with ``env``; its result. vLLM runs in children: see
+    tests/test_vllm_smoke.py."""
+    path = tmp_path / "job.json"
+    path.write_text(json.dumps(job))
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(path)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+        timeout=900,
+    )
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+    assert proc.returncode == 0 and lines, f"vLLM child failed:\n{proc.stderr[-5000:]}"
+    return json.loads(lines[-1].removeprefix("RESULT "))
+
+
+def wait_for_http(proc: subprocess.Popen, url: str, log: Path, seconds: float = 300) -> None:
+    """Wait until ``url`` answers 200; fail with the log's tail if ``proc`` exits or time runs
+    out."""
+    deadline = time.monotonic() + seconds
+    while True:
+        assert proc.poll() is None, f"server exited:\n{log.read_text()[-5000:]}"
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        assert time.monotonic() < deadline, f"server not up:\n{log.read_text()[-5000:]}"
+        time.sleep(0.5)

@@ -23,7 +23,7 @@ import torch
 from recllm.apps.recommender import Recommender
 from recllm.decode import generate_sids
 from recllm.testing import save_tiny_recommender
-from tests.serving import free_port, post, served
+from tests.serving import free_port, post, run_vllm_child, served
 
 pytestmark = [pytest.mark.vllm, pytest.mark.usefixtures("torch_single_thread")]
 
@@ -95,18 +95,7 @@ def _histories(rec: Recommender, n: int, seed: int) -> list[list[str]]:
 
 
 def _run_child(job: dict, tmp_path: Path) -> dict:
-    path = tmp_path / "job.json"
-    path.write_text(json.dumps(job))
-    proc = subprocess.run(
-        [sys.executable, "-c", _CHILD, str(path)],
-        capture_output=True,
-        text=True,
-        env={**os.environ, **VLLM_ENV},
-        timeout=900,
-    )
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
-    assert proc.returncode == 0 and lines, f"vLLM child failed:\n{proc.stderr[-5000:]}"
-    return json.loads(lines[-1].removeprefix("RESULT "))
+    return run_vllm_child(_CHILD, job, tmp_path, VLLM_ENV)
 
 
 def _answer_item(tokens: list[int], rec: Recommender) -> str | None:

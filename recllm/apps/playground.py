@@ -639,16 +639,12 @@ def build_app(pg: Playground) -> Any:
                 cards_html(reply.picks, rec.sid_map, reply.seconds),
             )
 
-        send.click(
-            chat_send,
+        chat_io = (
             [message, session, history, chat_k, chat_think, chatbot],
             [session, chatbot, message, status, chat_picks],
         )
-        message.submit(
-            chat_send,
-            [message, session, history, chat_k, chat_think, chatbot],
-            [session, chatbot, message, status, chat_picks],
-        )
+        send.click(chat_send, *chat_io)
+        message.submit(chat_send, *chat_io)
 
         def chat_accept(n, sess):
             try:

@@ -44,6 +44,24 @@ __all__ = [
 ]
 
 
+def _encode(
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: Sequence[Prompt],
+    prefill: Sequence[str] | None,
+    chat_template_kwargs: Mapping[str, Any] | None = None,
+) -> list[list[int]]:
+    """Token ids of each prompt (with its generation prompt), then of its prefill text."""
+    ids = encode_prompts(tokenizer, prompts, chat_template_kwargs=chat_template_kwargs)
+    if prefill is None:
+        return ids
+    if len(prefill) != len(ids):
+        raise ValueError(f"{len(prefill)} prefills for {len(ids)} prompts")
+    return [
+        i + tokenizer(p, add_special_tokens=False)["input_ids"]
+        for i, p in zip(ids, prefill, strict=True)
+    ]
+
+
 @torch.no_grad()
 def generate_text(
     model: PreTrainedModel,
@@ -80,14 +98,7 @@ def generate_text(
 
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
-    ids = encode_prompts(tokenizer, prompts, chat_template_kwargs=chat_template_kwargs)
-    if prefill is not None:
-        if len(prefill) != len(ids):
-            raise ValueError(f"{len(prefill)} prefills for {len(ids)} prompts")
-        ids = [
-            i + tokenizer(p, add_special_tokens=False)["input_ids"]
-            for i, p in zip(ids, prefill, strict=True)
-        ]
+    ids = _encode(tokenizer, prompts, prefill, chat_template_kwargs)
     eos = tokenizer.eos_token_id
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
     greedy = temperature <= 0
@@ -163,14 +174,7 @@ def vllm_generate_text(
         spaces_between_special_tokens=False,  # the text transformers decodes
         extra_args={EXTRA_SID: bool(constrained)},
     )
-    ids = encode_prompts(tokenizer, prompts)
-    if prefill is not None:
-        if len(prefill) != len(ids):
-            raise ValueError(f"{len(prefill)} prefills for {len(ids)} prompts")
-        ids = [
-            i + tokenizer(p, add_special_tokens=False)["input_ids"]
-            for i, p in zip(ids, prefill, strict=True)
-        ]
+    ids = _encode(tokenizer, prompts, prefill)
     requests = [TokensPrompt(prompt_token_ids=i) for i in ids]
     outs = llm.generate(requests, params, use_tqdm=False)
     return [_cut_open_span(o.outputs[0].text) for o in outs]

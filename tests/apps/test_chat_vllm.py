@@ -5,10 +5,6 @@ playground's modes run on the engine. vLLM runs in a child process (see tests/te
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -18,6 +14,7 @@ from recllm.apps.recommender import Recommender
 from recllm.tasks.dialogue import DialogueTurn, Steer, dialogue_prompt, reply_stop_token
 from recllm.tasks.prompting import task_builder
 from recllm.testing import save_tiny_recommender
+from tests.serving import run_vllm_child
 
 pytestmark = [pytest.mark.vllm, pytest.mark.usefixtures("torch_single_thread")]
 
@@ -95,18 +92,7 @@ def test_dialogue_chat_and_playground_on_vllm(talk: Recommender, tmp_path: Path)
         "beams": beams,
         "history": histories[0],
     }
-    path = tmp_path / "job.json"
-    path.write_text(json.dumps(job))
-    proc = subprocess.run(
-        [sys.executable, "-c", _CHILD, str(path)],
-        capture_output=True,
-        text=True,
-        env={**os.environ, **VLLM_ENV},
-        timeout=900,
-    )
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
-    assert proc.returncode == 0 and lines, f"vLLM child failed:\n{proc.stderr[-5000:]}"
-    res = json.loads(lines[-1].removeprefix("RESULT "))
+    res = run_vllm_child(_CHILD, job, tmp_path, VLLM_ENV)
 
     # the reply span ranked on vLLM (recllm_stop = the new line) == transformers, scores too
     hf = talk.recommend_prompts(prompts, 5, num_beams=beams, stop_token_id=stop)

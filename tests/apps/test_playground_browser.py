@@ -16,8 +16,6 @@ import re
 import shutil
 import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -25,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from recllm.testing import save_tiny_recommender
-from tests.serving import free_port
+from tests.serving import free_port, wait_for_http
 
 CHROMIUM = os.environ.get("RECLLM_CHROMIUM") or shutil.which("chromium")
 playwright = pytest.importorskip("playwright.sync_api", reason="Playwright drives the browser")
@@ -63,17 +61,7 @@ def url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=root)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            assert proc.poll() is None, f"playground exited:\n{log.read_text()[-4000:]}"
-            try:
-                with urllib.request.urlopen(base, timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, f"playground not up:\n{log.read_text()[-4000:]}"
-            time.sleep(0.5)
+        wait_for_http(proc, base, log, seconds=180)
         yield base
     finally:
         proc.terminate()

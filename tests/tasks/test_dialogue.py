@@ -45,6 +45,16 @@ def builder(**cfg) -> TaskBuilder:
     return TaskBuilder(CATALOG, sid, TaskConfig(**cfg))
 
 
+#: A mixture of the dialogue task alone.
+DIALOGUE_ONLY = {
+    "dialogue": 1.0,
+    "rec": 0.0,
+    "behaviour": 0.0,
+    "catalog_sid_to_title": 0.0,
+    "catalog_title_to_sid": 0.0,
+}
+
+
 def test_facets_and_labels():
     b = builder(facet_labels={"genre": "genre", "year": "year"})
     assert [(f.name, f.splitter) for f in b.facets()] == [("genre", "words"), ("year", "whole")]
@@ -132,15 +142,7 @@ def test_conversations_steer_truthfully_and_use_training_items_only():
 def test_rows_in_the_mixture():
     seqs = {f"u{n}": [str(1 + (n + k) % 6) for k in range(5)] for n in range(4)}
     split = leave_one_out(Interactions(seqs))
-    b = builder(
-        mixture={
-            "dialogue": 1.0,
-            "rec": 0.0,
-            "behaviour": 0.0,
-            "catalog_sid_to_title": 0.0,
-            "catalog_title_to_sid": 0.0,
-        }
-    )
+    b = builder(mixture=DIALOGUE_ONLY)
     rows = b.train_rows(split)
     # per user: train = 3 items -> positions 1, 2 -> conversations of 2 and 1 turns -> 3 rows
     assert len(rows) == 4 * 3 and {r["task"] for r in rows} == {"dialogue"}
@@ -265,15 +267,7 @@ def test_given_conversations_replace_the_built_ones(tmp_path):
     split = leave_one_out(Interactions(seqs))
     conv = Conversation("u1", ("1", "2"), (DialogueTurn("open", "3", text="Got any crime?"),))
     write_dialogues([conv], tmp_path / "d", {}, source="teacher", teacher="t")
-    b = builder(
-        mixture={
-            "dialogue": 1.0,
-            "rec": 0.0,
-            "behaviour": 0.0,
-            "catalog_sid_to_title": 0.0,
-            "catalog_title_to_sid": 0.0,
-        }
-    )
+    b = builder(mixture=DIALOGUE_ONLY)
     b.dialogues, _ = load_dialogues(tmp_path / "d")
     rows = b.train_rows(split)
     assert len(rows) == 1 and rows[0]["prompt"][0]["content"].endswith("Heat\nGot any crime?")
