@@ -35,9 +35,14 @@ TIMEOUT_MS = 120_000
 REAL_MODEL = os.environ.get("RECLLM_DEMO_MODEL")
 
 
+#: The served page's working folder (where "save template" writes a relative prompts folder).
+SERVED: dict[str, Path] = {}
+
+
 @pytest.fixture(scope="module")
 def url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     root = tmp_path_factory.mktemp("pg")
+    SERVED["root"] = root
     model = REAL_MODEL or save_tiny_recommender(root / "tiny", dialogue=True)
     port = free_port()
     log = root / "playground.log"
@@ -174,6 +179,11 @@ def test_recommend_ab_constraint_and_template(browser, url: str, shots: Path):
         "() => document.querySelector('#preview-A textarea').value.includes('EDITED. Which')"
     )
     assert _run(page) == "ok" and len(_cards(page, "A")) == 10
+    # save it back to a prompts folder (relative to where the playground runs)
+    before = _status_text(page)
+    page.click("#save-A")
+    assert _status(page, before) == "saved prompts_edited/rec.jinja"
+    assert "EDITED. Which item" in (SERVED["root"] / "prompts_edited" / "rec.jinja").read_text()
     page.close()
 
 
