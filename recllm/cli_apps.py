@@ -33,11 +33,8 @@ def _session(args: argparse.Namespace) -> ChatSession:
     from recllm.apps.recommender import Recommender
     from recllm.errors import UserError
 
-    rec = Recommender.from_pretrained(
-        args.model, engine=args.engine, data=args.data, max_k=max(args.k, 50)
-    )
     history = list(args.history or [])
-    if args.user is not None:
+    if args.user is not None:  # before the model loads: a wrong id costs no wait
         from recllm.eval.run import eval_examples
 
         _, _, examples = eval_examples(args.model, args.data, "test", 0)
@@ -50,6 +47,9 @@ def _session(args: argparse.Namespace) -> ChatSession:
                 f"pass one of its user ids (e.g. {some})",
             )
         history = list(by_user[args.user].history) + history
+    rec = Recommender.from_pretrained(
+        args.model, engine=args.engine, data=args.data, max_k=max(args.k, 50)
+    )
     return ChatSession(rec, history, k=args.k, think=args.think)
 
 
