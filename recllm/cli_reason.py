@@ -297,7 +297,14 @@ def add_think_ahead_parser(sub: Any) -> None:
         "as scripts/think_benchmark.py and the quickstart's --eval-seed draw them); default: "
         "the first N",
     )
-    _flag(t, "batch_size", type=_positive, default=16, help="users per batch (transformers)")
+    _flag(
+        t,
+        "batch_size",
+        type=_positive,
+        default=16,
+        help="users per batch (transformers; on vLLM, users per engine call: more sequences "
+        "than its KV cache holds are preempted and recomputed)",
+    )
     t.add_argument(
         "--engine",
         choices=("auto", "vllm", "hf"),

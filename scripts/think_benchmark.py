@@ -247,7 +247,9 @@ def main(argv: list[str] | None = None) -> dict:
                 [sys.executable, "-m", "recllm.cli", "think-ahead", "--model", str(think)]
                 + ["--paths", str(args.paths), "--prefixes", str(args.prefixes)]
                 + ["--depth", str(args.depth), "--think-tokens", str(args.think_tokens)]
-                + ["--engine", args.ahead_engine, "--batch-size", "16"]
+                # vLLM: 64 users (128 sequences) per engine call fit its 30% CPU KV cache
+                + ["--engine", args.ahead_engine]
+                + ["--batch-size", "64" if args.ahead_engine == "vllm" else "16"]
                 + ["--out", str(prefix_file)]
                 + (
                     ["--max-users", str(args.eval_users), "--sample-seed", "0"]

@@ -372,6 +372,33 @@ def think_then_sid(
     from recllm.decode.generate import generate_sids
     from recllm.vocab import SID_FORMAT
 
+    if engine is not None and len(prompts) > batch_size:
+        # vLLM takes a whole list at once; more sequences than its KV cache holds are
+        # preempted and recomputed over and over (943 users x 2 rationales on a 7 GiB CPU cache
+        # ran for 90 minutes without finishing), so users go in batches of batch_size
+        return [
+            r
+            for start in range(0, len(prompts), batch_size)
+            for r in think_then_sid(
+                model,
+                tokenizer,
+                prompts[start : start + batch_size],
+                sid_map,
+                k=k,
+                num_beams=num_beams,
+                rationales=rationales,
+                max_think_tokens=max_think_tokens,
+                temperature=temperature,
+                top_p=top_p,
+                batch_size=batch_size,
+                seed=seed,
+                trie=trie,
+                titles=titles,
+                chat_template_kwargs=chat_template_kwargs,
+                progress=False,
+                engine=engine,
+            )
+        ]
     beams = k if num_beams is None else num_beams
     if beams < k:
         raise ValueError(f"num_beams ({beams}) must be >= k ({k})")
@@ -542,6 +569,34 @@ def think_ahead_prefixes(
     from recllm.decode.beam import sid_beam_search
     from recllm.vocab import SID_FORMAT
 
+    if engine is not None and len(prompts) > batch_size:  # see think_then_sid: KV cache size
+        starts = range(0, len(prompts), batch_size)
+        if progress:
+            from tqdm.auto import tqdm
+
+            starts = tqdm(starts, desc="think-ahead", unit="batch")
+        return [
+            found
+            for start in starts
+            for found in think_ahead_prefixes(
+                model,
+                tokenizer,
+                prompts[start : start + batch_size],
+                sid_map,
+                paths=paths,
+                prefixes=prefixes,
+                depth=depth,
+                max_think_tokens=max_think_tokens,
+                temperature=temperature,
+                top_p=top_p,
+                batch_size=batch_size,
+                seed=seed,
+                trie=trie,
+                chat_template_kwargs=chat_template_kwargs,
+                progress=False,
+                engine=engine,
+            )
+        ]
     if trie is None:
         trie = SIDTrie.from_sid_map(
             sid_map, SID_FORMAT.token_ids(tokenizer, sid_map.codebook_sizes)

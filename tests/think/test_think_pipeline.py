@@ -303,6 +303,19 @@ res["prefix_search"] = vllm_sid_prefix_search(llm, job["ids"], trie, num_beams=5
 from recllm.decode.think import think_ahead_prefixes
 res["ahead"] = think_ahead_prefixes(None, tok, job["chat"], sid_map, paths=2, prefixes=3,
                                     max_think_tokens=24, engine=llm)
+# users in engine calls of batch_size (a vLLM batch must fit its KV cache): greedy answers
+# are the same in 3 calls of 5 users as in one call of 12
+whole, parts = (
+    think_then_sid(None, tok, job["chat"], sid_map, k=5, rationales=1, temperature=0.0,
+                   max_think_tokens=24, batch_size=b, engine=llm)
+    for b in (100, 5)
+)
+res["chunked_same"] = [(r.rationales, [x.item_id for x in r.recommendations]) for r in whole] == [
+    (r.rationales, [x.item_id for x in r.recommendations]) for r in parts]
+ahead = [think_ahead_prefixes(None, tok, job["chat"], sid_map, paths=1, prefixes=3,
+                              temperature=0.0, max_think_tokens=24, batch_size=b, engine=llm)
+         for b in (100, 5)]
+res["ahead_chunked_same"] = ahead[0] == ahead[1]
 free = SamplingParams(temperature=1.0, max_tokens=5, extra_args={"recllm_sid": False})
 outs = llm.generate([TokensPrompt(prompt_token_ids=p) for p in job["begun"]], free, use_tqdm=False)
 res["free"] = [list(o.outputs[0].token_ids) for o in outs]
@@ -369,6 +382,7 @@ def test_think_and_think_ahead_on_vllm_match_transformers(pipeline, tmp_path):
         if prefixes[n] is not None:
             allowed = {tuple(p) for p in prefixes[n]}
             assert all(tuple(int(c) for c in sid_map.codes[r][:2]) in allowed for r, _ in row)
+    assert got["chunked_same"] and got["ahead_chunked_same"]
     # think-ahead on vLLM: per user a union of 2-level catalog prefixes, at most 2 x 3
     catalog = {tuple(int(c) for c in code[:2]) for code in sid_map.codes}
     assert len(got["ahead"]) == 12
