@@ -76,6 +76,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="engine of the think-ahead pass (default: vllm when installed; 2.1x the users/s "
         "of hf on 60 users, 2 CPU cores)",
     )
+    p.add_argument(
+        "--think-engine",
+        choices=("hf", "vllm"),
+        default="hf",
+        help="engine of the thinking rows (think_greedy, think_sampled); the other rows decode "
+        "on transformers. A vllm row says so in its label and its cache file",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--rows",
@@ -137,12 +144,19 @@ class Bench:
         self.rows: dict[str, dict] = {}
         self.ranks: dict[str, list[int]] = {}
 
-    def score(self, name: str, model_dir: Path, cache: str | None = None, **kw) -> dict:
-        """Evaluate (or read the cached figures of) one row; ``cache`` names its file."""
+    def score(
+        self, name: str, model_dir: Path, cache: str | None = None, engine: str = "hf", **kw
+    ) -> dict:
+        """Evaluate (or read the cached figures of) one row; ``cache`` names its file.
+
+        ``engine="vllm"``: the row decodes on a vLLM engine started for it and shut down after.
+        """
         path = (
             self.out / "eval" / f"u{len(self.users)}_b{self.args.beams}" / f"{cache or name}.json"
         )
         if not path.is_file():
+            import gc
+
             import torch
 
             from recllm.eval.report import target_ranks
@@ -151,8 +165,16 @@ class Bench:
             from recllm.tasks.prompting import PromptSpec
             from recllm.vocab import load_model_with_sids
 
-            model, tok, sid_map = load_model_with_sids(model_dir, dtype=torch.float32)
-            model.eval()
+            rec = None
+            if engine == "vllm":
+                from recllm.apps.recommender import Recommender
+
+                rec = Recommender.from_pretrained(model_dir, engine="vllm", max_k=self.args.beams)
+                model, tok, sid_map = None, rec.tokenizer, rec.sid_map
+                kw.update(engine="vllm", recommender=rec)
+            else:
+                model, tok, sid_map = load_model_with_sids(model_dir, dtype=torch.float32)
+                model.eval()
             res = evaluate_recommender(
                 model,
                 tok,
@@ -165,6 +187,8 @@ class Bench:
                 batch_size=32,
                 **kw,
             )
+            del rec, model
+            gc.collect()
             ranks = target_ranks([ex.target for ex in self.users], res.ranked)
             figs = {k: v for k, v in res.metrics.items() if k != "think"}
             figs["seconds"] = round(res.seconds, 1)
@@ -212,12 +236,13 @@ def main(argv: list[str] | None = None) -> dict:
     want = set(args.rows) | {"nothink"}
     names = {}
     r = args.think_rationales
+    on = " on vLLM" if args.think_engine == "vllm" else ""
     label = {
         "start": "PLUM start (quickstart model)",
         "nothink": "no-think SFT (control arm)",
         "think_plain": "think SFT, answering without thinking",
-        "think_greedy": "think SFT, thinking (1 greedy rationale)",
-        "think_sampled": f"think SFT, thinking ({r} sampled rationales, merged)",
+        "think_greedy": f"think SFT, thinking (1 greedy rationale){on}",
+        "think_sampled": f"think SFT, thinking ({r} sampled rationales, merged){on}",
         "ahead_nothink": f"think-ahead ({args.paths} paths x {args.prefixes} prefixes, depth "
         f"{args.depth}) -> no-think SFT",
         "ahead_think": "think-ahead -> think SFT answering without thinking",
@@ -235,6 +260,8 @@ def main(argv: list[str] | None = None) -> dict:
         if key in want:
             names[key] = label[key]
             model_dir, kw = plans[key]
+            if "think" in kw and args.think_engine == "vllm":
+                kw = {**kw, "engine": "vllm", "cache": f"{key}_vllm"}
             bench.score(key, model_dir, **kw)
     record = None
     if want & {"ahead_nothink", "ahead_think"}:

@@ -179,7 +179,12 @@ def vllm_serve_args(
     Raises:
         UserError: The installed vLLM lacks the parts of its server API recllm uses.
     """
-    from recllm.decode.vllm_compat import check_vllm_version, cpu_memory_share, require_vllm_api
+    from recllm.decode.vllm_compat import (
+        check_vllm_version,
+        cpu_memory_share,
+        cpu_scheduler_cores,
+        require_vllm_api,
+    )
 
     check_vllm_version()
     api = require_vllm_api(_PARSER_API, what=_WHAT)
@@ -211,6 +216,7 @@ def vllm_serve_args(
     share = cpu_memory_share(list(extra))
     if share is not None:  # vLLM's CPU default KV cache (90% of RAM) was OOM-killed
         argv += ["--gpu-memory-utilization", str(share)]
+    cpu_scheduler_cores()  # the engine process, started later, reads it
     parser = api["make_arg_parser"](api["FlexibleArgumentParser"](prog="recllm serve (vLLM)"))
     args = parser.parse_args(argv)
     api["validate_parsed_serve_args"](args)

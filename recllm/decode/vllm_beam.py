@@ -358,7 +358,7 @@ def start_vllm_engine(
     them (``gpu_memory_utilization``, ``tensor_parallel_size``, ``max_model_len``...)."""
     from vllm import LLM
 
-    from recllm.decode.vllm_compat import cpu_memory_share
+    from recllm.decode.vllm_compat import cpu_memory_share, cpu_scheduler_cores
     from recllm.decode.vllm_processor import vllm_engine_kwargs
 
     kwargs: dict[str, Any] = {
@@ -385,5 +385,6 @@ def start_vllm_engine(
     share = cpu_memory_share(kwargs)
     if share is not None:
         kwargs["gpu_memory_utilization"] = share
+    cpu_scheduler_cores()
     logger.info("starting vLLM on %s (dtype %s)", model_dir, kwargs["dtype"])
     return LLM(**kwargs)

@@ -32,6 +32,7 @@ __all__ = [
     "TESTED_VLLM",
     "check_vllm_version",
     "cpu_memory_share",
+    "cpu_scheduler_cores",
     "installed_vllm_version",
     "require_vllm_api",
     "require_vllm_kwargs",
@@ -53,6 +54,11 @@ _warned: set[str] = set()
 #: for 21.7 of 23.5 GiB, and the worker was OOM-killed once the model and the calling process
 #: had their share (``recllm eval --engine vllm`` on SmolLM2-135M, 24 GiB machine).
 CPU_KV_SHARE = 0.3
+#: vLLM's CPU backend keeps one core per worker for its scheduler process (x86/ARM). On a machine
+#: with at most this many usable cores recllm gives that core back to the model: on 2 cores the
+#: model otherwise runs on one, and think-ahead of 60 users went from 0.365 to 0.60 users/s
+#: (1.64x) with ``VLLM_CPU_NUM_OF_RESERVED_CPU=0`` (SmolLM2-135M, Xeon, 2 cores).
+FEW_CPU_CORES = 3
 
 
 def installed_vllm_version() -> str | None:
@@ -174,3 +180,28 @@ def cpu_memory_share(
 
         on_cpu = current_platform.is_cpu()
     return CPU_KV_SHARE if on_cpu else None
+
+
+def cpu_scheduler_cores(*, on_cpu: bool | None = None, cores: int | None = None) -> str | None:
+    """Set ``VLLM_CPU_NUM_OF_RESERVED_CPU=0`` on a small CPU machine; returns the value set.
+
+    vLLM's CPU backend reserves a core for its scheduler; with :data:`FEW_CPU_CORES` or fewer
+    usable cores that halves (2 cores) or thirds the model's share, while the scheduler needs
+    little. A value the caller set in the environment is left alone; GPUs are untouched. Call it
+    before the engine starts: its worker processes read the environment.
+    """
+    if "VLLM_CPU_NUM_OF_RESERVED_CPU" in os.environ:
+        return None
+    if cores is None:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    if (cores or 1) > FEW_CPU_CORES:
+        return None
+    if on_cpu is None:
+        from vllm.platforms import current_platform
+
+        on_cpu = current_platform.is_cpu()
+    if not on_cpu:
+        return None
+    os.environ["VLLM_CPU_NUM_OF_RESERVED_CPU"] = "0"
+    logger.info("vLLM on %d CPU cores: no core reserved for its scheduler", cores)
+    return "0"

@@ -21,6 +21,7 @@ from recllm.decode.vllm_compat import (
     CPU_KV_SHARE,
     check_vllm_version,
     cpu_memory_share,
+    cpu_scheduler_cores,
     installed_vllm_version,
     require_vllm_api,
     require_vllm_kwargs,
@@ -87,6 +88,24 @@ def test_cpu_kv_cache_share_unless_the_caller_chose(monkeypatch):
     assert cpu_memory_share({}, on_cpu=True) is None
 
 
+def test_scheduler_core_given_back_on_small_cpu_machines(monkeypatch):
+    """vLLM's CPU backend reserves a core for its scheduler: on <= 3 cores recllm sets
+    VLLM_CPU_NUM_OF_RESERVED_CPU=0 (think-ahead 1.64x on 2 cores); not on GPUs, not on bigger
+    machines, never over the caller's own value."""
+    name = "VLLM_CPU_NUM_OF_RESERVED_CPU"
+    for cores, on_cpu in ((8, True), (4, True), (2, False)):
+        monkeypatch.delenv(name, raising=False)
+        assert cpu_scheduler_cores(on_cpu=on_cpu, cores=cores) is None
+        assert name not in os.environ
+    monkeypatch.setenv(name, "1")
+    assert cpu_scheduler_cores(on_cpu=True, cores=2) is None
+    assert os.environ[name] == "1"
+    for cores in (1, 2, 3):
+        monkeypatch.delenv(name, raising=False)
+        assert cpu_scheduler_cores(on_cpu=True, cores=cores) == "0"
+        assert os.environ[name] == "0"
+
+
 # -- the installed vLLM: real layout, processor request validation -------------------------------
 
 _CHILD = """
@@ -103,6 +122,7 @@ args = serve.vllm_serve_args(sys.argv[1])
 res["args_missing"] = [n for n in serve._ARGS_READ if not hasattr(args, n)]
 res["kv_share_env"] = args.gpu_memory_utilization  # VLLM_CPU_KVCACHE_SPACE is set: vLLM's own
 import os
+res["reserved"] = os.environ.get("VLLM_CPU_NUM_OF_RESERVED_CPU")
 del os.environ["VLLM_CPU_KVCACHE_SPACE"]
 res["kv_share"] = serve.vllm_serve_args(sys.argv[1]).gpu_memory_utilization
 res["kv_share_flag"] = serve.vllm_serve_args(
@@ -146,6 +166,7 @@ print("RESULT " + json.dumps(res))
 def test_installed_vllm_passes_the_guards_and_requests_are_validated(tmp_path: Path):
     model_dir = save_tiny_recommender(tmp_path / "tiny", seed=0)  # 3 SID levels
     env = {**os.environ, "OMP_NUM_THREADS": "1", "VLLM_CPU_KVCACHE_SPACE": "1"}
+    env.pop("VLLM_CPU_NUM_OF_RESERVED_CPU", None)
     proc = subprocess.run(
         [sys.executable, "-c", _CHILD, str(model_dir)],
         capture_output=True,
@@ -160,6 +181,9 @@ def test_installed_vllm_passes_the_guards_and_requests_are_validated(tmp_path: P
     # the KV cache: 30% of RAM on CPU unless the caller chose (vLLM's 0.9 was OOM-killed)
     assert (res["kv_share"], res["kv_share_flag"]) == (0.3, 0.5)
     assert res["kv_share_env"] > 0.8  # vLLM's own default (0.92 in 0.32)
+    # the scheduler's core goes back to the model on a small machine (this one has 2)
+    small = len(os.sched_getaffinity(0)) <= 3
+    assert res["reserved"] == ("0" if small else None)
     got = res["checks"]
     known = (
         "recllm reads recllm_sid, recllm_sid_only, recllm_sid_partial, recllm_prefixes, recllm_stop"
