@@ -41,7 +41,6 @@ import math
 import os
 import platform
 import shlex
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -207,16 +206,10 @@ def run_stage(bench: Bench, stage: str, seed: int, rm_dir: Path) -> Path:
     out = bench.out / f"{stage}_seed{seed}"
     if (out / "model" / "sid_map.json").is_file():
         return out
+    from recllm.train.launch import launch_recipe
+
     args = bench.args
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1"]
-    # accelerate gives a process without a GPU one thread unless told otherwise
-    cmd += ["--num_cpu_threads_per_process", str(os.cpu_count() or 1)]
-    cmd += [
-        str(ROOT / "recipes" / f"{stage}.py"),
-        "--config",
-        str(ROOT / "recipes" / f"{stage}.yaml"),
-    ]
-    cmd += ["--model_dir", str(args.sft), "--output_dir", str(out), "--seed", str(seed)]
+    cmd = ["--model_dir", str(args.sft), "--output_dir", str(out), "--seed", str(seed)]
     cmd += [
         "--reward",
         args.reward,
@@ -227,8 +220,12 @@ def run_stage(bench: Bench, stage: str, seed: int, rm_dir: Path) -> Path:
     ]
     cmd += DEFAULTS.get(bench.spec.style, {}).get(stage, [])
     cmd += shlex.split(getattr(args, f"{stage}_args"))
-    print("+", shlex.join(cmd), flush=True)
-    subprocess.run(cmd, check=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    launch_recipe(
+        ROOT / "recipes" / f"{stage}.py",
+        config_path=ROOT / "recipes" / f"{stage}.yaml",
+        args=cmd,
+        env={"HF_HUB_OFFLINE": "1"},
+    )
     return out
 
 

@@ -33,7 +33,6 @@ import os
 import platform
 import shlex
 import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -71,6 +70,7 @@ def train_arm(args: argparse.Namespace, out: Path, name: str, dialogue: bool) ->
     if (arm / "model" / "sid_map.json").is_file():
         return arm / "model"
     from recllm.tasks.prompting import PromptSpec
+    from recllm.train.launch import launch_recipe
     from recllm.vocab.checkpoint import read_vocab_record
 
     spec = PromptSpec.from_model_dir(args.start)
@@ -94,14 +94,10 @@ def train_arm(args: argparse.Namespace, out: Path, name: str, dialogue: bool) ->
     record = read_vocab_record(args.start).get("recommender") or {}
     cfg["rec_history_titles"] = bool((record.get("task") or {}).get("rec_history_titles"))
     cfg["mixture"] = {**cfg["mixture"], "dialogue": args.dialogue_weight if dialogue else 0.0}
-    out.mkdir(parents=True, exist_ok=True)
-    config = out / f"{name}.yaml"
-    config.write_text(yaml.safe_dump(cfg, sort_keys=False))
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1"]
-    cmd += ["--num_cpu_threads_per_process", str(os.cpu_count() or 1)]
-    t0 = time.monotonic()
-    run([*cmd, str(ROOT / "recipes" / "plum_sft.py"), "--config", str(config)])
-    (arm / "minutes.json").write_text(json.dumps({"minutes": (time.monotonic() - t0) / 60}))
+    seconds = launch_recipe(
+        ROOT / "recipes" / "plum_sft.py", config=cfg, config_path=out / f"{name}.yaml", env=ENV
+    )
+    (arm / "minutes.json").write_text(json.dumps({"minutes": seconds / 60}))
     return arm / "model"
 
 

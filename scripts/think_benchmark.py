@@ -36,7 +36,6 @@ import platform
 import shlex
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import yaml
@@ -104,6 +103,7 @@ def train_arm(args: argparse.Namespace, out: Path, name: str, control: bool) -> 
     if (arm / "model" / "sid_map.json").is_file():
         return arm / "model"
     from recllm.tasks.prompting import PromptSpec
+    from recllm.train.launch import launch_recipe
 
     data = PromptSpec.from_model_dir(args.start).data or {}
     cfg = yaml.safe_load((ROOT / "recipes" / "onerec_think.yaml").read_text())
@@ -122,14 +122,10 @@ def train_arm(args: argparse.Namespace, out: Path, name: str, control: bool) -> 
     # the same text features in both arms: the catalog text (title, year, genres) the
     # rationales are built from is a training task of both
     cfg["mixture"].update(rec_sequence=1.0, catalog_sid_to_text=1.0, reason_rec=1.0)
-    out.mkdir(parents=True, exist_ok=True)
-    config = out / f"{name}.yaml"
-    config.write_text(yaml.safe_dump(cfg, sort_keys=False))
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1"]
-    cmd += ["--num_cpu_threads_per_process", str(os.cpu_count() or 1)]
-    t0 = time.monotonic()
-    run([*cmd, str(ROOT / "recipes" / "onerec_think.py"), "--config", str(config)])
-    (arm / "minutes.json").write_text(json.dumps({"minutes": (time.monotonic() - t0) / 60}))
+    seconds = launch_recipe(
+        ROOT / "recipes" / "onerec_think.py", config=cfg, config_path=out / f"{name}.yaml", env=ENV
+    )
+    (arm / "minutes.json").write_text(json.dumps({"minutes": seconds / 60}))
     return arm / "model"
 
 
