@@ -305,6 +305,7 @@ def plot(summary: dict, path: Path) -> None:
     )
     ax1.set_xticks(x, [n.split(" (")[0] for n in names], fontsize=8)
     ax1.set_title(f"target in the top {summary['settings']['k']}")
+    ax1.set_ylim(bottom=0)
     ax1.legend(fontsize=7)
     cats = list(next(iter(rows.values()))["category_share"])
     width = 0.8 / (len(names) + 1)

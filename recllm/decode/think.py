@@ -376,9 +376,14 @@ def think_then_sid(
         # vLLM takes a whole list at once; more sequences than its KV cache holds are
         # preempted and recomputed over and over (943 users x 2 rationales on a 7 GiB CPU cache
         # ran for 90 minutes without finishing), so users go in batches of batch_size
+        starts = range(0, len(prompts), batch_size)
+        if progress:
+            from tqdm.auto import tqdm
+
+            starts = tqdm(starts, desc="think, then SID", unit="batch")
         return [
             r
-            for start in range(0, len(prompts), batch_size)
+            for start in starts
             for r in think_then_sid(
                 model,
                 tokenizer,
