@@ -228,7 +228,13 @@ class ChatSession:
                 [prompt], self._width(), stop_token_id=reply_stop_token(rec.tokenizer)
             )[0]
         )
-        head = SID_FORMAT.render(rec.sid_map.code(picks[0].item_id)) + "\n"
+        # the reply as training wrote it: the pick's SID span, a new line, its catalog title;
+        # the model's words (the reason) follow. Left to itself after the span the model wrote
+        # another item's title now and then ("<sid of Santa Clause>\nDirty Dancing: ...").
+        top = picks[0]
+        head = (
+            f"{SID_FORMAT.render(rec.sid_map.code(top.item_id))}\n{rec.catalog.title(top.item_id)}"
+        )
         if rec.engine == "vllm":
             words = vllm_generate_text(
                 rec.backend,
@@ -246,7 +252,7 @@ class ChatSession:
                 prefill=[head],
                 max_new_tokens=self.reply_tokens,
             )[0]
-        reply = head + words.strip()
+        reply = head + words.rstrip()
         self.messages = [*prompt, {"role": "assistant", "content": reply}]
         spans = resolve_spans(reply, rec.sid_map, rec.catalog)
         return ChatReply(text, "dialogue", picks, reply, spans)

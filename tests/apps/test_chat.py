@@ -56,7 +56,10 @@ def test_dialogue_turns_rank_the_reply_span_and_name_the_top_pick(talk: Recommen
     assert all(p.item_id in talk.sid_map for p in first.picks)
     # the reply opens with the top pick's SID span and a new line; the span resolves exactly
     top = first.picks[0].item_id
-    assert first.reply.startswith(SID_FORMAT.render(talk.sid_map.code(top)) + "\n")
+    # then the pick's catalog title, as training wrote it (the model's words follow)
+    assert first.reply.startswith(
+        SID_FORMAT.render(talk.sid_map.code(top)) + "\n" + talk.catalog.title(top)
+    )
     assert first.spans[0].match == "exact" and first.spans[0].item_id == top
     assert all(s.match == "exact" for s in first.spans)  # any span it wrote is a catalog SID
     prompt = chat.messages[:1]
