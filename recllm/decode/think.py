@@ -322,6 +322,22 @@ def _strip_pad(text: str, tokenizer: PreTrainedTokenizerBase) -> str:
     return text
 
 
+def _per_engine_call(func: Any, call: Mapping[str, Any], desc: str) -> list[Any]:
+    """``func(**call)`` on slices of ``batch_size`` prompts, results joined in order (a progress
+    bar over the slices when ``call["progress"]``)."""
+    prompts, size = call["prompts"], call["batch_size"]
+    starts = range(0, len(prompts), size)
+    if call["progress"]:
+        from tqdm.auto import tqdm
+
+        starts = tqdm(starts, desc=desc, unit="batch")
+    return [
+        r
+        for start in starts
+        for r in func(**{**call, "prompts": prompts[start : start + size], "progress": False})
+    ]
+
+
 def think_then_sid(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -369,6 +385,7 @@ def think_then_sid(
     Raises:
         ValueError: Bad sizes, or greedy thinking with ``R > 1``.
     """
+    call = dict(locals())  # the arguments, for batches of users on vLLM
     from recllm.decode.generate import generate_sids
     from recllm.vocab import SID_FORMAT
 
@@ -376,34 +393,7 @@ def think_then_sid(
         # vLLM takes a whole list at once; more sequences than its KV cache holds are
         # preempted and recomputed over and over (943 users x 2 rationales on a 7 GiB CPU cache
         # ran for 90 minutes without finishing), so users go in batches of batch_size
-        starts = range(0, len(prompts), batch_size)
-        if progress:
-            from tqdm.auto import tqdm
-
-            starts = tqdm(starts, desc="think, then SID", unit="batch")
-        return [
-            r
-            for start in starts
-            for r in think_then_sid(
-                model,
-                tokenizer,
-                prompts[start : start + batch_size],
-                sid_map,
-                k=k,
-                num_beams=num_beams,
-                rationales=rationales,
-                max_think_tokens=max_think_tokens,
-                temperature=temperature,
-                top_p=top_p,
-                batch_size=batch_size,
-                seed=seed,
-                trie=trie,
-                titles=titles,
-                chat_template_kwargs=chat_template_kwargs,
-                progress=False,
-                engine=engine,
-            )
-        ]
+        return _per_engine_call(think_then_sid, call, "think, then SID")
     beams = k if num_beams is None else num_beams
     if beams < k:
         raise ValueError(f"num_beams ({beams}) must be >= k ({k})")
@@ -571,37 +561,12 @@ def think_ahead_prefixes(
         Per prompt, its distinct code prefixes, in order of first appearance (path by path, best
         first within a path).
     """
+    call = dict(locals())  # the arguments, for batches of users on vLLM
     from recllm.decode.beam import sid_beam_search
     from recllm.vocab import SID_FORMAT
 
     if engine is not None and len(prompts) > batch_size:  # see think_then_sid: KV cache size
-        starts = range(0, len(prompts), batch_size)
-        if progress:
-            from tqdm.auto import tqdm
-
-            starts = tqdm(starts, desc="think-ahead", unit="batch")
-        return [
-            found
-            for start in starts
-            for found in think_ahead_prefixes(
-                model,
-                tokenizer,
-                prompts[start : start + batch_size],
-                sid_map,
-                paths=paths,
-                prefixes=prefixes,
-                depth=depth,
-                max_think_tokens=max_think_tokens,
-                temperature=temperature,
-                top_p=top_p,
-                batch_size=batch_size,
-                seed=seed,
-                trie=trie,
-                chat_template_kwargs=chat_template_kwargs,
-                progress=False,
-                engine=engine,
-            )
-        ]
+        return _per_engine_call(think_ahead_prefixes, call, "think-ahead")
     if trie is None:
         trie = SIDTrie.from_sid_map(
             sid_map, SID_FORMAT.token_ids(tokenizer, sid_map.codebook_sizes)
