@@ -39,6 +39,9 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     # alignment after SFT: decodes with the policy, rewards with baselines, trains through train
     ("align",),
     ("apps",),
+    # benchmark building blocks (arm training, cached scoring, paired differences, tables): they
+    # drive recipes, decoding and evaluation, and nothing below imports them
+    ("bench",),
     # entry points and test helpers may use anything
     # argparse pieces, then the reasoning commands, then the command itself
     ("cli_args",),
