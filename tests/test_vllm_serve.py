@@ -21,7 +21,7 @@ import pytest
 import torch
 
 from recllm.apps.recommender import Recommender
-from recllm.decode import generate_sids
+from recllm.decode import DecodeOptions, generate_sids
 from recllm.testing import save_tiny_recommender
 from tests.serving import free_port, post, run_vllm_child, served
 
@@ -179,8 +179,7 @@ def test_vllm_constrained_requests_and_hf_parity(model_dir: Path, hf_rec: Recomm
         hf_rec.tokenizer,
         hf_rec.prompts(pool[:30], 1),
         hf_rec.sid_map,
-        k=1,
-        mode="greedy",
+        DecodeOptions(k=1, mode="greedy"),
         trie=hf_rec.trie,
     )
     assert [items[i] for i in range(30)] == [row[0].item_id for row in hf_greedy]
@@ -192,9 +191,7 @@ def test_vllm_constrained_requests_and_hf_parity(model_dir: Path, hf_rec: Recomm
         hf_rec.tokenizer,
         hf_rec.prompts(histories, 5),
         hf_rec.sid_map,
-        k=5,
-        num_beams=8,
-        engine="generate",
+        DecodeOptions(k=5, num_beams=8, engine="generate"),
         trie=hf_rec.trie,
     )
     worst = 0.0

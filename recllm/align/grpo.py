@@ -83,7 +83,7 @@ def constrained_rollout(
     import torch
 
     from recllm.align.mining import _beams, _completion_ids
-    from recllm.decode import encode_prompts, generate_sids
+    from recllm.decode import DecodeOptions, encode_prompts, generate_sids
     from recllm.vocab import SID_FORMAT
 
     calls = {"n": 0, "synced_step": 0}  # the engine starts with the start model's weights
@@ -120,11 +120,13 @@ def constrained_rollout(
                         tok,
                         unique,
                         sid_map,
-                        k=group,
-                        batch_size=batch_size,
-                        mode="sample",
-                        engine="generate",
-                        seed=seed + calls["n"],
+                        DecodeOptions(
+                            k=group,
+                            batch_size=batch_size,
+                            mode="sample",
+                            engine="generate",
+                            seed=seed + calls["n"],
+                        ),
                     )
                     items = [[r.item_id for r in row] for row in recs]
         finally:

@@ -85,7 +85,7 @@ def _beams(
 ) -> list[list[tuple]]:
     """Per prompt: ``(item, rank, policy score or None)`` for each of ``beams`` beams (on
     ``engine``, a :class:`recllm.align.vllm_policy.VLLMPolicy`, when given)."""
-    from recllm.decode import SIDTrie, generate_sids
+    from recllm.decode import DecodeOptions, SIDTrie, generate_sids
     from recllm.vocab import SID_FORMAT
 
     if engine is not None:
@@ -104,11 +104,7 @@ def _beams(
         tokenizer,
         prompts,
         sid_map,
-        k=beams,
-        num_beams=beams,
-        batch_size=batch_size,
-        mode="beam",
-        engine="sid_beam",
+        DecodeOptions(k=beams, num_beams=beams, batch_size=batch_size, engine="sid_beam"),
     )
     return [[(r.item_id, rank, r.score) for rank, r in enumerate(row, 1)] for row in out]
 

@@ -264,13 +264,9 @@ class Playground:
                 constrained=s.constrained,
                 titles=rec.catalog,
             )
-        from recllm.decode import generate_sids
+        from recllm.decode import DecodeOptions, generate_sids
 
-        return generate_sids(
-            rec.backend,
-            rec.tokenizer,
-            [messages],
-            rec.sid_map,
+        options = DecodeOptions(
             k=s.k,
             num_beams=s.beams if s.mode == "beam" else None,
             mode=s.mode,
@@ -278,9 +274,16 @@ class Playground:
             temperature=s.temperature,
             top_p=s.top_p,
             seed=s.seed,
+            constrained=s.constrained,
+        )
+        return generate_sids(
+            rec.backend,
+            rec.tokenizer,
+            [messages],
+            rec.sid_map,
+            options,
             titles=rec.catalog,
             trie=rec.trie,
-            constrained=s.constrained,
         )[0]
 
     def _raw(self, messages: list[dict[str, str]], s: DecodeSettings) -> str:

@@ -288,7 +288,7 @@ class Recommender:
         beams = self._beams(k, num_beams)
         stop = self.stop_token_id if stop_token_id is None else stop_token_id
         if self.engine == "hf":
-            from recllm.decode import generate_sids
+            from recllm.decode import DecodeOptions, generate_sids
             from recllm.decode.prefixes import PrefixSets
 
             sets = None if prefixes is None else PrefixSets.from_prefixes(self.trie, prefixes)
@@ -298,11 +298,13 @@ class Recommender:
                 self.tokenizer,
                 prompts,
                 self.sid_map,
-                k=k,
-                num_beams=beams,
-                batch_size=self.batch_size,
-                engine="sid_beam",
-                stop_token_id=stop,
+                DecodeOptions(
+                    k=k,
+                    num_beams=beams,
+                    batch_size=self.batch_size,
+                    engine="sid_beam",
+                    stop_token_id=stop,
+                ),
                 titles=self.catalog,
                 trie=self.trie,
                 prefixes=sets,

@@ -6,6 +6,7 @@
 - :mod:`recllm.decode.processor`: :class:`SIDLogitsProcessor` for ``model.generate``.
 - :mod:`recllm.decode.beam`: :func:`sid_beam_search`, a fixed-depth beam search that prefills
   each prompt once and returns what ``generate`` returns.
+- :mod:`recllm.decode.options`: :class:`DecodeOptions`, the decoding settings, checked once.
 - :mod:`recllm.decode.generate`: :func:`generate_sids`, prompts in, ranked items out.
 """
 
@@ -18,6 +19,7 @@ from recllm.decode.generate import (
     left_pad,
     sid_generation_config,
 )
+from recllm.decode.options import DecodeOptions
 from recllm.decode.processor import SIDLogitsProcessor
 from recllm.decode.trie import (
     SIDConstraint,
@@ -31,6 +33,7 @@ from recllm.decode.trie import (
 )
 
 __all__ = [
+    "DecodeOptions",
     "Prompt",
     "Recommendation",
     "SIDBeamOutput",

@@ -2,7 +2,9 @@
 
 :func:`generate_sids` tokenizes chat messages (or rendered strings), left-pads them in batches,
 generates answers that are exactly one SID each (``SIDLogitsProcessor(sid_only=True)``) and maps
-the SIDs back to item ids through the trie. Decoding modes:
+the SIDs back to item ids through the trie. Its settings come as one frozen
+:class:`recllm.decode.options.DecodeOptions` (checked when made), its per-call inputs (titles, a
+prebuilt trie, think-ahead prefixes) as keywords. Decoding modes (``DecodeOptions.mode``):
 
 - ``"beam"``: beam search, ``num_return_sequences=k``. SIDs are unique in the map, so the beams
   are distinct items. ``engine="sid_beam"`` runs :func:`recllm.decode.beam.sid_beam_search`
@@ -31,14 +33,15 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Literal, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import torch
 
 from recllm.decode.beam import sid_beam_search
+from recllm.decode.options import DecodeMode, DecodeOptions
 from recllm.decode.processor import SIDLogitsProcessor
 from recllm.decode.trie import SIDTrie
-from recllm.vocab.format import SID_FORMAT, SIDFormat, SIDTokenIds
+from recllm.vocab.format import SIDTokenIds
 
 if TYPE_CHECKING:
     from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
@@ -47,7 +50,14 @@ if TYPE_CHECKING:
     from recllm.decode.prefixes import PrefixSets
     from recllm.sid.sidmap import SIDMap
 
-__all__ = ["Prompt", "Recommendation", "encode_prompts", "generate_sids", "sid_generation_config"]
+__all__ = [
+    "DecodeOptions",
+    "Prompt",
+    "Recommendation",
+    "encode_prompts",
+    "generate_sids",
+    "sid_generation_config",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -55,12 +65,12 @@ logger = logging.getLogger(__name__)
 #: tokenizer's chat template and a generation prompt) or an already rendered string.
 Prompt = str | Sequence[Mapping[str, Any]]
 
-DecodeMode = Literal["beam", "greedy", "sample"]
-Engine = Literal["generate", "sid_beam"]
-
 # Hugging Face pads beam search with duplicate beams scored about -1e9 when fewer items than
 # beams are reachable; anything below this is one of them.
 _GHOST_SCORE = -1.0e8
+
+#: The settings of a call that passes none (frozen, so one shared object is safe).
+_DEFAULT_OPTIONS = DecodeOptions()
 
 
 class Recommendation(NamedTuple):
@@ -212,26 +222,12 @@ def generate_sids(
     tokenizer: PreTrainedTokenizerBase,
     prompts: Sequence[Prompt],
     sid_map: SIDMap,
+    options: DecodeOptions = _DEFAULT_OPTIONS,
     *,
-    k: int = 10,
-    num_beams: int | None = None,
-    batch_size: int = 8,
-    mode: DecodeMode = "beam",
-    engine: Engine = "generate",
-    length_penalty: float = 1.0,
-    temperature: float = 1.0,
-    top_k: int | None = None,
-    top_p: float = 1.0,
-    seed: int | None = None,
-    stop_token_id: int | None = None,
     titles: Catalog | Mapping[str, str] | None = None,
     trie: SIDTrie | None = None,
-    fmt: SIDFormat = SID_FORMAT,
-    chat_template_kwargs: Mapping[str, Any] | None = None,
-    progress: bool = False,
-    constrained: bool = True,
-    stop_after_sid: bool = True,
     prefixes: PrefixSets | None = None,
+    progress: bool = False,
 ) -> list[list[Recommendation]]:
     """Recommend catalog items for each prompt by constrained SID generation.
 
@@ -240,33 +236,14 @@ def generate_sids(
         tokenizer: Its tokenizer.
         prompts: Chat messages or rendered strings, one per user.
         sid_map: The SID map the model was trained with.
-        k: Items per prompt (beam: ``num_return_sequences``; sample: samples drawn; greedy: 1).
-        num_beams: Beams (beam mode); ``k`` when None; at least ``k``.
-        batch_size: Prompts per ``generate`` call.
-        mode: ``"beam"``, ``"greedy"`` or ``"sample"``.
-        engine: Beam mode only: ``"generate"`` (``model.generate``) or ``"sid_beam"``
-            (:func:`recllm.decode.beam.sid_beam_search`, same result, faster).
-        length_penalty: Beam score = summed log-prob / length ** length_penalty (every answer
-            has length ``L + 3``, so it rescales scores and never reorders them).
-        temperature: Sampling temperature.
-        top_k: Sampling top-k (None: off).
-        top_p: Sampling nucleus (1.0: off).
-        seed: Seed of the sampling RNG (the global RNG is restored afterwards).
-        stop_token_id: Token that ends the answer; ``tokenizer.eos_token_id`` when None.
+        options: How to decode (:class:`recllm.decode.options.DecodeOptions`: k, beams, mode,
+            engine, sampling, the constraint); checked when it was made.
         titles: A :class:`recllm.data.types.Catalog` or an ``item -> title`` mapping.
         trie: A prebuilt trie of ``sid_map`` (saves rebuilding it per call).
-        fmt: The SID token format.
-        chat_template_kwargs: Extra arguments of ``apply_chat_template`` (``enable_thinking``).
-        progress: Show a progress bar over batches.
-        constrained: False: decode without the SID trie, over the whole vocabulary (see the
-            module docstring); invalid answers come back with ``item_id=None``. Needs
-            ``engine="generate"``.
-        stop_after_sid: Unconstrained only. True: an answer is one SID then the stop token
-            (chat models). False: an answer is the SID alone, ``L + 2`` tokens (``sid_sequence``
-            models, whose next token is the following item's marker).
         prefixes: Per prompt, the SID prefixes its answers must start with (think-ahead,
             :class:`recllm.decode.prefixes.PrefixSets` with one row per prompt); constrained
             decoding only.
+        progress: Show a progress bar over batches.
 
     Returns:
         Per prompt, distinct items best first: ``k`` in beam mode (fewer only when the catalog
@@ -274,89 +251,49 @@ def generate_sids(
         invalid answer keeps its own slot (``item_id=None``).
 
     Raises:
-        ValueError: Bad arguments, or no stop token.
+        TypeError: ``options`` is not a :class:`DecodeOptions`.
+        ValueError: Prefixes that do not fit the prompts or the options, no stop token, or a
+            trie of another token layout.
         RuntimeError: A generated answer is not a catalog SID although constrained (it means
             the decoding setup is broken).
     """
-    if k < 1:
-        raise ValueError(f"k must be >= 1, got {k}")
-    if mode == "greedy" and k != 1:
-        raise ValueError("greedy decoding gives one item per prompt; Fix: k=1 or mode='beam'")
-    if engine not in ("generate", "sid_beam"):
-        raise ValueError(f"engine must be 'generate' or 'sid_beam', not {engine!r}")
-    if engine == "sid_beam" and mode != "beam":
-        raise ValueError("engine='sid_beam' is a beam search; Fix: mode='beam'")
-    if not constrained and engine != "generate":
-        raise ValueError(
-            "engine='sid_beam' searches inside the SID trie only; Fix: engine='generate' for "
-            "constrained=False"
+    if not isinstance(options, DecodeOptions):
+        raise TypeError(
+            f"generate_sids takes its settings as one DecodeOptions, not {type(options).__name__}"
+            "; Fix: generate_sids(model, tokenizer, prompts, sid_map, DecodeOptions(k=10, ...))"
         )
-    if constrained and not stop_after_sid:
-        raise ValueError("stop_after_sid=False applies to constrained=False only")
-    if prefixes is not None and not constrained:
+    o = options
+    if prefixes is not None and not o.constrained:
         raise ValueError("prefixes restrict the SID trie; Fix: constrained=True")
     if prefixes is not None and prefixes.rows != len(prompts):
         raise ValueError(f"{prefixes.rows} prefix-set rows for {len(prompts)} prompts")
-    beams = k if num_beams is None else num_beams
-    if mode == "beam" and beams < k:
-        raise ValueError(f"num_beams ({beams}) must be >= k ({k})")
-    stop = tokenizer.eos_token_id if stop_token_id is None else stop_token_id
-    if stop is None and stop_after_sid:
-        raise ValueError("the tokenizer has no EOS token; Fix: pass stop_token_id")
+    stop = tokenizer.eos_token_id if o.stop_token_id is None else o.stop_token_id
+    if stop is None and o.stop_after_sid:
+        raise ValueError("the tokenizer has no EOS token; Fix: DecodeOptions(stop_token_id=...)")
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stop
     if pad is None:
         pad = 0  # a bare-SID answer without EOS or pad token: any id pads, the mask hides it
-    token_ids = fmt.token_ids(tokenizer, sid_map.codebook_sizes)
+    token_ids = o.fmt.token_ids(tokenizer, sid_map.codebook_sizes)
     if trie is None:
         trie = SIDTrie.from_sid_map(sid_map, token_ids)
     elif trie.token_ids != token_ids:
         raise ValueError("the trie was built for another SID token layout than the tokenizer's")
-    trie = trie.to(model.device)
-    # Beam search hands processors a fresh log_softmax tensor, so masking it in place is safe
-    # and saves a (batch*beams, vocab) allocation per step; greedy search and sampling pass the
-    # raw logits that output_logits keeps for the scores, so they get a copy.
-    processors = (
-        [
-            SIDLogitsProcessor(
-                trie, sid_only=True, stop_token_id=stop, inplace=mode == "beam" and beams > 1
-            )
-        ]
-        if constrained
-        else []
-    )
-    config = sid_generation_config(
-        mode=mode,
-        levels=trie.levels,
-        num_beams=beams,
-        k=k,
-        stop_token_id=stop,
-        pad_token_id=pad,
-        length_penalty=length_penalty,
-        temperature=temperature,
-        top_k=top_k,
-        top_p=top_p,
-    )
-    # Unconstrained answer length: one SID (+ the stop token for chat answers).
-    answer_len = trie.levels + 2 + int(stop_after_sid)
-    if not constrained and not stop_after_sid:
-        config.max_new_tokens = answer_len
-        config.eos_token_id = None  # nothing ends a bare SID but its length
-    invalid = {"malformed": 0, "not in catalog": 0}
+    run = _Decoder(model, o, trie.to(model.device), token_ids, stop, pad, sid_map, titles)
     logger.info(
         "generate_sids: %d prompts, %s, mode=%s, engine=%s, k=%d, num_beams=%d, batch_size=%d, "
         "%d items x %d levels",
         len(prompts),
-        "constrained" if constrained else "UNCONSTRAINED (no SID trie)",
-        mode,
-        engine,
-        k,
-        beams if mode == "beam" else 1,
-        batch_size,
+        "constrained" if o.constrained else "UNCONSTRAINED (no SID trie)",
+        o.mode,
+        o.engine,
+        o.k,
+        o.beams if o.mode == "beam" else 1,
+        o.batch_size,
         len(sid_map),
         trie.levels,
     )
-    encoded = encode_prompts(tokenizer, prompts, chat_template_kwargs=chat_template_kwargs)
-    starts = range(0, len(encoded), batch_size)
+    encoded = encode_prompts(tokenizer, prompts, chat_template_kwargs=o.chat_template_kwargs)
+    starts = range(0, len(encoded), o.batch_size)
     if progress:
         from tqdm.auto import tqdm
 
@@ -364,89 +301,141 @@ def generate_sids(
     rng_devices = [model.device.index or 0] if model.device.type == "cuda" else []
     results: list[list[Recommendation]] = []
     with contextlib.ExitStack() as stack:
-        if seed is not None:
+        if o.seed is not None:
             stack.enter_context(torch.random.fork_rng(devices=rng_devices))
-            torch.manual_seed(seed)
+            torch.manual_seed(o.seed)
         for start in starts:
-            ids, mask = left_pad(encoded[start : start + batch_size], pad, model.device)
-            batch_prefixes = (
-                prefixes.slice(start, start + batch_size) if prefixes is not None else None
-            )
-            for proc in processors:
-                proc.prefixes = batch_prefixes
-            if engine == "sid_beam":
-                out = sid_beam_search(
-                    model,
-                    ids,
-                    mask,
-                    trie,
-                    num_beams=beams,
-                    num_return_sequences=k,
-                    length_penalty=length_penalty,
-                    stop_token_id=stop,
-                    prefixes=batch_prefixes,
-                )
-                rows = out.items.cpu().tolist()
-                scores = out.scores.cpu().tolist()
-                for row_items, row_scores in zip(rows, scores, strict=True):
-                    pairs = [(r, s) for r, s in zip(row_items, row_scores, strict=True) if r >= 0]
-                    results.append(_ranked(pairs, sid_map, titles))
-                continue
-            with _without_model_generation_defaults(model):
-                out = model.generate(
-                    input_ids=ids,
-                    attention_mask=mask,
-                    generation_config=config,
-                    logits_processor=processors,
-                )
-            generated = out.sequences[:, ids.shape[1] :]  # (rows*k, new tokens)
-            if not constrained:
-                results.extend(
-                    _free_answers(
-                        out,
-                        generated,
-                        ids.shape[0],
-                        k,
-                        token_ids=token_ids,
-                        trie=trie,
-                        stop=stop if stop_after_sid else None,
-                        answer_len=answer_len,
-                        beam=mode == "beam",
-                        length_penalty=length_penalty,
-                        sid_map=sid_map,
-                        titles=titles,
-                        invalid=invalid,
-                    )
-                )
-                continue
-            if mode == "beam" and beams > 1:
-                seq_scores = out.sequences_scores.float().cpu()
-            else:
-                seq_scores = _sequence_logprob(out.logits, generated, trie.levels)
-                if mode == "beam":  # one beam is greedy search; score it like a beam
-                    seq_scores = seq_scores / (trie.levels + 3) ** length_penalty
-            item_rows = _parse(generated, token_ids, trie)
-            per_prompt = k
-            for p in range(ids.shape[0]):
-                span = slice(p * per_prompt, (p + 1) * per_prompt)
-                pairs = [
-                    (int(r), float(s))
-                    for r, s in zip(
-                        item_rows[span].tolist(), seq_scores[span].tolist(), strict=True
-                    )
-                    if not (mode == "beam" and s < _GHOST_SCORE)
-                ]
-                results.append(_ranked(pairs, sid_map, titles))
-    if not constrained:
-        answers = sum(len(r) for r in results)
+            ids, mask = left_pad(encoded[start : start + o.batch_size], pad, model.device)
+            rows = None if prefixes is None else prefixes.slice(start, start + o.batch_size)
+            results.extend(run.batch(ids, mask, rows))
+    if not o.constrained:
         logger.info(
             "unconstrained decoding: %d answers, %d malformed, %d well-formed SIDs of no catalog "
             "item",
-            answers,
-            invalid["malformed"],
-            invalid["not in catalog"],
+            sum(len(r) for r in results),
+            run.invalid["malformed"],
+            run.invalid["not in catalog"],
         )
     return results
+
+
+class _Decoder:
+    """One :func:`generate_sids` call's decoding setup, applied batch by batch."""
+
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        options: DecodeOptions,
+        trie: SIDTrie,
+        token_ids: SIDTokenIds,
+        stop: int | None,
+        pad: int,
+        sid_map: SIDMap,
+        titles: Catalog | Mapping[str, str] | None,
+    ) -> None:
+        o = options
+        self.model, self.options, self.trie, self.token_ids = model, o, trie, token_ids
+        self.stop, self.sid_map, self.titles = stop, sid_map, titles
+        # Beam search hands processors a fresh log_softmax tensor, so masking it in place is
+        # safe and saves a (batch*beams, vocab) allocation per step; greedy search and sampling
+        # pass the raw logits that output_logits keeps for the scores, so they get a copy.
+        inplace = o.mode == "beam" and o.beams > 1
+        self.processors = (
+            [SIDLogitsProcessor(trie, sid_only=True, stop_token_id=stop, inplace=inplace)]
+            if o.constrained
+            else []
+        )
+        self.config = sid_generation_config(
+            mode=o.mode,
+            levels=trie.levels,
+            num_beams=o.beams,
+            k=o.k,
+            stop_token_id=stop,
+            pad_token_id=pad,
+            length_penalty=o.length_penalty,
+            temperature=o.temperature,
+            top_k=o.top_k,
+            top_p=o.top_p,
+        )
+        # Unconstrained answer length: one SID (+ the stop token for chat answers).
+        self.answer_len = trie.levels + 2 + int(o.stop_after_sid)
+        if not o.constrained and not o.stop_after_sid:
+            self.config.max_new_tokens = self.answer_len
+            self.config.eos_token_id = None  # nothing ends a bare SID but its length
+        self.invalid = {"malformed": 0, "not in catalog": 0}
+
+    def batch(
+        self, ids: torch.Tensor, mask: torch.Tensor, prefixes: PrefixSets | None
+    ) -> list[list[Recommendation]]:
+        """Ranked recommendations of one left-padded batch of prompts."""
+        o = self.options
+        for proc in self.processors:
+            proc.prefixes = prefixes
+        if o.engine == "sid_beam":
+            out = sid_beam_search(
+                self.model,
+                ids,
+                mask,
+                self.trie,
+                num_beams=o.beams,
+                num_return_sequences=o.k,
+                length_penalty=o.length_penalty,
+                stop_token_id=self.stop,
+                prefixes=prefixes,
+            )
+            rows = out.items.cpu().tolist()
+            scores = out.scores.cpu().tolist()
+            return [
+                _ranked(
+                    [(r, s) for r, s in zip(items, row_scores, strict=True) if r >= 0],
+                    self.sid_map,
+                    self.titles,
+                )
+                for items, row_scores in zip(rows, scores, strict=True)
+            ]
+        with _without_model_generation_defaults(self.model):
+            out = self.model.generate(
+                input_ids=ids,
+                attention_mask=mask,
+                generation_config=self.config,
+                logits_processor=self.processors,
+            )
+        generated = out.sequences[:, ids.shape[1] :]  # (rows*k, new tokens)
+        if not o.constrained:
+            return _free_answers(
+                out,
+                generated,
+                ids.shape[0],
+                o.k,
+                token_ids=self.token_ids,
+                trie=self.trie,
+                stop=self.stop if o.stop_after_sid else None,
+                answer_len=self.answer_len,
+                beam=o.mode == "beam",
+                length_penalty=o.length_penalty,
+                sid_map=self.sid_map,
+                titles=self.titles,
+                invalid=self.invalid,
+            )
+        levels = self.trie.levels
+        if o.mode == "beam" and o.beams > 1:
+            seq_scores = out.sequences_scores.float().cpu()
+        else:
+            seq_scores = _sequence_logprob(out.logits, generated, levels)
+            if o.mode == "beam":  # one beam is greedy search; score it like a beam
+                seq_scores = seq_scores / (levels + 3) ** o.length_penalty
+        item_rows = _parse(generated, self.token_ids, self.trie).tolist()
+        seq_scores = seq_scores.tolist()
+        results = []
+        for p in range(ids.shape[0]):
+            span = slice(p * o.k, (p + 1) * o.k)
+            pairs = [
+                (int(r), float(s))
+                for r, s in zip(item_rows[span], seq_scores[span], strict=True)
+                if not (o.mode == "beam" and s < _GHOST_SCORE)
+            ]
+            results.append(_ranked(pairs, self.sid_map, self.titles))
+        return results
 
 
 def _parse_free(

@@ -387,6 +387,7 @@ def think_then_sid(
     """
     call = dict(locals())  # the arguments, for batches of users on vLLM
     from recllm.decode.generate import generate_sids
+    from recllm.decode.options import DecodeOptions
     from recllm.vocab import SID_FORMAT
 
     if engine is not None and len(prompts) > batch_size:
@@ -430,10 +431,9 @@ def think_then_sid(
             tokenizer,
             sid_prompts,
             sid_map,
-            k=beams,
-            num_beams=beams,
-            batch_size=batch_size * rationales,
-            engine="sid_beam",
+            DecodeOptions(
+                k=beams, num_beams=beams, batch_size=batch_size * rationales, engine="sid_beam"
+            ),
             trie=trie,
             progress=progress,
         )

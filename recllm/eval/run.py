@@ -225,7 +225,7 @@ def evaluate_recommender(
     """
     import torch
 
-    from recllm.decode import SIDTrie, generate_sids
+    from recllm.decode import DecodeOptions, SIDTrie, generate_sids
     from recllm.vocab import SID_FORMAT
 
     k = max(ks)
@@ -330,15 +330,17 @@ def evaluate_recommender(
                 tokenizer,
                 prompts,
                 sid_map,
-                k=k,
-                num_beams=beams,
-                batch_size=batch_size,
-                mode="beam",
-                engine=engine if constrained else "generate",
+                DecodeOptions(
+                    k=k,
+                    num_beams=beams,
+                    batch_size=batch_size,
+                    mode="beam",
+                    engine=engine if constrained else "generate",
+                    constrained=constrained,
+                    stop_after_sid=spec.style != "sid_sequence",
+                ),
                 trie=trie,
                 progress=progress,
-                constrained=constrained,
-                stop_after_sid=spec.style != "sid_sequence",
                 prefixes=sets,
             )
         recs = [[r.item_id for r in items] for items in out]

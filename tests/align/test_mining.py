@@ -17,7 +17,7 @@ from recllm.align.mining import (
 )
 from recllm.align.rewards import ExactHit, PrefixCredit, WeightedSum
 from recllm.data import DataConfig, load_rec_dataset, split_dataset
-from recllm.decode import generate_sids
+from recllm.decode import DecodeOptions, generate_sids
 from recllm.tasks.prompting import PromptSpec, build_prompts
 from recllm.testing import save_tiny_recommender
 from recllm.vocab import SID_FORMAT, load_model_with_sids
@@ -120,6 +120,6 @@ def test_unconstrained_control_emits_non_catalog_sids(tiny):
     model, tok, sid_map, spec, dataset, split = tiny
     prompts = build_prompts(spec, mining_examples(split, 20)[:8], sid_map, dataset.catalog)
     free = generate_sids(
-        model, tok, prompts, sid_map, k=4, num_beams=4, constrained=False, engine="generate"
+        model, tok, prompts, sid_map, DecodeOptions(k=4, constrained=False, engine="generate")
     )
     assert sum(r.item_id is None for row in free for r in row) > 0

@@ -3,6 +3,7 @@ against ``model.generate``, and ``generate_sids`` end to end."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -15,6 +16,7 @@ from transformers import GenerationConfig, LogitsProcessorList
 from recllm import testing
 from recllm.data.types import Catalog
 from recllm.decode import (
+    DecodeOptions,
     SIDLogitsProcessor,
     SIDTrie,
     generate_sids,
@@ -410,11 +412,12 @@ def test_generate_sids_beam_ignores_the_models_sampling_config(saved_sampling_mo
     assert model.generation_config.do_sample is True
     trie = SIDTrie.from_sid_map(sid_map, SID_FORMAT.token_ids(tok, sid_map.codebook_sizes))
     titles = {f"item{k}": f"title {k}" for k in range(0, 60, 2)}
-    kwargs = {"k": 10, "num_beams": 12, "batch_size": 2, "trie": trie, "titles": titles}
-    hf = generate_sids(model, tok, PROMPTS, sid_map, **kwargs)
+    opts = DecodeOptions(k=10, num_beams=12, batch_size=2)
+    hf = generate_sids(model, tok, PROMPTS, sid_map, opts, trie=trie, titles=titles)
     assert model.generation_config.do_sample is True  # restored
-    again = generate_sids(model, tok, PROMPTS, sid_map, **kwargs)
-    ours = generate_sids(model, tok, PROMPTS, sid_map, engine="sid_beam", **kwargs)
+    again = generate_sids(model, tok, PROMPTS, sid_map, opts, trie=trie, titles=titles)
+    fast = dataclasses.replace(opts, engine="sid_beam")
+    ours = generate_sids(model, tok, PROMPTS, sid_map, fast, trie=trie, titles=titles)
     assert hf == again  # deterministic: beam search, not sampling
     for h, o in zip(hf, ours, strict=True):
         assert len(h) == 10 and len({r.item_id for r in h}) == 10
@@ -431,20 +434,23 @@ def test_generate_sids_greedy_and_sample(saved_sampling_model):
     directory, sid_map = saved_sampling_model
     model, tok, _ = load_model_with_sids(directory, sid_map=sid_map)
     catalog = Catalog({f"item{k}": {"title": f"movie {k}"} for k in range(60)}, ("title",))
-    greedy = generate_sids(model, tok, PROMPTS, sid_map, k=1, mode="greedy", titles=catalog)
-    beam1 = generate_sids(model, tok, PROMPTS, sid_map, k=1, num_beams=1)
+    greedy = generate_sids(
+        model, tok, PROMPTS, sid_map, DecodeOptions(k=1, mode="greedy"), titles=catalog
+    )
+    beam1 = generate_sids(model, tok, PROMPTS, sid_map, DecodeOptions(k=1, num_beams=1))
     assert [g[0].item_id for g in greedy] == [b[0].item_id for b in beam1]
     for g, b in zip(greedy, beam1, strict=True):
         assert g[0].title == catalog.title(g[0].item_id)
         # greedy sums the log-probs; 1-beam search divides them by the length L + 3
         assert g[0].score / 6 == pytest.approx(b[0].score, abs=1e-5)
-    s1 = generate_sids(model, tok, PROMPTS, sid_map, k=8, mode="sample", seed=7)
-    s2 = generate_sids(model, tok, PROMPTS, sid_map, k=8, mode="sample", seed=7)
+    sample = DecodeOptions(k=8, mode="sample", seed=7)
+    s1 = generate_sids(model, tok, PROMPTS, sid_map, sample)
+    s2 = generate_sids(model, tok, PROMPTS, sid_map, sample)
     assert s1 == s2
     for recs in s1:
         assert 1 <= len(recs) <= 8 and len({r.item_id for r in recs}) == len(recs)
         assert all(r.item_id in sid_map for r in recs)
     with pytest.raises(ValueError, match="greedy"):
-        generate_sids(model, tok, PROMPTS, sid_map, k=2, mode="greedy")
+        DecodeOptions(k=2, mode="greedy")
     with pytest.raises(ValueError, match="num_beams"):
-        generate_sids(model, tok, PROMPTS, sid_map, k=5, num_beams=3)
+        DecodeOptions(k=5, num_beams=3)

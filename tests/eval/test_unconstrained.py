@@ -16,7 +16,7 @@ import torch
 from recllm import testing
 from recllm.data.splits import Example
 from recllm.data.types import Catalog
-from recllm.decode import SIDTrie, encode_prompts, generate_sids
+from recllm.decode import DecodeOptions, SIDTrie, encode_prompts, generate_sids
 from recllm.decode.generate import _parse_free
 from recllm.eval.run import PromptSpec, build_prompts, evaluate_recommender
 from recllm.sid.sidmap import SIDMap
@@ -127,9 +127,9 @@ def test_unconstrained_invalid_rate_is_measured_and_constrained_is_zero():
 
     # The valid answers are the constrained beam's items: same scores, same order.
     free_recs = generate_sids(
-        model, tok, prompts, smap, k=8, num_beams=8, constrained=False, batch_size=4
+        model, tok, prompts, smap, DecodeOptions(k=8, constrained=False, batch_size=4)
     )
-    exact = generate_sids(model, tok, prompts, smap, k=N_ITEMS, num_beams=N_ITEMS, batch_size=4)
+    exact = generate_sids(model, tok, prompts, smap, DecodeOptions(k=N_ITEMS, batch_size=4))
     n_valid = 0
     for free_row, exact_row in zip(free_recs, exact, strict=True):
         score = {r.item_id: r.score for r in exact_row}
@@ -152,4 +152,4 @@ def test_unconstrained_needs_one_transformers_model():
             [model, model], tok, smap, exs, spec, cat, beams=2, ks=(2,), constrained=False
         )
     with pytest.raises(ValueError, match="engine='generate' for constrained=False"):
-        generate_sids(model, tok, ["x"], smap, k=1, engine="sid_beam", constrained=False)
+        DecodeOptions(k=1, engine="sid_beam", constrained=False)

@@ -15,7 +15,7 @@ import yaml
 
 from recllm.cli import main as cli
 from recllm.data.splits import Example
-from recllm.decode import SIDTrie, generate_sids
+from recllm.decode import DecodeOptions, SIDTrie, generate_sids
 from recllm.decode.prefixes import read_prefix_file
 from recllm.decode.think import sid_prompt_texts, think_prefix_texts, think_then_sid
 from recllm.eval.run import eval_examples
@@ -179,7 +179,7 @@ def test_think_then_sid_answers_are_catalog_items_and_unconstrained_ones_are_not
     begin = tok.convert_ids_to_tokens(SID_FORMAT.token_ids(tok, sid_map.codebook_sizes).begin_id)
     sid_prompts = sid_prompt_texts(tok, flat, texts, begin)
     free = generate_sids(
-        model, tok, sid_prompts[:40], sid_map, k=5, num_beams=5, constrained=False, batch_size=8
+        model, tok, sid_prompts[:40], sid_map, DecodeOptions(k=5, constrained=False, batch_size=8)
     )
     invalid = sum(r.item_id is None for row in free for r in row)
     assert invalid > 0, "control: unconstrained decoding should name non-catalog SIDs"
