@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -97,6 +98,16 @@ class PolicyArguments:
             raise ValueError(f"beams must be >= 2, got {self.beams}")
         if self.mining_engine not in ENGINES:
             raise ValueError(f"mining_engine must be one of {', '.join(ENGINES)}")
+        from recllm.align.rewards import parse_reward_spec
+
+        try:  # when parsed, not after the first round was written
+            parse_reward_spec(self.reward)
+        except ValueError as e:
+            raise UserError(
+                f"--reward {self.reward}",
+                str(e),
+                "give name=weight pairs with finite weights, each name once (see --help)",
+            ) from None
 
 
 @dataclass
@@ -117,6 +128,7 @@ class PolicyStart:
     out: Path
     prompt_files: list[Path]
     engine: Any = None  # a recllm.align.vllm_policy.VLLMPolicy (--mining_engine vllm)
+    resume: Any = None  # what start_policy's ``plan`` returned: where this run resumes
 
     def close(self) -> None:
         """Stop the vLLM engine, if one runs."""
@@ -125,64 +137,45 @@ class PolicyStart:
             self.engine = None
 
 
-def start_policy(args: PolicyArguments, train_args: Any, section: str) -> PolicyStart:
+def start_policy(
+    args: PolicyArguments,
+    train_args: Any,
+    section: str,
+    plan: Callable[[Path], Any] | None = None,
+) -> PolicyStart:
     """Check, load and prepare a post-SFT stage (see the module docstring).
 
+    Everything a user can get wrong (the model directory, a given reward model, lengths, group
+    sizes, an output directory of other settings) is checked before the first write.
+
+    Args:
+        plan: Called with the output directory after it was checked, before anything is
+            written (rank 0 first, then the others): where this run resumes
+            (``PolicyStart.resume``).
+
     Raises:
-        UserError: No or a wrong ``model_dir``, a bad reward spec, other data than the model's,
-            or an earlier run of other settings in the output directory.
+        UserError: No or a wrong ``model_dir``, a bad reward model, other data than the
+            model's, or an earlier run of other settings in the output directory.
     """
     from accelerate import PartialState
     from transformers import set_seed
 
     from recllm.align.mining import mining_examples
     from recllm.align.rewards import parse_reward_spec, reward_from_spec
-    from recllm.baselines.sasrec import SASRecConfig, load_sasrec, save_sasrec, train_sasrec
     from recllm.data import DataConfig, load_rec_dataset, split_dataset
     from recllm.data.fingerprint import check_data_fingerprint, data_fingerprint
     from recllm.io import write_json_atomic
     from recllm.provenance import library_versions
     from recllm.tasks.prompting import PromptSpec
     from recllm.train.rundir import check_output_dir
-    from recllm.vocab import load_model_with_sids
     from recllm.vocab.checkpoint import read_vocab_record
 
-    if not args.model_dir:
-        raise UserError("--model_dir", "is required", "pass the SFT model directory to start from")
-    model_dir = Path(args.model_dir)
-    if not (model_dir / "recllm_vocab.json").is_file():
-        raise UserError(
-            f"--model_dir {model_dir}",
-            "is not a recllm model directory (no recllm_vocab.json)",
-            "pass OUTPUT_DIR/model of a plum_sft or seqlm run",
-        )
-    try:
-        names = [n for n, _ in parse_reward_spec(args.reward)]  # before any work
-    except ValueError as e:
-        raise UserError(f"--reward {args.reward}", str(e), "see --help for the names") from None
-    if train_args.use_cpu and train_args.bf16:
-        from recllm.train.sft import bf16_fast
-
-        if not bf16_fast():
-            logger.warning("bf16: no native bf16 on this CPU: training in float32")
-            train_args = with_changes(train_args, bf16=False)
+    model_dir = _checked_model_dir(args)
+    names = [n for n, _ in parse_reward_spec(args.reward)]  # checked when parsed
+    train_args = _bf16_for_this_cpu(train_args)
     _ = train_args.device
     state = PartialState()
-    if args.mining_engine == "vllm":
-        import importlib.util
-
-        if importlib.util.find_spec("vllm") is None:
-            raise UserError(
-                "--mining_engine vllm",
-                "vLLM is not installed",
-                'install the extra: pip install -e ".[vllm]" (or use --mining_engine hf)',
-            )
-        if state.num_processes > 1:
-            raise UserError(
-                "--mining_engine vllm",
-                f"runs one engine in one training process; this run has {state.num_processes}",
-                "launch one process (--num_processes 1), or mine with --mining_engine hf",
-            )
+    _check_engine(args, state)
     set_seed(train_args.seed)
     out = Path(train_args.output_dir)
 
@@ -197,52 +190,40 @@ def start_policy(args: PolicyArguments, train_args: Any, section: str) -> Policy
     data_cfg = DataConfig(**spec.data)
     dataset = load_rec_dataset(config=data_cfg)
     split = split_dataset(dataset, data_cfg)
+    fingerprint = data_fingerprint(split, dataset.catalog)
     check_data_fingerprint(
         record.get("data_fingerprint"),
-        data_fingerprint(split, dataset.catalog),
+        fingerprint,
         model=str(model_dir),
         data=str(data_cfg.data_path),
     )
-    resolved = {
-        "policy": asdict(args),
-        section: {k: v for k, v in train_args.to_dict().items() if not k.startswith("_")},
-        "versions": library_versions(),
-    }
-    if state.is_main_process:
-        check_output_dir(out, resolved, overwrite=args.overwrite_output_dir)
-        write_json_atomic(out / "resolved_config.json", resolved)
-    state.wait_for_everyone()
-    model, tok, sid_map = load_model_with_sids(model_dir)
-
+    model, tok, sid_map = _load_start_model(model_dir)
     sasrec = None
-    if "sasrec" in names:
-        rm_dir = Path(args.reward_model) if args.reward_model else out / "reward_model"
-        with state.main_process_first():
-            if args.reward_model is None and not (rm_dir / "sasrec.json").is_file():
-                logger.info("training the SASRec reward model on the training split")
-                cfg = SASRecConfig(
-                    time_budget_minutes=args.reward_model_minutes, seed=train_args.seed
-                )
-                rm, _ = train_sasrec(split, dataset.catalog, cfg, progress=False)
-                meta = {"data_fingerprint": data_fingerprint(split, dataset.catalog)}
-                save_sasrec(rm, rm_dir, meta=meta)
-            sasrec, rm_record = load_sasrec(rm_dir)
-        trained_on = (rm_record.get("meta") or {}).get("data_fingerprint")
-        if trained_on != json.loads(json.dumps(data_fingerprint(split, dataset.catalog))):
-            raise UserError(
-                f"--reward_model {rm_dir}",
-                "was not trained on this model's data (its data fingerprint differs or is absent)"
-                if trained_on is not None
-                else "records no data fingerprint",
-                "train the reward model on the same split, or leave --reward_model out",
-            )
-    reward = reward_from_spec(args.reward, sasrec=sasrec, miss_penalty=args.miss_penalty)
-
+    if "sasrec" in names and args.reward_model:
+        sasrec = _given_reward_model(Path(args.reward_model), fingerprint)
     examples = mining_examples(split, spec.max_history)
     if args.mining_users and len(examples) > args.mining_users:
         rng = random.Random(train_args.seed)
         keep = sorted(rng.sample(range(len(examples)), args.mining_users))
         examples = [examples[i] for i in keep]
+    _check_sizes(train_args, tok, sid_map, spec, examples, dataset.catalog)
+
+    resolved = {
+        "policy": asdict(args),
+        section: {k: v for k, v in train_args.to_dict().items() if not k.startswith("_")},
+        "versions": library_versions(),
+    }
+    resume = None
+    if state.is_main_process:
+        check_output_dir(out, resolved, overwrite=args.overwrite_output_dir)
+        resume = plan(out) if plan is not None else None
+        write_json_atomic(out / "resolved_config.json", resolved)
+    state.wait_for_everyone()
+    if not state.is_main_process and plan is not None:
+        resume = plan(out)  # rank 0 has tidied the directory: the same answer, read-only
+    if "sasrec" in names and sasrec is None:
+        sasrec = _trained_reward_model(args, train_args, split, dataset.catalog, out, state)
+    reward = reward_from_spec(args.reward, sasrec=sasrec, miss_penalty=args.miss_penalty)
     prompt_files = [p for p in [model_dir / "prompts" / "rec.jinja"] if p.is_file()]
     engine = None
     if args.mining_engine == "vllm":
@@ -273,7 +254,150 @@ def start_policy(args: PolicyArguments, train_args: Any, section: str) -> Policy
         out,
         prompt_files,
         engine,
+        resume,
     )
+
+
+def _checked_model_dir(args: PolicyArguments) -> Path:
+    if not args.model_dir:
+        raise UserError("--model_dir", "is required", "pass the SFT model directory to start from")
+    model_dir = Path(args.model_dir)
+    if not (model_dir / "recllm_vocab.json").is_file():
+        raise UserError(
+            f"--model_dir {model_dir}",
+            "is not a recllm model directory (no recllm_vocab.json)",
+            "pass OUTPUT_DIR/model of a plum_sft or seqlm run",
+        )
+    return model_dir
+
+
+def _bf16_for_this_cpu(train_args: Any) -> Any:
+    if train_args.use_cpu and train_args.bf16:
+        from recllm.train.sft import bf16_fast
+
+        if not bf16_fast():
+            logger.warning("bf16: no native bf16 on this CPU: training in float32")
+            return with_changes(train_args, bf16=False)
+    return train_args
+
+
+def _check_engine(args: PolicyArguments, state: Any) -> None:
+    if args.mining_engine != "vllm":
+        return
+    import importlib.util
+
+    if importlib.util.find_spec("vllm") is None:
+        raise UserError(
+            "--mining_engine vllm",
+            "vLLM is not installed",
+            'install the extra: pip install -e ".[vllm]" (or use --mining_engine hf)',
+        )
+    if state.num_processes > 1:
+        raise UserError(
+            "--mining_engine vllm",
+            f"runs one engine in one training process; this run has {state.num_processes}",
+            "launch one process (--num_processes 1), or mine with --mining_engine hf",
+        )
+
+
+def _load_start_model(model_dir: Path) -> tuple[Any, Any, Any]:
+    """The start model, tokenizer and SID map; an unreadable directory is the user's error."""
+    from recllm.vocab import load_model_with_sids
+
+    try:
+        return load_model_with_sids(model_dir)
+    except UserError:
+        raise
+    except Exception as e:  # truncated weights, a missing tokenizer file, a bad config
+        first = " ".join(str(e).split())[:300]
+        raise UserError(
+            f"--model_dir {model_dir}",
+            f"cannot be loaded ({type(e).__name__}: {first})",
+            "pass OUTPUT_DIR/model of a finished plum_sft or seqlm run (rerun that run if its "
+            "files are damaged)",
+        ) from None
+
+
+def _given_reward_model(rm_dir: Path, fingerprint: Any) -> Any:
+    """Load ``--reward_model`` and check it was trained on this model's split."""
+    from recllm.baselines.sasrec import load_sasrec
+
+    fix = "pass a SASRec artifact trained on this split, or leave --reward_model out"
+    if not (rm_dir / "sasrec.json").is_file():
+        raise UserError(f"--reward_model {rm_dir}", "holds no SASRec artifact (sasrec.json)", fix)
+    try:
+        sasrec, record = load_sasrec(rm_dir)
+    except UserError:
+        raise
+    except Exception as e:  # a truncated or corrupt sasrec.safetensors
+        first = " ".join(str(e).split())[:200]
+        raise UserError(
+            rm_dir / "sasrec.safetensors",
+            f"is unreadable ({type(e).__name__}: {first}); the file is truncated or damaged",
+            "retrain the reward model, or leave --reward_model out to train one into "
+            "OUTPUT_DIR/reward_model",
+        ) from None
+    trained_on = (record.get("meta") or {}).get("data_fingerprint")
+    if trained_on != json.loads(json.dumps(fingerprint)):
+        raise UserError(
+            f"--reward_model {rm_dir}",
+            "was not trained on this model's data (its data fingerprint differs or is absent)"
+            if trained_on is not None
+            else "records no data fingerprint",
+            "train the reward model on the same split, or leave --reward_model out",
+        )
+    return sasrec
+
+
+def _trained_reward_model(
+    args: PolicyArguments, train_args: Any, split: Any, catalog: Any, out: Path, state: Any
+) -> Any:
+    """The SASRec reward model of OUTPUT_DIR/reward_model, trained on the training split by
+    rank 0 when it is not there yet."""
+    from recllm.baselines.sasrec import SASRecConfig, save_sasrec, train_sasrec
+    from recllm.data.fingerprint import data_fingerprint
+
+    rm_dir = out / "reward_model"
+    with state.main_process_first():
+        if not (rm_dir / "sasrec.json").is_file():
+            logger.info("training the SASRec reward model on the training split")
+            cfg = SASRecConfig(time_budget_minutes=args.reward_model_minutes, seed=train_args.seed)
+            rm, _ = train_sasrec(split, catalog, cfg, progress=False)
+            save_sasrec(rm, rm_dir, meta={"data_fingerprint": data_fingerprint(split, catalog)})
+    return _given_reward_model(rm_dir, data_fingerprint(split, catalog))
+
+
+def _check_sizes(train_args: Any, tok: Any, sid_map: Any, spec: Any, examples: list, catalog: Any):
+    """Lengths and group sizes that would fail only after the first round was written."""
+    from recllm.align.mining import _completion_ids
+    from recllm.decode import encode_prompts
+    from recllm.tasks.prompting import build_prompts
+    from recllm.vocab import SID_FORMAT
+
+    generations = getattr(train_args, "num_generations", None)
+    items = len(sid_map)
+    if generations is not None and generations > items:
+        raise UserError(
+            f"--num_generations {generations}",
+            f"more than the {items} catalog items: each group of constrained rollouts holds "
+            "distinct items, so the group would repeat some and skew its advantages",
+            f"pass --num_generations {items} or fewer (with a per_device_train_batch_size that "
+            "is a multiple of it)",
+        )
+    max_length = getattr(train_args, "max_length", None)
+    if max_length is None or not examples:
+        return
+    prompts = encode_prompts(tok, build_prompts(spec, examples, sid_map, catalog))
+    token_ids = SID_FORMAT.token_ids(tok, sid_map.codebook_sizes)
+    answer = len(_completion_ids(token_ids, sid_map, examples[0].target, spec, tok.eos_token_id))
+    shortest = min(len(p) for p in prompts) + answer
+    if max_length < shortest:
+        raise UserError(
+            f"--max_length {max_length}",
+            f"shorter than every training row (the shortest prompt + answer is {shortest} "
+            "tokens): every row would be cut before its answer",
+            f"pass --max_length {max(len(p) for p in prompts) + answer} (the longest row) or more",
+        )
 
 
 def round_peft_config(start: PolicyStart, args: PolicyArguments, model: Any) -> Any:

@@ -346,20 +346,26 @@ def parse_reward_spec(spec: str) -> list[tuple[str, float]]:
     """``"name=weight,name"`` -> ``[(name, weight), ...]`` (weight 1 when left out), checked.
 
     Raises:
-        ValueError: An unknown name, a weight that is not a number, or no reward at all.
+        ValueError: An unknown name, a weight that is not a finite number, a name given twice,
+            or no reward at all.
     """
     known = (*RULE_REWARDS, "sasrec")
-    parts = []
+    parts: list[tuple[str, float]] = []
     for chunk in (c.strip() for c in spec.split(",")):
         if not chunk:
             continue
         name, _, weight = (x.strip() for x in chunk.partition("="))
         if name not in known:
             raise ValueError(f"reward {name!r} is not one of {', '.join(known)}")
+        if name in dict(parts):
+            raise ValueError(f"reward spec {spec!r} names {name} twice")
         try:
-            parts.append((name, float(weight) if weight else 1.0))
+            value = float(weight) if weight else 1.0
         except ValueError:
             raise ValueError(f"reward {chunk!r}: weight {weight!r} is not a number") from None
+        if not math.isfinite(value):  # a nan weight turns every reward into nan mid-run
+            raise ValueError(f"reward {chunk!r}: weight {weight} is not a finite number")
+        parts.append((name, value))
     if not parts:
         raise ValueError(f"reward spec {spec!r} names no reward")
     return parts

@@ -51,7 +51,54 @@ def recipe_parser(dataclass_types: Sequence[type], prog: str):
                 "command line", message, f"see `python recipes/{prog}.py --help` for the flags"
             )
 
+        def parse_args_into_dataclasses(self, args=None, **kwargs):
+            # the YAML's values are the parser's defaults by now: check the merged values
+            # before any config's __post_init__ runs (GRPOConfig divides by num_generations)
+            namespace, _ = self.parse_known_args(args=args)
+            check_training_values(vars(namespace))
+            return super().parse_args_into_dataclasses(args=args, **kwargs)
+
     return RecipeParser(tuple(dataclass_types))
+
+
+def check_training_values(values: Any) -> None:
+    """Refuse training numbers no recipe can train with, naming the flag (one shared check for
+    every recipe; ``parse_recipe_args`` runs it on the YAML + command line values).
+
+    Args:
+        values: A mapping of option names to values, or a config dataclass (e.g. an
+            ``SFTConfig`` built in code: ``check_training_values(sft_cfg)``).
+
+    Raises:
+        UserError: A learning rate that is not a finite number > 0, a ``max_length`` below 2
+            tokens (no answer token would remain to learn), or fewer than 2 GRPO generations.
+    """
+    import math
+
+    if not isinstance(values, dict):
+        values = vars(values)
+    for key in ("learning_rate", "warmup_learning_rate"):
+        lr = values.get(key)
+        if lr is not None and not (isinstance(lr, int | float) and math.isfinite(lr) and lr > 0):
+            raise UserError(
+                f"--{key} {lr}",
+                "must be a finite number > 0",
+                "pass a step size such as 1e-5 (full fine-tuning) or 1e-4 (LoRA)",
+            )
+    max_length = values.get("max_length")
+    if max_length is not None and max_length < 2:
+        raise UserError(
+            f"--max_length {max_length}",
+            "too short: a training row needs its prompt and at least one answer token",
+            "pass the tokens of a prompt and its answer (a few hundred), or null for no limit",
+        )
+    generations = values.get("num_generations")
+    if generations is not None and generations < 2:
+        raise UserError(
+            f"--num_generations {generations}",
+            "must be >= 2: GRPO scores each completion against the others of its group",
+            "pass 2 or more (and a per_device_train_batch_size that is a multiple of it)",
+        )
 
 
 def check_args(args: list[str], parser: Any, prog: str = "RECIPE") -> None:

@@ -19,34 +19,50 @@ from recllm.errors import UserError
 
 logger = logging.getLogger(__name__)
 
+#: Trainer settings that may change between a run and its continuation without changing what it
+#: makes (under every recipe's trainer section: sft, dpo, grpo).
+_VOLATILE_TRAINER = (
+    "resume_from_checkpoint",
+    "logging_dir",
+    "logging_steps",
+    "logging_first_step",
+    "report_to",
+    "run_name",
+    "disable_tqdm",
+    "dataloader_num_workers",
+    "save_steps",
+    "save_strategy",
+    "save_total_limit",
+)
 #: Settings that may change between a run and its continuation without changing what it makes.
 VOLATILE = (
     "versions",
     "plum.overwrite_output_dir",
     "seqlm.overwrite_output_dir",
-    "sft.resume_from_checkpoint",
-    "sft.logging_dir",
-    "sft.logging_steps",
-    "sft.logging_first_step",
-    "sft.report_to",
-    "sft.run_name",
-    "sft.disable_tqdm",
-    "sft.dataloader_num_workers",
-    "sft.save_steps",
-    "sft.save_strategy",
-    "sft.save_total_limit",
+    "policy.overwrite_output_dir",  # dpo, awsft, grpo
+    *(f"{section}.{key}" for section in ("sft", "dpo", "grpo") for key in _VOLATILE_TRAINER),
 )
-#: What the recipe writes into its output directory (removed by ``--overwrite_output_dir``).
+#: What the recipes write into their output directory (removed by ``--overwrite_output_dir``).
 RECIPE_ENTRIES = (
     "resolved_config.json",
     "train_log.json",
     "sids",
     "model",
+    ".model.tmp",  # the align recipes' final model, before its rename
     "adapter",
     "warmup",
     "incomplete",
     "runs",  # recipes/seqlm.py: one trainer directory per seed
+    "reward_model",  # dpo, awsft, grpo: the SASRec reward model trained for the run
+    "trainer",  # grpo's checkpoints
+    "dpo_log.json",
+    "awsft_log.json",
+    "grpo_log.json",
+    "rollouts.jsonl",
+    "rewards.jsonl",
 )
+#: Directories of which a recipe writes one per round, seed or checkpoint.
+RECIPE_GLOBS = ("checkpoint-*", "model_seed*", "round[0-9]*")
 
 
 def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
@@ -76,8 +92,8 @@ def config_diff(old: dict, new: dict, ignore: tuple[str, ...] = VOLATILE) -> lis
 
 def _recipe_entries(out: Path) -> list[Path]:
     found = [out / name for name in RECIPE_ENTRIES if (out / name).exists()]
-    found += sorted(p for p in out.glob("checkpoint-*") if p.is_dir())
-    found += sorted(p for p in out.glob("model_seed*") if p.is_dir())  # seqlm ensembles
+    for pattern in RECIPE_GLOBS:
+        found += sorted(p for p in out.glob(pattern) if p.is_dir())
     return found
 
 
