@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import math
 
+import pytest
+
 from recllm.testing import save_tiny_recommender
 from tests.scripts.running import ROOT, run_script
 
@@ -54,3 +56,19 @@ def test_quickstart_config_speed_options(tmp_path):
         assert abs(off - on) < 0.05
     assert "native bf16 (AVX512-BF16/AMX): " in proc.stdout
     assert "different methods" in proc.stdout
+
+
+@pytest.mark.slow  # five SFT runs (~50 s on a loaded 2-core machine)
+def test_recipe_against_bare_trl(tmp_path):
+    """The default mode on the tiny Qwen3: five one-epoch runs over the same 8 ml-100k
+    examples, every one timed, the ratios against bare TRL positive."""
+    _, summary = run_script(
+        "bench_sft.py", *("--examples", "8", "--batch", "4", "--repeats", "1"), cwd=tmp_path
+    )
+    keys = ["bare", "recipe", "recipe_dense_head", "recipe_random_batches", "recipe_packed"]
+    assert summary["mode"] == "trl" and summary["examples"] == 8 and summary["tokens"] > 8
+    assert list(summary["seconds"]) == keys and all(s > 0 for s in summary["seconds"].values())
+    assert summary["ratio_vs_bare"]["bare"] == 1.0
+    assert all(r > 0 for r in summary["ratio_vs_bare"].values())
+    assert summary["ratio"] == summary["ratio_vs_bare"]["recipe"]
+    assert summary["recipe_settings"]["packing"] is False
