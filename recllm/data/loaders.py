@@ -787,20 +787,35 @@ def _csv_rows(path: Path, delimiter: str) -> Iterator[list[str] | Row]:
     """Yield the header, then ``(line, None, row)`` per record, with a real CSV parser.
 
     Quoted fields keep their line breaks (``\n`` and ``\r\n``) and the line reported for a
-    record is the one it starts on.
+    record is the one it starts on. An unterminated quote is an error naming the line it
+    opened on (:func:`_swallowed_rows`), not a title that silently holds the rows after it.
     """
-    reader = csv.reader((text for _, text in iter_lines(path, keep_ends=True)), delimiter=delimiter)
+    lines: list[str] = []  # the physical lines of the record being parsed
+
+    def source() -> Iterator[str]:
+        for _, text in iter_lines(path, keep_ends=True):
+            lines.append(text)
+            yield text
+
+    # strict: a quote closed in the middle of a field, or never closed, raises instead of
+    # being glued into the field (how an unterminated quote swallows the rows after it)
+    reader = csv.reader(source(), delimiter=delimiter, strict=True)
     start = 1
+    header: list[str] | None = None
 
     def record() -> list[str] | None:
         nonlocal start
         start = reader.line_num + 1
+        lines.clear()
         # The limit is process-wide: raise it only while this record is parsed, so a reader
         # abandoned half-way (an error in the caller) cannot leave it raised for other code.
         previous_limit = csv.field_size_limit(_CSV_FIELD_LIMIT)
         try:
-            return next(reader, None)
+            values = next(reader, None)
         except csv.Error as e:
+            how = _quote_fault(str(e))
+            if how is not None:
+                raise _unclosed_quote(path, start, lines, how, reader.line_num) from None
             raise DataError(
                 path,
                 f"cannot parse the CSV record ({e})",
@@ -809,6 +824,11 @@ def _csv_rows(path: Path, delimiter: str) -> Iterator[list[str] | Row]:
             ) from None
         finally:
             csv.field_size_limit(previous_limit)
+        if header is not None and values is not None and len(lines) > 1:
+            row = _swallowed_rows(lines, delimiter, len(header))
+            if row is not None:
+                raise _unclosed_quote(path, start, lines, "reads", start + row)
+        return values
 
     header = record()
     if header is None or not any(h.strip() for h in header):
@@ -825,6 +845,58 @@ def _csv_rows(path: Path, delimiter: str) -> Iterator[list[str] | Row]:
                 line=start,
             )
         yield start, None, dict(zip(header, values, strict=True))
+
+
+def _quote_fault(message: str) -> str | None:
+    """What a strict-mode ``csv.Error`` says about a quote left open, or None: ``"closes"``
+    (a quote closed mid-field, e.g. by the next quoted field's opening quote) or ``"ends"``."""
+    if message.endswith("expected after '\"'"):
+        return "closes"
+    return "ends" if message == "unexpected end of data" else None
+
+
+def _swallowed_rows(lines: list[str], delimiter: str, width: int) -> int | None:
+    """Index of the first continuation line of a multi-line record that reads as a row.
+
+    A quoted field may hold line breaks, so the lines after a record's first are field text.
+    A line of such text that, read on its own, is a complete record of ``width`` fields with
+    balanced quotes is almost surely a row a quote left open has swallowed; the closing line of
+    a genuine multi-line field holds its odd closing quote, so it never qualifies.
+    """
+    if width < 2:
+        return None
+    for i, text in enumerate(lines[1:], start=1):
+        if text.count('"') % 2 or not text.strip():
+            continue
+        try:
+            fields = next(csv.reader([text], delimiter=delimiter, strict=True), [])
+        except csv.Error:
+            continue
+        if len(fields) == width and fields[0].strip():
+            return i
+    return None
+
+
+def _unclosed_quote(path: Path, start: int, lines: list[str], how: str, at: int) -> DataError:
+    """The error of a quote left open in the record starting on line ``start``."""
+    # the quote opened on the first line of the record with an odd number of quote marks
+    opened = next((start + i for i, t in enumerate(lines) if t.count('"') % 2), start)
+    end = start + len(lines) - 1
+    problem = {
+        "closes": f"closes on line {at} in the middle of a field",
+        "ends": "is never closed: the file ends inside it",
+        "reads": f"runs to line {end}, and line {at} reads as a row of its own",
+    }[how]
+    if end == opened:  # text after a quoted part: `i1,"Heat" (1995)`
+        fix = 'quote the whole field and write each quote inside it as "": `"""Heat"" (1995)"`'
+    else:
+        problem += f", so lines {opened + 1}-{end} read as the text of one field"
+        fix = (
+            f'close the quote on line {opened}, or write a quote inside a field as "" (and quote '
+            "that field); for line breaks that belong in a field, write the table as .jsonl or "
+            ".parquet"
+        )
+    return DataError(path, f"the quote opened on line {opened} {problem}", fix, line=opened)
 
 
 def _table_file(directory: Path, stem: str) -> Path | None:

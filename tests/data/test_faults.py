@@ -201,6 +201,71 @@ def test_quoted_multiline_csv_field(tmp_path):
     assert str(e).startswith(f"{g / 'items.csv'}:5: duplicate item id 'i1'")
 
 
+# Issue 29: an unterminated quote in the middle of items.csv swallowed the next rows into one
+# title, and the only trace was "dropped 1 catalog items that occur in no history".
+# No history names i4..i8, so nothing downstream notices that they are gone.
+SWALLOW_HISTORY = "user_id,item_id\nu,i1\nu,i2\nu,i3\nv,i2\nv,i3\nv,i1\n"
+ROWS_4_TO_6 = "i4,Four\ni5,Five\ni6,Six\n"
+
+
+@pytest.mark.parametrize(
+    ("closing", "why"),
+    [
+        # the quote of the next quoted title closes it, mid-field (the issue's case)
+        ('i7,"Heat"\ni8,Eight\n', "closes on line 8 in the middle of a field"),
+        # a stray quote at the end of a later line closes it cleanly
+        ('i7,Seven"\ni8,Eight\n', "line 5 reads as a row of its own"),
+        # nothing closes it: the rest of the file is one title
+        ("i7,Seven\ni8,Eight\n", "never closed: the file ends inside it"),
+    ],
+    ids=["closed-mid-field", "closed-at-a-line-end", "never-closed"],
+)
+def test_unterminated_quote_in_items_csv_is_an_error(tmp_path, closing, why):
+    g = tmp_path / "g"
+    items = write(
+        g / "items.csv", f'item_id,title\ni1,One\ni2,Two\ni3,"Toy Story\n{ROWS_4_TO_6}{closing}'
+    )
+    write(g / "interactions.csv", SWALLOW_HISTORY)
+    e = fails(g)
+    assert (e.path, e.line) == (str(items), 4)  # the line where the quote opened
+    assert str(e).startswith(f"{items}:4: the quote opened on line 4 ")
+    assert why in e.problem
+    assert e.fix.startswith('close the quote on line 4, or write a quote inside a field as ""')
+
+
+def test_text_after_a_closed_quote_is_an_error(tmp_path):
+    """`"Heat" (1995)` was read as `Heat (1995)`, quietly; now the line and the fix are named."""
+    g = tmp_path / "g"
+    items = write(g / "items.csv", 'item_id,title\ni1,One\ni2,"Heat" (1995)\ni3,Three\n')
+    write(g / "interactions.csv", SWALLOW_HISTORY)
+    e = fails(g)
+    assert str(e) == (
+        f"{items}:3: the quote opened on line 3 closes on line 3 in the middle of a field. "
+        'Fix: quote the whole field and write each quote inside it as "": `"""Heat"" (1995)"`'
+    )
+    write(g / "items.csv", 'item_id,title\ni1,One\ni2,"""Heat"" (1995)"\ni3,Three\n')
+    assert load_rec_dataset(g).catalog.title("i2") == '"Heat" (1995)'  # the fix works
+
+
+def test_quoted_commas_escaped_quotes_and_line_breaks_still_load(tmp_path):
+    """The control of the unterminated-quote check: well-formed quoting of every kind loads."""
+    g = tmp_path / "g"
+    write(
+        g / "items.csv",
+        'item_id,title\ni1,"Movie, The"\ni2,"Say ""hi"", then go"\ni3,"two\nlines, one comma"\n'
+        'i8,12" Vinyl\ni4,"para one\n\npara ""two"", end"\n',
+    )
+    write(g / "interactions.csv", SWALLOW_HISTORY + "v,i4\nv,i8\n")
+    ds = load_rec_dataset(g)
+    assert ds.catalog.items == {
+        "i1": {"title": "Movie, The"},
+        "i2": {"title": 'Say "hi", then go'},
+        "i3": {"title": "two\nlines, one comma"},
+        "i8": {"title": '12" Vinyl'},
+        "i4": {"title": 'para one\n\npara "two", end'},
+    }
+
+
 def test_bare_carriage_return_in_csv(tmp_path):
     g = tmp_path / "g"
     write(g / "items.csv", "item_id,title\ni1,One\ni2,Tw\ro\n")
