@@ -42,10 +42,8 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     # benchmark building blocks (arm training, cached scoring, paired differences, tables): they
     # drive recipes, decoding and evaluation, and nothing below imports them
     ("bench",),
-    # entry points and test helpers may use anything
-    # argparse pieces, then the reasoning commands, then the command itself
-    ("cli_args",),
-    ("cli_reason", "cli_apps"),
+    # entry points and test helpers may use anything (recllm/cli/ is one unit: the command's
+    # groups and their shared argparse pieces)
     ("cli", "testing"),
 )
 RANK = {unit: rank for rank, units in enumerate(LAYERS) for unit in units}
