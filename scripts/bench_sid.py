@@ -16,10 +16,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import time
 
 import numpy as np
+
+from recllm.bench.machine import cpu_name
 
 
 def synthetic(items: int, dim: int, centers: int, seed: int) -> np.ndarray:
@@ -47,17 +48,6 @@ def faiss_residual_kmeans(
         residual -= km.centroids[assign[:, 0]]
         errors.append(float((residual * residual).sum(1).mean()))
     return codes, errors
-
-
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def main() -> None:

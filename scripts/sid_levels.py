@@ -37,26 +37,17 @@ def parse_args() -> argparse.Namespace:
 
 
 def plot(results: dict[str, dict], path: Path) -> None:
-    import matplotlib
+    from recllm.bench.report import grouped_bars
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4))
-    width = 0.8 / len(results)
-    for n, (name, rep) in enumerate(results.items()):
-        hits = rep["hit@10"]
-        ax.bar([lv + n * width for lv in range(len(hits))], hits, width, label=name)
     levels = len(next(iter(results.values()))["hit@10"])
-    ax.set_xticks([lv + 0.4 - width / 2 for lv in range(levels)])
-    ax.set_xticklabels([f"level {lv + 1}" for lv in range(levels)])
-    ax.set_ylabel("share of users: target code in the top 10\n(given the true prefix)")
-    ax.set_ylim(0, 1)
-    ax.legend(fontsize=8)
-    ax.set_title("Teacher-forced rank of the target's code, per SID level")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    grouped_bars(
+        {name: rep["hit@10"] for name, rep in results.items()},
+        [f"level {lv + 1}" for lv in range(levels)],
+        path,
+        title="Teacher-forced rank of the target's code, per SID level",
+        ylabel="share of users: target code in the top 10\n(given the true prefix)",
+        ylim=(0, 1),
+    )
 
 
 def main() -> None:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from recllm.bench.report import markdown_row, markdown_table
 from recllm.data import DataConfig, load_rec_dataset
 from recllm.sid.build import build_sid_map, write_sid_artifact
 from recllm.sid.config import SIDConfig
@@ -60,13 +61,31 @@ METHODS = [
 ]
 
 
-def row(name: str, m: dict, seconds: float | None) -> str:
+HEADER = [
+    "SIDs",
+    "items",
+    "levels",
+    "unique codes (before de-dup)",
+    "collisions",
+    "largest group",
+    "utilization per level",
+    "seconds",
+]
+
+
+def row(name: str, m: dict, seconds: float | None) -> list:
     util = "/".join(f"{u:.2f}" for u in m["utilization"])
-    sec = f"{seconds:.1f}" if seconds is not None else "-"
-    return (
-        f"| {name} | {m['items']:,} | {m['levels']} | {m['unique_codes_before']:,} | "
-        f"{m['collisions_before']:,} | {m['largest_group_before']} | {util} | {sec} |"
-    )
+    sec = f"{seconds:.1f}" if seconds is not None else None
+    return [
+        name,
+        f"{m['items']:,}",
+        m["levels"],
+        f"{m['unique_codes_before']:,}",
+        f"{m['collisions_before']:,}",
+        m["largest_group_before"],
+        util,
+        sec,
+    ]
 
 
 def main() -> None:
@@ -79,18 +98,15 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     shared, out = Path(args.shared), Path(args.out)
     wanted = set(args.methods.split(","))
-    lines = [
-        "| SIDs | items | levels | unique codes (before de-dup) | collisions | largest group | utilization per level | seconds |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
+    rows: list[list] = []
     figures: dict[str, dict] = {}
     for key in args.datasets.split(","):
         rel, published = DATASETS[key]
-        lines.append(f"| **{key}** | | | | | | | |")
+        rows.append([f"**{key}**", "", "", "", "", "", "", ""])
         for name, index in published:
             _, codes = read_index_json(shared / index)
             m = code_metrics(codes, tuple(int(c) + 1 for c in codes.max(0)))
-            lines.append(row(name, m, None))
+            rows.append(row(name, m, None))
             figures[f"{key}/{name}"] = {
                 "unique": m["unique_codes_before"],
                 "collisions": m["collisions_before"],
@@ -104,15 +120,15 @@ def main() -> None:
             seconds = time.perf_counter() - t
             write_sid_artifact(build, out / key / name.replace(" ", "_"), overwrite=True)
             label = f"recllm {name} ({cfg.levels} x {cfg.codebook_size}, {cfg.embedding})"
-            lines.append(row(label, build.metrics, seconds))
+            rows.append(row(label, build.metrics, seconds))
             figures[f"{key}/{name}"] = {
                 "unique": build.metrics["unique_codes_before"],
                 "collisions": build.metrics["collisions_before"],
                 "utilization": build.metrics["utilization"],
                 "seconds": round(seconds, 1),
             }
-            print(lines[-1], flush=True)
-    table = "\n".join(lines)
+            print(markdown_row(rows[-1]), flush=True)
+    table = markdown_table(HEADER, rows)
     out.mkdir(parents=True, exist_ok=True)
     (out / "table.md").write_text(table + "\n")
     print(table)

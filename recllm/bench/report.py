@@ -12,11 +12,16 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["grouped_bars", "markdown_table", "save_png"]
+__all__ = ["grouped_bars", "markdown_row", "markdown_table", "save_png"]
 
 
 def _cell(value: Any) -> str:
     return "-" if value is None else str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def markdown_row(cells: Sequence[Any]) -> str:
+    """One line of a markdown table (None -> ``-``; a ``|`` inside a cell escaped)."""
+    return "| " + " | ".join(map(_cell, cells)) + " |"
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
@@ -29,8 +34,8 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     for n, row in enumerate(rows):
         if len(row) != len(header):
             raise ValueError(f"row {n} has {len(row)} cells, the header {len(header)}")
-    lines = ["| " + " | ".join(map(_cell, header)) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(map(_cell, row)) + " |" for row in rows]
+    lines = [markdown_row(header), "|" + "---|" * len(header)]
+    lines += [markdown_row(row) for row in rows]
     return "\n".join(lines)
 
 
