@@ -198,7 +198,10 @@ class Recommender:
                 the message says what to send instead.
         """
         if isinstance(k, bool) or not isinstance(k, int):
-            raise ValueError(f"k must be an integer between 1 and {self.max_k}, got {clip(k)}")
+            raise ValueError(
+                f"k must be an integer between 1 and {self.max_k}, got {clip(k)}; Fix: send a "
+                'JSON number such as "k": 10'
+            )
         if not 1 <= k <= self.max_k:
             raise ValueError(
                 f"k={k} is out of range; Fix: ask for 1 <= k <= {self.max_k} items (the "
@@ -217,7 +220,10 @@ class Recommender:
         items = []
         for item in history:
             if isinstance(item, bool) or not isinstance(item, str | int):
-                raise ValueError(f"item ids are strings, got {clip(item)} in history")
+                raise ValueError(
+                    f"item ids are strings, got {clip(item)} in history; Fix: send the history "
+                    'as a flat list of item ids, e.g. ["item1", "item2"]'
+                )
             items.append(str(item))
         unknown = [
             i for i in dict.fromkeys(items) if i not in self.sid_map or i not in self.catalog
@@ -231,6 +237,14 @@ class Recommender:
                 f"ids from that catalog (e.g. {example})"
             )
         return items
+
+    def check_thinking(self) -> None:
+        """Raise ``ValueError`` (with the fix) unless the model was trained to think."""
+        if self.spec.style != "chat" or self.spec.think is None:
+            raise ValueError(
+                "this model was not trained to think (its recllm_vocab.json records no "
+                "`think`); Fix: train it with recipes/onerec_think.py, or decode without thinking"
+            )
 
     def prompts(self, histories: Sequence[Sequence[Any]], k: int) -> list[Prompt]:
         """Checked histories -> the prompts the model was trained with (one per history)."""

@@ -19,7 +19,8 @@ training and evaluation by :class:`recllm.apps.recommender.Recommender`). A reas
 (``recipes/onerec_think.py``) also takes ``"think": true`` (and ``"rationales": R``, 1-8; 1 is
 greedy): it writes the rationale(s) first, the items are decoded after them and merged
 (:func:`recllm.decode.think.athink_then_sid`), and the answer carries ``"rationales"``. Bad requests get HTTP
-400 with ``{"error": {"message": "WHERE: WHAT. Fix: HOW"}}``, never a 500: on every route,
+400 with ``{"error": {"message": "WHERE: WHAT. Fix: HOW"}}``; a fault of the server on a valid
+request gets 500 (and a traceback in the server log), never a 400. On every route,
 :class:`RequestLimits` answers a body over ``--max-request-bytes`` (default 1 MiB) with 413 and
 JSON nested deeper than :data:`MAX_JSON_DEPTH` with 400, and messages quote user input cut short
 (:func:`recllm.errors.clip`).
@@ -112,14 +113,18 @@ _WHAT = "recllm serve"
 
 
 def check_serve_target(model_dir: str | Path, *, host: str = "127.0.0.1", port: int = 8000) -> None:
-    """Fail fast, before vLLM loads anything: the port must be free, the model a directory.
+    """Fail fast, before vLLM loads anything: the port must be free, the model a complete
+    recllm model directory (config, weights, tokenizer, SID map: vLLM would otherwise fail after
+    about 30 s with several tracebacks).
 
     The port is bind-tested the way vLLM binds it (``SO_REUSEADDR``), then released; vLLM binds
     it again a moment later (a port taken in between still fails, with the same message, in
     :func:`serve`).
 
     Raises:
-        UserError: The port is taken or not allowed, or ``model_dir`` is not a directory.
+        UserError: The port is taken or not allowed, ``model_dir`` is not a directory, or a
+            file of the model is missing (named in the message).
+        VocabMismatchError: ``model_dir`` was not saved by recllm (no ``recllm_vocab.json``).
     """
     _bind_test(host, port)
     path = Path(model_dir)
@@ -136,6 +141,9 @@ def check_serve_target(model_dir: str | Path, *, host: str = "127.0.0.1", port: 
             "is a file, not a model directory",
             "pass the directory that holds config.json, the weights and recllm_vocab.json",
         )
+    from recllm.vocab.checkpoint import check_model_dir
+
+    check_model_dir(path, weights=True)
 
 
 def _bind_test(host: str, port: int) -> None:
@@ -251,7 +259,9 @@ def json_too_deep(body: bytes, max_depth: int = MAX_JSON_DEPTH) -> bool:
 
 
 def _error_body(error: UserError | str, status: int) -> dict[str, Any]:
-    kind = {413: "RequestEntityTooLargeError"}.get(status, "BadRequestError")
+    kind = {413: "RequestEntityTooLargeError", 500: "InternalServerError"}.get(
+        status, "BadRequestError"
+    )
     return {"error": {"message": str(error), "type": kind, "code": status}}
 
 
@@ -455,22 +465,19 @@ def recommend_router(recommender: Any, *, max_request_bytes: int = DEFAULT_MAX_R
                     "send the number of rationales to sample (1: greedy)",
                 )
             )
-        thoughts = None
-        try:
+        try:  # the request's own faults: 400, before any decoding
+            recommender.check_request(body["history"], k)
             if think:
-                from recllm.decode.think import ThinkOptions
-
-                options = ThinkOptions(
-                    rationales=rationales, temperature=0.0 if rationales == 1 else 1.0
-                )
-                results = await recommender.arecommend_thinking(
-                    [body["history"]], k, options=options
-                )
-                recs, thoughts = [results[0].recommendations], results[0].rationales
-            else:
-                recs = await recommender.arecommend_batch([body["history"]], k)
+                recommender.check_thinking()
         except ValueError as e:
             return error(e)
+        try:
+            recs, thoughts = await _decode(recommender, body["history"], k, think, rationales)
+        except UserError as e:
+            return error(e)
+        except Exception as e:  # a fault of ours: never blamed on the request
+            logger.exception("POST /v1/recommend failed on a valid request")
+            return error(_internal(e), 500)
         items = [
             {"rank": n + 1, "item_id": r.item_id, "title": r.title, "score": r.score}
             for n, r in enumerate(recs[0])
@@ -481,6 +488,26 @@ def recommend_router(recommender: Any, *, max_request_bytes: int = DEFAULT_MAX_R
         return JSONResponse(answer)
 
     return router
+
+
+async def _decode(
+    recommender: Any, history: list, k: int, think: bool, rationales: int
+) -> tuple[list[list[Any]], list[str] | None]:
+    """The items of one checked request (and its rationales when ``think``)."""
+    if not think:
+        return await recommender.arecommend_batch([history], k), None
+    from recllm.decode.think import ThinkOptions
+
+    options = ThinkOptions(rationales=rationales, temperature=0.0 if rationales == 1 else 1.0)
+    results = await recommender.arecommend_thinking([history], k, options=options)
+    return [results[0].recommendations], results[0].rationales
+
+
+def _internal(e: BaseException) -> str:
+    return (
+        f"internal server error ({type(e).__name__}: {clip(str(e), 200)}); the request was "
+        "valid. Fix: retry; if it persists, report it with the server log (it has the traceback)"
+    )
 
 
 async def serve(

@@ -485,7 +485,7 @@ async def athink_then_sid(
 
     from vllm import TokensPrompt
 
-    from recllm.decode.vllm_beam import async_vllm_sid_beam_search
+    from recllm.decode.vllm_beam import async_vllm_sid_beam_search, collect_completions
 
     o = options or ThinkOptions()
     beams = k if num_beams is None else num_beams
@@ -493,12 +493,11 @@ async def athink_then_sid(
     heads = think_prefix_texts(tokenizer, prompts)
 
     async def one(text: str) -> list[tuple[str, bool]]:
-        final = None
         ids = tokenizer(text, add_special_tokens=False)["input_ids"]
         rid = f"recllm-think-{uuid.uuid4().hex}"
-        async for out in engine.generate(TokensPrompt(prompt_token_ids=ids), params, rid):
-            final = out
-        return [_close(_strip_pad(c.text, tokenizer)) for c in final.outputs]
+        stream = engine.generate(TokensPrompt(prompt_token_ids=ids), params, rid)
+        done = await collect_completions(stream, o.rationales)
+        return [_close(_strip_pad(c.text, tokenizer)) for c in done]
 
     thought = await asyncio.gather(*(one(h) for h in heads))
     token_ids = trie.token_ids
@@ -518,12 +517,15 @@ def _think_params(rationales: int, max_think_tokens: int, temperature: float, to
     """vLLM sampling of ``rationales`` rationales, stopped at ``</think>``; SID spans inside
     stay catalog SIDs (the processor's free-text mode)."""
     from vllm import SamplingParams
+    from vllm.sampling_params import RequestOutputKind
 
     from recllm.decode.vllm_processor import EXTRA_SID
 
     greedy = _greedy(rationales, temperature)
     return SamplingParams(
         n=rationales,
+        # one message per request with all n samples (the offline LLM asks for it anyway)
+        output_kind=RequestOutputKind.FINAL_ONLY,
         temperature=0.0 if greedy else temperature,
         top_p=1.0 if greedy else top_p,
         max_tokens=max_think_tokens,

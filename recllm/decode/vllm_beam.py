@@ -50,6 +50,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "async_vllm_sid_beam_search",
+    "collect_completions",
     "sid_beam_rounds",
     "start_vllm_engine",
     "vllm_sid_beam_search",
@@ -306,6 +307,29 @@ def _drive(llm: LLM, rounds: Generator) -> Any:
             return done.value
 
 
+async def collect_completions(stream: Any, n: int) -> list[Any]:
+    """The ``n`` completions of one vLLM request with ``n`` samples, in sample order.
+
+    An engine client streams a request with ``n > 1`` as messages that each carry the samples
+    that moved since the previous one (vLLM's ``ParentRequest.get_outputs``; how many a message
+    holds depends on how far the reader lags), so the last message alone may hold one sample.
+    Every message is read and the newest completion of each sample index kept.
+
+    Raises:
+        RuntimeError: The stream ended without all ``n`` samples (an engine fault, not the
+            request's).
+    """
+    latest: dict[int, Any] = {}
+    async for out in stream:
+        for completion in out.outputs:
+            latest[completion.index] = completion
+    if sorted(latest) != list(range(n)):
+        raise RuntimeError(
+            f"vLLM returned samples {sorted(latest)} of a request for {n} (indices 0..{n - 1})"
+        )
+    return [latest[i] for i in range(n)]
+
+
 async def async_vllm_sid_beam_search(
     engine: Any,
     prompts: Sequence[Sequence[int]],
@@ -320,11 +344,9 @@ async def async_vllm_sid_beam_search(
     from vllm.inputs import TokensPrompt
 
     async def one(ids: list[int], params: SamplingParams) -> CompletionOutput:
-        final = None
         request_id = f"recllm-beam-{uuid.uuid4().hex}"
-        async for out in engine.generate(TokensPrompt(prompt_token_ids=ids), params, request_id):
-            final = out
-        return final.outputs[0]
+        stream = engine.generate(TokensPrompt(prompt_token_ids=ids), params, request_id)
+        return (await collect_completions(stream, 1))[0]
 
     rounds = sid_beam_rounds(
         prompts,

@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 
 from recllm.apps.serve import RequestLimits, check_serve_target, json_too_deep
 from recllm.errors import UserError
+from recllm.testing import save_tiny_recommender
 
 
 @pytest.mark.parametrize(
@@ -98,4 +99,26 @@ def test_check_serve_target(tmp_path):
     (tmp_path / "f").write_text("x")
     with pytest.raises(UserError, match="is a file, not a model directory"):
         check_serve_target(tmp_path / "f", port=free)
-    check_serve_target(tmp_path, port=free)
+    model = save_tiny_recommender(tmp_path / "tiny")
+    check_serve_target(model, port=free)
+
+
+def test_serve_target_without_weights_is_one_message_naming_the_file(tmp_path):
+    """``recllm serve`` of a model directory without weights used to print 3 vLLM tracebacks
+    after about 30 s: the check runs before vLLM and names the missing file and the fix."""
+    model = save_tiny_recommender(tmp_path / "tiny")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        free = s.getsockname()[1]
+    check_serve_target(model, port=free)  # control: the complete directory passes
+    (model / "model.safetensors").unlink()
+    with pytest.raises(UserError) as err:
+        check_serve_target(model, port=free)
+    assert str(err.value) == (
+        f"{model}: incomplete model directory: the model weights model.safetensors missing. "
+        "Fix: restore the files saved together by save_model_with_sids (copy the whole "
+        "directory), or train and save the model again"
+    )
+    (model / "sid_map.json").unlink()
+    with pytest.raises(UserError, match=r"model.safetensors; sid_map.json missing\. Fix: "):
+        check_serve_target(model, port=free)
