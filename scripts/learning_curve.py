@@ -24,46 +24,9 @@ import logging
 import os
 import platform
 import sys
-import time
-from collections import Counter
 from pathlib import Path
 
-
-def plot(doc: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    curve = doc["curve"]
-    minutes = [c["train_min"] for c in curve]
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
-    for ax, key, pop_key, name in (
-        (axes[0], "R10", "popR10", "Recall@10"),
-        (axes[1], "N10", "popN10", "NDCG@10"),
-    ):
-        ax.plot(minutes, [c[key] for c in curve], "o-", label="recllm (this recipe)")
-        for c in curve:
-            ax.annotate(
-                f"{c['step']}",
-                (c["train_min"], c[key]),
-                fontsize=7,
-                xytext=(3, 3),
-                textcoords="offset points",
-            )
-        ax.axhline(curve[0][pop_key], color="gray", ls="--", label="most popular")
-        ax.set_xlabel("training minutes (labels: SFT steps)")
-        ax.set_title(name)
-        ax.set_ylim(bottom=0)
-        ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8)
-    fig.suptitle(f"{doc.get('title', 'learning curve')}: {doc['users']} test users", fontsize=9)
-    fig.tight_layout()
-    from recllm.io import atomic_path
-
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
+from recllm.bench.curves import plot_curve
 
 
 def main() -> None:
@@ -80,18 +43,16 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     if args.replot:
         src = Path(args.replot)
-        plot(json.loads(src.read_text()), src.with_suffix(".png"))
+        plot_curve(json.loads(src.read_text()), src.with_suffix(".png"))
         print(f"wrote {src.with_suffix('.png')}")
         return
 
     import torch
-    from transformers import TrainerCallback
 
+    from recllm.bench.curves import CurveProbe, most_popular
     from recllm.data import load_rec_dataset, split_dataset
-    from recllm.eval import RankingMetrics
-    from recllm.eval.run import evaluate_recommender, select_users
+    from recllm.eval.run import select_users
     from recllm.io import write_json_atomic
-    from recllm.sid.sidmap import SIDMap
     from recllm.tasks.prompting import PromptSpec
     from recllm.train.plum import parse_recipe_args, run_plum
 
@@ -110,12 +71,6 @@ def main() -> None:
     dataset = load_rec_dataset(config=data_cfg)
     split = split_dataset(dataset, data_cfg)
     users = select_users(split.test, args.eval_users, args.eval_seed)
-    counts = Counter(i for seq in split.train.sequences.values() for i in seq)
-    popular = [i for i, _ in counts.most_common(10)]
-    pop = RankingMetrics(list(dataset.catalog.ids))
-    for ex in users:
-        pop.add(popular, ex.target)
-    pop_m = pop.compute((10,))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     doc = {
@@ -125,57 +80,26 @@ def main() -> None:
         "eval_seed": args.eval_seed,
         "curve": [],
     }
-    t0 = time.monotonic()
-    eval_seconds = 0.0
-
-    class Probe(TrainerCallback):
-        def on_step_end(self, _args, state, control, model=None, processing_class=None, **kw):
-            nonlocal eval_seconds
-            if state.global_step % args.every and state.global_step != state.max_steps:
-                return
-            t = time.monotonic()
-            was = model.training
-            model.eval()
-            spec = PromptSpec(
-                style="chat",
-                max_history=data_cfg.max_history,
-                task={"rec_history_titles": task_cfg.rec_history_titles},
-            )
-            sid_map = SIDMap.load(sid_dir)
-            with torch.autocast("cpu", enabled=False):
-                result = evaluate_recommender(
-                    model,
-                    processing_class,
-                    sid_map,
-                    users,
-                    spec,
-                    dataset.catalog,
-                    beams=10,
-                    ks=(10,),
-                    batch_size=16,
-                    progress=False,
-                )
-            model.train(was)
-            eval_seconds += time.monotonic() - t
-            m = result.metrics
-            point = {
-                "step": state.global_step,
-                "train_min": round((time.monotonic() - t0 - eval_seconds) / 60, 2),
-                "R10": round(m["recall@10"], 4),
-                "N10": round(m["ndcg@10"], 4),
-                "coverage": round(m["coverage"], 4),
-                "popR10": round(pop_m["recall@10"], 4),
-                "popN10": round(pop_m["ndcg@10"], 4),
-                "pop_coverage": round(pop_m["coverage"], 4),
-            }
-            doc["curve"].append(point)
-            print("curve:", json.dumps(point), flush=True)
-            write_json_atomic(out / "curve.json", doc)
-
-    run_plum(*configs, callbacks=[Probe()])
+    spec = PromptSpec(
+        style="chat",
+        max_history=data_cfg.max_history,
+        task={"rec_history_titles": task_cfg.rec_history_titles},
+    )
+    probe = CurveProbe(
+        every=args.every,
+        users=users,
+        spec=spec,
+        sid_dir=sid_dir,
+        catalog=dataset.catalog,
+        popular=most_popular(split, users, dataset.catalog),
+        doc=doc,
+        out=out,
+        emit=lambda line: print(line, flush=True),
+    )
+    run_plum(*configs, callbacks=[probe])
     doc["done"] = True  # the last point is the run's last step (a resumable driver checks it)
     write_json_atomic(out / "curve.json", doc)
-    plot(doc, out / "curve.png")
+    plot_curve(doc, out / "curve.png")
     print(f"wrote {out / 'curve.json'} and {out / 'curve.png'}")
     print(json.dumps({"users": doc["users"], "curve": doc["curve"]}))
 

@@ -36,11 +36,19 @@ import subprocess
 import sys
 from pathlib import Path
 
+from recllm.bench.curves import (
+    RUNS,
+    comparison_lines,
+    curve_done,
+    full_finetuning_config,
+    plot_comparison,
+    summarize,
+)
+
 ROOT = Path(__file__).resolve().parents[1]
 # both runs: a schedule a 2-core CPU trains in ~25 min each (bf16) and a rate that neither
 # wrecks the pretrained weights nor starves the random ones
 DEFAULT_OVERRIDES = ["--max_steps", "300", "--learning_rate", "5e-4", "--warmup_steps", "20"]
-RUNS = ("pretrained", "random")
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[str]]:
@@ -60,114 +68,9 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[
     return p.parse_known_args(argv)
 
 
-def run_config(base: Path, out: Path) -> Path:
-    """The base recipe YAML with full fine-tuning (``train_top_layers: null``), into ``out``."""
-    import yaml
-
-    from recllm.io import atomic_path
-
-    doc = yaml.safe_load(base.read_text(encoding="utf-8"))
-    doc["train_top_layers"] = None
-    path = out / "config.yaml"
-    with atomic_path(path) as tmp:
-        Path(tmp).write_text(
-            f"# {base} with full fine-tuning (scripts/pretrained_vs_scratch.py)\n"
-            + yaml.safe_dump(doc, sort_keys=False),
-            encoding="utf-8",
-        )
-    return path
-
-
-def done(curve_json: Path) -> bool:
-    return curve_json.is_file() and bool(json.loads(curve_json.read_text()).get("done"))
-
-
 def run(cmd: list[str]) -> None:
     print("+", " ".join(cmd), flush=True)
     subprocess.run(cmd, check=True)
-
-
-def plot(summary: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from recllm.io import atomic_path
-
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    styles = {"pretrained": ("C0", "o-"), "random": ("C3", "s-")}
-    for ax, key, name in ((axes[0], "R10", "Recall@10"), (axes[1], "N10", "NDCG@10")):
-        for label, curve in summary["curves"].items():
-            color, style = styles.get(label, ("C2", "^-"))
-            ax.plot(
-                [c["train_min"] for c in curve],
-                [c[key] for c in curve],
-                style,
-                color=color,
-                label=f"{summary['model']} {label} init",
-            )
-            last = curve[-1]
-            ax.annotate(
-                f"{last['step']} steps",
-                (last["train_min"], last[key]),
-                fontsize=7,
-                xytext=(3, 3),
-                textcoords="offset points",
-            )
-        for (label, b), marker in zip(summary["baselines"].items(), ("D", "*"), strict=False):
-            ax.plot([b["train_min"]], [b[key]], marker, ms=9, color="k", label=label)
-        ax.axhline(summary["popular"][key], color="gray", ls="--", label="most popular")
-        ax.set_xlabel("training minutes")
-        ax.set_title(name)
-        ax.set_ylim(bottom=0)
-        ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7)
-    fig.suptitle(
-        f"pretrained vs from scratch, {summary['data']}: {summary['users']} test users "
-        f"(seeded sample), same SIDs, steps and schedule",
-        fontsize=9,
-    )
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
-
-
-def summarize(args: argparse.Namespace, out: Path, data_path: str, model: str) -> dict:
-    curves, first = {}, None
-    for label in RUNS:
-        doc = json.loads((out / label / "curve.json").read_text())
-        curves[label] = doc["curve"]
-        first = first or doc
-    pop = first["curve"][0]
-    summary = {
-        "data": data_path,
-        "model": model,
-        "users": first["users"],
-        "eval_seed": first.get("eval_seed"),
-        "curves": curves,
-        "popular": {"R10": pop["popR10"], "N10": pop["popN10"], "coverage": pop["pop_coverage"]},
-        "baselines": {},
-    }
-    metrics_file = out / "baselines" / "metrics.json"
-    if metrics_file.is_file():
-        doc = json.loads(metrics_file.read_text())
-        info = doc["info"]
-        for name, fig in doc["metrics"].items():
-            if name.startswith("recllm SID decoder"):
-                label, minutes = "SID-sequence decoder (seqlm)", info["recllm_train_minutes"]
-            elif name.startswith("SASRec"):
-                label, minutes = "SASRec", info["sasrec"]["minutes"]
-            else:
-                continue
-            summary["baselines"][label] = {
-                "train_min": minutes,
-                "R10": round(fig["recall@10"], 4),
-                "N10": round(fig["ndcg@10"], 4),
-                "coverage": round(fig.get("coverage", float("nan")), 4),
-            }
-    return summary
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -176,7 +79,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.replot:
         src = Path(args.replot)
         summary = json.loads((src / "summary.json").read_text())
-        plot(summary, src / "pretrained_vs_scratch.png")
+        plot_comparison(summary, src / "pretrained_vs_scratch.png")
         print(f"wrote {src / 'pretrained_vs_scratch.png'}")
         return summary
     import torch
@@ -188,14 +91,14 @@ def main(argv: list[str] | None = None) -> dict:
         f"torch {torch.__version__}, ATen {torch.backends.cpu.get_cpu_capability()}"
     )
     out.mkdir(parents=True, exist_ok=True)
-    config = run_config(Path(args.config), out)
+    config = full_finetuning_config(Path(args.config), out)
     base = yaml.safe_load(config.read_text())
     data_path = base.get("data_path", "ml-100k")
     model = base.get("model_name_or_path", "?")
     eval_flags = ["--every", str(args.every), "--eval-users", str(args.eval_users)]
     eval_flags += ["--eval-seed", str(args.eval_seed)]
     for label in RUNS:
-        if done(out / label / "curve.json"):
+        if curve_done(out / label / "curve.json"):
             print(f"{label}: done in an earlier run ({out / label / 'curve.json'})")
             continue
         cmd = [sys.executable, str(ROOT / "scripts" / "learning_curve.py"), "--config", str(config)]
@@ -211,25 +114,13 @@ def main(argv: list[str] | None = None) -> dict:
         cmd += ["--eval-users", str(args.eval_users), "--eval-seed", str(args.eval_seed)]
         cmd += ["--max_history", str(base.get("max_history", 20))]
         run(cmd)
-    summary = summarize(args, out, str(data_path), model)
+    summary = summarize(out, str(data_path), model)
     from recllm.io import write_json_atomic
 
     write_json_atomic(out / "summary.json", summary)
-    plot(summary, out / "pretrained_vs_scratch.png")
+    plot_comparison(summary, out / "pretrained_vs_scratch.png")
     print(f"\n{data_path}: {summary['users']} test users (sample seed {summary['eval_seed']})")
-    print(f"{'method':<40}{'minutes':>9}{'R@10':>8}{'N@10':>8}{'cov':>8}")
-    for label, curve in summary["curves"].items():
-        c = curve[-1]
-        name = f"{model} {label} init, {c['step']} steps"
-        print(
-            f"{name:<40}{c['train_min']:>9.1f}{c['R10']:>8.4f}{c['N10']:>8.4f}{c['coverage']:>8.4f}"
-        )
-    for label, b in summary["baselines"].items():
-        print(
-            f"{label:<40}{b['train_min']:>9.1f}{b['R10']:>8.4f}{b['N10']:>8.4f}{b['coverage']:>8.4f}"
-        )
-    p = summary["popular"]
-    print(f"{'most popular':<40}{'-':>9}{p['R10']:>8.4f}{p['N10']:>8.4f}{p['coverage']:>8.4f}")
+    print("\n".join(comparison_lines(summary)))
     print(f"wrote {out / 'summary.json'} and {out / 'pretrained_vs_scratch.png'}")
     print(json.dumps(summary))
     return summary
