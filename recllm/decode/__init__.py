@@ -7,7 +7,8 @@
 - :mod:`recllm.decode.beam`: :func:`sid_beam_search`, a fixed-depth beam search that prefills
   each prompt once and returns what ``generate`` returns.
 - :mod:`recllm.decode.options`: :class:`DecodeOptions`, the decoding settings, checked once.
-- :mod:`recllm.decode.generate`: :func:`generate_sids`, prompts in, ranked items out.
+- :mod:`recllm.decode.generate`: :func:`generate_sids`, prompts in, ranked items out
+  (:mod:`recllm.decode.answers` reads the generated token ids back as items).
 """
 
 from recllm.decode.beam import SIDBeamOutput, sid_beam_search

@@ -17,7 +17,7 @@ from recllm import testing
 from recllm.data.splits import Example
 from recllm.data.types import Catalog
 from recllm.decode import DecodeOptions, SIDTrie, encode_prompts, generate_sids
-from recllm.decode.generate import _parse_free
+from recllm.decode.answers import _parse_free
 from recllm.eval.run import PromptSpec, build_prompts, evaluate_recommender
 from recllm.sid.sidmap import SIDMap
 from recllm.vocab import extend_vocab
