@@ -236,6 +236,11 @@ def test_cli_think_eval_think_ahead_and_prefix_restricted_eval(pipeline, tmp_pat
     assert cli(args) == 0
     sets, record = read_prefix_file(prefixes)
     assert len(sets) == 30 and record["depth"] == 2 and record["paths"] == 3
+    # the file records its split and data (issue 29): on the valid split it is refused
+    assert record["split"] == "test" and record["data_fingerprint"]["users"] == 30
+    args = ["eval", "--model", str(model), "--prefixes", str(prefixes), "--split", "valid"]
+    assert cli([*args, "--beams", "10", "--out", str(tmp_path / "leak")]) == 2
+    assert not (tmp_path / "leak").exists()
     assert all(1 <= len(s) <= 9 and all(len(p) == 2 for p in s) for s in sets.values())
 
     preds = tmp_path / "pred.jsonl"
