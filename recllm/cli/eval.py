@@ -30,7 +30,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         model_dir, args.data, args.split, args.max_users, allow_other_data=args.allow_other_data
     )
     if args.prefixes:  # before the model loads: a file of another split or data costs no wait
-        from recllm.cli.think import check_prefix_file
+        from recllm.eval.run import check_prefix_file
 
         check_prefix_file(args.prefixes, args.split, data_fields, dataset)
     model, tokenizer, sid_map, recommender = _load_decoder(args, model_dir)

@@ -379,6 +379,73 @@ def prefix_recall(
     return round(hits / max(1, len(examples)), 4)
 
 
+def prefix_file_record(data_fields: dict[str, Any], dataset, split: str) -> dict[str, Any]:
+    """What a prefix file records of its data: the split whose users it covers, the data
+    settings, and the data's fingerprint (:func:`recllm.data.fingerprint.data_fingerprint`)."""
+    from recllm.data import DataConfig, split_dataset
+    from recllm.data.fingerprint import data_fingerprint
+
+    parts = split_dataset(dataset, DataConfig(**data_fields))
+    fingerprint = json.loads(json.dumps(data_fingerprint(parts, dataset.catalog)))
+    return {"split": split, "data": data_fields, "data_fingerprint": fingerprint}
+
+
+def check_prefix_file(path: str, split: str, data_fields: dict[str, Any], dataset) -> None:
+    """Refuse a think-ahead file made for another split or on other data than an evaluation's.
+
+    The prefixes are chosen from each user's history, and a test history holds the validation
+    target: a file of the test split used on the valid split leaks the answer.
+    A file that records no split (hand-made) is refused: its users' prefixes may hold their
+    targets, and a leak inflates every figure silently. A file without a data fingerprint (made
+    before recllm recorded one) is used with a warning: its split is known, and the SID map
+    check of :func:`recllm.decode.prefixes.read_prefix_file` still applies.
+
+    Raises:
+        UserError: Not a prefix file, another split, or other data.
+    """
+    from recllm.data.fingerprint import fingerprint_differences
+    from recllm.decode.prefixes import read_prefix_file
+    from recllm.errors import UserError
+
+    _, record = read_prefix_file(path)
+    made_for = record.get("split")
+    if made_for is None:
+        raise UserError(
+            f"--prefixes {path}",
+            "records no split, so it may hold the targets of the evaluated users",
+            f"make it again with `recllm think-ahead --split {split}`",
+        )
+    if made_for != split:
+        why = (
+            "the test histories hold the valid targets, so its prefixes would leak them"
+            if made_for == "test"
+            else "its prefixes were chosen from other histories"
+        )
+        raise UserError(
+            f"--prefixes {path}",
+            f"was made for the {made_for} split, this evaluation is of the {split} split ({why})",
+            f"make a prefix file for this split with `recllm think-ahead --split {split}`, or "
+            f"evaluate with --split {made_for}",
+        )
+    recorded = record.get("data_fingerprint")
+    if not isinstance(recorded, dict):
+        logger.warning(
+            "%s records no data fingerprint (made by an older recllm): cannot check that it was "
+            "made on %s",
+            path,
+            data_fields["data_path"],
+        )
+        return
+    actual = prefix_file_record(data_fields, dataset, split)["data_fingerprint"]
+    diffs = fingerprint_differences(recorded, actual)
+    if diffs:
+        raise UserError(
+            f"--prefixes {path}",
+            f"was made on other data than {data_fields['data_path']} ({'; '.join(diffs)})",
+            "make it with `recllm think-ahead` on the data evaluated here",
+        )
+
+
 def _sequence_beam(
     models, tokenizer, prompts, trie, beams, k, batch_size, progress, sets=None
 ) -> list[list[int]]:

@@ -65,6 +65,19 @@ def _prefix_file(model: Path, path: Path, split: str | None, fingerprint: bool =
     return path
 
 
+def test_the_prefix_file_record_holds_split_and_the_models_fingerprint(models):
+    """What `recllm think-ahead` writes of its data: the split, and the fingerprint of the data
+    the model records (the same data: the same fingerprint)."""
+    from recllm.eval.run import eval_examples, prefix_file_record
+
+    a, _ = models
+    fields, dataset, _ = eval_examples(a, None, "valid", 0)
+    record = prefix_file_record(fields, dataset, "valid")
+    recorded = json.loads((a / "recllm_vocab.json").read_text())["recommender"]
+    assert record["split"] == "valid" and record["data"] == fields
+    assert record["data_fingerprint"] == recorded["data_fingerprint"]
+
+
 def test_eval_refuses_a_prefix_file_of_another_split(models, tmp_path, capsys):
     """Issue 29: a file made for --split test ran on --split valid. The test histories hold the
     validation target, so the prefixes leak it."""
