@@ -28,6 +28,7 @@ from recllm.align.policy import (
     PolicyArguments,
     merged,
     publish_final,
+    resumed_policy,
     round_peft_config,
     save_round_model,
     start_policy,
@@ -177,22 +178,28 @@ def run_awsft(args: AWSFTArguments, sft_cfg: Any) -> Path:
     import datasets
 
     from recllm.align.mining import MiningConfig, mine_beams
+    from recllm.align.rounds import mark_round_done, plan_rounds
     from recllm.io import write_json_atomic
-    from recllm.train.checkpoints import MarkCompleteCheckpoints
+    from recllm.train.checkpoints import MarkCompleteCheckpoints, train_from
     from recllm.train.fast_head import compact_lm_head
 
-    start = start_policy(args, sft_cfg, "sft")
-    sft_cfg, state, out = start.train_args, start.state, start.out
+    resume = sft_cfg.resume_from_checkpoint
+    start = start_policy(
+        args, sft_cfg, "sft", plan=lambda out: plan_rounds(resume, out, args.rounds)
+    )
+    sft_cfg, state, out, plan = start.train_args, start.state, start.out, start.resume
     sft_cfg = with_changes(sft_cfg, remove_unused_columns=False)
     if start.spec.style == "sid_sequence":  # rows come as token ids with a completion mask
         sft_cfg = with_changes(sft_cfg, completion_only_loss=True)
     mining = MiningConfig(beams=args.beams, seed=sft_cfg.seed, batch_size=args.mining_batch_size)
-    policy = start.model
-    log: dict[str, Any] = {"rounds": []}
-    last = Path(args.model_dir)
-    for r in range(1, args.rounds + 1):
+    policy, last = resumed_policy(start, plan, Path(args.model_dir))
+    log: dict[str, Any] = {"rounds": list(plan.done)}
+    for r in range(plan.first, args.rounds + 1):
         t0 = time.monotonic()
         round_dir = out / f"round{r}"
+        # a round continued from its checkpoint mines again: the same policy and seed give the
+        # same rows the killed run was training on
+        checkpoint = plan.checkpoint if r == plan.first else None
         mined = mine_beams(
             policy,
             start.tokenizer,
@@ -228,7 +235,7 @@ def run_awsft(args: AWSFTArguments, sft_cfg: Any) -> Path:
             peft_config=round_peft_config(start, args, policy),
         )
         with compact_lm_head(True):
-            trainer.train()
+            train_from(trainer, checkpoint)
         policy = merged(trainer.model)
         save_round_model(start, policy, round_dir / "model")
         last = round_dir / "model"
@@ -239,17 +246,18 @@ def run_awsft(args: AWSFTArguments, sft_cfg: Any) -> Path:
             for ex, beams in zip(mined.examples, mined.beams, strict=True)
             if ex.target in {b[0] for b in beams}
         )
-        log["rounds"].append(
-            {
-                "round": r,
-                "rows": len(train),
-                "users": len(mined.examples),
-                "target_in_beams": hits,
-                "mean_reward": sum(mined.rewards_flat) / max(1, len(mined.rewards_flat)),
-                "sft": trainer.state.log_history,
-                "seconds": round(time.monotonic() - t0, 1),
-            }
-        )
+        entry = {
+            "round": r,
+            "rows": len(train),
+            "users": len(mined.examples),
+            "target_in_beams": hits,
+            "mean_reward": sum(mined.rewards_flat) / max(1, len(mined.rewards_flat)),
+            "sft": trainer.state.log_history,
+            "seconds": round(time.monotonic() - t0, 1),
+        }
+        if state.is_main_process:
+            mark_round_done(round_dir, entry)  # after its model: the round is finished
+        log["rounds"].append(entry)
         logger.info("round %d: %d weighted rows, model in %s", r, len(train), last)
     start.close()
     final = publish_final(start, last, log, "awsft_log.json")

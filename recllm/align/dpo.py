@@ -30,6 +30,7 @@ from recllm.align.policy import (
     PolicyArguments,
     merged,
     publish_final,
+    resumed_policy,
     round_peft_config,
     save_round_model,
     start_policy,
@@ -85,17 +86,21 @@ class TokenizedDPOTrainer(DPOTrainer):
 
 
 def run_dpo(args: PreferenceArguments, dpo_cfg: Any) -> Path:
-    """Run the preference stage; return the final model directory (OUTPUT_DIR/model)."""
-    from recllm.align.mining import (
-        MiningConfig,
-        load_preferences,
-        mine_preferences,
-        save_preferences,
-    )
-    from recllm.vocab import load_model_with_sids
+    """Run the preference stage; return the final model directory (OUTPUT_DIR/model).
 
-    start = start_policy(args, dpo_cfg, "dpo")
-    dpo_cfg, state, out = start.train_args, start.state, start.out
+    With ``--resume_from_checkpoint`` (true, or a ``round<N>/trainer/checkpoint-K``) the
+    finished rounds are kept and the first unfinished one continues from its checkpoint or
+    restarts (:mod:`recllm.align.rounds`).
+    """
+    from recllm.align.mining import MiningConfig
+    from recllm.align.rounds import mark_round_done, plan_rounds
+    from recllm.train.checkpoints import train_from
+
+    resume = dpo_cfg.resume_from_checkpoint
+    start = start_policy(
+        args, dpo_cfg, "dpo", plan=lambda out: plan_rounds(resume, out, args.rounds)
+    )
+    dpo_cfg, state, out, plan = start.train_args, start.state, start.out, start.resume
     mining = MiningConfig(
         beams=args.beams,
         pair_policy=args.pair_policy,
@@ -103,68 +108,96 @@ def run_dpo(args: PreferenceArguments, dpo_cfg: Any) -> Path:
         seed=dpo_cfg.seed,
         batch_size=args.mining_batch_size,
     )
-    policy = start.model
-    log: dict[str, Any] = {"rounds": []}
-    last = Path(args.model_dir)
-    for r in range(1, args.rounds + 1):
+    policy, last = resumed_policy(start, plan, Path(args.model_dir))
+    log: dict[str, Any] = {"rounds": list(plan.done)}
+    for r in range(plan.first, args.rounds + 1):
         t0 = time.monotonic()
         round_dir = out / f"round{r}"
-        prefs_dir = round_dir / "preferences"
-        with state.main_process_first():
-            if state.is_main_process:
-                mined = mine_preferences(
-                    policy,
-                    start.tokenizer,
-                    start.sid_map,
-                    start.examples,
-                    start.spec,
-                    start.dataset.catalog,
-                    start.reward,
-                    mining,
-                    provenance={"round": r, "policy": str(last)},
-                    engine=start.engine,
-                )
-                save_preferences(mined, prefs_dir)
-            prefs, meta = load_preferences(prefs_dir)
-        if len(prefs) == 0:
-            raise UserError(
-                f"round {r}",
-                "mining gave no pair (every user's beams scored alike)",
-                "use a reward that tells items apart (e.g. sasrec), or more --beams",
-            )
-        peft_config = round_peft_config(start, args, policy)
-        ref_dir = last if args.reference == "previous" else Path(args.model_dir)
-        ref = None  # under LoRA the round's start (the adapter disabled) is the reference
-        if peft_config is None or ref_dir != last:
-            ref, _, _ = load_model_with_sids(ref_dir)
-        tokenized = "prompt_ids" in prefs.column_names  # SID-sequence decoders
-        columns = TOKEN_COLUMNS if tokenized else ["prompt", "chosen", "rejected"]
-        trainer = TokenizedDPOTrainer(
-            model=policy,
-            ref_model=ref,
-            args=with_changes(dpo_cfg, output_dir=str(round_dir / "trainer")),
-            train_dataset=prefs.select_columns(columns),
-            processing_class=start.tokenizer,
-            peft_config=peft_config,
-        )
-        trainer.train()
+        checkpoint = plan.checkpoint if r == plan.first else None
+        prefs, meta = _round_preferences(start, mining, policy, last, r, reuse=checkpoint)
+        trainer = _round_trainer(start, args, dpo_cfg, policy, last, prefs, round_dir)
+        train_from(trainer, checkpoint)
         policy = merged(trainer.model)
         save_round_model(start, policy, round_dir / "model")
         last = round_dir / "model"
         if start.engine is not None and r < args.rounds:
             start.engine.sync(policy)  # the next round mines with this round's policy
-        log["rounds"].append(
-            {
-                "round": r,
-                "mining": meta,
-                "dpo": trainer.state.log_history,
-                "seconds": round(time.monotonic() - t0, 1),
-            }
-        )
+        entry = {
+            "round": r,
+            "mining": meta,
+            "dpo": trainer.state.log_history,
+            "seconds": round(time.monotonic() - t0, 1),
+        }
+        if state.is_main_process:
+            mark_round_done(round_dir, entry)  # after its model: the round is finished
+        log["rounds"].append(entry)
         logger.info("round %d: %d pairs, model in %s", r, len(prefs), last)
-        del ref
     start.close()
     final = publish_final(start, last, log, "dpo_log.json")
     if state.is_main_process:
         print(f"DPO: {args.rounds} round(s); the final model is {final}")
     return final
+
+
+def _round_preferences(
+    start: Any, mining: Any, policy: Any, last: Path, r: int, *, reuse: Path | None
+) -> tuple[Any, dict]:
+    """Round ``r``'s pairs: mined by rank 0 with ``policy`` and saved atomically, or, when the
+    round continues from a checkpoint (``reuse``), the pairs it was training on."""
+    from recllm.align.mining import load_preferences, mine_preferences, save_preferences
+
+    prefs_dir = start.out / f"round{r}" / "preferences"
+    with start.state.main_process_first():
+        if start.state.is_main_process and reuse is None:
+            mined = mine_preferences(
+                policy,
+                start.tokenizer,
+                start.sid_map,
+                start.examples,
+                start.spec,
+                start.dataset.catalog,
+                start.reward,
+                mining,
+                provenance={"round": r, "policy": str(last)},
+                engine=start.engine,
+            )
+            save_preferences(mined, prefs_dir)
+        prefs, meta = load_preferences(prefs_dir)
+    if len(prefs) == 0:
+        raise UserError(
+            f"round {r}",
+            "mining gave no pair (every user's beams scored alike)",
+            "use a reward that tells items apart (e.g. sasrec), or more --beams",
+        )
+    return prefs, meta
+
+
+def _round_trainer(
+    start: Any,
+    args: PreferenceArguments,
+    dpo_cfg: Any,
+    policy: Any,
+    last: Path,
+    prefs: Any,
+    round_dir: Path,
+) -> TokenizedDPOTrainer:
+    """The DPO trainer of one round, against the SFT model or the previous round's."""
+    from recllm.train.checkpoints import MarkCompleteCheckpoints
+    from recllm.vocab import load_model_with_sids
+
+    peft_config = round_peft_config(start, args, policy)
+    ref_dir = last if args.reference == "previous" else Path(args.model_dir)
+    ref = None  # under LoRA the round's start (the adapter disabled) is the reference
+    if peft_config is None or ref_dir != last:
+        ref, _, _ = load_model_with_sids(ref_dir)
+    tokenized = "prompt_ids" in prefs.column_names  # SID-sequence decoders
+    columns = TOKEN_COLUMNS if tokenized else ["prompt", "chosen", "rejected"]
+    return TokenizedDPOTrainer(
+        model=policy,
+        ref_model=ref,
+        args=with_changes(dpo_cfg, output_dir=str(round_dir / "trainer")),
+        train_dataset=prefs.select_columns(columns),
+        processing_class=start.tokenizer,
+        peft_config=peft_config,
+        callbacks=[MarkCompleteCheckpoints()],
+    )

@@ -215,6 +215,11 @@ def run_grpo(args: GRPOArguments, grpo_cfg: Any) -> Path:
 
     from recllm.align.rewards import RewardExample, SIDReader, trl_reward_func
     from recllm.tasks.prompting import build_prompts
+    from recllm.train.checkpoints import (
+        MarkCompleteCheckpoints,
+        plan_trainer_resume,
+        train_from,
+    )
     from recllm.vocab import SID_FORMAT
 
     if getattr(grpo_cfg, "use_vllm", False):
@@ -227,8 +232,11 @@ def run_grpo(args: GRPOArguments, grpo_cfg: Any) -> Path:
             "leave use_vllm false and pass --mining_engine vllm: rollouts then run on a "
             "constrained vLLM engine synced with the policy",
         )
-    start = start_policy(args, grpo_cfg, "grpo")
-    grpo_cfg, state, out = start.train_args, start.state, start.out
+    resume = grpo_cfg.resume_from_checkpoint
+    start = start_policy(
+        args, grpo_cfg, "grpo", plan=lambda out: plan_trainer_resume(resume, out / "trainer")
+    )
+    grpo_cfg, state, out, checkpoint = start.train_args, start.state, start.out, start.resume
     examples = start.examples
     prompts = build_prompts(start.spec, examples, start.sid_map, start.dataset.catalog)
     train = datasets.Dataset.from_dict(
@@ -242,7 +250,8 @@ def run_grpo(args: GRPOArguments, grpo_cfg: Any) -> Path:
     )
     out.mkdir(parents=True, exist_ok=True)
     for name in ("rollouts.jsonl", "rewards.jsonl"):
-        (out / name).unlink(missing_ok=True)
+        if checkpoint is None:  # a resumed run appends to the killed run's logs
+            (out / name).unlink(missing_ok=True)
     reward = RolloutRewardLog(trl_reward_func(start.reward, reader, table), out / "rewards.jsonl")
     rollout = constrained_rollout(
         start.sid_map,
@@ -261,9 +270,10 @@ def run_grpo(args: GRPOArguments, grpo_cfg: Any) -> Path:
         processing_class=start.tokenizer,
         rollout_func=rollout,
         peft_config=round_peft_config(start, args, start.model),
+        callbacks=[MarkCompleteCheckpoints()],
     )
     t0 = time.monotonic()
-    trainer.train()
+    train_from(trainer, checkpoint)
     start.close()
     save_round_model(start, merged(trainer.model), out / "round1" / "model")
     log = {

@@ -400,6 +400,21 @@ def _check_sizes(train_args: Any, tok: Any, sid_map: Any, spec: Any, examples: l
         )
 
 
+def resumed_policy(start: PolicyStart, plan: Any, model_dir: Path) -> tuple[Any, Path]:
+    """The policy the first round to run starts from: the start model, or the last finished
+    round's model (read back from its directory) when resuming."""
+    last = plan.last_model(start.out)
+    if last is None:
+        return start.model, model_dir
+    from recllm.vocab import load_model_with_sids
+
+    policy, _, _ = load_model_with_sids(last)
+    if start.engine is not None:
+        start.engine.sync(policy)
+    logger.info("rounds 1..%d finished in an earlier run: continuing from %s", plan.first - 1, last)
+    return policy, last
+
+
 def round_peft_config(start: PolicyStart, args: PolicyArguments, model: Any) -> Any:
     """The LoRA config of one round (``--use_peft``; None: full fine-tuning): adapters on
     ``lora_target_modules`` and trainable SID rows (:func:`recllm.train.lora.sid_lora_config`),

@@ -23,7 +23,7 @@ import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from transformers import TrainerCallback
@@ -191,6 +191,39 @@ def plan_resume(resume: str | bool | None, out: Path, *, warmup: bool) -> Resume
             f"pass --output_dir {path.parent} to continue that run",
         )
     return _sft_resume(path, rows, warmup, warm_dir)
+
+
+def plan_trainer_resume(resume: str | bool | None, trainer_dir: Path) -> Path | None:
+    """The complete checkpoint of a one-stage trainer directory to resume from (None: start at
+    step 1), after moving half-written checkpoints aside (rank 0 first; again on the other
+    ranks, where it then finds nothing to move). See :func:`plan_resume` for ``resume``.
+
+    Raises:
+        UserError: As :func:`plan_resume`.
+    """
+    set_aside_incomplete(trainer_dir)
+    return plan_resume(resume, trainer_dir, warmup=False).sft_checkpoint
+
+
+def train_from(trainer: Any, checkpoint: Path | None) -> None:
+    """``trainer.train()``, continued from ``checkpoint`` when given.
+
+    A checkpoint of the run's last step (a kill after the final save, before the result was
+    written) is loaded, not trained from: transformers checks ``max_steps`` only after a step,
+    so ``train(resume_from_checkpoint=...)`` would train one step more than the run it resumes.
+    """
+    if checkpoint is not None:
+        from transformers import TrainerState
+
+        state = TrainerState.load_from_json(str(checkpoint / "trainer_state.json"))
+        if state.max_steps and state.global_step >= state.max_steps:
+            trainer._load_from_checkpoint(str(checkpoint))
+            trainer.state = state
+            logger.info(
+                "%s is the run's last step: its weights loaded, no step trained", checkpoint
+            )
+            return
+    trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint is not None else None)
 
 
 def _sft_resume(sft: Path, rows: Path | None, warmup: bool, warm_dir: Path) -> ResumePlan:

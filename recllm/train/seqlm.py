@@ -380,6 +380,11 @@ def run_seqlm(
     from recllm.sid.build import build_sid_map, write_sid_artifact
     from recllm.sid.sidmap import SIDMap
     from recllm.tasks.prompting import PromptSpec
+    from recllm.train.checkpoints import (
+        MarkCompleteCheckpoints,
+        plan_trainer_resume,
+        train_from,
+    )
     from recllm.train.rundir import check_output_dir, check_sid_artifact
     from recllm.train.select import BestOnValidation
     from recllm.vocab import save_model_with_sids
@@ -401,6 +406,7 @@ def run_seqlm(
         "versions": library_versions(),
     }
     check_output_dir(out, resolved, overwrite=args.overwrite_output_dir)
+    resume = _checked_resume(sft_cfg.resume_from_checkpoint, args, out)
     write_json_atomic(out / "resolved_config.json", resolved)
     logger.info(
         "resolved config in %s: data %s (max_users %s), SIDs %s, %d decoder(s) %d x %d wide, "
@@ -437,8 +443,17 @@ def run_seqlm(
     fingerprint = data_fingerprint(split, dataset.catalog)
     model_dirs: list[Path] = []
     log: dict[str, Any] = {"train_users": len(split.train.sequences), "seeds": {}}
+    earlier = _finished_members(out) if resume is not None else {}
     for member in range(args.ensemble):
         seed = sft_cfg.seed + member
+        name = model_dir_name(member, seed)
+        if str(seed) in earlier and (out / name).is_dir():  # finished in the killed run
+            log["seeds"][str(seed)] = earlier[str(seed)]
+            model_dirs.append(out / name)
+            logger.info("decoder %d (seed %d) was finished in an earlier run", member + 1, seed)
+            continue
+        runs_dir = out / "runs" / f"seed{seed}"
+        checkpoint = plan_trainer_resume(_member_resume(resume, runs_dir), runs_dir)
         cfg = args.model_config(member)
         model, tok = build_seqlm(sid_map, cfg)
         train = training_dataset(split, sid_map, tok, cfg.max_items)
@@ -472,18 +487,17 @@ def run_seqlm(
 
             select = BestOnValidation(on_valid, metric=args.select_metric, patience=args.patience)
             callbacks.append(select)
-        member_args = replace(sft_cfg, output_dir=str(out / "runs" / f"seed{seed}"), seed=seed)
+        member_args = replace(sft_cfg, output_dir=str(runs_dir), seed=seed)
         trainer = SFTTrainer(
             model=model,
             args=member_args,
             train_dataset=train,
             processing_class=tok,
-            callbacks=callbacks,
+            callbacks=[*callbacks, MarkCompleteCheckpoints()],
         )
-        trainer.train()
+        train_from(trainer, checkpoint)
         if select is not None:
             select.restore_best(model)
-        name = model_dir_name(member, seed)
         model_dirs.append(
             save_model_with_sids(
                 model,
@@ -516,3 +530,51 @@ def run_seqlm(
         write_json_atomic(out / "train_log.json", log)
         print(f"model {member + 1}/{args.ensemble} saved to {out / name}")
     return SeqLMRun(model_dirs, log)
+
+
+def _checked_resume(resume: str | bool | None, args: SeqLMArguments, out: Path) -> str | None:
+    """``--resume_from_checkpoint`` as ``"true"``, a checkpoint path, or None (start over).
+
+    Raises:
+        UserError: Resuming with validation-based epoch selection, whose best weights so far
+            lived in the killed process's memory only.
+    """
+    from recllm.errors import UserError
+    from recllm.train.checkpoints import LATEST
+
+    if resume in (None, False, "", "false", "False", "no", "0"):
+        return None
+    if args.valid_users:
+        raise UserError(
+            f"--resume_from_checkpoint {resume}",
+            "cannot continue a run with --valid_users > 0: the best epoch's weights and its "
+            "validation history lived in the stopped process's memory only",
+            f"start over with --overwrite_output_dir true (or --valid_users 0) in {out}",
+        )
+    if resume is True or resume in LATEST:
+        return "true"
+    path = Path(str(resume)).expanduser()
+    if path.resolve().parent.parent != (out / "runs").resolve():
+        raise UserError(
+            f"--resume_from_checkpoint {resume}",
+            f"is not a checkpoint of this run's decoders ({out / 'runs'}/seed<N>/checkpoint-K)",
+            "pass true (the latest complete checkpoint of each decoder), or such a path",
+        )
+    return str(path)
+
+
+def _member_resume(resume: str | None, runs_dir: Path) -> str | None:
+    """The resume request of one decoder: a checkpoint path applies to its own decoder, which
+    the others continue as ``true`` would (the latest complete checkpoint, if any)."""
+    if resume is None or resume == "true":
+        return resume
+    return resume if Path(resume).resolve().parent == runs_dir.resolve() else "true"
+
+
+def _finished_members(out: Path) -> dict[str, Any]:
+    """The log entries of the decoders an earlier run of these settings finished (each is
+    logged only after its model directory was saved)."""
+    import json
+
+    path = out / "train_log.json"
+    return json.loads(path.read_text()).get("seeds", {}) if path.is_file() else {}

@@ -62,8 +62,10 @@ def test_yaml_parses_into_the_recipe_dataclasses():
         (["--select_metric", "mrr"], "'mrr' is not one of recall@5, recall@10"),
         (["--ensemble", "0"], "--ensemble: must be >= 1"),
         (["--hidden_size", "30", "--num_heads", "4"], "is not a multiple of num_heads 4"),
+        (["--learning_rate", "-1"], "--learning_rate -1.0: must be a finite number > 0"),
+        (["--max_length", "1"], "--max_length 1: too short"),
     ],
-    ids=["typo", "metric", "ensemble", "heads"],
+    ids=["typo", "metric", "ensemble", "heads", "lr", "max_length"],
 )
 def test_bad_flags_fail_in_one_line(argv, message):
     with pytest.raises(UserError) as e:
@@ -121,3 +123,91 @@ def test_recipe_trains_saves_and_evaluates(tmp_path):
     assert proc.returncode == 2
     assert "sid.codebook_size: 4 -> 5" in proc.stderr
     assert json.loads((out / "resolved_config.json").read_text()) == resolved
+
+
+HARNESS = Path(__file__).with_name("kill_harness.py")
+#: Two decoders of six steps each, a checkpoint every two steps, no validation.
+RESUMABLE = [
+    *TINY,
+    *("--ensemble", "2", "--valid_users", "0", "--max_steps", "6", "--save_strategy", "steps"),
+    *("--save_steps", "2", "--bf16", "false"),
+]
+
+
+def weights(model_dir: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(model_dir / "model.safetensors")
+
+
+def same(a: dict, b: dict) -> bool:
+    import torch
+
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.slow  # three recipe processes: over a minute on one shared CPU thread
+def test_sigkill_in_the_second_decoder_then_resume_is_bit_identical(tmp_path):
+    """Before: seqlm ignored --resume_from_checkpoint and trained every decoder again."""
+    data = save_tiny_recommender(tmp_path / "tiny").parent / "data"
+    common = ["--config", str(YAML), "--data_path", str(data), *RESUMABLE]
+    reference = tmp_path / "reference"
+    proc = run(str(RECIPE), *common, "--output_dir", str(reference), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = tmp_path / "run"
+    killed = subprocess.run(
+        [sys.executable, str(HARNESS), str(RECIPE), *common, "--output_dir", str(out)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**ENV, "KILL": f"{out / 'runs' / 'seed1'}:3:step"},
+        timeout=600,
+    )
+    assert killed.returncode == -9, killed.stderr[-3000:]
+    assert (out / "runs" / "seed1" / "checkpoint-2" / "recllm_complete.json").is_file()
+    first = (out / "model" / "model.safetensors").stat().st_mtime_ns
+    resumed = run(
+        str(RECIPE), *common, "--output_dir", str(out), "--resume_from_checkpoint", "true",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "decoder 1 (seed 0) was finished in an earlier run" in resumed.stderr
+    assert (out / "model" / "model.safetensors").stat().st_mtime_ns == first  # not redone
+    for name in ("model", "model_seed1"):
+        assert same(weights(reference / name), weights(out / name)), name
+    # the control: the half-trained checkpoint differs from the finished decoder
+    half = weights(out / "runs" / "seed1" / "checkpoint-2")
+    assert not same(half, weights(out / "model_seed1"))
+
+
+def test_resume_keeps_finished_decoders_and_refuses_what_it_cannot_continue(tmp_path):
+    """In process: a finished run resumed redoes nothing; a rerun without the flag is refused
+    (its checkpoints would be silently trained over); validation-based selection cannot
+    resume (its best weights lived in memory)."""
+    from recllm.train.seqlm import run_seqlm
+
+    data = save_tiny_recommender(tmp_path / "tiny").parent / "data"
+    out = tmp_path / "run"
+    argv = ["--config", str(YAML), "--data_path", str(data), "--output_dir", str(out)]
+    argv += [*RESUMABLE, "--ensemble", "1"]
+    first = run_seqlm(*parse_recipe_args(TYPES, argv, prog="seqlm"))
+    stamp = (out / "model" / "model.safetensors").stat().st_mtime_ns
+    with pytest.raises(UserError, match="--resume_from_checkpoint true"):
+        run_seqlm(*parse_recipe_args(TYPES, argv, prog="seqlm"))
+    again = run_seqlm(
+        *parse_recipe_args(TYPES, [*argv, "--resume_from_checkpoint", "true"], prog="seqlm")
+    )
+    assert again.model_dirs == first.model_dirs == [out / "model"]
+    assert (out / "model" / "model.safetensors").stat().st_mtime_ns == stamp
+    assert again.log["seeds"]["0"]["steps"] == 6
+    with pytest.raises(UserError, match="cannot continue a run with --valid_users > 0"):
+        run_seqlm(
+            *parse_recipe_args(
+                TYPES,
+                [*argv, "--resume_from_checkpoint", "true", "--valid_users", "5",
+                 "--output_dir", str(tmp_path / "other")],
+                prog="seqlm",
+            ),
+            evaluate=lambda *a, **k: None,  # refused before any validation would run
+        )  # fmt: skip
+    assert not (tmp_path / "other").exists()
