@@ -31,15 +31,22 @@ min of decoders + 12 min of SASRec + evaluation, about 80 min. A smoke run on a 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
-import math
 import os
 import platform
 import sys
 import time
 from pathlib import Path
+
+from recllm.bench.benchmark import (
+    published_notes,
+    recipe_argv,
+    sasrec_baseline,
+    seqlm_rows,
+    table,
+    write_outputs,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -73,31 +80,6 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[
     return args, recipe
 
 
-def recipe_argv(args: argparse.Namespace, extra: list[str]) -> list[str]:
-    """The recipe's command line: its YAML, this run's data and output, then the overrides."""
-    argv = ["--config", args.config, "--data_path", str(args.data)]
-    argv += ["--output_dir", str(Path(args.out) / "seqlm")]
-    if args.recllm_minutes is not None:
-        argv += ["--time_budget_minutes", str(args.recllm_minutes)]
-    if args.ensemble is not None:
-        argv += ["--ensemble", str(args.ensemble)]
-    return argv + extra
-
-
-def table(rows: dict[str, dict[str, float]], columns: tuple[str, ...]) -> str:
-    width = max(28, *(len(n) + 2 for n in rows))
-    head = f"{'method':<{width}}" + "".join(
-        f"{c.replace('recall', 'R').replace('ndcg', 'N'):>9}" for c in columns
-    )
-    lines = [head]
-    for name, fig in rows.items():
-        cells = "".join(
-            f"{'-':>9}" if math.isnan(fig.get(c, math.nan)) else f"{fig[c]:>9.4f}" for c in columns
-        )
-        lines.append(f"{name:<{width}}" + cells)
-    return "\n".join(lines)
-
-
 def main(argv: list[str] | None = None) -> dict:
     t0 = time.monotonic()
     args, extra = parse_args(argv)
@@ -108,18 +90,16 @@ def main(argv: list[str] | None = None) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     from recllm.data import DataConfig, load_rec_dataset, split_dataset
-    from recllm.eval import plot_recall, save_metrics
     from recllm.eval.published import COLUMNS, load_published, match_dataset, published_rows
-    from recllm.eval.run import evaluate_recommender, load_ensemble, select_users
+    from recllm.eval.run import select_users
     from recllm.sid.config import SIDConfig
     from recllm.train.recipe_args import parse_recipe_args
-    from recllm.train.seqlm import SeqLMArguments, run_seqlm
+    from recllm.train.seqlm import SeqLMArguments
 
     out = Path(args.out)
     types = (SeqLMArguments, DataConfig, SIDConfig, SFTConfig)
-    seqlm_args, data_cfg, sid_cfg, sft_cfg = parse_recipe_args(
-        types, recipe_argv(args, extra), prog="seqlm"
-    )
+    configs = parse_recipe_args(types, recipe_argv(args, extra), prog="seqlm")
+    data_cfg, sft_cfg = configs[1], configs[3]
     key = args.dataset or match_dataset(args.data)
     tables = load_published()
     published = published_rows(key, tables) if key else {}
@@ -131,52 +111,21 @@ def main(argv: list[str] | None = None) -> dict:
     dataset = load_rec_dataset(config=data_cfg)
     split = split_dataset(dataset, data_cfg)
     test = select_users(split.test, args.eval_users, args.eval_seed)
-    rows: dict[str, dict[str, float]] = {}
     info: dict[str, object] = {"dataset": key, "data": str(args.data)}
-
     sasrec = None
     if args.sasrec_minutes > 0:
-        from recllm.baselines.sasrec import SASRecConfig, train_sasrec
-
-        t = time.monotonic()
-        cfg = SASRecConfig(
-            time_budget_minutes=args.sasrec_minutes,
-            dropout=args.sasrec_dropout,
-            batch_size=args.sasrec_batch,
+        sasrec, info["sasrec"] = sasrec_baseline(
+            split,
+            test,
+            dataset.catalog,
+            args.sasrec_minutes,
+            args.sasrec_dropout,
+            args.sasrec_batch,
         )
-        sasrec, history = train_sasrec(split, dataset.catalog, cfg, progress=False)
-        info["sasrec"] = {
-            "minutes": round((time.monotonic() - t) / 60, 2),
-            "epochs": len(history),
-            "config": dataclasses.asdict(cfg),
-        }
-
-    t = time.monotonic()
-    run = run_seqlm(seqlm_args, data_cfg, sid_cfg, sft_cfg, evaluate=evaluate_recommender)
-    info["recllm_train_minutes"] = round((time.monotonic() - t) / 60, 2)
-    info["recllm"] = {
-        seed: {
-            **{k: v for k, v in s.items() if k not in ("log_history", "valid")},
-            "valid": [
-                {k: round(h[k], 4) for k in ("epoch", "recall@10", "ndcg@10")}
-                for h in s["valid"] or []
-            ],
-        }
-        for seed, s in run.log["seeds"].items()
-    }
-    models, tok, sid_map, spec = load_ensemble(run.model_dirs)
-    decode = dict(beams=args.beams, ks=(5, 10), batch_size=64)
-    result = evaluate_recommender(models[0], tok, sid_map, test, spec, dataset.catalog, **decode)
-    rows[f"recllm SID decoder (beam {args.beams})"] = result.metrics
-    info["recllm_eval_minutes"] = round(result.seconds / 60, 2)
-    if len(models) > 1:
-        result = evaluate_recommender(models, tok, sid_map, test, spec, dataset.catalog, **decode)
-        rows[f"recllm, {len(models)} decoders (beam {args.beams})"] = result.metrics
+    rows, more = seqlm_rows(configs, test, dataset.catalog, args.beams)
+    info.update(more)
     if sasrec is not None:
-        from recllm.baselines.sasrec import evaluate_sasrec
-
-        scored = dataclasses.replace(split, test=test)  # the same users as recllm
-        rows["SASRec (same run)"] = evaluate_sasrec(sasrec, scored, "test", ks=(5, 10))
+        rows["SASRec (same run)"] = sasrec
     measured = {name: {c: float(fig[c]) for c in COLUMNS} for name, fig in rows.items()}
 
     title = tables[key].title if key else dataset.name
@@ -185,16 +134,7 @@ def main(argv: list[str] | None = None) -> dict:
         f"histories <= {data_cfg.max_history} items, seen items not removed"
     )
     print(table({**measured, **published}, COLUMNS))
-    if key is None:
-        print(
-            f"no published rows: {args.data} matches no dataset of recllm/eval/published.yaml "
-            f"({', '.join(sorted(tables))}); pass --dataset NAME to compare with one"
-        )
-    elif not published:
-        print(f"no published rows: the {key!r} table in recllm/eval/published.yaml has none yet")
-    else:
-        for row in tables[key].rows:
-            print(f"  {row.name}: {row.source}")
+    print("\n".join(published_notes(key, tables, published, args.data)))
     first = next(iter(rows))
     print(
         f"invalid rate {rows[first]['invalid_rate']:.4f}; recllm trained in "
@@ -206,20 +146,17 @@ def main(argv: list[str] | None = None) -> dict:
         "recipe_overrides": extra,
         "recipe": json.loads((Path(sft_cfg.output_dir) / "resolved_config.json").read_text()),
     }
-    complete = {
-        n: f for n, f in {**measured, **published}.items() if not any(map(math.isnan, f.values()))
-    }
-    save_metrics(
-        out / "metrics.json",
-        {**rows, **published},
+    write_outputs(
+        out,
+        rows,
+        published,
         config,
+        title,
         dataset=key or dataset.name,
-        split="test",
         users=len(test),
         published_sources={r.name: r.source for r in tables[key].rows} if key else {},
         info=info,
     )
-    plot_recall(out / "recall.png", complete, ks=(5, 10), title=f"{title}, test")
     print(f"metrics.json and recall.png in {out}")
     summary = {
         "dataset": key,
