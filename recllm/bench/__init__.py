@@ -6,8 +6,10 @@
   user's rank of the target, keyed by the model's files and the scoring settings;
 - :mod:`recllm.bench.paired`: per-user paired differences of rows against a base row;
 - :mod:`recllm.bench.report`: markdown tables, PNG charts and the machine line of a report;
-- one module per benchmark (``align``, ``think``, ``dialogue``, ``sft_speed``,
-  ``decode_speed``, ``serve_speed``) holding what its script drives.
+- :mod:`recllm.bench.machine`: the machine line of a report;
+- one module per benchmark holding what its script drives: ``align``, ``think``, ``dialogue``,
+  ``benchmark`` (seqlm against SASRec), ``curves`` (learning curves, pretrained vs scratch),
+  ``sft_speed`` with ``sft_runs``, ``decode_speed``, ``serve_speed``.
 
 The scripts stay thin drivers: argparse, these functions, printing.
 """
