@@ -104,7 +104,10 @@ class ChatSession:
     def set_k(self, k: int) -> None:
         """Picks per answer, 1..the recommender's ``max_k``."""
         if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= self.rec.max_k:
-            raise ValueError(f"k must be an integer from 1 to {self.rec.max_k}, got {k!r}")
+            raise ValueError(
+                f"k must be an integer from 1 to {self.rec.max_k}, got {k!r}; Fix: ask for 1 to "
+                f"{self.rec.max_k} picks"
+            )
         self._k = k
 
     @property
@@ -137,7 +140,7 @@ class ChatSession:
     def accept(self, n: int) -> str:
         """Pick ``n`` (1-based) of the last answer joins the history; returns its item id."""
         if not self.replies:
-            raise ValueError("nothing to accept yet: ask for a recommendation first")
+            raise ValueError("nothing to accept yet; Fix: ask for a recommendation first")
         picks = self.replies[-1].picks
         if not 1 <= n <= len(picks):
             raise ValueError(f"pick {n} does not exist; Fix: choose 1 to {len(picks)}")

@@ -9,15 +9,17 @@ The page has two tabs over one model directory:
   thinking where the model learned it). Results are item cards (rank, title, SID, score), the
   raw generation with every SID span marked and named (exact item, else longest-prefix match,
   labelled), rationales in collapsible blocks, and the latency. An edited template can be
-  saved to a prompts folder.
+  saved to a prompts folder, always inside the folder the playground was started in
+  (:attr:`Playground.prompts_root`: absolute paths and ``..`` are refused).
 - **Chat**: a conversation (:class:`recllm.apps.chat.ChatSession`, what ``recllm chat`` runs):
   item cards per answer, accepting a pick adds it to the history.
 
 Why Gradio: it is the ecosystem's tool for ML demos, gives a usable page for the cost of the
 layout, queues requests, and its pages are plain HTML a browser test can drive. The logic lives
 in :class:`Playground` (no Gradio in it), so it is tested directly and the page only wires it.
-Bad input (empty history, unknown items, a template that fails to render, k > beams) shows a
-one-line message in the page's status line and nothing else changes.
+Bad input (empty history, unknown items, a template that fails to render, k > beams, values
+out of range sent to the page's API) shows a one-line message in the page's status line and
+nothing else changes. The page itself (layout, events, HTML) is :mod:`recllm.apps.playground_page`.
 """
 
 from __future__ import annotations
@@ -31,6 +33,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from recllm.apps.playground_page import (
+    CSS,
+    MAX_BEAMS,
+    build_app,
+    cards_html,
+    real_number,
+    spans_html,
+    whole_number,
+)
 
 if TYPE_CHECKING:
     from recllm.apps.recommender import Recommender
@@ -62,16 +74,25 @@ class DecodeSettings:
     def check(self, max_k: int) -> None:
         """Raise ``ValueError`` with the fix for settings that cannot run."""
         if self.mode not in ("beam", "sample"):
-            raise ValueError(f"mode must be beam or sample, got {self.mode!r}")
+            raise ValueError(
+                f"mode must be beam or sample, got {self.mode!r:.40}; Fix: pick beam (the best "
+                "k items) or sample (k draws)"
+            )
         if not 1 <= self.k <= max_k:
             raise ValueError(f"k={self.k} is out of range; Fix: 1 <= k <= {max_k}")
+        if self.mode == "beam" and not 1 <= self.beams <= MAX_BEAMS:
+            raise ValueError(f"beams={self.beams} is out of range; Fix: 1 <= beams <= {MAX_BEAMS}")
         if self.mode == "beam" and self.k > self.beams:
             raise ValueError(
                 f"k ({self.k}) > beams ({self.beams}): a beam search returns at most one item "
                 "per beam; Fix: raise beams or lower k"
             )
         if self.mode == "sample" and not (self.temperature > 0 and 0 < self.top_p <= 1):
-            raise ValueError("sampling needs temperature > 0 and 0 < top-p <= 1")
+            raise ValueError(
+                f"sampling needs temperature > 0 and 0 < top-p <= 1, got temperature "
+                f"{self.temperature}, top-p {self.top_p}; Fix: raise the temperature, or set "
+                "top-p in (0, 1]; beam mode for a deterministic answer"
+            )
 
 
 @dataclass
@@ -93,14 +114,32 @@ class RunResult:
 class Playground:
     """The model-side operations of the page (no Gradio here)."""
 
-    def __init__(self, recommender: Recommender, users: dict[str, list[str]]) -> None:
+    def __init__(
+        self,
+        recommender: Recommender,
+        users: dict[str, list[str]],
+        *,
+        prompts_root: str | Path | None = None,
+    ) -> None:
+        """Args:
+        recommender: The model.
+        users: Test users' histories offered on the page.
+        prompts_root: The only folder "save template" writes in (default: the working
+            folder at start).
+        """
         self.rec = recommender
         self.users = users
+        self.prompts_root = Path(prompts_root or Path.cwd()).resolve()
         self.lock = threading.Lock()  # one decode at a time on the shared model
 
     @classmethod
     def from_pretrained(
-        cls, model_dir: str | Path, *, engine: str = "hf", data: str | None = None
+        cls,
+        model_dir: str | Path,
+        *,
+        engine: str = "hf",
+        data: str | None = None,
+        prompts_root: str | Path | None = None,
     ) -> Playground:
         from recllm.apps.recommender import Recommender
         from recllm.eval.run import eval_examples
@@ -110,7 +149,7 @@ class Playground:
         if rec.spec.data or data:
             _, _, examples = eval_examples(model_dir, data, "test", 0)
             users = {ex.user_id: list(ex.history) for ex in examples}
-        return cls(rec, users)
+        return cls(rec, users, prompts_root=prompts_root)
 
     # -- history -------------------------------------------------------------------------------
 
@@ -187,13 +226,28 @@ class Playground:
             messages, tokenize=False, add_generation_prompt=True
         )
 
+    def prompts_folder(self, folder: str | Path) -> Path:
+        """``folder`` (relative) inside :attr:`prompts_root`; ``ValueError`` with the fix for an
+        absolute path or one that leads out of it (``..``, a symbolic link)."""
+        text = str(folder).strip()
+        fix = f"name a folder inside {self.prompts_root}, e.g. prompts_edited or mine/v2"
+        if not text or text == ".":
+            raise ValueError(f"prompts folder: no folder name; Fix: {fix}")
+        if Path(text).is_absolute() or text.startswith("~"):
+            raise ValueError(f"prompts folder {text!r:.80}: an absolute path; Fix: {fix}")
+        path = (self.prompts_root / text).resolve()
+        if not path.is_relative_to(self.prompts_root) or path == self.prompts_root:
+            raise ValueError(f"prompts folder {text!r:.80}: leaves the prompts folder; Fix: {fix}")
+        return path
+
     def save_template(self, template: str, folder: str | Path) -> Path:
-        """Write ``template`` as ``folder/rec.jinja`` (atomically) after checking it renders."""
+        """Write ``template`` as ``folder/rec.jinja`` (atomically) after checking it renders;
+        ``folder`` is relative to :attr:`prompts_root` and stays inside it."""
         from recllm.io import atomic_path
 
+        folder = self.prompts_folder(folder)
         some = self.rec.sid_map.item_ids[:2]
         self.messages(some, template)  # raises with the line when it does not render
-        folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / "rec.jinja"
         with atomic_path(path) as tmp:
@@ -201,6 +255,27 @@ class Playground:
         return path
 
     # -- decoding ------------------------------------------------------------------------------
+
+    def settings(
+        self, values: Sequence[Any], default_template: str | None = None
+    ) -> DecodeSettings:
+        """One side's settings from the page's raw values (template, constrained, think, mode,
+        beams, k, temperature, top-p), as sent by the browser or an API caller.
+
+        Raises:
+            ValueError: A value of the wrong type or out of range; the message has the fix.
+        """
+        tpl, constrained, think, mode, beams, k, temperature, top_p = values
+        return DecodeSettings(
+            constrained=bool(constrained),
+            mode=str(mode),
+            beams=whole_number(beams, "beams", 1, MAX_BEAMS),
+            k=whole_number(k, "k", 1, self.rec.max_k),
+            temperature=real_number(temperature, "temperature"),
+            top_p=real_number(top_p, "top-p"),
+            think=bool(think),
+            template=None if tpl == default_template else tpl,
+        )
 
     def run(self, history_text: str, settings: DecodeSettings) -> RunResult:
         """Decode one configuration (see the module docstring).
@@ -312,359 +387,6 @@ class Playground:
             constrained=s.constrained,
             seed=s.seed,
         )[0]
-
-
-# -- HTML --------------------------------------------------------------------------------------
-
-CSS = """
-.rl-cards { display: flex; flex-wrap: wrap; gap: 6px; }
-.rl-card { border: 1px solid #ccc; border-radius: 6px; padding: 6px 8px; min-width: 150px; }
-.rl-card.invalid { border-color: #c0392b; background: #fdecea; }
-.rl-rank { font-weight: bold; margin-right: 4px; }
-.rl-sid { font-family: monospace; font-size: 11px; color: #666; word-break: break-all; }
-.rl-raw { font-family: monospace; white-space: pre-wrap; font-size: 12px; }
-.rl-span.exact { background: #d5f5e3; }
-.rl-span.prefix { background: #fcf3cf; }
-.rl-span.invalid { background: #fadbd8; }
-.rl-meta { color: #666; font-size: 12px; }
-"""
-
-
-def cards_html(items: Sequence[Recommendation], sid_map: Any, seconds: float | None = None) -> str:
-    """Item cards: rank, title, item id, SID and score; an invalid answer gets a red card."""
-    from recllm.vocab import SID_FORMAT
-
-    cards = []
-    for n, r in enumerate(items, 1):
-        if r.item_id is None:
-            cards.append(
-                f'<div class="rl-card invalid" data-rank="{n}"><span class="rl-rank">{n}</span>'
-                "invalid answer (no catalog item)</div>"
-            )
-            continue
-        sid = SID_FORMAT.render(sid_map.code(r.item_id))
-        cards.append(
-            f'<div class="rl-card" data-rank="{n}" data-item="{html.escape(r.item_id)}">'
-            f'<span class="rl-rank">{n}</span> <span class="rl-title">'
-            f"{html.escape(r.title or r.item_id)}</span><br>"
-            f'<span class="rl-meta">{html.escape(r.item_id)} · score {r.score:.3f}</span><br>'
-            f'<span class="rl-sid">{html.escape(sid)}</span></div>'
-        )
-    invalid = sum(r.item_id is None for r in items)
-    meta = f"{len(items)} items, {invalid} invalid"
-    if seconds is not None:
-        meta += f", {seconds * 1000:.0f} ms"
-    return (
-        f'<div class="rl-meta rl-summary">{meta}</div><div class="rl-cards">{"".join(cards)}</div>'
-    )
-
-
-def spans_html(text: str, spans: Sequence[SpanView]) -> str:
-    """``text`` escaped, each SID span marked (exact / prefix / invalid) and followed by its
-    label."""
-    out, at = [], 0
-    for s in spans:
-        out.append(html.escape(text[at : s.start]))
-        out.append(
-            f'<span class="rl-span {s.match}" title="{html.escape(s.text)}">'
-            f"{html.escape(s.text)}</span> <b>→ {html.escape(s.label)}</b>"
-        )
-        at = s.end
-    out.append(html.escape(text[at:]))
-    return f'<div class="rl-raw">{"".join(out)}</div>'
-
-
-def rationales_html(rationales: Sequence[str]) -> str:
-    return "".join(
-        f'<details class="rl-thought"><summary>thought {n}</summary>'
-        f'<div class="rl-raw">{html.escape(r)}</div></details>'
-        for n, r in enumerate(rationales, 1)
-    )
-
-
-# -- the page ----------------------------------------------------------------------------------
-
-
-def build_app(pg: Playground) -> Any:
-    """The Gradio page over ``pg`` (see the module docstring)."""
-    import gradio as gr
-
-    from recllm.apps.chat import ChatSession
-
-    rec = pg.rec
-    can_think = rec.spec.think is not None
-    template = pg.template_text()
-    user_choices = [(f"user {u} ({len(h)} items)", u) for u, h in pg.users.items()]
-    first_user = next(iter(pg.users), None)
-    start = ", ".join(pg.users[first_user]) if first_user else ""
-
-    import itertools
-
-    counter = itertools.count(1)
-
-    def note(text: str) -> str:
-        """A status line, numbered so that each answer is new even when its words repeat."""
-        return f"[{next(counter)}] {text}"
-
-    with gr.Blocks(title="recllm playground") as app:
-        gr.Markdown(f"## recllm playground · `{rec.model_dir}` · engine {rec.engine}")
-        status = gr.Markdown("", elem_id="status")
-        with gr.Tab("Recommend"):
-            with gr.Row():
-                user = gr.Dropdown(
-                    user_choices, value=first_user, label="test user", elem_id="user"
-                )
-                query = gr.Textbox(label="search titles", elem_id="search")
-                found = gr.Dropdown([], label="matches", elem_id="found", allow_custom_value=True)
-                add = gr.Button("add to history", elem_id="add")
-            history = gr.Textbox(
-                start, label="history (item ids, oldest first)", lines=2, elem_id="history"
-            )
-            history_view = gr.Markdown(pg.history_markdown(start), elem_id="history-view")
-            run = gr.Button("recommend (A and B)", variant="primary", elem_id="run")
-            sides = []
-            with gr.Row():
-                for side in ("A", "B"):
-                    with gr.Column():
-                        gr.Markdown(f"### configuration {side}")
-                        with gr.Accordion("prompt template (Jinja)", open=side == "A"):
-                            tpl = gr.Code(template, lines=10, elem_id=f"template-{side}")
-                            preview = gr.Textbox(
-                                pg.preview(start, None),
-                                label="rendered prompt",
-                                lines=8,
-                                interactive=False,
-                                elem_id=f"preview-{side}",
-                            )
-                            with gr.Row():
-                                folder = gr.Textbox(
-                                    "prompts_edited",
-                                    label="prompts folder",
-                                    elem_id=f"folder-{side}",
-                                )
-                                save = gr.Button("save template", elem_id=f"save-{side}")
-                        with gr.Row():
-                            constrained = gr.Checkbox(
-                                True, label="SID constraint", elem_id=f"constrained-{side}"
-                            )
-                            think = gr.Checkbox(
-                                False,
-                                label="think first",
-                                interactive=can_think,
-                                elem_id=f"think-{side}",
-                            )
-                            mode = gr.Radio(
-                                ["beam", "sample"],
-                                value="beam",
-                                label="mode",
-                                elem_id=f"mode-{side}",
-                            )
-                        with gr.Row():
-                            beams = gr.Slider(
-                                1, 50, 10, step=1, label="beams", elem_id=f"beams-{side}"
-                            )
-                            k = gr.Slider(
-                                1,
-                                50,
-                                10 if side == "A" else 5,
-                                step=1,
-                                label="k",
-                                elem_id=f"k-{side}",
-                            )
-                        with gr.Row():
-                            temperature = gr.Slider(
-                                0.05, 2.0, 1.0, label="temperature", elem_id=f"temperature-{side}"
-                            )
-                            top_p = gr.Slider(
-                                0.05, 1.0, 1.0, label="top-p", elem_id=f"top-p-{side}"
-                            )
-                        results = gr.HTML(elem_id=f"results-{side}")
-                        raw = gr.HTML(elem_id=f"raw-{side}")
-                        sides.append(
-                            (
-                                tpl,
-                                preview,
-                                folder,
-                                save,
-                                constrained,
-                                think,
-                                mode,
-                                beams,
-                                k,
-                                temperature,
-                                top_p,
-                                results,
-                                raw,
-                            )
-                        )
-
-        with gr.Tab("Chat"):
-            mode_note = (
-                "dialogue model: your words steer the picks"
-                if rec.spec.dialogue is not None
-                else "this model was not trained on conversations: picks follow the history"
-            )
-            gr.Markdown(f"Starts from the Recommend tab's history. {mode_note}.")
-            chatbot = gr.Chatbot(elem_id="chatbot", height=320)
-            with gr.Row():
-                message = gr.Textbox(label="message", elem_id="chat-input", scale=4)
-                send = gr.Button("send", elem_id="chat-send", scale=1)
-            chat_picks = gr.HTML(elem_id="chat-picks")
-            with gr.Row():
-                pick = gr.Number(1, label="pick #", precision=0, elem_id="chat-pick")
-                accept = gr.Button("accept pick", elem_id="chat-accept")
-                chat_k = gr.Slider(1, 20, 5, step=1, label="k", elem_id="chat-k")
-                chat_think = gr.Checkbox(
-                    False, label="think", interactive=can_think, elem_id="chat-think"
-                )
-                reset = gr.Button("reset", elem_id="chat-reset")
-            session = gr.State(None)
-
-        # -- events ---------------------------------------------------------------------------
-
-        def on_user(u):
-            text = ", ".join(pg.users.get(u, []))
-            return text, pg.history_markdown(text)
-
-        user.change(on_user, [user], [history, history_view])
-        history.change(pg.history_markdown, [history], [history_view])
-
-        def on_search(q):
-            hits = pg.search(q)
-            choices = [(f"{t} ({i})", i) for i, t in hits]
-            return gr.update(choices=choices, value=choices[0][1] if choices else None)
-
-        query.change(on_search, [query], [found])
-
-        def on_add(item, text):
-            if not item:
-                return text, note("error: nothing to add: search a title and pick a match first")
-            items = [t for t in re.split(r"[\s,]+", text or "") if t] + [str(item)]
-            try:
-                pg.parse_history(", ".join(items))
-            except ValueError as e:
-                return text, note(f"error: {e}")
-            return ", ".join(items), note(f"added {pg.rec.catalog.title(str(item))}")
-
-        add.click(on_add, [found, history], [history, status])
-
-        for tpl, preview, folder, save, *_ in sides:
-            tpl.change(pg.preview, [history, tpl], [preview])
-            history.change(pg.preview, [history, tpl], [preview])
-
-            def on_save(text, where):
-                try:
-                    return note(f"saved {pg.save_template(text, where)}")
-                except (ValueError, OSError) as e:
-                    return note(f"error: {e}")
-
-            save.click(on_save, [tpl, folder], [status])
-
-        def on_run(text, *values):
-            outputs, notes = [], []
-            for n, side in enumerate(("A", "B")):
-                tpl, constrained, think, mode, beams, k, temperature, top_p = values[
-                    8 * n : 8 * n + 8
-                ]
-                settings = DecodeSettings(
-                    constrained=bool(constrained),
-                    mode=mode,
-                    beams=int(beams),
-                    k=int(k),
-                    temperature=float(temperature),
-                    top_p=float(top_p),
-                    think=bool(think),
-                    template=None if tpl == template else tpl,
-                )
-                try:
-                    res = pg.run(text, settings)
-                except ValueError as e:
-                    notes.append(f"error ({side}): {e}")
-                    outputs += [f'<div class="rl-error">{html.escape(str(e))}</div>', ""]
-                    continue
-                outputs.append(cards_html(res.items, pg.rec.sid_map, res.seconds))
-                outputs.append(rationales_html(res.rationales) + spans_html(res.raw, res.spans))
-            status_text = " · ".join(notes) if notes else "ok"
-            return [note(status_text), *outputs]
-
-        run_inputs = [history]
-        run_outputs = [status]
-        for (
-            tpl,
-            _p,
-            _f,
-            _s,
-            constrained,
-            think,
-            mode,
-            beams,
-            k,
-            temperature,
-            top_p,
-            results,
-            raw,
-        ) in sides:
-            run_inputs += [tpl, constrained, think, mode, beams, k, temperature, top_p]
-            run_outputs += [results, raw]
-        run.click(on_run, run_inputs, run_outputs)
-
-        def chat_send(text, sess, hist_text, k_value, think_on, messages):
-            messages = list(messages or [])
-            try:
-                if sess is None:
-                    sess = ChatSession(rec, pg.parse_history(hist_text), k=int(k_value))
-                sess.set_k(int(k_value))
-                sess.set_think(bool(think_on))
-                with pg.lock:
-                    reply = sess.ask(text or "")
-            except ValueError as e:
-                return sess, messages, "", note(f"error: {e}"), gr.update()
-            shown = reply.reply
-            for s in sorted(reply.spans, key=lambda s: -s.start):
-                shown = shown[: s.start] + f"**[{s.label}]**" + shown[s.end :]
-            if reply.rationales:
-                shown = (
-                    "".join(
-                        f"<details><summary>thought</summary>{html.escape(r)}</details>"
-                        for r in reply.rationales
-                    )
-                    + shown
-                )
-            messages += [
-                {"role": "user", "content": text or ""},
-                {"role": "assistant", "content": shown},
-            ]
-            return (
-                sess,
-                messages,
-                "",
-                note("ok"),
-                cards_html(reply.picks, rec.sid_map, reply.seconds),
-            )
-
-        chat_io = (
-            [message, session, history, chat_k, chat_think, chatbot],
-            [session, chatbot, message, status, chat_picks],
-        )
-        send.click(chat_send, *chat_io)
-        message.submit(chat_send, *chat_io)
-
-        def chat_accept(n, sess):
-            try:
-                if sess is None:
-                    raise ValueError("nothing to accept yet: send a message first")
-                item = sess.accept(int(n or 0))
-            except ValueError as e:
-                return sess, note(f"error: {e}")
-            return sess, note(f"added {rec.catalog.title(item)} ({item}) to the history")
-
-        accept.click(chat_accept, [pick, session], [session, status])
-
-        def chat_reset(hist_text):
-            return None, [], "", note("chat reset")
-
-        reset.click(chat_reset, [history], [session, chatbot, chat_picks, status])
-    return app
 
 
 def serve_playground(

@@ -55,12 +55,20 @@ def test_template_edits_preview_and_save(pg: Playground, tmp_path: Path):
     assert pg.preview(history, broken).startswith("error: template line 1: No filter named")
     with pytest.raises(ValueError, match="template line 1"):
         pg.run(history, DecodeSettings(template=broken))
-    # saving checks the template first and writes atomically
+    # saving checks the template first and writes atomically, inside the prompts folder
+    pg = Playground(pg.rec, pg.users, prompts_root=tmp_path)
     with pytest.raises(ValueError, match="template line 1"):
-        pg.save_template(broken, tmp_path / "p")
+        pg.save_template(broken, "p")
     assert not (tmp_path / "p" / "rec.jinja").exists()
-    saved = pg.save_template(edited, tmp_path / "p")
+    saved = pg.save_template(edited, "p")
+    assert saved == tmp_path.resolve() / "p" / "rec.jinja"
     assert saved.read_text() == edited and [f.name for f in saved.parent.iterdir()] == ["rec.jinja"]
+    with pytest.raises(ValueError, match="an absolute path; Fix: name a folder inside"):
+        pg.save_template(edited, tmp_path / "q")
+    (tmp_path / "link").symlink_to(tmp_path.parent)  # a link out of the folder
+    with pytest.raises(ValueError, match="'link/q': leaves the prompts folder; Fix: "):
+        pg.save_template(edited, "link/q")
+    assert not (tmp_path / "q").exists() and not (tmp_path.parent / "q").exists()
 
 
 @pytest.mark.parametrize(

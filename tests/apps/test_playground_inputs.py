@@ -1,0 +1,142 @@
+"""The playground page's answers to out-of-range input sent to its API, and where "save
+template" may write (issue 29, item 7), on the real Gradio app served in this process and
+called through gradio_client (what a script or a tampered page sends).
+
+Out-of-range values (k 0, beams 0, temperature 0, mode "greedy", ...) used to be rejected by
+Gradio's own component checks, each printing a traceback on the server console; they now get
+the house message in the status line, and the other side still runs.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from recllm.apps.playground import Playground, build_app
+from recllm.testing import save_tiny_recommender
+from tests.serving import free_port
+
+pytest.importorskip("gradio", reason="the playground needs Gradio (the [apps] extra)")
+client_mod = pytest.importorskip("gradio_client", reason="the page is called as an API")
+pytestmark = pytest.mark.usefixtures("torch_single_thread")
+
+
+@pytest.fixture(scope="module")
+def page(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Playground, object, Path]]:
+    root = tmp_path_factory.mktemp("pg")
+    model = save_tiny_recommender(root / "tiny")
+    prompts = root / "served"
+    prompts.mkdir()
+    pg = Playground.from_pretrained(model, prompts_root=prompts)
+    app = build_app(pg)
+    app.queue()
+    port = free_port()
+    app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    try:
+        yield pg, client_mod.Client(f"http://127.0.0.1:{port}/", verbose=False), prompts
+    finally:
+        app.close()
+
+
+def _side(pg: Playground, **changes) -> list:
+    values = dict(
+        template=pg.template_text(),
+        constrained=True,
+        think=False,
+        mode="beam",
+        beams=10,
+        k=5,
+        temperature=1.0,
+        top_p=1.0,
+    )
+    values.update(changes)
+    return list(values.values())
+
+
+def _status(text: str) -> str:
+    return re.sub(r"^\[\d+\]\s*", "", text)
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"k": 0}, "k=0 is out of range; Fix: 1 <= k <= 50"),
+        ({"k": 60}, "k=60 is out of range; Fix: 1 <= k <= 50"),
+        ({"k": None}, "k must be a whole number"),
+        ({"k": 2.5}, "k must be a whole number"),
+        ({"beams": 0}, "beams=0 is out of range; Fix: 1 <= beams <= 50"),
+        ({"beams": 100}, "beams=100 is out of range; Fix: 1 <= beams <= 50"),
+        ({"mode": "greedy"}, "mode must be beam or sample, got 'greedy'; Fix: "),
+        ({"mode": "sample", "temperature": 0}, "sampling needs temperature > 0"),
+        ({"mode": "sample", "temperature": "hot"}, "temperature must be a number"),
+        ({"mode": "sample", "top_p": 0}, "sampling needs temperature > 0 and 0 < top-p <= 1"),
+        ({"mode": "sample", "top_p": 1.5}, "sampling needs temperature > 0 and 0 < top-p <= 1"),
+    ],
+)
+def test_out_of_range_run_input_is_a_status_message_not_a_traceback(page, capfd, changes, message):
+    pg, client, _ = page
+    history = ", ".join(pg.users["u3"])
+    capfd.readouterr()
+    out = client.predict(history, *_side(pg, **changes), *_side(pg), api_name="/on_run")
+    status = _status(out[0])
+    assert status.startswith("error (A): ") and message in status, status
+    assert "Fix: " in status, status
+    assert out[3].count('class="rl-card"') == 5  # B still ran
+    err = capfd.readouterr().err
+    assert "Traceback" not in err, err[-3000:]
+
+
+def test_in_range_input_runs(page, capfd):
+    """Control: the same call with good values answers ok on both sides."""
+    pg, client, _ = page
+    history = ", ".join(pg.users["u3"])
+    out = client.predict(history, *_side(pg, k=4, beams=6), *_side(pg), api_name="/on_run")
+    assert _status(out[0]) == "ok"
+    assert out[1].count('class="rl-card"') == 4 and out[3].count('class="rl-card"') == 5
+    assert "Traceback" not in capfd.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("k", "message"),
+    [(0, "k=0 is out of range; Fix: 1 <= k <= 20"), (25, "k=25 is out of range"), (None, "k")],
+)
+def test_out_of_range_chat_k_is_a_status_message(page, capfd, k, message):
+    pg, client, _ = page
+    history = ", ".join(pg.users["u3"])
+    capfd.readouterr()
+    out = client.predict("hello", history, k, False, api_name="/chat_send")
+    status = _status(out[2])
+    assert status.startswith("error: ") and message in status and "Fix: " in status, status
+    assert "Traceback" not in capfd.readouterr().err
+    ok = client.predict("hello", history, 3, False, api_name="/chat_send")  # control
+    assert _status(ok[2]) == "ok"
+
+
+@pytest.mark.parametrize(
+    ("folder", "message"),
+    [
+        ("/tmp/recllm-playground-escape", "an absolute path"),
+        ("../escape", "leaves the prompts folder"),
+        ("a/../../escape", "leaves the prompts folder"),
+        ("", "no folder name"),
+    ],
+)
+def test_save_template_writes_only_inside_the_prompts_folder(page, capfd, folder, message):
+    pg, client, prompts = page
+    status = _status(client.predict(pg.template_text(), folder, api_name="/on_save"))
+    assert status.startswith("error: ") and message in status and "Fix: " in status, status
+    assert not Path("/tmp/recllm-playground-escape/rec.jinja").exists()
+    assert not (prompts.parent / "escape").exists()
+    assert "Traceback" not in capfd.readouterr().err
+
+
+def test_save_template_inside_the_prompts_folder(page):
+    """Control: a relative folder inside the prompts folder is written there."""
+    pg, client, prompts = page
+    edited = pg.template_text().replace("Which item", "SAVED. Which item")
+    status = _status(client.predict(edited, "mine/v1", api_name="/on_save"))
+    assert status == "saved mine/v1/rec.jinja"
+    assert (prompts / "mine" / "v1" / "rec.jinja").read_text() == edited
