@@ -102,7 +102,11 @@ def main() -> None:
     sys.stdout.flush()
 
     torch.set_num_threads(args.threads)
-    tiny, tok = tiny_setup(args, sid_map, titles)
+    from recllm import testing
+
+    tok = testing.build_tiny_tokenizer()
+    model = testing.build_tiny_qwen3(tok, seed=args.seed)
+    tiny, tok = tiny_setup(args, sid_map, titles, tok, model)
     setups = [tiny]
     if not args.no_smol:
         setups.append(smol_setup(args, sid_map, titles, tiny, tok))

@@ -54,6 +54,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import tempfile
+from pathlib import Path
 
 from recllm.bench.sft_speed import bench_config, bench_trl
 
@@ -91,6 +93,10 @@ def main() -> None:
     )
     args, rest = p.parse_known_args()
     logging.basicConfig(level=logging.WARNING)
+    if args.model is None:  # a smoke run: a tiny random Qwen3
+        from recllm.testing import save_tiny_model
+
+        args.model = str(save_tiny_model(Path(tempfile.mkdtemp(prefix="bench_sft.")) / "tiny"))
     if args.config is None:
         if rest:
             p.error(f"unrecognized arguments: {' '.join(rest)} (recipe flags need --config)")

@@ -308,15 +308,14 @@ def bench_one(setup: Setup, beams: int, repeats: int, call_repeats: int) -> dict
 # -- models -------------------------------------------------------------------------------------
 
 
-def tiny_setup(args, sid_map, titles) -> tuple[Setup, Any]:
+def tiny_setup(args, sid_map, titles, tok, model) -> tuple[Setup, Any]:
+    """The tiny model's setup: ``model`` (a tiny Qwen3 of ``tok``, built by the caller with
+    :mod:`recllm.testing`) extended with the SID rows, spread apart, and its prompts."""
     from transformers import GenerationConfig
 
-    from recllm import testing
     from recllm.decode import SIDTrie
     from recllm.vocab import extend_vocab
 
-    tok = testing.build_tiny_tokenizer()
-    model = testing.build_tiny_qwen3(tok, seed=args.seed)
     ext = extend_vocab(model, tok, sid_map)
     with torch.no_grad():  # distinct SID rows: mean-initialised rows would tie every beam
         g = torch.Generator().manual_seed(args.seed)

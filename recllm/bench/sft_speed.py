@@ -33,12 +33,10 @@ __all__ = ["bench_config", "bench_trl"]
 
 def bench_config(args: Any, recipe_flags: list[str], emit: Callable[[str], None]) -> dict:
     """The configuration's speed options side by side (module docstring)."""
-    from recllm.testing import save_tiny_model
-
     machine = describe_machine()
     tmp = Path(tempfile.mkdtemp(prefix="bench_sft."))
     steps, batch = args.steps, args.batch
-    model_dir = args.model if args.model else str(save_tiny_model(tmp / "tiny"))
+    model_dir = args.model
     setup = build_config_examples(args.config, model_dir, args.seed, recipe_flags)
     if args.examples is not None and args.examples > len(setup.train):
         raise SystemExit(f"--examples {args.examples}: the configuration builds {len(setup.train)}")
@@ -176,11 +174,10 @@ def bench_config(args: Any, recipe_flags: list[str], emit: Callable[[str], None]
 def bench_trl(args: Any, emit: Callable[[str], None]) -> dict:
     """The recipe's SFT stage (plum_sft.yaml) against a bare TRL SFTTrainer (module docstring)."""
     from recllm.models import resolve_model
-    from recllm.testing import save_tiny_model
 
     tmp = Path(tempfile.mkdtemp(prefix="bench_sft."))
 
-    model_dir = resolve_model(args.model) if args.model else str(save_tiny_model(tmp / "tiny"))
+    model_dir = resolve_model(args.model)
     model, tok, train = build_examples(model_dir, args.examples, args.seed)
     tokens = count_tokens(tok, train)
     yaml_cfg = recipe_sft_config(str(tmp / "probe"), args.batch, args.seed)
