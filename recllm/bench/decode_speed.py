@@ -191,6 +191,50 @@ def run_generate(setup: Setup, beams: int, ids, mask, processor=None) -> tuple[f
     return time.perf_counter() - t0, out
 
 
+def _per_call(
+    setup: Setup, seqs: torch.Tensor, width: int, beams: int, fn: Any, call_repeats: int
+) -> tuple[dict[str, float], bool]:
+    """Seconds per call of each processor (best of ``call_repeats``, averaged over the steps)
+    and whether they all mask alike."""
+    from transformers.generation.logits_process import PrefixConstrainedLogitsProcessor
+
+    from recllm.decode import SIDLogitsProcessor
+
+    levels = setup.trie.levels
+    # Processor cost per call on the states of the real run: every prefix of the returned
+    # answers (begin, codes, end, stop), all users x beams rows at once, each call on a fresh
+    # copy of the scores (made outside the timed region). "ours" is what generate_sids runs in
+    # beam search (in place); "ours_copy" returns a new tensor, like transformers' processors.
+    vocab = setup.model.get_output_embeddings().weight.shape[0]
+    procs = {
+        "ours": SIDLogitsProcessor(
+            setup.trie, sid_only=True, stop_token_id=setup.stop, inplace=True
+        ),
+        "ours_copy": SIDLogitsProcessor(setup.trie, sid_only=True, stop_token_id=setup.stop),
+        "dict": PrefixConstrainedLogitsProcessor(fn, beams),
+    }
+    per_call = dict.fromkeys(procs, 0.0)
+    same_masks = True
+    gen = torch.Generator().manual_seed(0)
+    for step in range(levels + 3):
+        state = seqs[:, : width + step]
+        scores = torch.randn(state.shape[0], vocab, generator=gen)
+        masks = [torch.isfinite(proc(state, scores.clone())) for proc in procs.values()]
+        same_masks &= all(torch.equal(masks[0], m) for m in masks[1:])
+        del masks
+        for name, proc in procs.items():
+            best_call = float("inf")
+            for _ in range(call_repeats):
+                fresh = scores.clone()
+                t0 = time.perf_counter()
+                proc(state, fresh)
+                best_call = min(best_call, time.perf_counter() - t0)
+                del fresh
+            per_call[name] += best_call
+    per_call = {k: v / (levels + 3) for k, v in per_call.items()}
+    return per_call, same_masks
+
+
 def bench_one(setup: Setup, beams: int, repeats: int, call_repeats: int) -> dict[str, Any]:
     from transformers.generation.logits_process import PrefixConstrainedLogitsProcessor
 
@@ -198,7 +242,6 @@ def bench_one(setup: Setup, beams: int, repeats: int, call_repeats: int) -> dict
 
     ids, mask = left_pad(setup.prompts, setup.pad)
     users, width = ids.shape
-    levels = setup.trie.levels
     prefix_dict = build_prefix_dict(setup.sid_map.codes, setup.trie.token_ids, setup.stop)
     fn = dict_prefix_fn(prefix_dict, width, setup.stop)
     # Warm-up (first-call allocations, lazy inits), untimed: the whole batch, 2 beams.
@@ -247,38 +290,7 @@ def bench_one(setup: Setup, beams: int, repeats: int, call_repeats: int) -> dict
     free_len = outputs["hf_free"].shape[1] - width
     distinct = all(len(set(row)) == len(row) for row in hf)
 
-    # Processor cost per call on the states of the real run: every prefix of the returned
-    # answers (begin, codes, end, stop), all users x beams rows at once, each call on a fresh
-    # copy of the scores (made outside the timed region). "ours" is what generate_sids runs in
-    # beam search (in place); "ours_copy" returns a new tensor, like transformers' processors.
-    seqs = outputs["hf_ours"]
-    vocab = setup.model.get_output_embeddings().weight.shape[0]
-    procs = {
-        "ours": SIDLogitsProcessor(
-            setup.trie, sid_only=True, stop_token_id=setup.stop, inplace=True
-        ),
-        "ours_copy": SIDLogitsProcessor(setup.trie, sid_only=True, stop_token_id=setup.stop),
-        "dict": PrefixConstrainedLogitsProcessor(fn, beams),
-    }
-    per_call = dict.fromkeys(procs, 0.0)
-    same_masks = True
-    gen = torch.Generator().manual_seed(0)
-    for step in range(levels + 3):
-        state = seqs[:, : width + step]
-        scores = torch.randn(state.shape[0], vocab, generator=gen)
-        masks = [torch.isfinite(proc(state, scores.clone())) for proc in procs.values()]
-        same_masks &= all(torch.equal(masks[0], m) for m in masks[1:])
-        del masks
-        for name, proc in procs.items():
-            best_call = float("inf")
-            for _ in range(call_repeats):
-                fresh = scores.clone()
-                t0 = time.perf_counter()
-                proc(state, fresh)
-                best_call = min(best_call, time.perf_counter() - t0)
-                del fresh
-            per_call[name] += best_call
-    per_call = {k: v / (levels + 3) for k, v in per_call.items()}
+    per_call, same_masks = _per_call(setup, outputs["hf_ours"], width, beams, fn, call_repeats)
 
     return {
         "model": setup.name,

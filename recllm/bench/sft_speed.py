@@ -59,83 +59,15 @@ def bench_config(args: Any, recipe_flags: list[str], emit: Callable[[str], None]
     if not machine["bf16_native"]:
         emit("  (no native bf16 here: the bf16-on runs use emulated bf16, as measured)")
 
-    def label(top: int | None, bf16: bool) -> tuple[str, str]:
-        method = f"top {top} layers" if top is not None else "full fine-tuning"
-        key = f"top{top}" if top is not None else "full"
-        return f"{method}, bf16 {'on' if bf16 else 'off'}", f"{key}_bf16_{'on' if bf16 else 'off'}"
-
-    yaml_top, yaml_bf16 = setup.train_top_layers, bool(setup.sft.bf16)
-    variants: dict[str, tuple[str, int | None, bool]] = {}
-    for top, bf16 in [
-        (yaml_top, yaml_bf16),
-        (yaml_top, not yaml_bf16),
-        (None, False),
-        (None, True),
-    ]:
-        name, key = label(top, bf16)
-        variants.setdefault(key, (name, top, bf16))  # a YAML without top layers: 2 runs
+    variants = _variants(setup.train_top_layers, bool(setup.sft.bf16))
     as_is = next(iter(variants))
-    results: dict[str, dict[str, float]] = {}
-    for r in range(args.repeats):
-        for i, (key, (name, top, bf16)) in enumerate(variants.items()):
-            res = run_config(setup, str(tmp / f"run{r}_{i}"), steps, batch, args.seed, top, bf16)
-            emit(
-                f"  round {r + 1}: {name}: {res['wall']:.2f} s wall, {res['cpu']:.2f} s CPU, "
-                f"loss {res['final_loss']:.4f}"
-            )
-            best = results.get(key)
-            if best is None:
-                results[key] = res
-            else:  # the best wall and the best CPU seconds of the rounds count
-                best["wall"] = min(best["wall"], res["wall"])
-                best["cpu"] = min(best["cpu"], res["cpu"])
-
-    def rates(res: dict[str, float]) -> dict[str, float]:
-        return {
-            "s_per_step": res["wall"] / steps,
-            "examples_per_s": res["examples"] / res["wall"],
-            "tokens_per_s": res["tokens"] / res["wall"],
-            "supervised_per_s": res["supervised"] / res["wall"],
-            "wall_s": res["wall"],
-            "cpu_s": res["cpu"],
-        }
-
-    figures = {k: rates(v) for k, v in results.items()}
+    results = _run_rounds(setup, variants, tmp, args, emit)
+    figures = {k: _rates(v, steps) for k, v in results.items()}
     ref = figures[as_is]
     # this run's figure / run 1's: seconds < 1 and rates > 1 = faster than the config as is
     ratios = {k: {m: v / ref[m] for m, v in f.items()} for k, f in figures.items()}
-    emit(
-        f"{'run':32s} {'s/step':>7s} {'ex/s':>6s} {'tok/s':>7s} {'sup/s':>7s} {'wall s':>7s} "
-        f"{'CPU s':>7s} {'tok/s x':>7s} {'CPU s x':>7s} {'loss':>7s} {'trainable':>10s}"
-    )
-    for key, (name, _, _) in variants.items():
-        f, res = figures[key], results[key]
-        emit(
-            f"{name + (' (as is)' if key == as_is else ''):32s} {f['s_per_step']:7.2f} "
-            f"{f['examples_per_s']:6.2f} {f['tokens_per_s']:7.0f} {f['supervised_per_s']:7.1f} "
-            f"{f['wall_s']:7.2f} {f['cpu_s']:7.2f} {ratios[key]['tokens_per_s']:7.2f} "
-            f"{ratios[key]['cpu_s']:7.2f} {res['final_loss']:7.4f} "
-            f"{res['trainable_params'] / 1e6:9.2f}M"
-        )
-    emit(
-        f"x = this run's figure / run 1's (as is): tok/s x > 1 and CPU s x < 1 = faster; "
-        f"every ratio is in the JSON. Each run: {results[as_is]['examples']} examples, "
-        f"{results[as_is]['tokens']:,} non-padding tokens, {results[as_is]['supervised']:,} "
-        "supervised positions."
-    )
-    for method_top in dict.fromkeys(top for _, top, _ in variants.values()):
-        on, off = label(method_top, True)[1], label(method_top, False)[1]
-        gap = abs(results[on]["final_loss"] - results[off]["final_loss"])
-        emit(
-            f"loss after {steps} steps, {label(method_top, False)[0].split(',')[0]}: bf16 off "
-            f"{results[off]['final_loss']:.4f}, bf16 on {results[on]['final_loss']:.4f} "
-            f"(|diff| {gap:.4f}: same method, should be noise)"
-        )
-    if yaml_top is not None:
-        emit(
-            f"top {yaml_top} layers vs full fine-tuning: different methods (fewer trained "
-            "parameters), their losses differ by design"
-        )
+    for line in _config_lines(variants, figures, ratios, results, steps, setup.train_top_layers):
+        emit(line)
     return dict(
         {
             "command": "python " + " ".join(sys.argv),
@@ -171,24 +103,104 @@ def bench_config(args: Any, recipe_flags: list[str], emit: Callable[[str], None]
     )
 
 
-def bench_trl(args: Any, emit: Callable[[str], None]) -> dict:
-    """The recipe's SFT stage (plum_sft.yaml) against a bare TRL SFTTrainer (module docstring)."""
-    from recllm.models import resolve_model
+def _label(top: int | None, bf16: bool) -> tuple[str, str]:
+    """A variant's printed name and its key in the JSON."""
+    method = f"top {top} layers" if top is not None else "full fine-tuning"
+    key = f"top{top}" if top is not None else "full"
+    return f"{method}, bf16 {'on' if bf16 else 'off'}", f"{key}_bf16_{'on' if bf16 else 'off'}"
 
-    tmp = Path(tempfile.mkdtemp(prefix="bench_sft."))
 
-    model_dir = resolve_model(args.model)
-    model, tok, train = build_examples(model_dir, args.examples, args.seed)
-    tokens = count_tokens(tok, train)
-    yaml_cfg = recipe_sft_config(str(tmp / "probe"), args.batch, args.seed)
-    emit(f"command: python {' '.join(sys.argv)}")
-    machine = describe_machine()
-    emit(machine_text(machine))
+def _variants(yaml_top: int | None, yaml_bf16: bool) -> dict[str, tuple[str, int | None, bool]]:
+    """The configuration as is first, bf16 flipped, then full fine-tuning off and on."""
+    variants: dict[str, tuple[str, int | None, bool]] = {}
+    for top, bf16 in [
+        (yaml_top, yaml_bf16),
+        (yaml_top, not yaml_bf16),
+        (None, False),
+        (None, True),
+    ]:
+        name, key = _label(top, bf16)
+        variants.setdefault(key, (name, top, bf16))  # a YAML without top layers: 2 runs
+    return variants
+
+
+def _run_rounds(
+    setup: Any, variants: dict, tmp: Path, args: Any, emit: Callable[[str], None]
+) -> dict[str, dict[str, float]]:
+    """Every variant once per round, alternating; the best wall and CPU seconds count."""
+    results: dict[str, dict[str, float]] = {}
+    for r in range(args.repeats):
+        for i, (key, (name, top, bf16)) in enumerate(variants.items()):
+            out = str(tmp / f"run{r}_{i}")
+            res = run_config(setup, out, args.steps, args.batch, args.seed, top, bf16)
+            emit(
+                f"  round {r + 1}: {name}: {res['wall']:.2f} s wall, {res['cpu']:.2f} s CPU, "
+                f"loss {res['final_loss']:.4f}"
+            )
+            best = results.get(key)
+            if best is None:
+                results[key] = res
+            else:
+                best["wall"] = min(best["wall"], res["wall"])
+                best["cpu"] = min(best["cpu"], res["cpu"])
+    return results
+
+
+def _rates(res: dict[str, float], steps: int) -> dict[str, float]:
+    return {
+        "s_per_step": res["wall"] / steps,
+        "examples_per_s": res["examples"] / res["wall"],
+        "tokens_per_s": res["tokens"] / res["wall"],
+        "supervised_per_s": res["supervised"] / res["wall"],
+        "wall_s": res["wall"],
+        "cpu_s": res["cpu"],
+    }
+
+
+def _config_lines(
+    variants: dict, figures: dict, ratios: dict, results: dict, steps: int, yaml_top: int | None
+) -> list[str]:
+    """The table of the variants, the loss of each method with bf16 off and on."""
+    as_is = next(iter(variants))
+    lines: list[str] = []
+    emit = lines.append
     emit(
-        f"model: {model_dir} ({sum(p.numel() for p in model.parameters()) / 1e6:.1f}M params), "
-        f"{args.examples} examples, {tokens:,} tokens, batch {args.batch}, "
-        f"best of {args.repeats} alternating rounds"
+        f"{'run':32s} {'s/step':>7s} {'ex/s':>6s} {'tok/s':>7s} {'sup/s':>7s} {'wall s':>7s} "
+        f"{'CPU s':>7s} {'tok/s x':>7s} {'CPU s x':>7s} {'loss':>7s} {'trainable':>10s}"
     )
+    for key, (name, _, _) in variants.items():
+        f, res = figures[key], results[key]
+        emit(
+            f"{name + (' (as is)' if key == as_is else ''):32s} {f['s_per_step']:7.2f} "
+            f"{f['examples_per_s']:6.2f} {f['tokens_per_s']:7.0f} {f['supervised_per_s']:7.1f} "
+            f"{f['wall_s']:7.2f} {f['cpu_s']:7.2f} {ratios[key]['tokens_per_s']:7.2f} "
+            f"{ratios[key]['cpu_s']:7.2f} {res['final_loss']:7.4f} "
+            f"{res['trainable_params'] / 1e6:9.2f}M"
+        )
+    emit(
+        f"x = this run's figure / run 1's (as is): tok/s x > 1 and CPU s x < 1 = faster; "
+        f"every ratio is in the JSON. Each run: {results[as_is]['examples']} examples, "
+        f"{results[as_is]['tokens']:,} non-padding tokens, {results[as_is]['supervised']:,} "
+        "supervised positions."
+    )
+    for method_top in dict.fromkeys(top for _, top, _ in variants.values()):
+        on, off = _label(method_top, True)[1], _label(method_top, False)[1]
+        gap = abs(results[on]["final_loss"] - results[off]["final_loss"])
+        emit(
+            f"loss after {steps} steps, {_label(method_top, False)[0].split(',')[0]}: bf16 off "
+            f"{results[off]['final_loss']:.4f}, bf16 on {results[on]['final_loss']:.4f} "
+            f"(|diff| {gap:.4f}: same method, should be noise)"
+        )
+    if yaml_top is not None:
+        emit(
+            f"top {yaml_top} layers vs full fine-tuning: different methods (fewer trained "
+            "parameters), their losses differ by design"
+        )
+    return lines
+
+
+def _trl_runs(tok: Any, train: Any, args: Any) -> dict[str, Callable[[Any, str], float]]:
+    """The five runs, each ``(model, output_dir) -> seconds``."""
     # Same examples, same starting weights, one epoch each: TRL's defaults, the recipe as shipped
     # (plum_sft.yaml: no gradient checkpointing, length-grouped batches), the recipe with random
     # (padded) batches, and the recipe with TRL's padding-free bfd packing.
@@ -218,6 +230,28 @@ def bench_trl(args: Any, emit: Callable[[str], None]) -> dict:
             max_length=args.pack_length,
         ),
     }
+    return runs
+
+
+def bench_trl(args: Any, emit: Callable[[str], None]) -> dict:
+    """The recipe's SFT stage (plum_sft.yaml) against a bare TRL SFTTrainer (module docstring)."""
+    from recllm.models import resolve_model
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench_sft."))
+
+    model_dir = resolve_model(args.model)
+    model, tok, train = build_examples(model_dir, args.examples, args.seed)
+    tokens = count_tokens(tok, train)
+    yaml_cfg = recipe_sft_config(str(tmp / "probe"), args.batch, args.seed)
+    emit(f"command: python {' '.join(sys.argv)}")
+    machine = describe_machine()
+    emit(machine_text(machine))
+    emit(
+        f"model: {model_dir} ({sum(p.numel() for p in model.parameters()) / 1e6:.1f}M params), "
+        f"{args.examples} examples, {tokens:,} tokens, batch {args.batch}, "
+        f"best of {args.repeats} alternating rounds"
+    )
+    runs = _trl_runs(tok, train, args)
     best: dict[str, float] = {}
     best_cpu: dict[str, float] = {}
     for r in range(args.repeats):
