@@ -133,9 +133,9 @@ def score_rows(args: Any, out: Path, arms: Mapping[str, Path]) -> tuple[dict, di
     from recllm.bench.scoring import ScoreCache, Scorer
     from recllm.decode.prefixes import read_prefix_file
     from recllm.decode.think import ThinkOptions
-    from recllm.eval.run import eval_examples, select_users
+    from recllm.eval.run import check_prefix_file, eval_examples, select_users
 
-    _, dataset, examples = eval_examples(args.start, None, "test", 0)
+    data_fields, dataset, examples = eval_examples(args.start, None, "test", 0)
     users = select_users(examples, args.eval_users, seed=0)
     cache = ScoreCache(out / "eval" / f"u{len(users)}_b{args.beams}")
     scorer = Scorer(users, dataset.catalog, cache, beams=args.beams, dtype="float32")
@@ -167,6 +167,8 @@ def score_rows(args: Any, out: Path, arms: Mapping[str, Path]) -> tuple[dict, di
             tokens=args.think_tokens, engine=args.ahead_engine, users=len(users),
             eval_users=args.eval_users,
         )  # fmt: skip
+        # made for the test users of the same data (a file of another split leaks targets)
+        check_prefix_file(str(prefix_file), "test", data_fields, dataset)
         sets, record = read_prefix_file(prefix_file)
         for key, model_dir in (("ahead_nothink", plain), ("ahead_think", thinker)):
             if key in want:
