@@ -43,7 +43,9 @@ def recipe(tmp_path):
     return path, base
 
 
-def test_an_arm_trains_once_and_again_when_its_settings_change(tmp_path, recipe):
+def test_an_arm_trains_once_again_when_its_settings_change_and_not_after_a_failure(
+    tmp_path, recipe
+):
     script, base = recipe
     arm = tmp_path / "out" / "think"
     first = train_arm(script, arm, config=base, overrides={"mixture": {"text": 0.0}, "seed": 1})
@@ -70,6 +72,12 @@ def test_an_arm_trains_once_and_again_when_its_settings_change(tmp_path, recipe)
     other = train_arm(script, arm, config=base, overrides={"mixture": {"text": 0.0}, "seed": 2})
     assert other.trained and (arm / "model" / "runs.txt").read_text() == "xx"
 
+    # a failed run is not taken for a trained arm: the old arm.json was for other settings,
+    # and the model folder the failed run left behind is no trained arm of any settings
+    with pytest.raises(subprocess.CalledProcessError):
+        train_arm(script, arm, config=base, overrides={"fail": True})
+    assert not (arm / "arm.json").exists() and (arm / "model").is_dir()
+
 
 @pytest.mark.slow  # three launches (~25 s on a loaded machine): the default run has two tests
 def test_flags_without_overrides_and_an_edited_yaml_retrains(tmp_path, recipe):
@@ -81,17 +89,6 @@ def test_flags_without_overrides_and_an_edited_yaml_retrains(tmp_path, recipe):
     assert not train_arm(script, arm, config=base, args=["--seed", "0"]).trained
     base.write_text(yaml.safe_dump({"learning_rate": 0.2}))
     assert train_arm(script, arm, config=base, args=["--seed", "0"]).trained
-
-
-def test_a_failed_run_is_not_taken_for_a_trained_arm(tmp_path, recipe):
-    script, base = recipe
-    arm = tmp_path / "arm"
-    assert train_arm(script, arm, config=base, overrides={}).trained
-    with pytest.raises(subprocess.CalledProcessError):
-        train_arm(script, arm, config=base, overrides={"fail": True})
-    # the old arm.json was for other settings: the model folder the failed run left behind is
-    # no trained arm of any settings, so the next call (even with the first ones) trains again
-    assert not (arm / "arm.json").exists() and (arm / "model").is_dir()
 
 
 def test_missing_files_are_named_before_anything_is_written(tmp_path, recipe):
