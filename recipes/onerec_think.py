@@ -6,8 +6,10 @@
         --config recipes/onerec_think.yaml --use_peft true --learning_rate 1e-3
 
 Every key of the YAML can be overridden on the command line. The stages are the PLUM recipe's
-(:func:`recllm.train.plum.run_plum`) with the rationale rows mixed in
-(:func:`recllm.train.think.run_think`); the saved model answers plain and thinking prompts.
+(:mod:`recllm.train.stages`, :func:`recllm.train.plum.train_and_save`) with the rationale rows
+mixed in (:func:`recllm.train.think.run_think`); the rationale set is recorded with the run's
+settings, so a rerun or resume with another set stops. The saved model answers plain and
+thinking prompts.
 """
 
 import logging

@@ -7,7 +7,8 @@
 
 Every key of the YAML can be overridden on the command line. Bad flags, keys, paths and data
 stop with one line ``plum_sft: error: WHERE: WHAT. Fix: HOW`` before anything is written
-(``RECLLM_TRACEBACK=1`` shows the traceback). The stages live in :func:`recllm.train.plum.run_plum`.
+(``RECLLM_TRACEBACK=1`` shows the traceback). :func:`recllm.train.plum.run_plum` runs the
+stages: validate -> data -> SIDs -> vocabulary -> training texts -> warm-up -> SFT -> save.
 """
 
 import logging

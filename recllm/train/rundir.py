@@ -149,7 +149,9 @@ def check_sid_artifact(sid_dir: Path, meta: dict, expected: dict[str, Any]) -> N
 
     Args:
         meta: The map's recorded ``meta``.
-        expected: ``{"sid_config": ..., "data_config": ...}`` of this run.
+        expected: ``{"sid_config": ..., "data_config": ..., "data_fingerprint": ...}`` of this
+            run: the data's content too, so a map built from data that changed since at the
+            same path and settings is refused (``recllm.data.fingerprint``).
     """
     diff = config_diff({k: meta.get(k) for k in expected}, expected, ignore=())
     if diff:

@@ -1,8 +1,10 @@
 """Reasoning SFT (OneRec-Think) as a function: the PLUM recipe with rationale rows in the mixture.
 
 ``recipes/onerec_think.py`` parses its YAML and command line and calls :func:`run_think`, which
-checks the rationale dataset against the data, then runs :func:`recllm.train.plum.run_plum` with
-the ``reason_rec`` task fed from the rationales:
+runs the PLUM recipe's stages (:mod:`recllm.train.stages`): it validates the settings and loads
+the data as ``plum_sft`` does, checks the rationale dataset against that data and records the
+set (path and content hash) with the run's settings, then trains with the ``reason_rec`` task fed
+from the rationales (:func:`recllm.train.plum.train_and_save`):
 
 - from a PLUM-aligned model directory (``--model_name_or_path outputs/plum_sft/model``): its SID
   map and vocabulary are reused (no new rows; set ``warmup_steps_embed: 0``), and the data must
@@ -19,9 +21,11 @@ same accelerate configs).
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from trl import ModelConfig, SFTConfig
 
@@ -29,8 +33,8 @@ from recllm.data import DataConfig
 from recllm.errors import UserError
 from recllm.sid.config import SIDConfig
 from recllm.tasks import TaskConfig
-from recllm.train import recipe_args
-from recllm.train.plum import PlumArguments, run_plum
+from recllm.train import recipe_args, stages
+from recllm.train.plum import PlumArguments, train_and_save
 
 logger = logging.getLogger(__name__)
 
@@ -67,12 +71,14 @@ def run_think(
 ) -> Path:
     """Check the rationales and the start model, then run the PLUM stages with them.
 
+    The rationale set (its path and a SHA-256 of its rows) is part of the run's recorded
+    settings, so a rerun or a resume into the same output directory with another set stops
+    with the settings that differ instead of mixing the two sets.
+
     Raises:
         UserError: No or a bad rationale dataset, one made from other data, a mixture without
             ``reason_rec``, or a start model trained on other data.
     """
-    from recllm.data import load_rec_dataset, split_dataset
-    from recllm.data.fingerprint import data_fingerprint
     from recllm.tasks.reasoning import load_rationales
 
     if not think.rationales:
@@ -90,27 +96,9 @@ def run_think(
             "set mixture.reason_rec to 1.0 (every rationale once) or more",
         )
     rows, record = load_rationales(think.rationales)
-    dataset = load_rec_dataset(config=data_cfg)
-    split = split_dataset(dataset, data_cfg)
-    actual = _plain(data_fingerprint(split, dataset.catalog))
-    if record.get("data_fingerprint") != actual:
-        raise UserError(
-            f"--rationales {think.rationales}",
-            "was made from other data than this run's (its data fingerprint differs)",
-            "generate the rationales from the same data settings (recllm reason generate "
-            "--model-dir START_MODEL, or the same --data and flags)",
-        )
     start = Path(model_cfg.model_name_or_path)
-    if (start / "recllm_vocab.json").is_file():
-        from recllm.vocab.checkpoint import read_vocab_record
-
-        rec = read_vocab_record(start).get("recommender") or {}
-        if _plain(rec.get("data_fingerprint")) != actual:
-            raise UserError(
-                f"--model_name_or_path {start}",
-                "was trained on other data than this run's (its data fingerprint differs)",
-                "pass the data settings the model was trained with",
-            )
+    aligned = (start / "recllm_vocab.json").is_file()
+    if aligned:
         if plum.sid_map is None:
             plum = replace(plum, sid_map=str(start))  # reuse its SIDs (and its vocabulary)
         if plum.warmup_steps_embed:
@@ -120,34 +108,59 @@ def run_think(
                 start,
             )
             plum = replace(plum, warmup_steps_embed=0)
+    run = stages.validate(plum, data_cfg, sid_cfg, task_cfg, sft_cfg, model_cfg)
+    stages.load_data(run)
+    _check_same_data(run, think.rationales, record, start if aligned else None)
+    rationales = {
+        "rationales": str(think.rationales),
+        "rationales_sha256": stages.rows_sha256(rows),
+        "control": think.control,
+    }
+    run.resolved["think"] = rationales
     think_record = (
         None
         if think.control
         else {
             "task": "reason_rec",
             "rationales": str(think.rationales),
+            "rationales_sha256": rationales["rationales_sha256"],
             "rationale_source": record.get("source"),
             "teacher": (record.get("teacher") or {}).get("model"),
             "rationale_rows": len(rows),
             "start_model": str(start),
         }
     )
-    return run_plum(
-        plum,
-        data_cfg,
-        sid_cfg,
-        task_cfg,
-        sft_cfg,
-        model_cfg,
-        rationales=None if think.control else list(rows),
-        think_record=think_record,
+    return train_and_save(
+        run, rationales=None if think.control else list(rows), think_record=think_record
     )
+
+
+def _check_same_data(
+    run: stages.PlumRun, rationales: str, record: dict[str, Any], start: Path | None
+) -> None:
+    """The rationales and an aligned start model must come from this run's data."""
+    actual = _plain(run.fingerprint)
+    if record.get("data_fingerprint") != actual:
+        raise UserError(
+            f"--rationales {rationales}",
+            "was made from other data than this run's (its data fingerprint differs)",
+            "generate the rationales from the same data settings (recllm reason generate "
+            "--model-dir START_MODEL, or the same --data and flags)",
+        )
+    if start is not None:
+        from recllm.vocab.checkpoint import read_vocab_record
+
+        rec = read_vocab_record(start).get("recommender") or {}
+        if _plain(rec.get("data_fingerprint")) != actual:
+            raise UserError(
+                f"--model_name_or_path {start}",
+                "was trained on other data than this run's (its data fingerprint differs)",
+                "pass the data settings the model was trained with",
+            )
 
 
 def _plain(obj):
     """A fingerprint as plain JSON values (tuples -> lists), for comparison with a read file."""
-    import json
-
     return None if obj is None else json.loads(json.dumps(obj))
 
 
