@@ -5,6 +5,8 @@ group-normalised advantage, plus the logged targets; N mine -> train rounds.
     accelerate launch recipes/awsft.py --config recipes/awsft.yaml --model_dir outputs/seqlm/model \\
         --reward "sasrec=1" --weighting positive --rounds 2 --output_dir outputs/awsft_seqlm
 
+A killed run continues with ``--resume_from_checkpoint true``: finished rounds are kept, the
+half-finished one continues from its last checkpoint (``--save_strategy steps``) or restarts.
 Every key of the YAML can be overridden on the command line. Bad flags, keys, paths and data stop
 with one line ``awsft: error: WHERE: WHAT. Fix: HOW`` before anything is written. The stages live
 in :func:`recllm.align.awsft.run_awsft`.

@@ -4,6 +4,8 @@
     accelerate launch recipes/dpo.py --config recipes/dpo.yaml --model_dir outputs/seqlm/model \\
         --reward "sasrec=1,prefix_credit=0.5" --rounds 3 --output_dir outputs/dpo_seqlm
 
+A killed run continues with ``--resume_from_checkpoint true``: finished rounds are kept, the
+half-finished one continues from its last checkpoint (``--save_strategy steps``) or restarts.
 Every key of the YAML can be overridden on the command line. Bad flags, keys, paths and data stop
 with one line ``dpo: error: WHERE: WHAT. Fix: HOW`` before anything is written. The stages live
 in :func:`recllm.align.dpo.run_dpo`.

@@ -4,6 +4,8 @@
     accelerate launch recipes/grpo.py --config recipes/grpo.yaml --model_dir outputs/seqlm/model \\
         --reward "rank_shaped=1,sasrec=0.1" --num_generations 8 --output_dir outputs/grpo_seqlm
 
+A killed run continues from its last checkpoint (``--save_strategy steps``) with
+``--resume_from_checkpoint true``.
 Every key of the YAML can be overridden on the command line. Bad flags, keys, paths and data stop
 with one line ``grpo: error: WHERE: WHAT. Fix: HOW`` before anything is written. The stages live
 in :func:`recllm.align.grpo.run_grpo`.

@@ -4,6 +4,8 @@
     python recipes/seqlm.py --config recipes/seqlm.yaml --data_path ../shared/data/amazon_p5/beauty \\
         --ensemble 2 --time_budget_minutes 30 --valid_users 2000 --output_dir outputs/seqlm_beauty
 
+A killed run continues with ``--resume_from_checkpoint true``: finished decoders are kept, the
+others continue from their last checkpoint (``--save_strategy steps``).
 Every key of the YAML can be overridden on the command line. Bad flags, keys, paths and data
 stop with one line ``seqlm: error: WHERE: WHAT. Fix: HOW`` before anything is written
 (``RECLLM_TRACEBACK=1`` shows the traceback). Writes OUTPUT_DIR/resolved_config.json,

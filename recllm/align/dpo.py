@@ -14,6 +14,11 @@
    ``OUTPUT_DIR/round<N>/preferences`` (the mined pairs, with provenance);
 3. ``OUTPUT_DIR/model``: the last round's model; ``OUTPUT_DIR/dpo_log.json``: every round's
    mining figures and losses.
+
+A round is finished once ``round<N>/recllm_round_complete.json`` (its log) is written, after its
+model; ``--resume_from_checkpoint true`` keeps finished rounds and continues the first unfinished
+one from its latest complete checkpoint (``round<N>/trainer/checkpoint-K``), or restarts it
+(:mod:`recllm.align.rounds`).
 """
 
 from __future__ import annotations

@@ -23,12 +23,12 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-# The SID-sequence text format lives in tasks, below train and eval, which both prompt with it;
-# these names stay importable from here.
+# The SID-sequence text format lives in tasks, below train and eval, which both prompt with it,
+# and the options beside this module (seqlm_config.py); these names stay importable from here.
 from recllm.tasks.sequence import (  # noqa: F401
     BOS,
     EOS,
@@ -37,6 +37,7 @@ from recllm.tasks.sequence import (  # noqa: F401
     history_text,
     training_sequences,
 )
+from recllm.train.seqlm_config import SeqLMArguments, SeqLMConfig
 
 if TYPE_CHECKING:
     import datasets
@@ -49,36 +50,6 @@ if TYPE_CHECKING:
     from recllm.sid.sidmap import SIDMap
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class SeqLMConfig:
-    """Size of the from-scratch decoder and of its training windows."""
-
-    hidden_size: int = field(default=256, metadata={"help": "Model width."})
-    num_layers: int = field(default=4, metadata={"help": "Decoder layers."})
-    num_heads: int = field(
-        default=4, metadata={"help": "Attention heads (head_dim = width / heads)."}
-    )
-    num_kv_heads: int | None = field(
-        default=None, metadata={"help": "Key/value heads (GQA when fewer); None = num_heads."}
-    )
-    intermediate_size: int = field(default=1024, metadata={"help": "MLP width."})
-    attention_dropout: float = field(
-        default=0.1, metadata={"help": "Dropout on attention weights."}
-    )
-    hidden_dropout: float = field(
-        default=0.0,
-        metadata={
-            "help": "Dropout on the token embeddings and on each attention and MLP output before "
-            "it joins the residual stream (GPT-2's embd/resid dropout; SASRec's dropout acts on "
-            "the same places). Training only; Qwen3 itself has attention dropout alone."
-        },
-    )
-    max_items: int = field(
-        default=20, metadata={"help": "Items per training window and per prompt (TIGER: 20)."}
-    )
-    model_seed: int = field(default=0, metadata={"help": "Seed of the weight initialization."})
 
 
 def sid_sequence_tokenizer() -> PreTrainedTokenizerBase:
@@ -219,106 +190,6 @@ def time_budget_callback(minutes: float | None):
 
 
 @dataclass
-class SeqLMArguments(SeqLMConfig):
-    """The ``recipes/seqlm.py`` options: the decoder's size (:class:`SeqLMConfig`) plus seeds,
-    budget, validation-based epoch selection and the SID map to use."""
-
-    ensemble: int = field(
-        default=1,
-        metadata={
-            "help": "Decoders trained one after the other (seeds seed, seed + 1, ...; model_seed "
-            "likewise), each saved as its own model directory and decodable together "
-            "(`recllm eval --model DIR DIR`). Each costs a full training run."
-        },
-    )
-    time_budget_minutes: float | None = field(
-        default=None,
-        metadata={
-            "help": "Stop each decoder's training after this many minutes (wall clock); null = "
-            "the schedule (num_train_epochs / max_steps) alone."
-        },
-    )
-    valid_users: int = field(
-        default=0,
-        metadata={
-            "help": "Validation users ranked at each epoch end; the epoch with the best "
-            "select_metric is kept (0 = keep the last epoch). Costs one beam search over them "
-            "per epoch."
-        },
-    )
-    valid_beams: int = field(
-        default=20,
-        metadata={"help": "Beam width of the validation passes (>= the K of select_metric)."},
-    )
-    select_metric: str = field(
-        default="recall@10",
-        metadata={"help": "Validation metric that picks the epoch: recall@K or ndcg@K, K 5 or 10."},
-    )
-    patience: int | None = field(
-        default=None,
-        metadata={"help": "Stop after N epochs without validation gain; null = never."},
-    )
-    item_tokens: bool = field(
-        default=False,
-        metadata={
-            "help": "Ablation: no semantic IDs, one token per item (a 1-level code = the item's "
-            "index), so the decoder scores items with a full softmax as SASRec does."
-        },
-    )
-    sid_map: str | None = field(
-        default=None,
-        metadata={
-            "help": "SID artifact directory to use; default: build one into OUTPUT_DIR/sids."
-        },
-    )
-    overwrite_output_dir: bool = field(
-        default=False,
-        metadata={
-            "help": "Replace the recipe's artifacts in OUTPUT_DIR when they were made with other "
-            "settings; without it such a rerun stops with the keys that differ."
-        },
-    )
-
-    def __post_init__(self) -> None:
-        from recllm.errors import UserError
-
-        if self.ensemble < 1:
-            raise UserError("--ensemble", f"must be >= 1, got {self.ensemble}", "pass 1 or more")
-        if self.valid_users < 0:
-            raise UserError("--valid_users", "must be >= 0", "pass 0 (last epoch) or a user count")
-        if self.time_budget_minutes is not None and self.time_budget_minutes <= 0:
-            raise UserError(
-                "--time_budget_minutes", "must be > 0", "pass minutes, or null for no budget"
-            )
-        if self.patience is not None and self.patience < 1:
-            raise UserError("--patience", "must be >= 1", "pass 1 or more, or null")
-        metric, _, k = self.select_metric.partition("@")
-        if metric not in ("recall", "ndcg") or k not in ("5", "10"):
-            raise UserError(
-                "--select_metric",
-                f"{self.select_metric!r} is not one of recall@5, recall@10, ndcg@5, ndcg@10",
-                "pick one of them",
-            )
-        if self.valid_beams < int(k):
-            raise UserError(
-                "--valid_beams",
-                f"{self.valid_beams} is smaller than the K of --select_metric ({k})",
-                f"raise --valid_beams to at least {k}",
-            )
-        if self.hidden_size % self.num_heads:
-            raise UserError(
-                "--hidden_size/--num_heads",
-                f"hidden_size {self.hidden_size} is not a multiple of num_heads {self.num_heads}",
-                "pick a width divisible by the head count",
-            )
-
-    def model_config(self, member: int = 0) -> SeqLMConfig:
-        """The :class:`SeqLMConfig` of ensemble member ``member`` (its seed: model_seed + member)."""
-        base = {f.name: getattr(self, f.name) for f in fields(SeqLMConfig)}
-        return SeqLMConfig(**{**base, "model_seed": self.model_seed + member})
-
-
-@dataclass
 class SeqLMRun:
     """What :func:`run_seqlm` made: the model directories (first seed first) and the run log."""
 
@@ -371,7 +242,6 @@ def run_seqlm(
     from dataclasses import asdict, replace
 
     import torch
-    from trl import SFTTrainer
 
     from recllm.data import load_rec_dataset, split_dataset
     from recllm.data.fingerprint import data_fingerprint
@@ -379,15 +249,10 @@ def run_seqlm(
     from recllm.provenance import library_versions
     from recllm.sid.build import build_sid_map, write_sid_artifact
     from recllm.sid.sidmap import SIDMap
-    from recllm.tasks.prompting import PromptSpec
     from recllm.train.checkpoints import (
-        MarkCompleteCheckpoints,
         plan_trainer_resume,
-        train_from,
     )
     from recllm.train.rundir import check_output_dir, check_sid_artifact
-    from recllm.train.select import BestOnValidation
-    from recllm.vocab import save_model_with_sids
 
     if args.valid_users and evaluate is None:
         raise ValueError("valid_users > 0 needs the `evaluate` function (evaluate_recommender)")
@@ -440,7 +305,13 @@ def run_seqlm(
             expected = {"sid_config": asdict(sid_cfg), "data_config": asdict(data_cfg)}
             check_sid_artifact(sid_dir, sid_map.meta, expected)
 
-    fingerprint = data_fingerprint(split, dataset.catalog)
+    recommender = {
+        "prompt_style": PROMPT_STYLE,
+        "data": asdict(data_cfg),
+        # `recllm eval` refuses other data than this split
+        "data_fingerprint": data_fingerprint(split, dataset.catalog),
+    }
+    run = _Run(args, sft_cfg, split, dataset.catalog, sid_map, out)
     model_dirs: list[Path] = []
     log: dict[str, Any] = {"train_users": len(split.train.sequences), "seeds": {}}
     earlier = _finished_members(out) if resume is not None else {}
@@ -454,79 +325,10 @@ def run_seqlm(
             continue
         runs_dir = out / "runs" / f"seed{seed}"
         checkpoint = plan_trainer_resume(_member_resume(resume, runs_dir), runs_dir)
-        cfg = args.model_config(member)
-        model, tok = build_seqlm(sid_map, cfg)
-        train = training_dataset(split, sid_map, tok, cfg.max_items)
-        logger.info(
-            "decoder %d/%d (seed %d): %d training windows, %.2fM parameters",
-            member + 1,
-            args.ensemble,
-            seed,
-            len(train),
-            model.num_parameters() / 1e6,
+        model_dir, log["seeds"][str(seed)] = _train_member(
+            member, seed, checkpoint, run, recommender, evaluate
         )
-        budget = time_budget_callback(args.time_budget_minutes)
-        callbacks: list[Any] = [budget]
-        select = None
-        if args.valid_users:
-            valid = split.valid[: args.valid_users]
-            spec = PromptSpec(style=PROMPT_STYLE, max_history=cfg.max_items)
-
-            def on_valid(m, tok=tok, valid=valid, spec=spec):
-                return evaluate(
-                    m,
-                    tok,
-                    sid_map,
-                    valid,
-                    spec,
-                    dataset.catalog,
-                    beams=args.valid_beams,
-                    batch_size=64,
-                    progress=False,
-                ).metrics
-
-            select = BestOnValidation(on_valid, metric=args.select_metric, patience=args.patience)
-            callbacks.append(select)
-        member_args = replace(sft_cfg, output_dir=str(runs_dir), seed=seed)
-        trainer = SFTTrainer(
-            model=model,
-            args=member_args,
-            train_dataset=train,
-            processing_class=tok,
-            callbacks=[*callbacks, MarkCompleteCheckpoints()],
-        )
-        train_from(trainer, checkpoint)
-        if select is not None:
-            select.restore_best(model)
-        model_dirs.append(
-            save_model_with_sids(
-                model,
-                tok,
-                sid_map,
-                out / name,
-                overwrite=True,
-                recommender={
-                    "prompt_style": PROMPT_STYLE,
-                    "max_history": cfg.max_items,
-                    "data": asdict(data_cfg),
-                    # `recllm eval` refuses other data than this split
-                    "data_fingerprint": fingerprint,
-                },
-            )
-        )
-        losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
-        log["seeds"][str(seed)] = {
-            "model_dir": name,
-            "epochs": round(trainer.state.epoch or 0.0, 2),
-            "steps": trainer.state.global_step,
-            "stopped_by_budget": budget.stopped_at is not None,
-            "first_loss": losses[0] if losses else None,
-            "final_loss": losses[-1] if losses else None,
-            "parameters": model.num_parameters(),
-            "best_epoch": select.best_epoch if select else None,
-            "valid": select.history if select else None,
-            "log_history": trainer.state.log_history,
-        }
+        model_dirs.append(model_dir)
         write_json_atomic(out / "train_log.json", log)
         print(f"model {member + 1}/{args.ensemble} saved to {out / name}")
     return SeqLMRun(model_dirs, log)
@@ -578,3 +380,104 @@ def _finished_members(out: Path) -> dict[str, Any]:
 
     path = out / "train_log.json"
     return json.loads(path.read_text()).get("seeds", {}) if path.is_file() else {}
+
+
+@dataclass
+class _Run:
+    """What every decoder of a seqlm run shares."""
+
+    args: SeqLMArguments
+    sft_cfg: Any
+    split: Any
+    catalog: Any
+    sid_map: Any
+    out: Path
+
+
+def _train_member(
+    member: int,
+    seed: int,
+    checkpoint: Path | None,
+    run: _Run,
+    recommender: dict[str, Any],
+    evaluate: Callable[..., Any] | None,
+) -> tuple[Path, dict[str, Any]]:
+    """Train decoder ``member`` (from ``checkpoint`` when given), save its model directory and
+    return it with its log entry."""
+    from dataclasses import replace
+
+    from trl import SFTTrainer
+
+    from recllm.tasks.prompting import PromptSpec
+    from recllm.train.checkpoints import MarkCompleteCheckpoints, train_from
+    from recllm.train.select import BestOnValidation
+    from recllm.vocab import save_model_with_sids
+
+    name = model_dir_name(member, seed)
+    cfg = run.args.model_config(member)
+    model, tok = build_seqlm(run.sid_map, cfg)
+    train = training_dataset(run.split, run.sid_map, tok, cfg.max_items)
+    logger.info(
+        "decoder %d/%d (seed %d): %d training windows, %.2fM parameters",
+        member + 1,
+        run.args.ensemble,
+        seed,
+        len(train),
+        model.num_parameters() / 1e6,
+    )
+    budget = time_budget_callback(run.args.time_budget_minutes)
+    callbacks: list[Any] = [budget]
+    select = None
+    if run.args.valid_users:
+        valid = run.split.valid[: run.args.valid_users]
+        spec = PromptSpec(style=PROMPT_STYLE, max_history=cfg.max_items)
+
+        def on_valid(m, tok=tok, valid=valid, spec=spec):
+            return evaluate(
+                m,
+                tok,
+                run.sid_map,
+                valid,
+                spec,
+                run.catalog,
+                beams=run.args.valid_beams,
+                batch_size=64,
+                progress=False,
+            ).metrics
+
+        select = BestOnValidation(
+            on_valid, metric=run.args.select_metric, patience=run.args.patience
+        )
+        callbacks.append(select)
+    member_args = replace(run.sft_cfg, output_dir=str(run.out / "runs" / f"seed{seed}"), seed=seed)
+    trainer = SFTTrainer(
+        model=model,
+        args=member_args,
+        train_dataset=train,
+        processing_class=tok,
+        callbacks=[*callbacks, MarkCompleteCheckpoints()],
+    )
+    train_from(trainer, checkpoint)
+    if select is not None:
+        select.restore_best(model)
+    model_dir = save_model_with_sids(
+        model,
+        tok,
+        run.sid_map,
+        run.out / name,
+        overwrite=True,
+        recommender={**recommender, "max_history": cfg.max_items},
+    )
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    return model_dir, {
+        "model_dir": name,
+        "epochs": round(trainer.state.epoch or 0.0, 2),
+        "steps": trainer.state.global_step,
+        "stopped_by_budget": budget.stopped_at is not None,
+        "first_loss": losses[0] if losses else None,
+        "final_loss": losses[-1] if losses else None,
+        "parameters": model.num_parameters(),
+        "best_epoch": select.best_epoch if select else None,
+        "valid": select.history if select else None,
+        "log_history": trainer.state.log_history,
+    }
