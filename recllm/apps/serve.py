@@ -557,6 +557,9 @@ async def serve(
         listen_address, sock = api["setup_server"](args, reuse_port=False)
     except OSError as e:
         raise _port_error(args.host or "0.0.0.0", args.port, e) from None
+    from recllm.decode.vllm_lifetime import mark_engine_owner
+
+    mark_engine_owner()  # vLLM's engine processes end with this one, even after kill -9
     uvicorn_kwargs: dict[str, Any] = {}
     log_config = api["get_uvicorn_log_config"](args)
     if log_config is not None:

@@ -409,4 +409,7 @@ def start_vllm_engine(
         kwargs["gpu_memory_utilization"] = share
     cpu_scheduler_cores()
     logger.info("starting vLLM on %s (dtype %s)", model_dir, kwargs["dtype"])
+    from recllm.decode.vllm_lifetime import mark_engine_owner
+
+    mark_engine_owner()  # the engine's processes end with this one, even after kill -9
     return LLM(**kwargs)

@@ -215,6 +215,9 @@ class SIDVLLMLogitsProcessor(LogitsProcessor):
     """Constrain SID spans of vLLM requests with the catalog trie (see the module docstring)."""
 
     def __init__(self, vllm_config: VllmConfig, device: torch.device, is_pin_memory: bool):
+        from recllm.decode.vllm_lifetime import watch_engine_owner
+
+        watch_engine_owner()  # built in the model's process: it ends with the server
         extra = vllm_config.additional_config or {}
         section = dict(extra.get(CONFIG_KEY, {})) if isinstance(extra, dict) else {}
         unknown = set(section) - _CONFIG_KEYS
