@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 
 from recllm.errors import UserError
 from recllm.testing import save_tiny_model
@@ -43,13 +44,13 @@ def write_data(root: Path, items: int, users: int = 40, per_user: int = 8) -> Pa
     return root
 
 
-def plum_configs(base: Path, data: Path, out: Path, *extra: str):
+def plum_configs(base: Path, data: Path, out: Path, *extra: str, config: Path | None = None):
     """The plum_sft recipe's configs for a few-second run on the tiny model."""
     from recllm.train.plum import parse_recipe_args
 
     return parse_recipe_args(
         [
-            *("--config", str(ROOT / "recipes" / "plum_sft.yaml")),
+            *("--config", str(config or ROOT / "recipes" / "plum_sft.yaml")),
             *("--model_name_or_path", str(base), "--data_path", str(data)),
             *("--max_users", "null", "--codebook_size", "8", "--warmup_steps_embed", "1"),
             *("--max_steps", "2", "--per_device_train_batch_size", "4"),
@@ -101,13 +102,14 @@ def test_a_rerun_after_the_data_changed_is_refused_not_served_stale_sids(base, t
     """Before: the same settings over changed data reused OUTPUT_DIR/sids of the old catalog
     (the model's SID map held 60 items, 5 of them not in the new 55-item catalog)."""
     data, out = write_data(tmp_path / "data", 60), tmp_path / "run"
-    run_plum(*plum_configs(base, data, out))
+    quick = ("--max_steps", "1", "--warmup_steps_embed", "0")
+    run_plum(*plum_configs(base, data, out, *quick))
     before = snapshot(out)
     assert json.loads((out / "resolved_config.json").read_text())["data_fingerprint"]["items"] == 60
 
     write_data(data, 55)  # the same path, other content
     with pytest.raises(UserError) as err:
-        run_plum(*plum_configs(base, data, out))
+        run_plum(*plum_configs(base, data, out, *quick))
     message = str(err.value)
     assert message.startswith(f"--data_path {data}: holds other data than the run in {out}")
     assert "items 55 (trained on 60)" in message and "other catalog item ids" in message
@@ -115,7 +117,7 @@ def test_a_rerun_after_the_data_changed_is_refused_not_served_stale_sids(base, t
     assert snapshot(out) == before  # nothing rewritten
 
     # the fix the message names: a fresh run over the new data, its SIDs from the new catalog
-    run_plum(*plum_configs(base, data, out, "--overwrite_output_dir", "true"))
+    run_plum(*plum_configs(base, data, out, *quick, "--overwrite_output_dir", "true"))
     _, _, sid_map = load_model_with_sids(out / "model")
     from recllm.data import DataConfig, load_rec_dataset
 
@@ -131,11 +133,15 @@ def test_the_sid_artifact_check_covers_the_data_content(base, tmp_path):
     from recllm.data import load_rec_dataset, split_dataset
     from recllm.data.fingerprint import data_fingerprint
     from recllm.sid.sidmap import SIDMap
+    from recllm.train import stages
     from recllm.train.rundir import check_sid_artifact
 
     data, out = write_data(tmp_path / "data", 60), tmp_path / "run"
-    configs = plum_configs(base, data, out, "--max_steps", "1", "--warmup_steps_embed", "0")
-    run_plum(*configs)
+    configs = plum_configs(base, data, out)
+    run = stages.validate(*configs)  # the recipe's stages up to the SID map: no training
+    stages.load_data(run)
+    stages.open_output_dir(run)
+    stages.build_sids(run)
     _, data_cfg, sid_cfg, *_ = configs
     meta = SIDMap.load(out / "sids").meta
 
@@ -285,3 +291,45 @@ def test_max_length_floor_is_the_shortest_example_there_can_be(base, tmp_path):
         for r in run.train
     ]
     assert min(lengths) >= floor
+
+
+def test_dialogues_are_checked_and_recorded_before_any_write(base, tmp_path):
+    """--dialogues of other data stops before anything is written (before: after the SID map
+    and resolved_config.json, which then refused the corrected rerun); the set used is recorded
+    (SHA-256 of its conversations), so other conversations at the same path are other settings."""
+    from recllm.data import load_rec_dataset, split_dataset
+    from recllm.data.fingerprint import data_fingerprint
+    from recllm.tasks.dialogue import build_conversations, write_dialogues
+
+    data, out = write_data(tmp_path / "data", 60), tmp_path / "run"
+    _, data_cfg, *_ = plum_configs(base, data, out)
+    dataset = load_rec_dataset(config=data_cfg)
+    split = split_dataset(dataset, data_cfg)
+    fingerprint = json.loads(json.dumps(data_fingerprint(split, dataset.catalog)))
+    convs = build_conversations(split, dataset.catalog)
+    dialogues = tmp_path / "dialogues"
+
+    cfg = yaml.safe_load((ROOT / "recipes" / "plum_sft.yaml").read_text())
+    cfg["mixture"]["dialogue"] = 1.0
+    config = tmp_path / "dialogue.yaml"
+    config.write_text(yaml.safe_dump(cfg))
+    flags = ("--dialogues", str(dialogues))
+
+    def load(record: dict, conversations):
+        from recllm.train import stages
+
+        write_dialogues(conversations, dialogues, record, source="metadata")
+        run = stages.validate(*plum_configs(base, data, out, *flags, config=config))
+        stages.load_data(run)
+        return run
+
+    write_dialogues(convs, dialogues, {"data_fingerprint": {"other": 1}}, source="metadata")
+    with pytest.raises(UserError, match="was made from other data than this run's"):
+        run_plum(*plum_configs(base, data, out, *flags, config=config))
+    assert not out.exists()
+    whole = load({"data_fingerprint": fingerprint}, convs)
+    assert [c.to_dict() for c in whole.dialogues] == [c.to_dict() for c in convs]
+    assert len(whole.resolved["dialogues_sha256"]) == 64
+    fewer = load({"data_fingerprint": fingerprint}, convs[1:])
+    assert fewer.resolved["dialogues_sha256"] != whole.resolved["dialogues_sha256"]
+    assert not out.exists()
