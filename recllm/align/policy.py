@@ -164,10 +164,7 @@ def start_policy(
     from recllm.align.rewards import parse_reward_spec, reward_from_spec
     from recllm.data import DataConfig, load_rec_dataset, split_dataset
     from recllm.data.fingerprint import check_data_fingerprint, data_fingerprint
-    from recllm.io import write_json_atomic
-    from recllm.provenance import library_versions
     from recllm.tasks.prompting import PromptSpec
-    from recllm.train.rundir import check_output_dir
     from recllm.vocab.checkpoint import read_vocab_record
 
     model_dir = _checked_model_dir(args)
@@ -208,37 +205,14 @@ def start_policy(
         examples = [examples[i] for i in keep]
     _check_sizes(train_args, tok, sid_map, spec, examples, dataset.catalog)
 
-    resolved = {
-        "policy": asdict(args),
-        section: {k: v for k, v in train_args.to_dict().items() if not k.startswith("_")},
-        "versions": library_versions(),
-    }
-    resume = None
-    if state.is_main_process:
-        check_output_dir(out, resolved, overwrite=args.overwrite_output_dir)
-        resume = plan(out) if plan is not None else None
-        write_json_atomic(out / "resolved_config.json", resolved)
-    state.wait_for_everyone()
-    if not state.is_main_process and plan is not None:
-        resume = plan(out)  # rank 0 has tidied the directory: the same answer, read-only
+    resume = _record_run(args, train_args, section, state, out, plan)
     if "sasrec" in names and sasrec is None:
         sasrec = _trained_reward_model(args, train_args, split, dataset.catalog, out, state)
     reward = reward_from_spec(args.reward, sasrec=sasrec, miss_penalty=args.miss_penalty)
     prompt_files = [p for p in [model_dir / "prompts" / "rec.jinja"] if p.is_file()]
     engine = None
     if args.mining_engine == "vllm":
-        from recllm.align.vllm_policy import VLLMPolicy
-
-        engine = VLLMPolicy(
-            model_dir,
-            tok,
-            sid_map,
-            spec,
-            max_beams=max(args.beams, getattr(train_args, "num_generations", None) or 0),
-            gpu_memory_utilization=args.mining_vllm_memory,
-            dtype=str(model.dtype).removeprefix("torch."),  # the trained model's precision
-            seed=train_args.seed,
-        )
+        engine = _start_engine(args, train_args, model_dir, model, tok, sid_map, spec)
     return PolicyStart(
         model,
         tok,
@@ -255,6 +229,54 @@ def start_policy(
         prompt_files,
         engine,
         resume,
+    )
+
+
+def _record_run(
+    args: PolicyArguments,
+    train_args: Any,
+    section: str,
+    state: Any,
+    out: Path,
+    plan: Callable[[Path], Any] | None,
+) -> Any:
+    """Check the output directory against this run's settings, plan the resume, then write
+    ``resolved_config.json`` (the first write of the run); returns what ``plan`` returned."""
+    from recllm.io import write_json_atomic
+    from recllm.provenance import library_versions
+    from recllm.train.rundir import check_output_dir
+
+    resolved = {
+        "policy": asdict(args),
+        section: {k: v for k, v in train_args.to_dict().items() if not k.startswith("_")},
+        "versions": library_versions(),
+    }
+    resume = None
+    if state.is_main_process:
+        check_output_dir(out, resolved, overwrite=args.overwrite_output_dir)
+        resume = plan(out) if plan is not None else None
+        write_json_atomic(out / "resolved_config.json", resolved)
+    state.wait_for_everyone()
+    if not state.is_main_process and plan is not None:
+        resume = plan(out)  # rank 0 has tidied the directory: the same answer, read-only
+    return resume
+
+
+def _start_engine(
+    args: PolicyArguments, train_args: Any, model_dir: Path, model: Any, tok: Any, sid_map, spec
+) -> Any:
+    """The constrained vLLM engine of ``--mining_engine vllm``, loaded with the start model."""
+    from recllm.align.vllm_policy import VLLMPolicy
+
+    return VLLMPolicy(
+        model_dir,
+        tok,
+        sid_map,
+        spec,
+        max_beams=max(args.beams, getattr(train_args, "num_generations", None) or 0),
+        gpu_memory_utilization=args.mining_vllm_memory,
+        dtype=str(model.dtype).removeprefix("torch."),  # the trained model's precision
+        seed=train_args.seed,
     )
 
 
