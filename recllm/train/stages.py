@@ -220,10 +220,19 @@ def validate(
             f"level SID take {floor} tokens)",
             f"pass --max_length {floor} or more; a 20-item history prompt takes about 200",
         )
-    run = PlumRun(plum, data_cfg, sid_cfg, task_cfg, sft_cfg, model_cfg, state=state,
-                  out=Path(sft_cfg.output_dir), model_path=model_path, quant=quant,
-                  tokenizer=tokenizer)  # fmt: skip
-    return run
+    return PlumRun(
+        plum,
+        data_cfg,
+        sid_cfg,
+        task_cfg,
+        sft_cfg,
+        model_cfg,
+        state=state,
+        out=Path(sft_cfg.output_dir),
+        model_path=model_path,
+        quant=quant,
+        tokenizer=tokenizer,
+    )
 
 
 # -- data -------------------------------------------------------------------------------------
@@ -300,10 +309,11 @@ def _check_same_data(run: PlumRun) -> None:
         or Path(str(run.sft_cfg.resume_from_checkpoint)).is_dir()
     )
     done = [p.name for p in (latest_complete(run.out), latest_complete(run.out / "warmup")) if p]
+    made = [name for name in ("sids", "model") if (run.out / name).is_dir()] + done
     stale = (
         f"resuming would continue {' and '.join(done)}, trained on the old data"
         if resuming and done
-        else "its SID map, checkpoints and model were made from the old data"
+        else f"its {', '.join(made) or 'artifacts'} were made from the old data"
     )
     raise UserError(
         f"--data_path {run.data_cfg.data_path}",

@@ -113,6 +113,7 @@ def test_a_rerun_after_the_data_changed_is_refused_not_served_stale_sids(base, t
     message = str(err.value)
     assert message.startswith(f"--data_path {data}: holds other data than the run in {out}")
     assert "items 55 (trained on 60)" in message and "other catalog item ids" in message
+    assert "its sids, model were made from the old data" in message
     assert "--overwrite_output_dir true" in message and "another --output_dir" in message
     assert snapshot(out) == before  # nothing rewritten
 
