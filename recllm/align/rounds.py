@@ -103,6 +103,8 @@ def plan_rounds(resume: str | bool | None, out: Path, rounds: int) -> RoundPlan:
                 "pass --resume_from_checkpoint true to continue it, or --overwrite_output_dir "
                 "true to start over",
             )
+        for _, p in found:  # unfinished rounds of a stopped run of these settings: redone whole
+            shutil.rmtree(p)
         return RoundPlan()
     done: list[dict[str, Any]] = []
     while len(done) < rounds and is_round_done(round_dir(out, len(done) + 1)):

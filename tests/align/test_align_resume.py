@@ -148,6 +148,9 @@ def test_awsft_resume_never_redoes_a_finished_round(sft, tmp_path):
     (out / "round2" / "recllm_round_complete.json").unlink()  # the kill fell between the two
     with pytest.raises(UserError, match="pass --resume_from_checkpoint true"):
         _awsft(out, sft)
+    finished = out / "round1" / "trainer" / "checkpoint-1"
+    with pytest.raises(UserError, match="is not a checkpoint of round 2, the first unfinished"):
+        _awsft(out, sft, "--resume_from_checkpoint", str(finished))
     _awsft(out, sft, "--resume_from_checkpoint", "true")
     assert round1.stat().st_mtime_ns == stamp  # round 1 was not redone
     assert (out / "round2" / "recllm_round_complete.json").is_file()
