@@ -55,6 +55,7 @@ logger = logging.getLogger(__name__)
 
 #: Tokens of the raw generation shown under the cards.
 RAW_TOKENS = 48
+_TEMPLATE_FIX = "correct the template (reload the page for the model's own)"
 
 
 @dataclass
@@ -201,7 +202,10 @@ class Playground:
         from recllm.tasks.prompting import task_builder
 
         if self.rec.spec.style != "chat":
-            raise ValueError("this model is a SID-sequence decoder: it has no prompt template")
+            raise ValueError(
+                "this model is a SID-sequence decoder: it has no prompt template; Fix: use the "
+                "page with a chat-style model (recipes/plum_sft.py), or recllm eval for this one"
+            )
         builder = task_builder(self.rec.spec, self.rec.sid_map, self.rec.catalog)
         if template is not None:
             builder.renderer = TaskRenderer(builder.config.prompts_dir, {"rec": template})
@@ -210,9 +214,11 @@ class Playground:
         try:
             row = next(builder.rec([Example("playground", history, history[-1])]))
         except jinja2.TemplateSyntaxError as e:
-            raise ValueError(f"template line {e.lineno}: {e.message}") from None
+            raise ValueError(
+                f"template line {e.lineno}: {e.message}; Fix: {_TEMPLATE_FIX}"
+            ) from None
         except jinja2.TemplateError as e:
-            raise ValueError(f"template: {e}") from None
+            raise ValueError(f"template: {e}; Fix: {_TEMPLATE_FIX}") from None
         return row["prompt"]
 
     def preview(self, history_text: str, template: str | None) -> str:

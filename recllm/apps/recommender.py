@@ -81,7 +81,9 @@ class Recommender:
         from recllm.vocab import SID_FORMAT
 
         if engine not in ("vllm", "hf"):
-            raise ValueError(f"engine must be 'vllm' or 'hf', not {engine!r}")
+            raise ValueError(
+                f"engine must be 'vllm' or 'hf', not {engine!r}; Fix: pick one of them"
+            )
         self.model_dir = Path(model_dir)
         self.tokenizer = tokenizer
         self.sid_map = sid_map
@@ -93,7 +95,10 @@ class Recommender:
         self.batch_size = batch_size
         self.stop_token_id = tokenizer.eos_token_id
         if self.stop_token_id is None:
-            raise ValueError(f"{model_dir}: the tokenizer has no EOS token to end an answer with")
+            raise ValueError(
+                f"{model_dir}: the tokenizer has no EOS token to end an answer with; Fix: set "
+                "eos_token in its tokenizer_config.json"
+            )
         self.trie = SIDTrie.from_sid_map(
             sid_map, SID_FORMAT.token_ids(tokenizer, sid_map.codebook_sizes)
         )
@@ -143,9 +148,11 @@ class Recommender:
 
         model_dir = Path(model_dir)
         if engine not in ("vllm", "hf"):
-            raise ValueError(f"engine must be 'vllm' or 'hf', not {engine!r}")
+            raise ValueError(
+                f"engine must be 'vllm' or 'hf', not {engine!r}; Fix: pick one of them"
+            )
         if max_k < 1:
-            raise ValueError(f"max_k must be >= 1, got {max_k}")
+            raise ValueError(f"max_k must be >= 1, got {max_k}; Fix: --max-k 1 or more")
         tokenizer, sid_map = load_tokenizer_with_sids(model_dir)
         spec = PromptSpec.from_model_dir(model_dir)
         fields = dict(spec.data or {})
@@ -425,7 +432,9 @@ class Recommender:
     def _beams(self, k: int, num_beams: int | None) -> int:
         beams = k if num_beams is None else num_beams
         if beams < k:
-            raise ValueError(f"num_beams ({beams}) must be >= k ({k})")
+            raise ValueError(
+                f"num_beams ({beams}) must be >= k ({k}); Fix: raise num_beams or lower k"
+            )
         return beams
 
     def _named(self, ranked: list[tuple[int, float]]) -> list[Recommendation]:

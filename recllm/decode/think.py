@@ -198,7 +198,7 @@ def _seeded(seed: int | None, device: torch.device) -> Iterator[None]:
 def _greedy(rationales: int, temperature: float) -> bool:
     """Whether thinking is greedy (temperature 0), which gives one rationale only."""
     if rationales < 1:
-        raise ValueError(f"rationales must be >= 1, got {rationales}")
+        raise ValueError(f"rationales must be >= 1, got {rationales}; Fix: rationales=1 or more")
     if temperature <= 0 and rationales > 1:
         raise ValueError("greedy thinking gives one rationale; Fix: rationales=1 or temperature>0")
     return temperature <= 0
@@ -397,7 +397,7 @@ def think_then_sid(
         return _per_engine_call(think_then_sid, call, "think, then SID")
     beams = k if num_beams is None else num_beams
     if beams < k:
-        raise ValueError(f"num_beams ({beams}) must be >= k ({k})")
+        raise ValueError(f"num_beams ({beams}) must be >= k ({k}); Fix: raise num_beams or lower k")
     _greedy(rationales, temperature)  # bad R / greedy R > 1: before any work
     if trie is None:
         trie = SIDTrie.from_sid_map(
@@ -574,7 +574,10 @@ def think_ahead_prefixes(
             sid_map, SID_FORMAT.token_ids(tokenizer, sid_map.codebook_sizes)
         )
     if not 1 <= depth <= trie.levels:
-        raise ValueError(f"depth must be in 1..{trie.levels}, got {depth}")
+        raise ValueError(
+            f"depth must be in 1..{trie.levels}, got {depth}; Fix: a depth of 1 to {trie.levels} "
+            "SID levels"
+        )
     _, sid_prompts = _think_stage(
         model,
         engine,

@@ -160,11 +160,15 @@ def sid_beam_rounds(
     ids = trie.token_ids
     levels = trie.levels
     if depth is not None and not 1 <= depth <= levels:
-        raise ValueError(f"depth must be in 1..{levels}, got {depth}")
+        raise ValueError(
+            f"depth must be in 1..{levels}, got {depth}; Fix: a depth of 1 to {levels}"
+        )
     code_start = [int(s) for s in trie.code_token_start]
     prompts = [list(p) for p in prompts]
     if prefixes is not None and len(prefixes) != len(prompts):
-        raise ValueError(f"{len(prefixes)} prefix sets for {len(prompts)} prompts")
+        raise ValueError(
+            f"{len(prefixes)} prefix sets for {len(prompts)} prompts; Fix: one set per prompt"
+        )
     allowed = (
         [None] * len(prompts)
         if prefixes is None
