@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -460,11 +461,24 @@ def test_serve_on_busy_port_is_one_line_before_loading(model_dir: Path):
     assert "pick a free port with --port N" in out[0]
 
 
-@pytest.mark.parametrize("case", ["missing", "file", "not_recllm"])
+@pytest.mark.parametrize("case", ["missing", "file", "not_recllm", "no_weights"])
 def test_serve_bad_model_dir_is_one_line(case: str, model_dir: Path, tmp_path: Path):
-    model = {"missing": tmp_path / "nope", "file": model_dir / "config.json"}.get(case, tmp_path)
+    """Before vLLM starts: without weights, vLLM used to print 3 tracebacks after ~30 s."""
+    if case == "no_weights":
+        shutil.copytree(model_dir, tmp_path / "model")
+        (tmp_path / "model" / "model.safetensors").unlink()
+    model = {
+        "missing": tmp_path / "nope",
+        "file": model_dir / "config.json",
+        "no_weights": tmp_path / "model",
+    }.get(case, tmp_path)
+    t0 = time.monotonic()
     proc = _serve_cli(["--model", str(model), "--port", str(free_port())])
     out = (proc.stdout + proc.stderr).strip().splitlines()
     assert proc.returncode == 2 and len(out) == 1, out
-    assert out[0].startswith(f"recllm: error: {'--model ' if case != 'not_recllm' else ''}{model}")
+    prefix = "--model " if case in ("missing", "file") else ""
+    assert out[0].startswith(f"recllm: error: {prefix}{model}")
     assert "Fix: " in out[0]
+    if case == "no_weights":
+        assert "the model weights model.safetensors missing" in out[0]
+        assert time.monotonic() - t0 < 25  # no engine was started
