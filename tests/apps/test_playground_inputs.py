@@ -80,11 +80,12 @@ def test_out_of_range_run_input_is_a_status_message_not_a_traceback(page, capfd,
     pg, client, _ = page
     history = ", ".join(pg.users["u3"])
     capfd.readouterr()
-    out = client.predict(history, *_side(pg, **changes), *_side(pg), api_name="/on_run")
+    cheap = _side(pg, k=2, beams=2)
+    out = client.predict(history, *_side(pg, **changes), *cheap, api_name="/on_run")
     status = _status(out[0])
     assert status.startswith("error (A): ") and message in status, status
     assert "Fix: " in status, status
-    assert out[3].count('class="rl-card"') == 5  # B still ran
+    assert out[3].count('class="rl-card"') == 2  # B still ran
     err = capfd.readouterr().err
     assert "Traceback" not in err, err[-3000:]
 
@@ -112,7 +113,13 @@ def test_out_of_range_chat_k_is_a_status_message(page, capfd, k, message):
     assert status.startswith("error: ") and message in status and "Fix: " in status, status
     assert "Traceback" not in capfd.readouterr().err
     ok = client.predict("hello", history, 3, False, api_name="/chat_send")  # control
-    assert _status(ok[2]) == "ok"
+    assert _status(ok[2]) == "ok" and ok[3].count('class="rl-card"') == 3
+    assert [m["role"] for m in ok[0]][-2:] == ["user", "assistant"]
+    accepted = _status(client.predict(1, api_name="/chat_accept"))
+    assert accepted.startswith("added ") and accepted.endswith(" to the history"), accepted
+    assert _status(client.predict(0, api_name="/chat_accept")).startswith(
+        "error: pick #=0 is out of range; Fix: "
+    )
 
 
 @pytest.mark.parametrize(
