@@ -166,23 +166,8 @@ class Recommender:
         catalog = load_rec_dataset(config=DataConfig(**fields)).catalog
         if data is not None:
             _check_catalog(model_dir, data, catalog, allow_other_data)
-        if backend is None and engine == "vllm":
-            from recllm.decode.vllm_beam import start_vllm_engine
-
-            backend = start_vllm_engine(
-                model_dir,
-                stop_token_id=tokenizer.eos_token_id,
-                dtype=dtype,
-                max_k=max_k,
-                vllm_kwargs=vllm_kwargs,
-            )
-        elif backend is None:
-            import torch
-
-            from recllm.vocab import load_model_with_sids
-
-            backend, _, _ = load_model_with_sids(model_dir, dtype=getattr(torch, dtype))
-            backend.eval()
+        if backend is None:
+            backend = _start_backend(model_dir, engine, tokenizer, dtype, max_k, vllm_kwargs)
         return cls(
             model_dir,
             tokenizer,
@@ -444,6 +429,33 @@ class Recommender:
             title = self.catalog.title(item) if item in self.catalog else None
             out.append(Recommendation(item, score, title))
         return out
+
+
+def _start_backend(
+    model_dir: Path,
+    engine: str,
+    tokenizer: Any,
+    dtype: str,
+    max_k: int,
+    vllm_kwargs: Mapping[str, Any] | None,
+) -> Any:
+    """A vLLM engine (with the SID processor) or a transformers model on ``model_dir``."""
+    if engine == "vllm":
+        from recllm.decode.vllm_beam import start_vllm_engine
+
+        return start_vllm_engine(
+            model_dir,
+            stop_token_id=tokenizer.eos_token_id,
+            dtype=dtype,
+            max_k=max_k,
+            vllm_kwargs=vllm_kwargs,
+        )
+    import torch
+
+    from recllm.vocab import load_model_with_sids
+
+    model, _, _ = load_model_with_sids(model_dir, dtype=getattr(torch, dtype))
+    return model.eval()
 
 
 def _check_catalog(model_dir: Path, data: str, catalog: Catalog, allow_other_data: bool) -> None:

@@ -93,13 +93,13 @@ class RequestLimits:
     with recllm's ``{"error": {"message": "WHERE: WHAT. Fix: HOW"}}``, before any endpoint runs.
     Other bodies are read once (at most ``max_bytes``) and handed on unchanged.
 
-    :func:`serve` installs it through vLLM's public ``--middleware`` hook, which builds the
-    class with the app alone, so the limits it leaves out come from the class attributes
-    :attr:`default_max_bytes` / :attr:`default_max_depth` (one server per process). Elsewhere:
-    ``app.add_middleware(RequestLimits, max_bytes=N)``.
+    :func:`recllm.apps.serve.serve` installs it through vLLM's public ``--middleware`` hook,
+    which builds the class with the app alone, so the limits it leaves out come from the class
+    attributes :attr:`default_max_bytes` / :attr:`default_max_depth` (one server per process).
+    Elsewhere: ``app.add_middleware(RequestLimits, max_bytes=N)``.
     """
 
-    #: Limits used when the constructor is not given them (set by :func:`serve`).
+    #: Limits used when the constructor is not given them (set by recllm.apps.serve.serve).
     default_max_bytes: int = DEFAULT_MAX_REQUEST_BYTES
     default_max_depth: int = MAX_JSON_DEPTH
 
