@@ -45,6 +45,7 @@ if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
     from recllm.data.types import Catalog
+    from recllm.decode.options import DecodeOptions
     from recllm.sid.sidmap import SIDMap
 
 __all__ = [
@@ -386,7 +387,6 @@ def think_then_sid(
         ValueError: Bad sizes, or greedy thinking with ``R > 1``.
     """
     call = dict(locals())  # the arguments, for batches of users on vLLM
-    from recllm.decode.generate import generate_sids
     from recllm.decode.options import DecodeOptions
     from recllm.vocab import SID_FORMAT
 
@@ -418,27 +418,42 @@ def think_then_sid(
         progress=progress,
         chat_template_kwargs=chat_template_kwargs,
     )
-    levels = trie.levels
+    options = DecodeOptions(
+        k=beams, num_beams=beams, batch_size=batch_size * rationales, engine="sid_beam"
+    )
+    per_path = _answer_stage(
+        model, engine, tokenizer, sid_prompts, sid_map, trie, options, progress
+    )
+    return merge_results(thought, per_path, rationales, k, titles)
+
+
+def _answer_stage(
+    model: PreTrainedModel | None,
+    engine: Any,
+    tokenizer: PreTrainedTokenizerBase,
+    sid_prompts: Sequence[str],
+    sid_map: SIDMap,
+    trie: SIDTrie,
+    options: DecodeOptions,
+    progress: bool,
+) -> list[list[tuple[str, float]]]:
+    """Stage 2 on ``engine`` (vLLM) or ``model``: per (prompt, rationale) its SID beam
+    ``[(item id, sequence log-prob)]`` (the scores are length-normalised over the SID's
+    ``levels + 3`` tokens by both searches; undone here)."""
+    from recllm.decode.generate import generate_sids
+
+    tokens = trie.levels + 3
     if engine is not None:
         from recllm.decode.vllm_beam import vllm_sid_beam_search
 
         encoded = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in sid_prompts]
+        beams = options.num_beams
         ranked = vllm_sid_beam_search(engine, encoded, trie, num_beams=beams, k=beams)
-        per_path = [[(sid_map.item_ids[row], s * (levels + 3)) for row, s in r] for r in ranked]
-    else:
-        recs = generate_sids(
-            model,
-            tokenizer,
-            sid_prompts,
-            sid_map,
-            DecodeOptions(
-                k=beams, num_beams=beams, batch_size=batch_size * rationales, engine="sid_beam"
-            ),
-            trie=trie,
-            progress=progress,
-        )
-        per_path = [[(r.item_id, r.score * (levels + 3)) for r in row] for row in recs]
-    return merge_results(thought, per_path, rationales, k, titles)
+        return [[(sid_map.item_ids[row], s * tokens) for row, s in r] for r in ranked]
+    recs = generate_sids(
+        model, tokenizer, sid_prompts, sid_map, options, trie=trie, progress=progress
+    )
+    return [[(r.item_id, r.score * tokens) for r in row] for row in recs]
 
 
 def merge_results(
