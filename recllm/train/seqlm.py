@@ -263,9 +263,13 @@ def run_seqlm(
     # validate everything cheap before anything expensive runs or anything is written
     dataset = load_rec_dataset(config=data_cfg)
     split = split_dataset(dataset, data_cfg)
+    # the data's content, not only its path and settings: a rerun or resume after the data at
+    # the same path changed is refused instead of reusing SIDs and checkpoints of the old data
+    fingerprint = data_fingerprint(split, dataset.catalog)
     resolved = {
         "seqlm": asdict(args),
         "data": asdict(data_cfg),
+        "data_fingerprint": fingerprint,
         "sid": asdict(sid_cfg),
         "sft": {k: v for k, v in sft_cfg.to_dict().items() if not k.startswith("_")},
         "versions": library_versions(),
@@ -299,17 +303,23 @@ def run_seqlm(
     else:
         sid_dir = Path(args.sid_map) if args.sid_map else out / "sids"
         if not (sid_dir / "sid_map.json").is_file():
-            write_sid_artifact(build_sid_map(dataset, sid_cfg, data_cfg, split=split), sid_dir)
+            build = build_sid_map(dataset, sid_cfg, data_cfg, split=split)
+            build.sid_map.meta["data_fingerprint"] = fingerprint
+            write_sid_artifact(build, sid_dir)
         sid_map = SIDMap.load(sid_dir)
         if not args.sid_map:
-            expected = {"sid_config": asdict(sid_cfg), "data_config": asdict(data_cfg)}
+            expected = {
+                "sid_config": asdict(sid_cfg),
+                "data_config": asdict(data_cfg),
+                "data_fingerprint": fingerprint,
+            }
             check_sid_artifact(sid_dir, sid_map.meta, expected)
 
     recommender = {
         "prompt_style": PROMPT_STYLE,
         "data": asdict(data_cfg),
         # `recllm eval` refuses other data than this split
-        "data_fingerprint": data_fingerprint(split, dataset.catalog),
+        "data_fingerprint": fingerprint,
     }
     run = _Run(args, sft_cfg, split, dataset.catalog, sid_map, out)
     model_dirs: list[Path] = []

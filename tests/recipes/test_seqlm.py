@@ -211,3 +211,27 @@ def test_resume_keeps_finished_decoders_and_refuses_what_it_cannot_continue(tmp_
             evaluate=lambda *a, **k: None,  # refused before any validation would run
         )  # fmt: skip
     assert not (tmp_path / "other").exists()
+
+
+def test_resume_after_the_data_changed_is_refused(tmp_path):
+    """The data at the same path changed after a run: resuming it would keep decoders and SIDs
+    of the old data, so it is refused, naming the data fingerprint (issue 29: the run's
+    fingerprint covers the data's content, not only its path and settings)."""
+    from recllm.train.seqlm import run_seqlm
+
+    data = save_tiny_recommender(tmp_path / "tiny").parent / "data"
+    out = tmp_path / "run"
+    argv = ["--config", str(YAML), "--data_path", str(data), "--output_dir", str(out)]
+    argv += [*RESUMABLE, "--ensemble", "1", "--resume_from_checkpoint", "true"]
+    run_seqlm(*parse_recipe_args(TYPES, argv, prog="seqlm"))
+    sid_meta = json.loads((out / "sids" / "sid_map.json").read_text())["meta"]
+    assert sid_meta["data_fingerprint"]["users"] > 0  # the SID map records the data it came from
+    # control: the same data resumes (nothing to redo)
+    run_seqlm(*parse_recipe_args(TYPES, argv, prog="seqlm"))
+    interactions = data / "interactions.csv"
+    lines = interactions.read_text().splitlines(keepends=True)
+    interactions.write_text("".join(lines[:-3]))  # same path and settings, other content
+    stamp = (out / "resolved_config.json").read_bytes()
+    with pytest.raises(UserError, match="data_fingerprint"):
+        run_seqlm(*parse_recipe_args(TYPES, argv, prog="seqlm"))
+    assert (out / "resolved_config.json").read_bytes() == stamp
