@@ -91,7 +91,7 @@ class PlumArguments:
         metadata={
             "help": "SFT trains only the top N decoder layers and the SID rows (output side); "
             "lower layers stay frozen and backward stops above them: with 6 of SmolLM2's 30, "
-            "a step costs ~40% of full fine-tuning. null = full fine-tuning."
+            "a step costs ~40%% of full fine-tuning. null = full fine-tuning."
         },
     )
     max_train_examples: int | None = field(

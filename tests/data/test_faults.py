@@ -346,7 +346,7 @@ def test_reading_streams_instead_of_holding_the_file(tmp_path, ext):
     # Reading used to hold the whole file (bytes, text, and a list of its lines) at once. Now
     # only one line is in memory at a time: what load_rec_dataset needs beyond the dataset it
     # returns stays far below the file's size. (Measured on a generated 2M-row, 48 MB CSV: peak
-    # RSS 425 MB before, 148 MB now; see the README.)
+    # RSS 425 MB before, 148 MB now; see docs/data.md.)
     # a wide column makes the file large while the rows (and the dataset) stay small
     pad = "recommended-by-the-homepage-widget"
     rows = [(f"u{k // 20}", f"i{(k * 7919) % 5000}", 1000 + k, pad) for k in range(20_000)]
