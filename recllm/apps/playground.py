@@ -141,14 +141,19 @@ class Playground:
         engine: str = "hf",
         data: str | None = None,
         prompts_root: str | Path | None = None,
+        allow_other_data: bool = False,
     ) -> Playground:
         from recllm.apps.recommender import Recommender
         from recllm.eval.run import eval_examples
 
-        rec = Recommender.from_pretrained(model_dir, engine=engine, data=data)
+        rec = Recommender.from_pretrained(
+            model_dir, engine=engine, data=data, allow_other_data=allow_other_data
+        )
         users: dict[str, list[str]] = {}
         if rec.spec.data or data:
-            _, _, examples = eval_examples(model_dir, data, "test", 0)
+            _, _, examples = eval_examples(
+                model_dir, data, "test", 0, allow_other_data=allow_other_data
+            )
             users = {ex.user_id: list(ex.history) for ex in examples}
         return cls(rec, users, prompts_root=prompts_root)
 
@@ -403,9 +408,13 @@ def serve_playground(
     host: str = "127.0.0.1",
     port: int = 7860,
     block: bool = True,
+    allow_other_data: bool = False,
 ) -> Any:
-    """Load the model, build the page and serve it (blocks unless ``block=False``)."""
-    pg = Playground.from_pretrained(model_dir, engine=engine, data=data)
+    """Load the model, build the page and serve it (blocks unless ``block=False``;
+    ``allow_other_data``: serve over ``data`` although the model records other data)."""
+    pg = Playground.from_pretrained(
+        model_dir, engine=engine, data=data, allow_other_data=allow_other_data
+    )
     app = build_app(pg)
     app.queue(default_concurrency_limit=8)
     app.launch(

@@ -229,6 +229,7 @@ def cmd_playground(args: argparse.Namespace) -> int:
         host=args.host,
         port=args.port,
         block=False,
+        allow_other_data=args.allow_other_data,
     )
     print(f"recllm playground: open http://{args.host}:{args.port} (Ctrl-C stops)", flush=True)
     import time
@@ -252,6 +253,13 @@ def add_playground_parser(sub: Any) -> None:
     )
     g.add_argument("--model", required=True, help="model directory (e.g. outputs/quickstart/model)")
     g.add_argument("--data", default=None, help="dataset (default: the model's)")
+    _flag(
+        g,
+        "allow_other_data",
+        action="store_true",
+        help="serve the page over --data although it is not the data the model records (its "
+        "catalog or its users differ); without it the page does not start",
+    )
     g.add_argument("--host", default="127.0.0.1", help="address to listen on (local by default)")
     g.add_argument("--port", type=_positive, default=7860, help="port")
     add_decoding_args(g, engines=("hf", "vllm"), engine="hf")

@@ -194,6 +194,23 @@ def test_chat_accepts_allow_other_data_as_its_message_says(models, monkeypatch, 
     assert "evaluating anyway (--allow-other-data)" in caplog.text
 
 
+def test_playground_accepts_allow_other_data_as_its_message_says(models, capsys):
+    """Issue 29, the same fault as chat's: the playground's data check names
+    --allow-other-data, so the playground takes it (library and command line)."""
+    from recllm.apps.playground import Playground
+    from recllm.errors import UserError
+
+    a, b = models
+    other = b.parent / "data"
+    with pytest.raises(UserError, match="--allow-other-data"):
+        Playground.from_pretrained(a, data=str(other))
+    pg = Playground.from_pretrained(a, data=str(other), allow_other_data=True)
+    assert len(pg.users) > 0  # b's test users
+    with pytest.raises(SystemExit):
+        main(["playground", "--help"])
+    assert "--allow-other-data" in capsys.readouterr().out
+
+
 # -- errors with their Fix --------------------------------------------------------------------
 
 
