@@ -11,9 +11,10 @@ import logging
 import os
 from collections.abc import Collection, Iterable, Iterator
 from dataclasses import replace
+from pathlib import Path
 from typing import TYPE_CHECKING
 
-from recllm.train.checkpoints import MarkCompleteCheckpoints
+from recllm.train.checkpoints import MarkCompleteCheckpoints, train_from
 from recllm.train.fast_head import compact_lm_head
 from recllm.train.lora import keep_sid_rows_fp32
 from recllm.train.rows import train_rows_only
@@ -101,9 +102,8 @@ def train_stage(
         cast = keep_sid_rows_fp32(trainer.model)
         logger.info("QLoRA: %d SID-row tensors kept in float32", cast)
     with compact_lm_head(compact_head):
-        trainer.train(
-            resume_from_checkpoint=str(resume_from_checkpoint) if resume_from_checkpoint else None
-        )
+        # a checkpoint of the stage's last step is loaded, not trained from (one step too many)
+        train_from(trainer, Path(resume_from_checkpoint) if resume_from_checkpoint else None)
     return trainer
 
 

@@ -4,7 +4,8 @@ chosen point, as a crash, an OOM killer or a pre-empted node would.
 ``KILL=DIR:STEP:AT`` (unset or ``-``: never): DIR is the output_dir of the stage to kill in (the
 warm-up's is OUTPUT_DIR/warmup), STEP its global step, AT ``step`` (right after that optimizer
 step, between checkpoints) or ``save`` (inside the save of that step's checkpoint, after the
-weights and optimizer are written, before the RNG and trainer state).
+weights and optimizer are written, before the RNG and trainer state) or ``saved`` (right after
+the checkpoint of that step is complete).
 """
 
 import os
@@ -30,6 +31,10 @@ def here(args, state) -> bool:
 class Kill(transformers.TrainerCallback):
     def on_step_end(self, args, state, control, **kwargs):
         if kill_at == "step" and here(args, state):
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    def on_save(self, args, state, control, **kwargs):
+        if kill_at == "saved" and here(args, state):  # the checkpoint is whole and marked
             os.kill(os.getpid(), signal.SIGKILL)
 
 

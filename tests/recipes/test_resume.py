@@ -113,6 +113,24 @@ def test_sigkill_between_checkpoints_then_resume_is_bit_identical(base, data, re
     assert_same_run(reference, out)
 
 
+@pytest.mark.slow  # two more recipe processes
+def test_sigkill_after_the_last_checkpoint_resumes_without_an_extra_step(
+    base, data, reference, tmp_path
+):
+    """Killed after the last step's checkpoint was saved, before the model was written: the
+    resume loads that checkpoint and trains nothing (transformers would train a 7th step of a
+    6-step run: it checks max_steps only after a step)."""
+    out = tmp_path / "run"
+    killed = run(base, data, out, kill=f"{out}:6:saved")
+    assert killed.returncode == -9, killed.stderr[-3000:]
+    assert (out / "checkpoint-6" / "recllm_complete.json").is_file()
+    assert not (out / "model").exists()
+    resumed = run(base, data, out, "--resume_from_checkpoint", "true")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "no step trained" in resumed.stderr
+    assert_same_run(reference, out)
+
+
 @pytest.mark.slow  # default-suite budget (README, Tests): the kill-between-checkpoints resume test covers resuming
 def test_a_save_killed_midway_never_becomes_the_latest(base, data, reference, tmp_path):
     out = tmp_path / "run"
