@@ -57,6 +57,14 @@ class GRPOArguments(PolicyArguments):
             raise ValueError(f"rollout must be one of {', '.join(ROLLOUTS)}")
 
 
+def rollout_seed(seed: int, step: int, index: int, *, training: bool = True) -> int:
+    """The sampling seed of a rollout call: the ``index``-th call (training and evaluation
+    counted apart) made at optimizer step ``step`` of a run seeded ``seed``. It depends on the
+    trainer's step, not on how many calls this process made, so a run resumed from a checkpoint
+    draws the samples the uninterrupted run drew."""
+    return seed + 1_000 * step + 2 * index + (0 if training else 1)
+
+
 def constrained_rollout(
     sid_map: Any,
     spec: Any,
@@ -86,7 +94,9 @@ def constrained_rollout(
     from recllm.decode import DecodeOptions, encode_prompts, generate_sids
     from recllm.vocab import SID_FORMAT
 
-    calls = {"n": 0, "synced_step": 0}  # the engine starts with the start model's weights
+    # the engine starts with the start model's weights; "in_step" counts the calls (training and
+    # evaluation apart) made at the current optimizer step, which seeds the samples
+    calls = {"n": 0, "synced_step": 0, "step": -1, "in_step": {True: 0, False: 0}}
 
     def rollout(prompts: list, trainer: Any) -> dict[str, list]:
         group = trainer.num_generations if trainer.model.training else trainer.num_generations_eval
@@ -104,6 +114,10 @@ def constrained_rollout(
             engine.sync(trainer.model)
             calls["synced_step"] = trainer.state.global_step
         was = model.training
+        if trainer.state.global_step != calls["step"]:
+            calls["step"], calls["in_step"] = trainer.state.global_step, {True: 0, False: 0}
+        call_seed = rollout_seed(seed, calls["step"], calls["in_step"][was], training=was)
+        calls["in_step"][was] += 1
         model.eval()
         try:
             with torch.inference_mode():
@@ -125,7 +139,7 @@ def constrained_rollout(
                             batch_size=batch_size,
                             mode="sample",
                             engine="generate",
-                            seed=seed + calls["n"],
+                            seed=call_seed,
                         ),
                     )
                     items = [[r.item_id for r in row] for row in recs]

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from recllm.align.grpo import constrained_rollout
+from recllm.align.grpo import constrained_rollout, rollout_seed
 from recllm.align.mining import mining_examples
 from recllm.data import DataConfig, load_rec_dataset, split_dataset
 from recllm.decode import DecodeOptions, encode_prompts, generate_sids
@@ -64,14 +64,39 @@ def test_sampled_rollouts_are_seeded_catalog_items(setup):
     assert got_codes == expect_codes
     assert out["rank"] == [None] * len(repeated)
     assert out["prompt_ids"][::GROUP] == encode_prompts(tok, prompts)
-    # a fresh rollout with the same seed draws the same; its second call draws anew (seed + 1)
+    # a fresh rollout with the same seed draws the same; its second call at the same step draws
+    # anew, seeded rollout_seed(3, 0, 1)
     again = constrained_rollout(sid_map, spec, mode="sample", batch_size=2, seed=3)
     assert again(repeated, trainer)["completion_ids"] == out["completion_ids"]
     second = again(repeated, trainer)["completion_ids"]
     assert second != out["completion_ids"]
     plus_one = generate_sids(
-        model, tok, prompts, sid_map, DecodeOptions(k=GROUP, mode="sample", seed=4, batch_size=2)
+        model,
+        tok,
+        prompts,
+        sid_map,
+        DecodeOptions(k=GROUP, mode="sample", seed=rollout_seed(3, 0, 1), batch_size=2),
     )
     assert [tuple(token_ids.decode(c[:-1])) for c in second[::GROUP]] == [
         tuple(sid_map.code(row[0].item_id)) for row in plus_one
     ]
+
+
+def test_a_resumed_run_draws_what_the_uninterrupted_run_drew(setup):
+    """The seed of a call follows the trainer's step, not the process's call count: a rollout
+    function made afresh after a resume at step 7 draws what the run that never stopped drew
+    at step 7 (with the call-count seed of before, it drew step 0's samples again)."""
+    _, _, sid_map, spec, prompts, trainer = setup
+    repeated = [p for p in prompts for _ in range(GROUP)]
+    steps = iter([0, 0, 3, 7])
+    state = SimpleNamespace(global_step=0)
+    run = SimpleNamespace(**{**vars(trainer), "state": state})
+    uninterrupted = constrained_rollout(sid_map, spec, mode="sample", batch_size=2, seed=3)
+    drawn = {}
+    for step in steps:
+        state.global_step = step
+        drawn.setdefault(step, uninterrupted(repeated, run)["completion_ids"])
+    resumed = constrained_rollout(sid_map, spec, mode="sample", batch_size=2, seed=3)
+    state.global_step = 7
+    assert resumed(repeated, run)["completion_ids"] == drawn[7]
+    assert drawn[7] != drawn[0]  # the control: steps draw differently
