@@ -223,27 +223,11 @@ def evaluate_recommender(
         ValueError: ``beams`` smaller than the largest K; ``constrained=False`` with vLLM or
             an ensemble.
     """
-    import torch
-
-    from recllm.decode import DecodeOptions, SIDTrie, generate_sids
+    from recllm.decode import SIDTrie
     from recllm.vocab import SID_FORMAT
 
     k = max(ks)
-    if beams < k:
-        raise ValueError(
-            f"--beams {beams} < largest K {k}: the beam is the ranked list; Fix: raise --beams"
-        )
-    if not constrained and (engine == "vllm" or isinstance(model, (list, tuple))):
-        raise ValueError(
-            "unconstrained evaluation decodes one model with transformers generate; Fix: pass "
-            "one model (not an ensemble) and engine='sid_beam' or 'generate'"
-        )
-    if (think or prefixes is not None) and (not constrained or isinstance(model, (list, tuple))):
-        raise ValueError("thinking and think-ahead prefixes decode one model, constrained")
-    if think and prefixes is not None:
-        raise ValueError("think-ahead prefixes restrict a fast model; Fix: drop think or prefixes")
-    if think and engine not in ("sid_beam", "vllm"):
-        raise ValueError("thinking runs on engine 'sid_beam' (transformers) or 'vllm'")
+    _check_modes(model, spec, beams, k, engine, constrained, think, prefixes)
     prompts = build_prompts(spec, examples, sid_map, catalog, think=bool(think))
     token_ids = SID_FORMAT.token_ids(tokenizer, sid_map.codebook_sizes)
     trie = SIDTrie.from_sid_map(sid_map, token_ids)
@@ -253,97 +237,53 @@ def evaluate_recommender(
 
         sets = PrefixSets.from_prefixes(trie, [prefixes.get(ex.user_id) for ex in examples])
     ensemble = isinstance(model, (list, tuple))
-    if ensemble and (engine != "sid_beam" or spec.style != "sid_sequence"):
-        raise ValueError(
-            "an ensemble of models is decoded by the SID beam search of sid_sequence models only; "
-            "Fix: pass one model, or engine='sid_beam' with sid_sequence models"
-        )
     members = list(model) if ensemble else [] if model is None else [model]
     for m in members:
         m.eval()
     start = time.perf_counter()
-    rationales = None
+    rationales = closed = None
     if think:
-        from recllm.decode.think import think_then_sid
-
-        engine_llm = recommender.backend if engine == "vllm" else None
-        if engine == "vllm" and recommender is None:
-            raise ValueError("engine='vllm' needs recommender=Recommender.from_pretrained(...)")
-        results = think_then_sid(
-            None if engine_llm is not None else members[0],
+        recs, rationales, closed = _think_recs(
+            members,
             tokenizer,
             prompts,
             sid_map,
-            k=k,
-            num_beams=beams,
-            rationales=think.rationales,
-            max_think_tokens=think.max_think_tokens,
-            temperature=think.temperature,
-            top_p=think.top_p,
-            batch_size=batch_size,
-            seed=think.seed,
-            trie=trie,
-            progress=progress,
-            engine=engine_llm,
+            trie,
+            think,
+            k,
+            beams,
+            batch_size,
+            engine,
+            recommender,
+            progress,
         )
-        recs = [[r.item_id for r in res.recommendations] for res in results]
-        rationales = [res.rationales for res in results]
-        closed = [c for res in results for c in res.closed]
     elif constrained and engine == "vllm":
-        if recommender is None or spec.style != "chat":
-            raise ValueError(
-                "engine='vllm' needs recommender=Recommender.from_pretrained(DIR, engine='vllm') "
-                "and a chat-style model; Fix: pass it, or use engine='sid_beam'"
-            )
-        recs = []
-        starts = range(0, len(prompts), batch_size)
-        from tqdm.auto import tqdm
-
-        for at in tqdm(starts, desc="vllm beam", unit="batch", disable=not progress):
-            chunk = examples[at : at + batch_size]
-            out = recommender.recommend_prompts(
-                prompts[at : at + batch_size],
-                k,
-                num_beams=beams,
-                prefixes=None if prefixes is None else [prefixes.get(ex.user_id) for ex in chunk],
-            )
-            recs.extend([r.item_id for r in items] for items in out)
+        recs = _vllm_recs(
+            recommender, spec, prompts, examples, prefixes, k, beams, batch_size, progress
+        )
     elif constrained and spec.style == "sid_sequence":
         # No end-of-answer token exists in a SID sequence (the next item's marker follows), so
         # the beam is scored on the code tokens alone: only recllm's SID beam search does that.
-        if engine != "sid_beam":
-            raise ValueError(
-                "a sid_sequence model has no end-of-answer token for generate() to stop on; "
-                "Fix: engine='sid_beam'"
-            )
         ranked_rows = _sequence_beam(
             members, tokenizer, prompts, trie, beams, k, batch_size, progress, sets
         )
         recs = [[sid_map.item_ids[r] for r in row] for row in ranked_rows]
     else:
-        # Unconstrained: the trie off, whatever the model emits read from its token ids through
-        # transformers generate; a sid_sequence model's answer is then the bare SID (its next
-        # token is the following item's marker).
-        with torch.inference_mode():
-            out = generate_sids(
-                members[0],
-                tokenizer,
-                prompts,
-                sid_map,
-                DecodeOptions(
-                    k=k,
-                    num_beams=beams,
-                    batch_size=batch_size,
-                    mode="beam",
-                    engine=engine if constrained else "generate",
-                    constrained=constrained,
-                    stop_after_sid=spec.style != "sid_sequence",
-                ),
-                trie=trie,
-                progress=progress,
-                prefixes=sets,
-            )
-        recs = [[r.item_id for r in items] for items in out]
+        recs = _generate_recs(
+            members[0],
+            tokenizer,
+            prompts,
+            sid_map,
+            spec,
+            trie,
+            sets,
+            k,
+            beams,
+            batch_size,
+            engine,
+            constrained,
+            progress,
+        )
     seconds = time.perf_counter() - start
     metrics = RankingMetrics(sid_map.item_ids)
     ranked = []
@@ -361,6 +301,157 @@ def evaluate_recommender(
         figures["prefix_users"] = sum(ex.user_id in prefixes for ex in examples)
         figures["prefix_recall"] = prefix_recall(examples, prefixes, sid_map)
     return EvalResult(figures, ranked, seconds, rationales)
+
+
+def _check_modes(
+    model: Any,
+    spec: PromptSpec,
+    beams: int,
+    k: int,
+    engine: str,
+    constrained: bool,
+    think: ThinkOptions | None,
+    prefixes: Any,
+) -> None:
+    """Refuse combinations :func:`evaluate_recommender` cannot decode, before any work."""
+    ensemble = isinstance(model, (list, tuple))
+    if beams < k:
+        raise ValueError(
+            f"--beams {beams} < largest K {k}: the beam is the ranked list; Fix: raise --beams"
+        )
+    if not constrained and (engine == "vllm" or ensemble):
+        raise ValueError(
+            "unconstrained evaluation decodes one model with transformers generate; Fix: pass "
+            "one model (not an ensemble) and engine='sid_beam' or 'generate'"
+        )
+    if (think or prefixes is not None) and (not constrained or ensemble):
+        raise ValueError("thinking and think-ahead prefixes decode one model, constrained")
+    if think and prefixes is not None:
+        raise ValueError("think-ahead prefixes restrict a fast model; Fix: drop think or prefixes")
+    if think and engine not in ("sid_beam", "vllm"):
+        raise ValueError("thinking runs on engine 'sid_beam' (transformers) or 'vllm'")
+    if ensemble and (engine != "sid_beam" or spec.style != "sid_sequence"):
+        raise ValueError(
+            "an ensemble of models is decoded by the SID beam search of sid_sequence models only; "
+            "Fix: pass one model, or engine='sid_beam' with sid_sequence models"
+        )
+    if constrained and not think and spec.style == "sid_sequence" and engine == "generate":
+        raise ValueError(
+            "a sid_sequence model has no end-of-answer token for generate() to stop on; "
+            "Fix: engine='sid_beam'"
+        )
+
+
+def _think_recs(
+    members,
+    tokenizer,
+    prompts,
+    sid_map,
+    trie,
+    think,
+    k,
+    beams,
+    batch_size,
+    engine,
+    recommender,
+    progress,
+) -> tuple[list[list[str | None]], list, list]:
+    """Thinking: rationales, then a constrained SID beam after each, merged."""
+    from recllm.decode.think import think_then_sid
+
+    if engine == "vllm" and recommender is None:
+        raise ValueError("engine='vllm' needs recommender=Recommender.from_pretrained(...)")
+    engine_llm = recommender.backend if engine == "vllm" else None
+    results = think_then_sid(
+        None if engine_llm is not None else members[0],
+        tokenizer,
+        prompts,
+        sid_map,
+        k=k,
+        num_beams=beams,
+        rationales=think.rationales,
+        max_think_tokens=think.max_think_tokens,
+        temperature=think.temperature,
+        top_p=think.top_p,
+        batch_size=batch_size,
+        seed=think.seed,
+        trie=trie,
+        progress=progress,
+        engine=engine_llm,
+    )
+    recs = [[r.item_id for r in res.recommendations] for res in results]
+    return recs, [res.rationales for res in results], [c for res in results for c in res.closed]
+
+
+def _vllm_recs(
+    recommender, spec, prompts, examples, prefixes, k, beams, batch_size, progress
+) -> list[list[str | None]]:
+    """The constrained beam search on vLLM, through a started Recommender, batch by batch."""
+    from tqdm.auto import tqdm
+
+    if recommender is None or spec.style != "chat":
+        raise ValueError(
+            "engine='vllm' needs recommender=Recommender.from_pretrained(DIR, engine='vllm') "
+            "and a chat-style model; Fix: pass it, or use engine='sid_beam'"
+        )
+    recs: list[list[str | None]] = []
+    for at in tqdm(
+        range(0, len(prompts), batch_size), desc="vllm beam", unit="batch", disable=not progress
+    ):
+        chunk = examples[at : at + batch_size]
+        out = recommender.recommend_prompts(
+            prompts[at : at + batch_size],
+            k,
+            num_beams=beams,
+            prefixes=None if prefixes is None else [prefixes.get(ex.user_id) for ex in chunk],
+        )
+        recs.extend([r.item_id for r in items] for items in out)
+    return recs
+
+
+def _generate_recs(
+    model,
+    tokenizer,
+    prompts,
+    sid_map,
+    spec,
+    trie,
+    sets,
+    k,
+    beams,
+    batch_size,
+    engine,
+    constrained,
+    progress,
+) -> list[list[str | None]]:
+    """:func:`recllm.decode.generate_sids` for one model: constrained (``sid_beam`` or
+    ``generate``), or unconstrained (the trie off, whatever the model emits read from its token
+    ids through transformers generate; a sid_sequence model's answer is then the bare SID, its
+    next token being the following item's marker)."""
+    import torch
+
+    from recllm.decode import DecodeOptions, generate_sids
+
+    with torch.inference_mode():
+        out = generate_sids(
+            model,
+            tokenizer,
+            prompts,
+            sid_map,
+            DecodeOptions(
+                k=k,
+                num_beams=beams,
+                batch_size=batch_size,
+                mode="beam",
+                engine=engine if constrained else "generate",
+                constrained=constrained,
+                stop_after_sid=spec.style != "sid_sequence",
+            ),
+            trie=trie,
+            progress=progress,
+            prefixes=sets,
+        )
+    return [[r.item_id for r in items] for items in out]
 
 
 def prefix_recall(
