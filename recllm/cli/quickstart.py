@@ -190,7 +190,7 @@ def _quickstart_eval(args, dataset, split, model_dir, steps: int) -> None:
         f"  the model is {verdict} most-popular on these {len(examples)} users "
         f"(R@10 {m['recall@10']:.4f} vs {pop_m['recall@10']:.4f}, N@10 {m['ndcg@10']:.4f} vs "
         f"{pop_m['ndcg@10']:.4f}); a few hundred CPU steps are a start: the learning curve and "
-        "longer runs are in the README (Training)"
+        "longer runs are in docs/quickstart.md and docs/pretrained_vs_scratch.md"
     )
     title = dataset.catalog.title
     for ex, ranked in list(zip(examples, result.ranked, strict=True))[:3]:
