@@ -129,6 +129,7 @@ def test_grpo_logprobs_are_the_beam_scores(seqlm_dir):
         model=model,
         accelerator=SimpleNamespace(unwrap_model=lambda m: m, is_main_process=True),
         processing_class=tok,
+        state=SimpleNamespace(global_step=0),  # a trainer's step seeds sampled rollouts
     )
     rollout = constrained_rollout(sid_map, spec, mode="beam", batch_size=4)
     out = rollout([p for p in prompts for _ in range(group)], trainer)
