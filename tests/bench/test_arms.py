@@ -43,6 +43,7 @@ def recipe(tmp_path):
     return path, base
 
 
+@pytest.mark.slow  # default-suite budget (15 min on 2 cores): runs in CI's slow step
 def test_an_arm_trains_once_again_when_its_settings_change_and_not_after_a_failure(
     tmp_path, recipe
 ):

@@ -3,9 +3,12 @@ the constrained ones returning the same items, the last line one JSON object."""
 
 from __future__ import annotations
 
+import pytest
+
 from tests.scripts.running import run_script
 
 
+@pytest.mark.slow  # default-suite budget (15 min on 2 cores): runs in CI's slow step
 def test_bench_decode_smoke(tmp_path):
     args = ["--no-smol", "--items", "200", "--levels", "3", "--codebook-size", "8"]
     args += ["--users", "3", "--beams", "4", "--repeats", "1", "--call-repeats", "1"]

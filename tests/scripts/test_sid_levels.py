@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from recllm.testing import save_tiny_recommender
 from tests.scripts.running import run_script
 
 
+@pytest.mark.slow  # default-suite budget (15 min on 2 cores): runs in CI's slow step
 def test_sid_levels_smoke(tmp_path):
     model = save_tiny_recommender(tmp_path / "tiny")
     other = save_tiny_recommender(tmp_path / "other", seed=1)
