@@ -223,7 +223,9 @@ def evaluate_recommender(
         ValueError: ``beams`` smaller than the largest K; ``constrained=False`` with vLLM or
             an ensemble.
     """
-    from recllm.decode import SIDTrie
+    import torch
+
+    from recllm.decode import DecodeOptions, SIDTrie, generate_sids
     from recllm.vocab import SID_FORMAT
 
     k = max(ks)
@@ -269,21 +271,28 @@ def evaluate_recommender(
         )
         recs = [[sid_map.item_ids[r] for r in row] for row in ranked_rows]
     else:
-        recs = _generate_recs(
-            members[0],
-            tokenizer,
-            prompts,
-            sid_map,
-            spec,
-            trie,
-            sets,
-            k,
-            beams,
-            batch_size,
-            engine,
-            constrained,
-            progress,
+        # the trie on (sid_beam or generate) or off (unconstrained: whatever the model emits,
+        # read from its token ids; a sid_sequence model's answer is then the bare SID)
+        options = DecodeOptions(
+            k=k,
+            num_beams=beams,
+            batch_size=batch_size,
+            engine=engine if constrained else "generate",
+            constrained=constrained,
+            stop_after_sid=spec.style != "sid_sequence",
         )
+        with torch.inference_mode():
+            out = generate_sids(
+                members[0],
+                tokenizer,
+                prompts,
+                sid_map,
+                options,
+                trie=trie,
+                progress=progress,
+                prefixes=sets,
+            )
+        recs = [[r.item_id for r in items] for items in out]
     seconds = time.perf_counter() - start
     metrics = RankingMetrics(sid_map.item_ids)
     ranked = []
@@ -407,51 +416,6 @@ def _vllm_recs(
         )
         recs.extend([r.item_id for r in items] for items in out)
     return recs
-
-
-def _generate_recs(
-    model,
-    tokenizer,
-    prompts,
-    sid_map,
-    spec,
-    trie,
-    sets,
-    k,
-    beams,
-    batch_size,
-    engine,
-    constrained,
-    progress,
-) -> list[list[str | None]]:
-    """:func:`recllm.decode.generate_sids` for one model: constrained (``sid_beam`` or
-    ``generate``), or unconstrained (the trie off, whatever the model emits read from its token
-    ids through transformers generate; a sid_sequence model's answer is then the bare SID, its
-    next token being the following item's marker)."""
-    import torch
-
-    from recllm.decode import DecodeOptions, generate_sids
-
-    with torch.inference_mode():
-        out = generate_sids(
-            model,
-            tokenizer,
-            prompts,
-            sid_map,
-            DecodeOptions(
-                k=k,
-                num_beams=beams,
-                batch_size=batch_size,
-                mode="beam",
-                engine=engine if constrained else "generate",
-                constrained=constrained,
-                stop_after_sid=spec.style != "sid_sequence",
-            ),
-            trie=trie,
-            progress=progress,
-            prefixes=sets,
-        )
-    return [[r.item_id for r in items] for items in out]
 
 
 def prefix_recall(
