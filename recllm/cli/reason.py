@@ -295,21 +295,11 @@ def _dialogue_record(args, cfg, dataset, split, labels, teacher, cache, convs, r
     }
 
 
-def add_dialogue_parser(sub: Any) -> None:
-    """``recllm dialogue generate``."""
-    d = sub.add_parser("dialogue", help="conversations for the dialogue task")
-    dsub = d.add_subparsers(dest="dialogue_command", required=True)
-    g = dsub.add_parser(
-        "generate",
-        help="conversations from the training split and item metadata, optionally reworded "
-        "by a teacher model (the training's --dialogues DIR)",
-    )
+def _add_source_args(g: Any, model_dir_help: str) -> None:
+    """What ``reason generate`` and ``dialogue generate`` read: a model directory or data,
+    the first users, and the source (item metadata or a teacher model)."""
     g.add_argument(
-        "--model-dir",
-        "--model_dir",
-        dest="model_dir",
-        default=None,
-        help="a recllm model directory: its data, split, SID map and facet labels; else --data",
+        "--model-dir", "--model_dir", dest="model_dir", default=None, help=model_dir_help
     )
     _add_data_args(g, positional=False)
     _flag(
@@ -320,6 +310,20 @@ def add_dialogue_parser(sub: Any) -> None:
         help="first N users (N >= 1, with --data; default: all)",
     )
     g.add_argument("--source", choices=("metadata", "teacher"), default="metadata")
+
+
+def add_dialogue_parser(sub: Any) -> None:
+    """``recllm dialogue generate``."""
+    d = sub.add_parser("dialogue", help="conversations for the dialogue task")
+    dsub = d.add_subparsers(dest="dialogue_command", required=True)
+    g = dsub.add_parser(
+        "generate",
+        help="conversations from the training split and item metadata, optionally reworded "
+        "by a teacher model (the training's --dialogues DIR)",
+    )
+    _add_source_args(
+        g, "a recllm model directory: its data, split, SID map and facet labels; else --data"
+    )
     _flag(g, "per_user", type=_positive, default=2, help="conversations per training user")
     g.add_argument("--turns", type=_positive, default=2, help="assistant turns per conversation")
     g.add_argument("--steer", type=float, default=0.5, help="share of turns that steer by text")
@@ -358,23 +362,11 @@ def add_reason_parser(sub: Any) -> None:
         help="one rationale per training example (training split only), from a teacher model "
         "or from item metadata",
     )
-    g.add_argument(
-        "--model-dir",
-        "--model_dir",
-        dest="model_dir",
-        default=None,
-        help="a recllm model directory: its data, split and SID map (the leakage filter also "
-        "drops rationales quoting the target's SID); else --data and the data flags",
-    )
-    _add_data_args(g, positional=False)
-    _flag(
+    _add_source_args(
         g,
-        "max_users",
-        type=_positive,
-        default=None,
-        help="first N users (N >= 1, with --data; default: all)",
+        "a recllm model directory: its data, split and SID map (the leakage filter also drops "
+        "rationales quoting the target's SID); else --data and the data flags",
     )
-    g.add_argument("--source", choices=("metadata", "teacher"), default="metadata")
     _flag(g, "per_user", type=_positive, default=1, help="last N training transitions per user")
     _flag(g, "max_examples", type=_positive, default=None, help="the first N examples only")
     _add_teacher_args(g, "longest rationale, in tokens", 160)
