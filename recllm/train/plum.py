@@ -24,6 +24,7 @@ those before training):
 from __future__ import annotations
 
 import logging
+import shutil
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -62,6 +63,36 @@ class PlumArguments:
         default=None,
         metadata={
             "help": "SID artifact directory to use; default: build one into OUTPUT_DIR/sids."
+        },
+    )
+    init_model: str | None = field(
+        default=None,
+        metadata={
+            "help": "Continue a saved recllm model directory (incremental training): its "
+            "weights, tokenizer and SID map; the SID build, vocabulary extension and warm-up "
+            "are skipped. Items of the data its SID map lacks: add them first with `recllm "
+            "catalog add`."
+        },
+    )
+    train_since: float | None = field(
+        default=None,
+        metadata={
+            "help": "Train only on the examples whose target event happened at or after this "
+            "time (seconds since the epoch; training split only): the new interactions."
+        },
+    )
+    train_until: float | None = field(
+        default=None,
+        metadata={
+            "help": "Drop the training examples whose target event happened at or after this "
+            "time (seconds since the epoch): e.g. the base model of an incremental run."
+        },
+    )
+    replay_ratio: float = field(
+        default=0.0,
+        metadata={
+            "help": "With --train_since: add this many older training examples per new one "
+            "(a sample seeded by task_seed, at most all of them) against forgetting."
         },
     )
     init_weights: str = field(
@@ -319,11 +350,31 @@ def save(run: PlumRun, think_record: dict[str, Any] | None = None) -> Path:
             + ([prompts / "reason_rec.jinja"] if think_record else [])
             + ([prompts / "dialogue.jinja"] if task_cfg.mixture.get("dialogue", 0) > 0 else []),
         )
+        if run.plum.init_model is not None:
+            carry_catalog_files(Path(run.plum.init_model), model_dir)
         write_json_atomic(out / "train_log.json", run.log)  # both stages' loss curves
         print(f"model with {len(run.ext.ids())} SID tokens saved to {model_dir}")
         print(f"load it with recllm.vocab.load_model_with_sids({str(model_dir)!r})")
     state.wait_for_everyone()
     return model_dir
+
+
+#: What `recllm catalog add` keeps beside a model (the items it added, the frozen quantizer):
+#: a model continued from it (``--init_model``) carries them on.
+CATALOG_FILES = ("catalog_added.jsonl", "sid_quantizer")
+
+
+def carry_catalog_files(src: Path, model_dir: Path) -> list[str]:
+    """Copy ``src``'s :data:`CATALOG_FILES` that ``model_dir`` lacks; returns their names."""
+    carried = []
+    for name in CATALOG_FILES:
+        if (src / name).exists() and not (model_dir / name).exists():
+            if (src / name).is_dir():
+                shutil.copytree(src / name, model_dir / name)
+            else:
+                shutil.copy2(src / name, model_dir / name)
+            carried.append(name)
+    return carried
 
 
 RECIPE_TYPES = (PlumArguments, DataConfig, SIDConfig, TaskConfig, SFTConfig, ModelConfig)

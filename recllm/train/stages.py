@@ -47,13 +47,21 @@ from recllm.train.checkpoints import (
     plan_resume,
     set_aside_incomplete,
 )
+from recllm.train.period import event_times, select_period
 from recllm.train.recipe_args import check_training_values
 from recllm.train.rundir import check_output_dir, check_sid_artifact
 from recllm.train.sft import (
     bf16_fast,
     whole_model_loading,
 )
-from recllm.vocab import SID_FORMAT, extend_vocab
+from recllm.vocab import (
+    SID_FORMAT,
+    VOCAB_FILENAME,
+    VocabMismatchError,
+    extend_vocab,
+    load_model_with_sids,
+)
+from recllm.vocab.checkpoint import check_model_dir, load_tokenizer_with_sids
 
 if TYPE_CHECKING:
     from recllm.train.plum import PlumArguments
@@ -99,8 +107,11 @@ class PlumRun:
 
     @property
     def warmup_stage(self) -> bool:
-        """Whether the run has an embedding-only warm-up (not on a quantized base)."""
-        return self.quant is None and self.plum.warmup_steps_embed > 0
+        """Whether the run has an embedding-only warm-up (not on a quantized base, nor when
+        continuing a recllm model: its SID rows are trained)."""
+        return (
+            self.quant is None and self.plum.init_model is None and self.plum.warmup_steps_embed > 0
+        )
 
     def sid_rows(self) -> list[int]:
         return self.ext.ids().tolist()
@@ -151,9 +162,84 @@ def _check_flags(plum: PlumArguments, sft_cfg: SFTConfig, model_cfg: ModelConfig
             "is not a weight initialisation",
             "pass pretrained (the checkpoint's weights) or random (same architecture, new weights)",
         )
+    _check_incremental_flags(plum, model_cfg)
     # the recipes' shared check, also for configs built in code rather than parsed
     check_training_values(sft_cfg)
     check_training_values({"warmup_learning_rate": plum.warmup_learning_rate})
+
+
+def _check_incremental_flags(plum: PlumArguments, model_cfg: ModelConfig) -> None:
+    """``--init_model``, ``--train_since/--train_until`` and ``--replay_ratio`` combinations."""
+    if plum.init_model is not None:
+        clash = [
+            flag
+            for flag, on in (
+                ("--sid_map", plum.sid_map),
+                ("--init_weights random", plum.init_weights == "random"),
+                ("--load_in_4bit/--load_in_8bit", model_cfg.load_in_4bit or model_cfg.load_in_8bit),
+            )
+            if on
+        ]
+        if clash:
+            raise UserError(
+                f"--init_model {plum.init_model}",
+                f"continues a saved model with its own weights and SID map; {clash[0]} asks "
+                "for other ones",
+                f"drop {clash[0]}",
+            )
+    if plum.replay_ratio < 0:
+        raise UserError(
+            f"--replay_ratio {plum.replay_ratio}", "must be 0 or more", "pass e.g. 0.5, or 0"
+        )
+    if plum.replay_ratio > 0 and plum.train_since is None:
+        raise UserError(
+            f"--replay_ratio {plum.replay_ratio}",
+            "replays older examples alongside a period's new ones, and no period was given",
+            "add --train_since TIME (the start of the new interactions), or drop --replay_ratio",
+        )
+    if (
+        plum.train_since is not None
+        and plum.train_until is not None
+        and plum.train_since >= plum.train_until
+    ):
+        raise UserError(
+            f"--train_since {plum.train_since} --train_until {plum.train_until}",
+            "the period is empty (since must come before until)",
+            "pass a --train_since earlier than --train_until",
+        )
+
+
+def _load_init_model(path: str) -> tuple[Any, SIDMap]:
+    """The tokenizer and SID map of ``--init_model``, checked before any weight is read."""
+    directory = Path(path)
+    if not (directory / VOCAB_FILENAME).is_file():
+        raise UserError(
+            f"--init_model {path}",
+            f"is not a saved recllm model directory (no {VOCAB_FILENAME})",
+            "pass a model directory a recipe saved (OUTPUT_DIR/model) or `recllm catalog add` "
+            "wrote",
+        )
+    check_model_dir(directory, weights=True)
+    try:
+        return load_tokenizer_with_sids(directory)
+    except VocabMismatchError as e:
+        raise UserError(
+            f"--init_model {path}", str(e), "restore the files saved together"
+        ) from None
+
+
+def check_items_in_map(catalog: Any, sid_map: SIDMap, model_dir: str) -> None:
+    """Refuse data whose catalog holds items the continued model's SID map lacks: the model
+    has no code for them, and codes are never rebuilt under a trained model."""
+    missing = [item for item in catalog.ids if item not in sid_map]
+    if missing:
+        shown = ", ".join(repr(i) for i in missing[:5]) + (" ..." if len(missing) > 5 else "")
+        raise UserError(
+            f"--init_model {model_dir}",
+            f"its SID map lacks {len(missing)} item(s) of the data ({shown})",
+            f"add them to the model first: recllm catalog add --model {model_dir} --items "
+            "NEW_ITEMS_FILE --out NEW_MODEL_DIR, then pass --init_model NEW_MODEL_DIR",
+        )
 
 
 def min_example_tokens(tokenizer: Any, levels: int) -> int:
@@ -211,12 +297,18 @@ def validate(
             "a quantized base only trains through adapters (QLoRA)",
             "add --use_peft, or drop --load_in_4bit/--load_in_8bit",
         )
-    tokenizer = AutoTokenizer.from_pretrained(model_path)
-    floor = min_example_tokens(tokenizer, sid_cfg.levels)
+    init_map = None
+    if plum.init_model is not None:  # its own tokenizer (SID tokens included) and SID map
+        model_path = Path(plum.init_model)
+        tokenizer, init_map = _load_init_model(plum.init_model)
+    else:
+        tokenizer = AutoTokenizer.from_pretrained(model_path)
+    levels = init_map.levels if init_map is not None else sid_cfg.levels
+    floor = min_example_tokens(tokenizer, levels)
     if sft_cfg.max_length is not None and sft_cfg.max_length < floor:
         raise UserError(
             f"--max_length {sft_cfg.max_length}",
-            f"too short for any training example (the chat template and one {sid_cfg.levels}-"
+            f"too short for any training example (the chat template and one {levels}-"
             f"level SID take {floor} tokens)",
             f"pass --max_length {floor} or more; a 20-item history prompt takes about 200",
         )
@@ -232,6 +324,7 @@ def validate(
         model_path=model_path,
         quant=quant,
         tokenizer=tokenizer,
+        sid_map=init_map,
     )
 
 
@@ -254,8 +347,12 @@ def load_data(run: PlumRun) -> None:
     content's fingerprint included)."""
     run.dataset = load_rec_dataset(config=run.data_cfg)
     run.split = split_dataset(run.dataset, run.data_cfg)
-    if not run.plum.sid_map:
+    if run.plum.init_model is not None:
+        check_items_in_map(run.dataset.catalog, run.sid_map, run.plum.init_model)
+    elif not run.plum.sid_map:
         _check_codebook_fits(len(run.dataset.catalog), run.sid_cfg)
+    if run.plum.train_since is not None or run.plum.train_until is not None:
+        event_times(run.split)  # a period needs timestamps: refused before any write
     run.fingerprint = data_fingerprint(run.split, run.dataset.catalog)
     run.resolved = {
         "plum": asdict(run.plum),
@@ -268,6 +365,8 @@ def load_data(run: PlumRun) -> None:
         "world_size": run.state.num_processes,
         "versions": library_versions(),
     }
+    if run.plum.init_model is not None:  # another model at the same path is another run
+        run.resolved["init_model_sid_map"] = run.sid_map.content_hash
     if run.plum.dialogues and run.task_cfg.mixture.get("dialogue", 0) > 0:
         # checked and recorded before any write: other conversations at the same path are
         # other settings
@@ -365,7 +464,16 @@ def open_output_dir(run: PlumRun) -> None:
 
 def build_sids(run: PlumRun) -> None:
     """The SID map: given (``--sid_map``), reused when it was built with exactly these settings
-    and data, or built by rank 0 into OUTPUT_DIR/sids (the other ranks read what it wrote)."""
+    and data, or built by rank 0 into OUTPUT_DIR/sids (the other ranks read what it wrote).
+    With ``--init_model`` the model's own map is reused as it is (loaded by ``validate``)."""
+    if run.plum.init_model is not None:
+        logger.info(
+            "init_model: SID map %s (%d items) of %s reused",
+            run.sid_map.content_hash[:12],
+            len(run.sid_map),
+            run.plum.init_model,
+        )
+        return
     sid_dir = Path(run.plum.sid_map) if run.plum.sid_map else run.out / "sids"
     with run.state.main_process_first():
         if not (sid_dir / "sid_map.json").is_file():
@@ -387,6 +495,18 @@ def extend_vocabulary(run: PlumRun) -> None:
     dtype = run.model_cfg.dtype
     run.dtype = getattr(torch, dtype) if dtype not in (None, "auto") else "auto"
     with whole_model_loading(run.sft_cfg):  # ZeRO-3 would build 0-row placeholders: extend first
+        if run.plum.init_model is not None:  # weights, SID rows included, as saved
+            run.model, _, _ = load_model_with_sids(
+                run.plum.init_model, sid_map=run.sid_map, dtype=run.dtype
+            )
+            run.ext = extend_vocab(run.model, run.tokenizer, run.sid_map)
+            if run.ext.init is not None:  # the saved rows must be kept, never re-initialised
+                raise UserError(
+                    f"--init_model {run.plum.init_model}",
+                    "its SID rows were not all present",
+                    "pass a directory save_model_with_sids wrote",
+                )
+            return
         if run.plum.init_weights == "random":  # same config and tokenizer, weights drawn afresh
             run.model = AutoModelForCausalLM.from_config(
                 AutoConfig.from_pretrained(run.model_path),
@@ -415,6 +535,18 @@ def build_texts(run: PlumRun, rationales: Any = None) -> None:
     builder.rationales = rationales
     builder.dialogues = run.dialogues  # None: built from the training split
     train = builder.build(run.split)["train"]
+    period = None
+    if run.plum.train_since is not None or run.plum.train_until is not None:
+        period = select_period(
+            train["user_id"],
+            train["target"],
+            event_times(run.split),
+            since=run.plum.train_since,
+            until=run.plum.train_until,
+            replay_ratio=run.plum.replay_ratio,
+            seed=run.task_cfg.task_seed,
+        )
+        train = train.select(period.indices)
     cap = run.plum.max_train_examples
     if cap is not None and len(train) > cap:
         train = train.shuffle(seed=run.task_cfg.task_seed).select(range(cap))
@@ -423,6 +555,7 @@ def build_texts(run: PlumRun, rationales: Any = None) -> None:
     run.log = {
         "world_size": run.state.num_processes,
         "train_examples": len(train),
+        **({"period": period.report()} if period is not None else {}),
         "quantized": "4bit"
         if getattr(model, "is_loaded_in_4bit", False)
         else "8bit"
