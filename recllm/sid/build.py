@@ -5,6 +5,8 @@ Artifact directory (written atomically as a whole)::
     sid_map.json     item id <-> codes, config, embedding source, versions, content hash
     metrics.json     utilization, entropy, collisions before/after, items per prefix, error, time
     code_usage.png   items per code at every level
+    quantizer/       the frozen featurizer + quantizer that encodes new items
+                     (:mod:`recllm.sid.quantizer`)
 """
 
 from __future__ import annotations
@@ -25,9 +27,16 @@ from recllm.provenance import library_versions
 from recllm.sid.collab import cooccurrence_pairs
 from recllm.sid.collisions import resolve_collisions
 from recllm.sid.config import SIDConfig
-from recllm.sid.embed import item_embeddings, load_embeddings
+from recllm.sid.embed import (
+    _model_fingerprint,
+    fit_tfidf,
+    item_embeddings,
+    item_texts,
+    load_embeddings,
+)
 from recllm.sid.metrics import code_metrics, plot_code_usage
 from recllm.sid.quantize import QuantizeResult, balanced_rq_kmeans, rq_kmeans
+from recllm.sid.quantizer import SIDQuantizer
 from recllm.sid.sidmap import SIDMap
 
 logger = logging.getLogger(__name__)
@@ -40,6 +49,7 @@ class SIDBuild:
     sid_map: SIDMap
     metrics: dict[str, object]
     result: QuantizeResult
+    quantizer: SIDQuantizer | None = None
 
 
 def quantize(x: np.ndarray, cfg: SIDConfig, pairs: np.ndarray | None = None) -> QuantizeResult:
@@ -131,7 +141,41 @@ def build_sid_map(
         moved,
         cfg.collisions,
     )
-    return SIDBuild(sid_map, metrics, result)
+    quantizer = _fitted_quantizer(dataset, cfg, result, x, emb_desc, sid_map, embeddings)
+    return SIDBuild(sid_map, metrics, result, quantizer)
+
+
+def _fitted_quantizer(dataset, cfg, result, x, emb_desc, sid_map, embeddings) -> SIDQuantizer:
+    """The frozen featurizer and quantizer of this build (see :mod:`recllm.sid.quantizer`).
+
+    TF-IDF is refitted on the same texts with the same seed (the embeddings may have come from
+    the cache, which keeps only the vectors); the fit is deterministic, so the state is the one
+    that made ``x``.
+    """
+    fields = list(cfg.sid_text_fields or dataset.catalog.text_fields)
+    arrays: dict[str, np.ndarray] = {}
+    collab_dim = min(cfg.collab_dim, len(x) - 1) if cfg.collab_weight > 0 else 0
+    if embeddings is not None:
+        featurizer: dict[str, object] = {"kind": "external", "text_dim": int(x.shape[1])}
+    elif cfg.embedding == "tfidf":
+        _, state = fit_tfidf(
+            item_texts(dataset.catalog, cfg.sid_text_fields), cfg.text_dim, cfg.sid_seed
+        )
+        featurizer = {
+            "kind": "tfidf",
+            "vocabulary": state["vocabulary"],
+            "settings": state["settings"],
+        }
+        arrays = {"tfidf.idf": state["idf"], "tfidf.components": state["components"]}
+    else:
+        assert cfg.text_model is not None
+        featurizer = {
+            "kind": cfg.embedding,
+            "model": cfg.text_model,
+            "fingerprint": _model_fingerprint(cfg.text_model),
+            "text_dim": int(x.shape[1]) - collab_dim,
+        }
+    return SIDQuantizer.from_build(cfg, result, fields, featurizer, arrays, sid_map.content_hash)
 
 
 def check_embeddings_file(path: str | Path, flag: str = "--embeddings") -> None:
@@ -159,6 +203,8 @@ def write_sid_artifact(build: SIDBuild, out_dir: str | Path, overwrite: bool = F
     check_out_dir(out_dir, overwrite)
     with atomic_dir(out_dir, overwrite=overwrite) as tmp:
         build.sid_map.save(tmp)
+        if build.quantizer is not None:
+            build.quantizer.save(tmp / "quantizer")
         write_json_atomic(tmp / "metrics.json", build.metrics)
         title = f"{build.sid_map.meta['dataset']['name']}: {build.metrics['method']}"
         plot_code_usage(

@@ -69,23 +69,77 @@ def check_item_texts(
         )
 
 
+#: TF-IDF settings of :func:`tfidf_embeddings` (saved with the quantizer to rebuild it).
+TFIDF_SETTINGS: dict[str, object] = {
+    "sublinear_tf": True,
+    "ngram_range": [1, 2],
+    "max_features": 50_000,
+    "dtype": "float32",
+}
+
+
+def _tfidf_vectorizer(vocabulary: dict[str, int] | None = None):
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    s = TFIDF_SETTINGS
+    return TfidfVectorizer(
+        sublinear_tf=bool(s["sublinear_tf"]),
+        ngram_range=tuple(s["ngram_range"]),  # type: ignore[arg-type]
+        max_features=int(s["max_features"]),  # type: ignore[arg-type]
+        dtype=np.float32,
+        vocabulary=vocabulary,
+    )
+
+
+def fit_tfidf(texts: list[str], dim: int = 128, seed: int = 0) -> tuple[np.ndarray, dict]:
+    """:func:`tfidf_embeddings` plus the fitted state needed to embed new texts the same way.
+
+    Returns:
+        ``(X (N, dim) float32 L2-normalized, state)``; state = ``{"vocabulary": [terms in
+        column order], "idf": (V,) float, "components": (dim, V) float, "settings": ...}``.
+    """
+    from sklearn.decomposition import TruncatedSVD
+
+    tfidf = _tfidf_vectorizer()
+    m = tfidf.fit_transform(texts)
+    dim = max(1, min(dim, m.shape[1] - 1, len(texts) - 1))
+    svd = TruncatedSVD(n_components=dim, algorithm="randomized", n_iter=3, random_state=seed)
+    x = l2_normalize(svd.fit_transform(m))
+    terms = [""] * len(tfidf.vocabulary_)
+    for term, col in tfidf.vocabulary_.items():
+        terms[col] = term
+    state = {
+        "vocabulary": terms,
+        "idf": np.asarray(tfidf.idf_),
+        "components": np.asarray(svd.components_),
+        "settings": dict(TFIDF_SETTINGS),
+    }
+    return x, state
+
+
+def tfidf_transform(texts: list[str], state: dict) -> np.ndarray:
+    """Embed ``texts`` with a fitted TF-IDF + SVD state of :func:`fit_tfidf` (rows normalized).
+
+    The vectorizer is rebuilt with the saved vocabulary and IDF, and the projection is
+    ``tfidf(texts) @ components.T``, as ``TruncatedSVD.transform`` computes it.
+    """
+    terms = list(state["vocabulary"])
+    tfidf = _tfidf_vectorizer({t: k for k, t in enumerate(terms)})
+    tfidf.fit(terms[:1])  # fixed vocabulary: fit only sets up the IDF holder
+    tfidf.idf_ = np.asarray(state["idf"])
+    m = tfidf.transform(texts)
+    return l2_normalize(np.asarray(m @ np.asarray(state["components"]).T))
+
+
 def tfidf_embeddings(texts: list[str], dim: int = 128, seed: int = 0) -> np.ndarray:
     """TF-IDF (words and bigrams, sublinear tf, the 50k most frequent terms) reduced by a
     randomized truncated SVD; rows L2-normalized.
 
     Three power iterations instead of scikit-learn's default of five or more: the LU steps on the
     (terms x dim) matrix dominate the time and more iterations barely move the codes.
+    :func:`fit_tfidf` also returns the fitted state.
     """
-    from sklearn.decomposition import TruncatedSVD
-    from sklearn.feature_extraction.text import TfidfVectorizer
-
-    tfidf = TfidfVectorizer(
-        sublinear_tf=True, ngram_range=(1, 2), max_features=50_000, dtype=np.float32
-    )
-    m = tfidf.fit_transform(texts)
-    dim = max(1, min(dim, m.shape[1] - 1, len(texts) - 1))
-    svd = TruncatedSVD(n_components=dim, algorithm="randomized", n_iter=3, random_state=seed)
-    return l2_normalize(svd.fit_transform(m))
+    return fit_tfidf(texts, dim, seed)[0]
 
 
 def lm_embeddings(

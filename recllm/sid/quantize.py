@@ -32,6 +32,12 @@ class QuantizeResult:
             residual methods), so an item can be moved to its nearest free last-level code.
         recon_error: Mean squared reconstruction error after each level, in the input space.
         extras: Method-specific figures (training losses, iterations, ...), JSON-serializable.
+        assign_codebooks: k-means methods: per level, the ``(K_l, d)`` centroids the codes were
+            assigned to (before the final M-step moved them to ``codebooks``); a new item is
+            encoded with these (codes) and ``codebooks`` (residuals), as the build was.
+        encoder_state: rq-vae: the trained encoder's tensors and the input standardization
+            (``mean``, ``scale``, ``config``), so new items can be encoded
+            (:mod:`recllm.sid.quantizer`).
     """
 
     codes: np.ndarray
@@ -40,6 +46,8 @@ class QuantizeResult:
     last_input: np.ndarray
     recon_error: list[float]
     extras: dict[str, object] = field(default_factory=dict)
+    assign_codebooks: list[np.ndarray] | None = field(default=None, repr=False)
+    encoder_state: dict[str, object] | None = field(default=None, repr=False)
 
 
 def check_embeddings(x: np.ndarray, codebook_size: int, source: str = "embeddings") -> np.ndarray:
@@ -129,11 +137,13 @@ def _residual_levels(
     residual = x.copy()
     codes = np.empty((len(x), levels), dtype=np.int64)
     codebooks: list[np.ndarray] = []
+    assign_books: list[np.ndarray] = []
     errors: list[float] = []
     last_input = residual
     chosen = np.empty_like(residual)  # reused buffer: fresh (N, d) temporaries cost page faults
     for level in tqdm(range(levels), desc=desc, unit="level", leave=False):
         centroids, assign = fit_level(residual, level)
+        assign_books.append(np.asarray(centroids, dtype=np.float32).copy())
         # Final M-step on all points: each code vector becomes the mean of the residuals it
         # holds. Then every level provably lowers (never raises) the mean squared error.
         centroids = _cluster_means(residual, assign, centroids)
@@ -147,7 +157,14 @@ def _residual_levels(
             residual -= chosen
         errors.append(float(np.einsum("ij,ij->", residual, residual, dtype=np.float64)) / len(x))
         logger.debug("%s level %d: mse %.6f", desc, level, errors[-1])
-    return QuantizeResult(codes, (codebook_size,) * levels, codebooks, last_input, errors)
+    return QuantizeResult(
+        codes,
+        (codebook_size,) * levels,
+        codebooks,
+        last_input,
+        errors,
+        assign_codebooks=assign_books,
+    )
 
 
 def _cluster_means(x: np.ndarray, assign: np.ndarray, fallback: np.ndarray) -> np.ndarray:

@@ -622,7 +622,16 @@ def _train(
         "contrastive": pairs is not None,
         "contrastive_pairs": len(pairs) if pairs is not None else 0,
     }
+    encoder_state = {
+        "encoder": {k: v.detach().cpu().clone() for k, v in model.encoder.state_dict().items()},
+        "codebooks": books,
+        "mean": np.asarray(mean, dtype=np.float32),
+        "scale": float(scale),
+        "config": asdict(config),
+        "in_dim": in_dim,
+    }
     return QuantizeResult(
+        encoder_state=encoder_state,
         codes=codes_np,
         codebook_sizes=(codebook_size,) * levels,
         codebooks=books,

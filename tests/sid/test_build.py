@@ -87,8 +87,12 @@ def test_cli_build_is_byte_identical_and_stats(lcrec_small, tmp_path, method):
     assert sorted(p.name for p in outs[0].iterdir()) == [
         "code_usage.png",
         "metrics.json",
+        "quantizer",
         "sid_map.json",
     ]
+    for name in ("quantizer.json", "arrays.safetensors"):  # the saved quantizer is reproducible
+        q0, q1 = (o / "quantizer" / name for o in outs)
+        assert q0.read_bytes() == q1.read_bytes()
     assert (outs[0] / "code_usage.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     proc = run("sid", "stats", str(outs[0]), cache=str(tmp_path))
     stats = json.loads(proc.stdout)
