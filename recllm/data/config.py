@@ -87,6 +87,15 @@ class DataConfig:
             "uses 20); null keeps all. Longer = more tokens per example."
         },
     )
+    holdout_items: str | None = field(
+        default=None,
+        metadata={
+            "help": "File of item ids (one a line) held out of training: their interactions "
+            "leave the training and validation histories and they leave the catalog the SIDs "
+            "and model are built from; test examples are unchanged (the cold-start benchmark, "
+            "recllm.data.holdout). null = no item held out."
+        },
+    )
     valid_ratio: float = field(
         default=0.1,
         metadata={"help": "Temporal split: share of interactions (by time) in the valid window."},

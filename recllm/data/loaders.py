@@ -217,6 +217,15 @@ def load_rec_dataset(
         else (path if path.is_dir() else path.parent).resolve().name
     )
     dataset = _clean(RecDataset(name, catalog, interactions, source=str(path), format=fmt), cfg)
+    if cfg.holdout_items:  # the cold-start split: the SIDs and model never see these items
+        from recllm.data.holdout import read_holdout_items, remove_from_catalog
+
+        held = read_holdout_items(cfg.holdout_items)
+        dataset = replace(
+            dataset,
+            catalog=remove_from_catalog(dataset.catalog, held, cfg.holdout_items),
+            dropped={**dataset.dropped, "items_held_out": len(held)},
+        )
     logger.info(
         "loaded %s (%s): %d users, %d items, %d interactions",
         dataset.name,

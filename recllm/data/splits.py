@@ -194,11 +194,20 @@ def temporal_split(
 
 
 def split_dataset(dataset: RecDataset, config: DataConfig | None = None) -> Split:
-    """Split ``dataset`` as ``config.split`` says."""
+    """Split ``dataset`` as ``config.split`` says (then hold ``config.holdout_items`` out of
+    the training part, :func:`recllm.data.holdout.holdout_split`)."""
     cfg = config or DataConfig()
     if cfg.split == "loo":
-        return leave_one_out(dataset.interactions, cfg.max_history)
-    return temporal_split(dataset.interactions, cfg.valid_ratio, cfg.test_ratio, cfg.max_history)
+        split = leave_one_out(dataset.interactions, cfg.max_history)
+    else:
+        split = temporal_split(
+            dataset.interactions, cfg.valid_ratio, cfg.test_ratio, cfg.max_history
+        )
+    if cfg.holdout_items:  # the cold-start split: training never sees these items
+        from recllm.data.holdout import holdout_split, read_holdout_items
+
+        split = holdout_split(split, read_holdout_items(cfg.holdout_items))
+    return split
 
 
 def write_split(split: Split, dataset: RecDataset, out_dir: str, overwrite: bool = False) -> None:
