@@ -38,15 +38,21 @@ def training_sequences(split: Split, sid_map: SIDMap, max_items: int) -> list[st
     ``max_items`` items, so every training target is predicted once with up to ``max_items``
     items of context inside its window. Only the training split is read.
     """
-    texts = []
-    for seq in split.train.sequences.values():
+    return [history_text(window, sid_map, None) for _, window in training_windows(split, max_items)]
+
+
+def training_windows(split: Split, max_items: int) -> list[tuple[str, list[str]]]:
+    """``(user, window)`` of :func:`training_sequences`, in its order: the window's last item
+    is its newest target (what an incremental run's period selects by)."""
+    windows = []
+    for user, seq in split.train.sequences.items():
         if len(seq) < 2:
             continue
         end = len(seq)
         while end > 1:
             start = max(0, end - max_items - 1)
-            texts.append(history_text(seq[start:end], sid_map, None))
+            windows.append((user, seq[start:end]))
             if start == 0:
                 break
             end = start + 1  # the window's first item is the next window's last target
-    return texts
+    return windows

@@ -24,7 +24,6 @@ those before training):
 from __future__ import annotations
 
 import logging
-import shutil
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -37,6 +36,7 @@ from recllm.sid.config import SIDConfig
 from recllm.tasks import TaskConfig
 from recllm.train import recipe_args
 from recllm.train.checkpoints import load_stage_rows, save_stage_rows
+from recllm.train.init_model import carry_catalog_files
 from recllm.train.lora import merge_adapter_full_precision, sid_lora_config
 from recllm.train.rows import train_top_layers
 from recllm.train.sft import embedding_warmup, gather_full_model, is_sharded, train_stage
@@ -357,24 +357,6 @@ def save(run: PlumRun, think_record: dict[str, Any] | None = None) -> Path:
         print(f"load it with recllm.vocab.load_model_with_sids({str(model_dir)!r})")
     state.wait_for_everyone()
     return model_dir
-
-
-#: What `recllm catalog add` keeps beside a model (the items it added, the frozen quantizer):
-#: a model continued from it (``--init_model``) carries them on.
-CATALOG_FILES = ("catalog_added.jsonl", "sid_quantizer")
-
-
-def carry_catalog_files(src: Path, model_dir: Path) -> list[str]:
-    """Copy ``src``'s :data:`CATALOG_FILES` that ``model_dir`` lacks; returns their names."""
-    carried = []
-    for name in CATALOG_FILES:
-        if (src / name).exists() and not (model_dir / name).exists():
-            if (src / name).is_dir():
-                shutil.copytree(src / name, model_dir / name)
-            else:
-                shutil.copy2(src / name, model_dir / name)
-            carried.append(name)
-    return carried
 
 
 RECIPE_TYPES = (PlumArguments, DataConfig, SIDConfig, TaskConfig, SFTConfig, ModelConfig)

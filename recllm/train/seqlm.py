@@ -23,7 +23,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -36,6 +36,7 @@ from recllm.tasks.sequence import (  # noqa: F401
     PROMPT_STYLE,
     history_text,
     training_sequences,
+    training_windows,
 )
 from recllm.train.seqlm_config import SeqLMArguments, SeqLMConfig
 
@@ -48,6 +49,7 @@ if TYPE_CHECKING:
     from recllm.data.splits import Split
     from recllm.sid.config import SIDConfig
     from recllm.sid.sidmap import SIDMap
+    from recllm.train.period import PeriodSelection
 
 logger = logging.getLogger(__name__)
 
@@ -153,12 +155,19 @@ def add_hidden_dropout(model: PreTrainedModel, p: float) -> list:
 
 
 def training_dataset(
-    split: Split, sid_map: SIDMap, tokenizer: PreTrainedTokenizerBase, max_items: int
+    split: Split,
+    sid_map: SIDMap,
+    tokenizer: PreTrainedTokenizerBase,
+    max_items: int,
+    period: PeriodSelection | None = None,
 ) -> datasets.Dataset:
-    """Pre-tokenized ``{"input_ids"}`` rows, one per training window."""
+    """Pre-tokenized ``{"input_ids"}`` rows, one per training window (those ``period`` keeps,
+    when given)."""
     import datasets
 
     texts = training_sequences(split, sid_map, max_items)
+    if period is not None:
+        texts = [texts[k] for k in period.indices]
     return datasets.Dataset.from_dict(
         {"input_ids": tokenizer(texts, add_special_tokens=False)["input_ids"]}
     )
@@ -212,6 +221,25 @@ def item_token_map(item_ids: list[str]) -> SIDMap:
     return SIDMap(item_ids, codes, (len(item_ids),), {"ablation": "one token per item"})
 
 
+def window_period(split: Split, args: SeqLMArguments, max_items: int) -> PeriodSelection | None:
+    """The training windows of ``--train_since/--train_until`` plus the replay share, selected
+    by each window's last (target) event; None without a period."""
+    from recllm.train.period import event_times, select_period
+
+    if args.train_since is None and args.train_until is None:
+        return None
+    windows = training_windows(split, max_items)
+    return select_period(
+        [user for user, _ in windows],
+        [window[-1] for _, window in windows],
+        event_times(split),
+        since=args.train_since,
+        until=args.train_until,
+        replay_ratio=args.replay_ratio,
+        seed=args.model_seed,
+    )
+
+
 def run_seqlm(
     args: SeqLMArguments,
     data_cfg: DataConfig,
@@ -219,6 +247,7 @@ def run_seqlm(
     sft_cfg: SFTConfig,
     *,
     evaluate: Callable[..., Any] | None = None,
+    callbacks: list | None = None,
 ) -> SeqLMRun:
     """Data -> SIDs -> ``args.ensemble`` from-scratch decoders -> model directories.
 
@@ -235,6 +264,7 @@ def run_seqlm(
             examples, spec, catalog, beams=..., batch_size=..., progress=False)`` and returning
             an object with ``.metrics`` (:func:`recllm.eval.run.evaluate_recommender`). Training
             sits below evaluation, so the caller passes it in; needed when ``valid_users`` > 0.
+        callbacks: ``transformers.TrainerCallback`` objects joining every decoder's training.
 
     Raises:
         UserError: A stale output directory or SID map, or bad data.
@@ -266,6 +296,13 @@ def run_seqlm(
     # the data's content, not only its path and settings: a rerun or resume after the data at
     # the same path changed is refused instead of reusing SIDs and checkpoints of the old data
     fingerprint = data_fingerprint(split, dataset.catalog)
+    init_map = None
+    if args.init_model is not None:  # its SID map, checked against the data before any write
+        from recllm.train.init_model import check_items_in_map, load_init_model
+
+        _, init_map = load_init_model(args.init_model, PROMPT_STYLE)
+        check_items_in_map(dataset.catalog, init_map, args.init_model)
+    period = window_period(split, args, args.max_items)  # refuses data without timestamps
     resolved = {
         "seqlm": asdict(args),
         "data": asdict(data_cfg),
@@ -273,6 +310,7 @@ def run_seqlm(
         "sid": asdict(sid_cfg),
         "sft": {k: v for k, v in sft_cfg.to_dict().items() if not k.startswith("_")},
         "versions": library_versions(),
+        **({"init_model_sid_map": init_map.content_hash} if init_map is not None else {}),
     }
     check_output_dir(out, resolved, overwrite=args.overwrite_output_dir)
     resume = _checked_resume(sft_cfg.resume_from_checkpoint, args, out)
@@ -298,7 +336,12 @@ def run_seqlm(
 
     # SID map: one token per item (ablation), given (--sid_map), reused when built with exactly
     # these settings, or built now
-    if args.item_tokens:
+    if init_map is not None:
+        sid_map = init_map
+        logger.info(
+            "init_model: SID map %s of %s reused", sid_map.content_hash[:12], args.init_model
+        )
+    elif args.item_tokens:
         sid_map = item_token_map(list(dataset.catalog.ids))
     else:
         sid_dir = Path(args.sid_map) if args.sid_map else out / "sids"
@@ -321,9 +364,11 @@ def run_seqlm(
         # `recllm eval` refuses other data than this split
         "data_fingerprint": fingerprint,
     }
-    run = _Run(args, sft_cfg, split, dataset.catalog, sid_map, out)
+    run = _Run(args, sft_cfg, split, dataset.catalog, sid_map, out, period, callbacks or [])
     model_dirs: list[Path] = []
     log: dict[str, Any] = {"train_users": len(split.train.sequences), "seeds": {}}
+    if period is not None:
+        log["period"] = period.report()
     earlier = _finished_members(out) if resume is not None else {}
     for member in range(args.ensemble):
         seed = sft_cfg.seed + member
@@ -402,6 +447,8 @@ class _Run:
     catalog: Any
     sid_map: Any
     out: Path
+    period: Any = None
+    callbacks: list = field(default_factory=list)
 
 
 def _train_member(
@@ -421,12 +468,15 @@ def _train_member(
     from recllm.tasks.prompting import PromptSpec
     from recllm.train.checkpoints import MarkCompleteCheckpoints, train_from
     from recllm.train.select import BestOnValidation
-    from recllm.vocab import save_model_with_sids
+    from recllm.vocab import load_model_with_sids, save_model_with_sids
 
     name = model_dir_name(member, seed)
     cfg = run.args.model_config(member)
-    model, tok = build_seqlm(run.sid_map, cfg)
-    train = training_dataset(run.split, run.sid_map, tok, cfg.max_items)
+    if run.args.init_model is not None:  # its weights and tokenizer as saved
+        model, tok, _ = load_model_with_sids(run.args.init_model, sid_map=run.sid_map)
+    else:
+        model, tok = build_seqlm(run.sid_map, cfg)
+    train = training_dataset(run.split, run.sid_map, tok, cfg.max_items, run.period)
     logger.info(
         "decoder %d/%d (seed %d): %d training windows, %.2fM parameters",
         member + 1,
@@ -465,7 +515,7 @@ def _train_member(
         args=member_args,
         train_dataset=train,
         processing_class=tok,
-        callbacks=[*callbacks, MarkCompleteCheckpoints()],
+        callbacks=[*callbacks, *run.callbacks, MarkCompleteCheckpoints()],
     )
     train_from(trainer, checkpoint)
     if select is not None:
@@ -478,6 +528,10 @@ def _train_member(
         overwrite=True,
         recommender={**recommender, "max_history": cfg.max_items},
     )
+    if run.args.init_model is not None:
+        from recllm.train.init_model import carry_catalog_files
+
+        carry_catalog_files(Path(run.args.init_model), model_dir)
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     return model_dir, {
         "model_dir": name,

@@ -96,6 +96,32 @@ class SeqLMArguments(SeqLMConfig):
             "settings; without it such a rerun stops with the keys that differ."
         },
     )
+    init_model: str | None = field(
+        default=None,
+        metadata={
+            "help": "Continue a saved SID-sequence model directory (incremental training): its "
+            "weights, tokenizer and SID map (no SID build). Items of the data its SID map lacks: "
+            "add them first with `recllm catalog add`."
+        },
+    )
+    train_since: float | None = field(
+        default=None,
+        metadata={
+            "help": "Train only on the windows whose last (target) event happened at or after "
+            "this time (seconds since the epoch; training split only)."
+        },
+    )
+    train_until: float | None = field(
+        default=None,
+        metadata={"help": "Drop the windows whose last event happened at or after this time."},
+    )
+    replay_ratio: float = field(
+        default=0.0,
+        metadata={
+            "help": "With --train_since: add this many older training windows per new one "
+            "(seeded by `seed`, at most all of them)."
+        },
+    )
 
     def __post_init__(self) -> None:
         from recllm.errors import UserError
@@ -122,6 +148,31 @@ class SeqLMArguments(SeqLMConfig):
                 "--valid_beams",
                 f"{self.valid_beams} is smaller than the K of --select_metric ({k})",
                 f"raise --valid_beams to at least {k}",
+            )
+        if self.init_model is not None:
+            clash = [
+                flag
+                for flag, on in (
+                    ("--sid_map", self.sid_map),
+                    ("--item_tokens true", self.item_tokens),
+                    (f"--ensemble {self.ensemble}", self.ensemble > 1),
+                )
+                if on
+            ]
+            if clash:
+                raise UserError(
+                    f"--init_model {self.init_model}",
+                    f"continues one saved decoder with its own SID map; {clash[0]} asks for "
+                    "other ones",
+                    f"drop {clash[0]}",
+                )
+        if self.replay_ratio < 0:
+            raise UserError(f"--replay_ratio {self.replay_ratio}", "must be 0 or more", "pass 0.5")
+        if self.replay_ratio > 0 and self.train_since is None:
+            raise UserError(
+                f"--replay_ratio {self.replay_ratio}",
+                "replays older windows alongside a period's new ones, and no period was given",
+                "add --train_since TIME, or drop --replay_ratio",
             )
         if self.hidden_size % self.num_heads:
             raise UserError(

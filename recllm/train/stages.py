@@ -47,6 +47,7 @@ from recllm.train.checkpoints import (
     plan_resume,
     set_aside_incomplete,
 )
+from recllm.train.init_model import check_items_in_map, load_init_model
 from recllm.train.period import event_times, select_period
 from recllm.train.recipe_args import check_training_values
 from recllm.train.rundir import check_output_dir, check_sid_artifact
@@ -54,14 +55,7 @@ from recllm.train.sft import (
     bf16_fast,
     whole_model_loading,
 )
-from recllm.vocab import (
-    SID_FORMAT,
-    VOCAB_FILENAME,
-    VocabMismatchError,
-    extend_vocab,
-    load_model_with_sids,
-)
-from recllm.vocab.checkpoint import check_model_dir, load_tokenizer_with_sids
+from recllm.vocab import SID_FORMAT, extend_vocab, load_model_with_sids
 
 if TYPE_CHECKING:
     from recllm.train.plum import PlumArguments
@@ -209,39 +203,6 @@ def _check_incremental_flags(plum: PlumArguments, model_cfg: ModelConfig) -> Non
         )
 
 
-def _load_init_model(path: str) -> tuple[Any, SIDMap]:
-    """The tokenizer and SID map of ``--init_model``, checked before any weight is read."""
-    directory = Path(path)
-    if not (directory / VOCAB_FILENAME).is_file():
-        raise UserError(
-            f"--init_model {path}",
-            f"is not a saved recllm model directory (no {VOCAB_FILENAME})",
-            "pass a model directory a recipe saved (OUTPUT_DIR/model) or `recllm catalog add` "
-            "wrote",
-        )
-    check_model_dir(directory, weights=True)
-    try:
-        return load_tokenizer_with_sids(directory)
-    except VocabMismatchError as e:
-        raise UserError(
-            f"--init_model {path}", str(e), "restore the files saved together"
-        ) from None
-
-
-def check_items_in_map(catalog: Any, sid_map: SIDMap, model_dir: str) -> None:
-    """Refuse data whose catalog holds items the continued model's SID map lacks: the model
-    has no code for them, and codes are never rebuilt under a trained model."""
-    missing = [item for item in catalog.ids if item not in sid_map]
-    if missing:
-        shown = ", ".join(repr(i) for i in missing[:5]) + (" ..." if len(missing) > 5 else "")
-        raise UserError(
-            f"--init_model {model_dir}",
-            f"its SID map lacks {len(missing)} item(s) of the data ({shown})",
-            f"add them to the model first: recllm catalog add --model {model_dir} --items "
-            "NEW_ITEMS_FILE --out NEW_MODEL_DIR, then pass --init_model NEW_MODEL_DIR",
-        )
-
-
 def min_example_tokens(tokenizer: Any, levels: int) -> int:
     """Tokens of the shortest training example there can be: an empty user turn and an
     assistant turn in the chat template, and one SID span (every task's example holds one:
@@ -300,7 +261,7 @@ def validate(
     init_map = None
     if plum.init_model is not None:  # its own tokenizer (SID tokens included) and SID map
         model_path = Path(plum.init_model)
-        tokenizer, init_map = _load_init_model(plum.init_model)
+        tokenizer, init_map = load_init_model(plum.init_model, "chat")
     else:
         tokenizer = AutoTokenizer.from_pretrained(model_path)
     levels = init_map.levels if init_map is not None else sid_cfg.levels

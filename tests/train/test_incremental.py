@@ -155,3 +155,64 @@ def test_replay_without_a_period_is_refused(base, tmp_path):
     data = write_data(tmp_path / "data", 60)
     with pytest.raises(UserError, match="add --train_since TIME"):
         run_plum(*plum_configs(base, data, tmp_path / "o", "--replay_ratio", "0.5"))
+
+
+# -- --init_model in the seqlm recipe ---------------------------------------------------------
+
+
+def seqlm_configs(data: Path, out: Path, *extra: str):
+    from trl import SFTConfig
+
+    from recllm.data import DataConfig
+    from recllm.sid.config import SIDConfig
+    from recllm.train.recipe_args import parse_recipe_args
+    from recllm.train.seqlm import SeqLMArguments
+
+    return parse_recipe_args(
+        (SeqLMArguments, DataConfig, SIDConfig, SFTConfig),
+        [
+            *("--config", str(Path(__file__).resolve().parents[2] / "recipes" / "seqlm.yaml")),
+            *("--data_path", str(data), "--max_users", "null", "--ensemble", "1"),
+            *("--codebook_size", "4", "--hidden_size", "32", "--num_heads", "2"),
+            *("--intermediate_size", "64", "--per_device_train_batch_size", "8"),
+            *("--warmup_steps", "0", "--learning_rate", "3e-3", "--logging_steps", "1"),
+            *("--time_budget_minutes", "null", "--valid_users", "0", "--max_steps", "2"),
+            *("--output_dir", str(out), "--bf16", "false", *extra),
+        ],
+        prog="seqlm",
+    )
+
+
+def test_seqlm_init_model_starts_from_the_saved_decoder_on_a_period(tmp_path):
+    from recllm.train.seqlm import run_seqlm
+
+    data = write_data(tmp_path / "data", 60)
+    first = run_seqlm(*seqlm_configs(data, tmp_path / "first")).model_dirs[0]
+    saved, _, start_map = load_model_with_sids(first)
+    snap = _Snapshot()
+    configs = seqlm_configs(
+        data,
+        tmp_path / "inc",
+        *("--init_model", str(first), "--train_since", "200", "--replay_ratio", "1"),
+    )
+    model_dir = run_seqlm(*configs, callbacks=[snap]).model_dirs[0]
+    assert torch.equal(snap.before, saved.get_parameter(PARAM))
+    after, _, after_map = load_model_with_sids(model_dir)
+    assert not torch.equal(after.get_parameter(PARAM), saved.get_parameter(PARAM))
+    assert after_map.content_hash == start_map.content_hash
+    assert not (tmp_path / "inc" / "sids").exists()
+    period = json.loads((tmp_path / "inc" / "train_log.json").read_text())["period"]
+    assert period["new"] > 0 and period["replay"] == min(period["new"], period["replay_pool"])
+
+
+def test_seqlm_init_model_refuses_unknown_items_and_a_chat_model(trained, tmp_path):
+    from recllm.train.seqlm import run_seqlm
+
+    chat_model, data = trained
+    with pytest.raises(UserError, match="is a chat-prompted model"):
+        run_seqlm(*seqlm_configs(data, tmp_path / "o", "--init_model", str(chat_model)))
+    first = run_seqlm(*seqlm_configs(data, tmp_path / "first", "--max_steps", "1")).model_dirs[0]
+    wider = write_data(tmp_path / "wider", 66)
+    with pytest.raises(UserError, match=r"its SID map lacks 6 item.*recllm catalog add"):
+        run_seqlm(*seqlm_configs(wider, tmp_path / "o2", "--init_model", str(first)))
+    assert not (tmp_path / "o2").exists()
