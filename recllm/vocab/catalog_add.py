@@ -1,0 +1,260 @@
+"""Add new items to a trained model directory without retraining (issue 31, item 2).
+
+:func:`add_items_to_model` writes a new model directory whose SID map holds the old items with
+their codes unchanged and the new items appended (a :class:`recllm.sid.quantizer.SIDAssignment`
+made by ``recllm sid assign``)::
+
+    out_dir/
+      config.json, model.safetensors, tokenizer files   # copied byte for byte
+      sid_map.json                                      # assignment.sid_map
+      catalog_added.jsonl                               # the added items and their text fields
+      sid_quantizer/                                    # carried along for the next addition
+      recllm_vocab.json                                 # new sid_map_hash + catalog_additions
+
+The weights are copied, not re-saved: when the new codes fit the existing code tokens, nothing
+in the network changes, so the new directory's weight files are the old ones byte for byte.
+``config.json`` is rewritten only for the SID map hash stamp (``recllm_sid_map_hash``).
+
+:func:`model_catalog` is what every consumer (Recommender, eval, chat, serve, think-ahead) uses
+to know the model's items: the data set's catalog plus ``catalog_added.jsonl``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from recllm.data.types import Catalog
+from recllm.errors import UserError
+from recllm.io import atomic_dir, write_json_atomic
+from recllm.sid.sidmap import FILENAME as SID_MAP_FILENAME
+from recllm.sid.sidmap import SIDMap
+from recllm.vocab.checkpoint import VOCAB_FILENAME, check_model_dir
+from recllm.vocab.extend import CONFIG_HASH_ATTR
+
+__all__ = [
+    "ADDED_FILENAME",
+    "QUANTIZER_DIRNAME",
+    "CatalogAddition",
+    "add_items_to_model",
+    "model_catalog",
+    "read_added_items",
+]
+
+logger = logging.getLogger(__name__)
+
+ADDED_FILENAME = "catalog_added.jsonl"
+QUANTIZER_DIRNAME = "sid_quantizer"
+
+
+@dataclass
+class CatalogAddition:
+    """What :func:`add_items_to_model` needs from ``recllm sid assign`` (the fields of
+    :class:`recllm.sid.quantizer.SIDAssignment` it reads).
+
+    Attributes:
+        sid_map: The extended map: the old items first with unchanged codes, then the new ones.
+        new_items: The added item ids, in the order they were appended.
+        grown_levels: ``level -> new codebook size`` for levels that needed more codes.
+        report: Counts from the assignment (stored in the ``catalog_additions`` record).
+    """
+
+    sid_map: SIDMap
+    new_items: list[str]
+    grown_levels: dict[int, int] = field(default_factory=dict)
+    report: dict[str, Any] = field(default_factory=dict)
+
+
+def read_added_items(model_dir: str | os.PathLike[str]) -> Catalog:
+    """The items added to ``model_dir`` by :func:`add_items_to_model` (empty when none).
+
+    Raises:
+        UserError: A line of ``catalog_added.jsonl`` is not a JSON object with an ``item_id``.
+    """
+    path = Path(model_dir) / ADDED_FILENAME
+    items: dict[str, dict[str, str]] = {}
+    fields: list[str] = []
+    if not path.is_file():
+        return Catalog({}, ())
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            item = str(row.pop("item_id"))
+        except (json.JSONDecodeError, KeyError, AttributeError, TypeError):
+            raise UserError(
+                f"{path}:{n}",
+                "not a JSON object with an item_id",
+                "restore the file written by recllm catalog add, or add the items again",
+            ) from None
+        for f in row:
+            if f not in fields:
+                fields.append(f)
+        items[item] = {k: str(v) for k, v in row.items()}
+    return Catalog({i: {f: t.get(f, "") for f in fields} for i, t in items.items()}, tuple(fields))
+
+
+def model_catalog(model_dir: str | os.PathLike[str], base_catalog: Catalog) -> Catalog:
+    """The model's catalog: the data set's catalog plus the items added to the model.
+
+    Args:
+        model_dir: A model directory (with or without ``catalog_added.jsonl``).
+        base_catalog: The catalog of the data the model was trained on.
+
+    Returns:
+        ``base_catalog`` itself when nothing was added, else a new catalog with the added items
+        appended (their fields mapped onto the base catalog's; a field the base lacks is kept).
+    """
+    added = read_added_items(model_dir)
+    if not len(added):
+        return base_catalog
+    fields = list(base_catalog.text_fields) + [
+        f for f in added.text_fields if f not in base_catalog.text_fields
+    ]
+    items = {i: {f: t.get(f, "") for f in fields} for i, t in base_catalog.items.items()}
+    for i, t in added.items.items():
+        if i not in items:  # an item the data already has keeps the data's text
+            items[i] = {f: t.get(f, "") for f in fields}
+    return Catalog(items, tuple(fields))
+
+
+def _check_assignment(model_dir: Path, old: SIDMap, assignment: Any, new_catalog: Catalog) -> None:
+    new: SIDMap = assignment.sid_map
+    n = len(old)
+    where = f"the SID assignment for {model_dir}"
+    fix = (
+        "assign the new items with the SID artifact the model was trained with "
+        "(recllm sid assign --sids DIR, whose sid_map hash equals the model's)"
+    )
+    if new.item_ids[:n] != old.item_ids or not np.array_equal(new.codes[:n], old.codes):
+        raise UserError(where, "it does not keep the model's items first with their codes", fix)
+    if new.levels != old.levels:
+        raise UserError(where, f"it has {new.levels} levels, the model {old.levels}", fix)
+    grown = {
+        lv
+        for lv, (a, b) in enumerate(zip(old.codebook_sizes, new.codebook_sizes, strict=False))
+        if a != b
+    }
+    if grown:
+        raise UserError(
+            where,
+            f"codebook sizes grew at level(s) {sorted(grown)} "
+            f"({list(old.codebook_sizes)} -> {list(new.codebook_sizes)}): the model needs new "
+            "code-token rows, which this version does not add yet",
+            "rebuild the SIDs with spare codes at the last level, or retrain",
+        )
+    added = list(new.item_ids[n:])
+    if added != list(assignment.new_items):
+        raise UserError(where, "its new_items are not the items appended to its map", fix)
+    missing = [i for i in added if i not in new_catalog]
+    if missing:
+        raise UserError(
+            where,
+            f"{len(missing)} new item(s) have no catalog entry (first: {missing[0]!r})",
+            "pass the new-items file the assignment was made from",
+        )
+
+
+def _copy_quantizer(src: Path, dest: Path, quantizer_dir: str | os.PathLike[str] | None) -> None:
+    chosen = Path(quantizer_dir) if quantizer_dir is not None else src / QUANTIZER_DIRNAME
+    if chosen.is_dir():
+        shutil.copytree(chosen, dest / QUANTIZER_DIRNAME)
+
+
+def add_items_to_model(
+    model_dir: str | os.PathLike[str],
+    assignment: Any,
+    new_catalog: Catalog,
+    out_dir: str | os.PathLike[str],
+    *,
+    warmup_steps: int = 0,
+    quantizer_dir: str | os.PathLike[str] | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write a copy of ``model_dir`` that also knows the assignment's new items.
+
+    Args:
+        model_dir: A directory written by :func:`recllm.vocab.save_model_with_sids` (or by an
+            earlier :func:`add_items_to_model`).
+        assignment: A :class:`recllm.sid.quantizer.SIDAssignment` (or :class:`CatalogAddition`)
+            whose map extends the model's map.
+        new_catalog: The new items' text fields (``read_new_items``); stored in
+            ``catalog_added.jsonl`` so titles of added items are known without the data.
+        out_dir: The new model directory (written atomically).
+        warmup_steps: Must be 0 in this version (warm-up of the new items' code rows is not
+            built yet).
+        quantizer_dir: The SID quantizer to carry along as ``sid_quantizer/`` (default: the
+            model's own).
+        overwrite: Replace an existing non-empty ``out_dir``.
+
+    Returns:
+        ``out_dir`` as a Path.
+
+    Raises:
+        UserError: The assignment does not extend the model's map, new items lack catalog
+            entries, or ``out_dir`` is ``model_dir``.
+    """
+    src = Path(model_dir)
+    record = check_model_dir(src, weights=True)
+    old = SIDMap.load(src / SID_MAP_FILENAME)
+    if warmup_steps:
+        raise UserError(
+            "--warmup-steps",
+            "warm-up is not available in this version",
+            "omit --warmup-steps (the new items are reachable without it)",
+        )
+    if Path(out_dir).resolve() == src.resolve():
+        raise UserError(out_dir, "the output is the model directory itself", "pass a new --out")
+    _check_assignment(src, old, assignment, new_catalog)
+    new_map: SIDMap = assignment.sid_map
+    added = list(assignment.new_items)
+    previous = read_added_items(src)
+    rows = [{"item_id": i, **previous.items[i]} for i in previous.items]
+    rows += [{"item_id": i, **new_catalog.items[i]} for i in added]
+    additions = list(record.get("catalog_additions", []))
+    additions.append(
+        {
+            "parent_sid_map_hash": old.content_hash,
+            "sid_map_hash": new_map.content_hash,
+            "items_added": len(added),
+            "report": dict(getattr(assignment, "report", {}) or {}),
+        }
+    )
+    with atomic_dir(out_dir, overwrite=overwrite) as tmp:
+        for f in src.iterdir():
+            if f.is_file() and f.name not in (SID_MAP_FILENAME, VOCAB_FILENAME, ADDED_FILENAME):
+                shutil.copyfile(f, tmp / f.name)  # weights and tokenizer: byte for byte
+            elif f.is_dir() and f.name != QUANTIZER_DIRNAME:
+                shutil.copytree(f, tmp / f.name)
+        _copy_quantizer(src, tmp, quantizer_dir)
+        config = json.loads((src / "config.json").read_text(encoding="utf-8"))
+        config[CONFIG_HASH_ATTR] = new_map.content_hash
+        config["catalog_additions"] = additions
+        write_json_atomic(tmp / "config.json", config)
+        new_map.save(tmp)
+        (tmp / ADDED_FILENAME).write_text(
+            "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8"
+        )
+        new_record = dict(record)
+        new_record["sid_map_hash"] = new_map.content_hash
+        new_record["catalog_additions"] = additions
+        files = set(record.get("files") or []) | {ADDED_FILENAME}
+        new_record["files"] = sorted(files & {f.name for f in tmp.iterdir() if f.is_file()})
+        write_json_atomic(tmp / VOCAB_FILENAME, new_record)
+    logger.info(
+        "Added %d items to %s (SID map %s -> %s), wrote %s",
+        len(added),
+        src,
+        old.content_hash[:12],
+        new_map.content_hash[:12],
+        out_dir,
+    )
+    return Path(out_dir)

@@ -1,0 +1,126 @@
+"""recllm.vocab.catalog_add: new items reach a trained model without touching its weights."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from recllm.data.types import Catalog
+from recllm.decode.beam import sid_beam_search
+from recllm.decode.trie import SIDTrie
+from recllm.errors import UserError
+from recllm.sid.sidmap import SIDMap
+from recllm.testing import save_tiny_recommender
+from recllm.vocab import load_model_with_sids
+from recllm.vocab.catalog_add import (
+    ADDED_FILENAME,
+    CatalogAddition,
+    add_items_to_model,
+    model_catalog,
+)
+from recllm.vocab.checkpoint import read_vocab_record
+from recllm.vocab.format import SID_FORMAT
+
+SIZES = (3, 3, 2)  # 18 codes
+N_OLD = 12
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cat")
+    model_dir = save_tiny_recommender(root, num_items=N_OLD, num_users=6, codebook_sizes=SIZES)
+    old = SIDMap.load(model_dir / "sid_map.json")
+    used = {tuple(c) for c in old.codes.tolist()}
+    free = [c for c in np.ndindex(*SIZES) if c not in used][:4]
+    new_ids = [f"new{i}" for i in range(len(free))]
+    new_map = SIDMap(
+        old.item_ids + new_ids,
+        np.concatenate([old.codes, np.array(free, dtype=np.int64)]),
+        old.codebook_sizes,
+    )
+    catalog = Catalog({i: {"title": f"fresh {i}"} for i in new_ids}, ("title",))
+    out = add_items_to_model(model_dir, CatalogAddition(new_map, new_ids), catalog, root / "new")
+    return model_dir, out, old, new_map, new_ids
+
+
+def test_weights_bit_identical_and_dir_loads(tiny):
+    model_dir, out, old, new_map, _ = tiny
+    assert (out / "model.safetensors").read_bytes() == (
+        model_dir / "model.safetensors"
+    ).read_bytes()
+    m_old, _, _ = load_model_with_sids(model_dir)
+    m_new, _, loaded = load_model_with_sids(out)  # every save/load check passes
+    assert loaded.content_hash == new_map.content_hash
+    a, b = m_old.state_dict(), m_new.state_dict()
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    record = read_vocab_record(out)
+    assert record["catalog_additions"][0]["parent_sid_map_hash"] == old.content_hash
+    assert record["catalog_additions"][0]["items_added"] == 4
+    assert json.loads((out / "config.json").read_text())["recllm_sid_map_hash"] == (
+        new_map.content_hash
+    )
+
+
+def _beam_items(model_dir, k):
+    model, tok, sid_map = load_model_with_sids(model_dir)
+    ids = SID_FORMAT.token_ids(tok, sid_map.codebook_sizes)
+    trie = SIDTrie.from_sid_map(sid_map, ids)
+    prompt = torch.tensor([tok("user likes movie 1").input_ids])
+    out = sid_beam_search(model, prompt, None, trie, num_beams=k)
+    rows = [r for r in out.items[0].tolist() if r >= 0]
+    return {sid_map.item_ids[r] for r in rows}, sid_map
+
+
+def test_new_items_reachable_exhaustively_and_stale_control(tiny):
+    model_dir, out, _, new_map, new_ids = tiny
+    # every new item's SID is a path of the new trie: beam search with k = catalog size
+    found, _sid_map = _beam_items(out, len(new_map))
+    assert found == set(new_map.item_ids)
+    # control: the stale model and its trie cannot emit them
+    stale, _ = _beam_items(model_dir, N_OLD)
+    assert stale == set(new_map.item_ids[:N_OLD])
+    assert not stale & set(new_ids)
+
+
+def test_model_catalog_and_accumulation(tiny, tmp_path):
+    model_dir, out, _, new_map, new_ids = tiny
+    base = Catalog({i: {"title": f"movie {i}"} for i in new_map.item_ids[:N_OLD]}, ("title",))
+    cat = model_catalog(out, base)
+    assert cat.ids == new_map.item_ids
+    assert cat.items["new2"]["title"] == "fresh new2"
+    assert model_catalog(model_dir, base) is base
+    # a second addition accumulates catalog_added.jsonl
+    used = {tuple(c) for c in new_map.codes.tolist()}
+    free = [c for c in np.ndindex(*SIZES) if c not in used][:1]
+    map2 = SIDMap(
+        [*new_map.item_ids, "later"],
+        np.concatenate([new_map.codes, np.array(free, dtype=np.int64)]),
+        SIZES,
+    )
+    out2 = add_items_to_model(
+        out,
+        CatalogAddition(map2, ["later"]),
+        Catalog({"later": {"title": "late"}}, ("title",)),
+        tmp_path / "m2",
+    )
+    lines = (out2 / ADDED_FILENAME).read_text().splitlines()
+    assert [json.loads(x)["item_id"] for x in lines] == [*new_ids, "later"]
+    assert len(read_vocab_record(out2)["catalog_additions"]) == 2
+    load_model_with_sids(out2)
+
+
+def test_refuses_assignment_that_moves_old_codes(tiny, tmp_path):
+    model_dir, _, _old, new_map, new_ids = tiny
+    codes = new_map.codes.copy()
+    codes[[0, N_OLD]] = codes[[N_OLD, 0]]  # an old item moved to a new code
+    bad = SIDMap(new_map.item_ids, codes, SIZES)
+    cat = Catalog({i: {"title": i} for i in new_ids}, ("title",))
+    with pytest.raises(UserError, match="keep the model's items first"):
+        add_items_to_model(model_dir, CatalogAddition(bad, new_ids), cat, tmp_path / "x")
+    assert not (tmp_path / "x").exists()
+    # control: the same call with the right map works
+    add_items_to_model(model_dir, CatalogAddition(new_map, new_ids), cat, tmp_path / "x")
