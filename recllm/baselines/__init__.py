@@ -7,5 +7,13 @@ from recllm.baselines.sasrec import (
     score_histories,
     train_sasrec,
 )
+from recllm.baselines.text_knn import TextKNN
 
-__all__ = ["SASRec", "SASRecConfig", "evaluate_sasrec", "score_histories", "train_sasrec"]
+__all__ = [
+    "SASRec",
+    "SASRecConfig",
+    "TextKNN",
+    "evaluate_sasrec",
+    "score_histories",
+    "train_sasrec",
+]
