@@ -1,4 +1,5 @@
-"""``recllm sid embed | build | stats``: item embeddings, SID map artifacts, their figures."""
+"""``recllm sid embed | build | stats | assign``: item embeddings, SID map artifacts, their
+figures, and codes for new items from a build's frozen quantizer."""
 
 from __future__ import annotations
 
@@ -173,8 +174,73 @@ def cmd_sid_stats(args: argparse.Namespace) -> int:
     return 0
 
 
+def _rebuild_command(sid_map) -> str:
+    """The ``recllm sid build`` command that remakes ``sid_map`` (from its recorded config)."""
+    cfg = sid_map.meta.get("sid_config") or {}
+    data_cfg = sid_map.meta.get("data_config") or {}
+    name = data_cfg.get("data_path") or (sid_map.meta.get("dataset") or {}).get("name", "DATA")
+    flags = {
+        "method": cfg.get("method"),
+        "levels": cfg.get("levels"),
+        "codebook-size": cfg.get("codebook_size"),
+        "seed": cfg.get("sid_seed"),
+        "niter": cfg.get("niter"),
+        "collisions": cfg.get("collisions"),
+        "embedding": cfg.get("embedding"),
+        "text-model": cfg.get("text_model"),
+        "text-dim": cfg.get("text_dim"),
+        "collab-weight": cfg.get("collab_weight"),
+        "collab-dim": cfg.get("collab_dim"),
+        "contrastive-weight": cfg.get("contrastive_weight"),
+    }
+    parts = [f"--{k} {v}" for k, v in flags.items() if v is not None]
+    return f"recllm sid build --data {name} {' '.join(parts)} --out NEW_DIR"
+
+
+def cmd_sid_assign(args: argparse.Namespace) -> int:
+    import shutil
+
+    from recllm.data.new_items import read_new_items
+    from recllm.io import atomic_dir, check_out_dir, write_json_atomic
+    from recllm.sid.metrics import code_metrics
+    from recllm.sid.quantizer import DIRNAME, SIDQuantizer, assign_items
+    from recllm.sid.sidmap import SIDMap
+
+    check_out_dir(args.out, args.overwrite)
+    sids = Path(args.sids)
+    sid_map = SIDMap.load(sids)
+    if not sids.is_dir() or not (sids / DIRNAME).is_dir():
+        raise UserError(
+            f"--sids {sids}",
+            "this SID artifact has no quantizer/ (it was built before recllm saved the "
+            "quantizer), so new items cannot be encoded",
+            f"rebuild it with the same settings (and the same data options, e.g. --split): "
+            f"`{_rebuild_command(sid_map)}` (the codes are "
+            f"reproducible: check that the new sid_map.json's content_hash equals "
+            f"{sid_map.content_hash}), then pass --sids NEW_DIR",
+        )
+    quantizer = SIDQuantizer.load(sids / DIRNAME)
+    new = read_new_items(args.items)
+    assignment = assign_items(quantizer, sid_map, new, source=str(args.items))
+    m = assignment.sid_map
+    metrics = code_metrics(m.codes, m.codebook_sizes)
+    with atomic_dir(args.out, overwrite=args.overwrite) as tmp:
+        m.save(tmp)
+        shutil.copytree(sids / DIRNAME, tmp / DIRNAME)
+        write_json_atomic(tmp / "assign_report.json", assignment.report)
+        write_json_atomic(tmp / "metrics.json", metrics)
+    r = assignment.report
+    print(
+        f"wrote {args.out}: {r['new_items']} new items added to {r['existing_items']} "
+        f"({r['collisions_with_existing']} collided with existing items, "
+        f"{r['collisions_among_new']} among new items, resolved by {r['strategy']}; "
+        f"codebook sizes {r['codebook_sizes_before']} -> {r['codebook_sizes_after']})"
+    )
+    return 0
+
+
 def add_parsers(sub: Any) -> None:
-    """``recllm sid embed | build | stats``."""
+    """``recllm sid embed | build | stats | assign``."""
     sid = sub.add_parser("sid", help="semantic IDs: embed items, build and inspect SID maps")
     ssub = sid.add_subparsers(dest="sid_command", required=True)
     e = ssub.add_parser("embed", help="write item embeddings with their ids (.npz)")
@@ -192,3 +258,13 @@ def add_parsers(sub: Any) -> None:
     st = ssub.add_parser("stats", help="print a SID map's metrics as JSON")
     st.add_argument("path", help="artifact directory, sid_map.json, or a published *.index.json")
     st.set_defaults(func=cmd_sid_stats)
+    a = ssub.add_parser(
+        "assign", help="give new items codes with a SID artifact's frozen quantizer"
+    )
+    a.add_argument("--sids", required=True, help="SID artifact directory (with quantizer/)")
+    a.add_argument(
+        "--items", required=True, help="new items: .jsonl/.csv/.tsv/.parquet, item_id + text"
+    )
+    a.add_argument("--out", required=True, help="new SID artifact directory (written atomically)")
+    a.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    a.set_defaults(func=cmd_sid_assign)

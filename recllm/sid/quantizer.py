@@ -386,6 +386,14 @@ def assign_items(
             "use the quantizer/ saved in the same SID artifact as the sid_map.json",
         )
     check_new_ids(new_catalog, sid_map.item_ids, source)
+    empty = [i for i in new_catalog.ids if not new_catalog.text(i, quantizer.text_fields)]
+    if empty:
+        raise UserError(
+            f"{source} [key {empty[0]!r}]",
+            f"{len(empty)} new item(s) have no text in the fields the SIDs were built from "
+            f"({quantizer.text_fields}; the file has {list(new_catalog.text_fields)})",
+            f"name the text columns {quantizer.text_fields} (text is a new item's only signal)",
+        )
     new_ids = new_catalog.ids
     raw, last = quantizer.encode_vectors(
         quantizer.fuse(l2_normalize(quantizer.embed_texts(quantizer.texts_of(new_catalog))))
