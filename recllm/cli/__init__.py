@@ -53,7 +53,7 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``recllm`` parser: each command group adds its own subcommands, in the help's order."""
-    from recllm.cli import apps, data, model, quickstart, reason, serve, sid
+    from recllm.cli import apps, catalog, data, model, quickstart, reason, serve, sid
     from recllm.cli import eval as evaluation
 
     parser = _Parser(
@@ -64,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
         "-v", "--verbose", action="store_true", help="debug logging; errors with their traceback"
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    for group in (quickstart, evaluation, serve, model, data, sid, reason, apps):
+    for group in (quickstart, evaluation, serve, model, data, sid, catalog, reason, apps):
         group.add_parsers(sub)
     return parser
 

@@ -45,6 +45,7 @@ __all__ = [
     "CatalogAddition",
     "add_items_to_model",
     "model_catalog",
+    "model_quantizer_dir",
     "read_added_items",
 ]
 
@@ -161,6 +162,54 @@ def _check_assignment(model_dir: Path, old: SIDMap, assignment: Any, new_catalog
             f"{len(missing)} new item(s) have no catalog entry (first: {missing[0]!r})",
             "pass the new-items file the assignment was made from",
         )
+
+
+def model_quantizer_dir(
+    model_dir: str | os.PathLike[str], sids: str | os.PathLike[str] | None = None
+) -> Path:
+    """The SID quantizer directory to encode new items for ``model_dir`` with.
+
+    Args:
+        model_dir: The model directory; its ``sid_quantizer/`` is used when ``sids`` is None.
+        sids: A SID artifact directory (``recllm sid build`` output with ``quantizer/``) whose
+            ``sid_map.json`` is the model's map (or the map it was extended from).
+
+    Raises:
+        UserError: No quantizer (a model saved before recllm kept it), or ``sids`` holds
+            another SID map; the message names ``--sids DIR`` as the fix.
+    """
+    from recllm.sid.quantizer import DIRNAME
+
+    model = Path(model_dir)
+    model_map = SIDMap.load(model / SID_MAP_FILENAME)
+    adds = model_map.meta.get("additions") or []
+    root = adds[0]["parent_content_hash"] if adds else model_map.content_hash
+    if sids is None:
+        if (model / QUANTIZER_DIRNAME).is_dir():
+            return model / QUANTIZER_DIRNAME
+        raise UserError(
+            model,
+            f"the model has no {QUANTIZER_DIRNAME}/ (it was saved before recllm kept the SID "
+            "quantizer with the model), so new items cannot be encoded",
+            f"pass --sids DIR: the SID artifact the model was trained with (its sid_map.json "
+            f"content_hash must be {root}; OUTPUT_DIR/sids of the training run, or rebuild it "
+            "with the same settings via recllm sid build)",
+        )
+    art = Path(sids)
+    art_map = SIDMap.load(art / SID_MAP_FILENAME if art.is_dir() else art)
+    if art_map.content_hash not in (root, model_map.content_hash):
+        raise UserError(
+            f"--sids {art}",
+            f"its SID map {art_map.content_hash[:12]} is not the model's ({root[:12]})",
+            "pass the SID artifact the model was trained with (same sid_map content_hash)",
+        )
+    if not (art / DIRNAME).is_dir():
+        raise UserError(
+            f"--sids {art}",
+            f"no {DIRNAME}/ in this SID artifact (built before recllm saved the quantizer)",
+            "rebuild it with the same settings (recllm sid build); the codes are reproducible",
+        )
+    return art / DIRNAME
 
 
 def _copy_quantizer(src: Path, dest: Path, quantizer_dir: str | os.PathLike[str] | None) -> None:

@@ -1,0 +1,76 @@
+"""``recllm catalog add``: give a trained model new items without retraining (issue 31).
+
+recllm catalog add --model DIR --items NEW_ITEMS_FILE --out DIR2 [--sids SID_DIR]
+
+The new items get codes from the SID quantizer the model was built with (the model's
+``sid_quantizer/``, or ``--sids DIR`` for a model saved before recllm kept it); existing items
+keep their codes and the weights are copied byte for byte (:mod:`recllm.vocab.catalog_add`).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+__all__ = ["add_parsers", "cmd_catalog_add"]
+
+
+def cmd_catalog_add(args: argparse.Namespace) -> int:
+    from recllm.data.new_items import read_new_items
+    from recllm.io import check_out_dir
+    from recllm.sid.quantizer import SIDQuantizer, assign_items
+    from recllm.sid.sidmap import SIDMap
+    from recllm.vocab.catalog_add import add_items_to_model, model_quantizer_dir
+    from recllm.vocab.checkpoint import check_model_dir
+
+    check_out_dir(args.out, args.overwrite)
+    model = Path(args.model)
+    check_model_dir(model, weights=True)
+    qdir = model_quantizer_dir(model, args.sids)
+    quantizer = SIDQuantizer.load(qdir)
+    new = read_new_items(args.items)
+    sid_map = SIDMap.load(model / "sid_map.json")
+    assignment = assign_items(quantizer, sid_map, new, source=str(args.items))
+    add_items_to_model(
+        model,
+        assignment,
+        new,
+        args.out,
+        warmup_steps=args.warmup_steps,
+        quantizer_dir=qdir,
+        overwrite=args.overwrite,
+    )
+    r = assignment.report
+    print(
+        f"wrote {args.out}: {len(assignment.new_items)} new items added to {len(sid_map)} "
+        f"({r.get('collisions_with_existing', 0)} collided with existing items, "
+        f"{r.get('collisions_among_new', 0)} among new items); weights unchanged"
+    )
+    return 0
+
+
+def add_parsers(sub: Any) -> None:
+    """``recllm catalog add``."""
+    cat = sub.add_parser("catalog", help="change a trained model's catalog")
+    csub = cat.add_subparsers(dest="catalog_command", required=True)
+    a = csub.add_parser("add", help="add new items to a trained model (no retraining)")
+    a.add_argument("--model", required=True, help="model directory saved by recllm")
+    a.add_argument(
+        "--items", required=True, help="new items: .jsonl/.csv/.tsv/.parquet, item_id + text"
+    )
+    a.add_argument("--out", required=True, help="new model directory (written atomically)")
+    a.add_argument(
+        "--sids",
+        default=None,
+        help="SID artifact with quantizer/ whose sid_map hash equals the model's (for models "
+        "saved without sid_quantizer/)",
+    )
+    a.add_argument(
+        "--warmup-steps",
+        type=int,
+        default=0,
+        help="train the new items' code rows for N steps (not available yet: must be 0)",
+    )
+    a.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    a.set_defaults(func=cmd_catalog_add)
