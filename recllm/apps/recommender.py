@@ -372,13 +372,23 @@ class Recommender:
     async def arecommend_batch(
         self, histories: Sequence[Sequence[Any]], k: int = 10, *, num_beams: int | None = None
     ) -> list[list[Recommendation]]:
-        """:meth:`recommend_batch` on a vLLM async engine client (the API server's engine)."""
+        """:meth:`recommend_batch` on a vLLM async engine client (the API server's engine), or
+        on the transformers model in a worker thread (``engine="hf"``)."""
+        if self.engine == "hf":
+            import asyncio
+
+            return await asyncio.to_thread(self.recommend_batch, histories, k, num_beams=num_beams)
         from recllm.decode import encode_prompts
         from recllm.decode.vllm_beam import async_vllm_sid_beam_search
 
         prompts = encode_prompts(self.tokenizer, self.prompts(histories, k))
         ranked = await async_vllm_sid_beam_search(
-            self.backend, prompts, self.trie, num_beams=self._beams(k, num_beams), k=k
+            self.backend,
+            prompts,
+            self.trie,
+            num_beams=self._beams(k, num_beams),
+            k=k,
+            catalog=self.sid_map.content_hash,  # the engine keeps it across a catalog reload
         )
         return [self._named(r) for r in ranked]
 

@@ -31,6 +31,7 @@ vLLM starts, and :func:`serve` uses parts of vLLM's private server API: they are
 the tested versions when a part is missing.
 """
 
+import asyncio
 import json
 import logging
 import socket
@@ -196,7 +197,12 @@ def vllm_serve_args(
 
     check_vllm_version()
     api = require_vllm_api(_PARSER_API, what=_WHAT)
-    from recllm.decode.vllm_processor import CONFIG_KEY, SIDVLLMLogitsProcessor, register_engine
+    from recllm.decode.vllm_processor import (
+        CONFIG_KEY,
+        SIDCatalogWorkerExtension,
+        SIDVLLMLogitsProcessor,
+        register_engine,
+    )
 
     processor = f"{SIDVLLMLogitsProcessor.__module__}:{SIDVLLMLogitsProcessor.__qualname__}"
     argv = [
@@ -218,6 +224,9 @@ def vllm_serve_args(
         json.dumps({CONFIG_KEY: {"model_dir": str(model_dir)}}),
         "--seed",
         "0",
+        # the API server loads reloaded catalogs into the engine's SID processors through it
+        "--worker-extension-cls",
+        f"{SIDCatalogWorkerExtension.__module__}.{SIDCatalogWorkerExtension.__qualname__}",
     ]
     # Defaults first: vLLM's parser keeps the last value of a flag given twice.
     argv += [*SERVE_DEFAULTS, *extra]
@@ -241,6 +250,10 @@ def vllm_serve_args(
 def recommend_router(recommender: Any, *, max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES):
     """A FastAPI router with ``POST /v1/recommend`` answering from ``recommender``.
 
+    ``recommender`` may be a :class:`recllm.apps.serve_reload.ServedRecommender`: each request
+    then reads its ``current`` recommender once, when it starts, and finishes on it even if a
+    catalog reload swaps in another meanwhile.
+
     The endpoint bounds its own body and JSON depth too, so the router is safe on an app
     without :class:`RequestLimits`.
 
@@ -252,6 +265,9 @@ def recommend_router(recommender: Any, *, max_request_bytes: int = DEFAULT_MAX_R
     from fastapi import APIRouter, Request
     from fastapi.responses import JSONResponse
 
+    from recllm.apps.serve_reload import ServedRecommender
+
+    served = recommender if isinstance(recommender, ServedRecommender) else None
     router = APIRouter()
 
     def error(e: UserError | str, status: int = 400) -> JSONResponse:
@@ -263,6 +279,7 @@ def recommend_router(recommender: Any, *, max_request_bytes: int = DEFAULT_MAX_R
 
     @router.post("/v1/recommend")
     async def recommend(request: Request) -> JSONResponse:
+        rec = served.current if served is not None else recommender  # kept to the end
         declared = content_length(request.scope)
         if declared is not None and declared > max_request_bytes:
             return error(too_large(max_request_bytes, declared), 413)
@@ -273,11 +290,11 @@ def recommend_router(recommender: Any, *, max_request_bytes: int = DEFAULT_MAX_R
                 return error(too_large(max_request_bytes, None), 413)
             chunks.append(chunk)
         try:  # the request's own faults: 400, before any decoding
-            history, k, think, rationales = _parse_request(b"".join(chunks), recommender)
+            history, k, think, rationales = _parse_request(b"".join(chunks), rec)
         except ValueError as e:
             return error(e)
         try:
-            recs, thoughts = await _decode(recommender, history, k, think, rationales)
+            recs, thoughts = await _decode(rec, history, k, think, rationales)
         except UserError as e:
             return error(e)
         except Exception as e:  # a fault of ours: never blamed on the request
@@ -372,6 +389,7 @@ async def serve(
     max_k: int = 50,
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
     allow_other_data: bool = False,
+    admin_token: str | None = None,
 ) -> None:
     """Run vLLM's OpenAI-compatible server (``args`` from :func:`vllm_serve_args`) with
     ``/v1/recommend`` mounted and :class:`RequestLimits` on every route; returns when the
@@ -380,7 +398,9 @@ async def serve(
     Makes the calls of vLLM's ``run_server`` / ``run_server_worker`` / ``build_and_serve``
     (``vllm/entrypoints/launchers/api_server/entry.py`` in vLLM 0.32; vLLM's other way to add a
     route, a ``vllm.endpoint_plugins`` entry point, works only once recllm is installed with
-    it) and adds the router and the middleware to the app vLLM builds.
+    it) and adds the router and the middleware to the app vLLM builds. With ``admin_token``,
+    ``POST /v1/admin/reload`` and SIGHUP reload the catalog (:mod:`recllm.apps.serve_reload`;
+    ``args`` then needs ``--worker-extension-cls``, which :func:`vllm_serve_args` sets).
 
     Raises:
         UserError: The port cannot be bound, or the installed vLLM lacks a part of its server
@@ -402,6 +422,12 @@ async def serve(
             raise vllm_api_error(_WHAT, f"the serve argument {name}", "it does not exist")
 
     from recllm.apps.recommender import Recommender
+    from recllm.apps.serve_reload import (
+        CatalogReloader,
+        ServedRecommender,
+        admin_router,
+        install_sighup,
+    )
 
     # vLLM's --middleware hook (a public serve flag) adds it while building the app: the
     # outermost layer, so oversized bodies never reach vLLM's code. Starlette refuses
@@ -430,7 +456,19 @@ async def serve(
             backend=engine_client,
             allow_other_data=allow_other_data,
         )
-        app.include_router(recommend_router(recommender, max_request_bytes=max_request_bytes))
+        served = ServedRecommender(recommender)
+        app.include_router(recommend_router(served, max_request_bytes=max_request_bytes))
+        reloader = CatalogReloader(
+            served,
+            args.model,
+            engine="vllm",
+            data=data,
+            max_k=max_k,
+            allow_other_data=allow_other_data,
+        )
+        install_sighup(reloader, asyncio.get_running_loop())
+        if admin_token:
+            app.include_router(admin_router(reloader, admin_token))
         logger.info(
             "recllm serve: %s (POST %s/v1/recommend; request bodies up to %d bytes)",
             args.model,

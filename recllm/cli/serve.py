@@ -13,7 +13,9 @@ from recllm.errors import UserError
 
 def cmd_serve(args: argparse.Namespace) -> int:
     import importlib.util
+    import os
 
+    from recllm.apps.serve_reload import ADMIN_TOKEN_ENV
     from recllm.vocab.checkpoint import load_tokenizer_with_sids
 
     if importlib.util.find_spec("vllm") is None:
@@ -46,6 +48,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             max_k=args.max_k,
             max_request_bytes=args.max_request_bytes,
             allow_other_data=args.allow_other_data,
+            admin_token=args.admin_token or os.environ.get(ADMIN_TOKEN_ENV) or None,
         )
     )
     return 0
@@ -80,6 +83,14 @@ def add_parsers(sub: Any) -> None:
         "allow_other_data",
         action="store_true",
         help="serve with --data although its catalog is not the one the model was trained on",
+    )
+    _flag(
+        sv,
+        "admin_token",
+        default=None,
+        help="enable POST /v1/admin/reload (catalog reload without a restart) behind "
+        "'Authorization: Bearer TOKEN' (or env RECLLM_ADMIN_TOKEN); without it the route does "
+        "not exist. SIGHUP always reloads the --model directory",
     )
     # the server decodes on vLLM; each request names its k, up to --max-k
     add_decoding_args(sv, k="max", k_default=50)

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 from recllm.decode.trie import SIDTrie
 from recllm.decode.vllm_processor import (
+    EXTRA_CATALOG,
     EXTRA_PREFIXES,
     EXTRA_SID,
     EXTRA_SID_ONLY,
@@ -65,7 +66,9 @@ Round = list[tuple[list[int], "SamplingParams"]]
 
 
 @functools.lru_cache(maxsize=64)
-def _params(max_tokens: int, logprobs: int, stop: int | None = None) -> SamplingParams:
+def _params(
+    max_tokens: int, logprobs: int, stop: int | None = None, catalog: str | None = None
+) -> SamplingParams:
     """One shared, read-only ``SamplingParams`` per round shape.
 
     ``skip_clone``: vLLM deep-copies a request's params on submission unless told not to, and a
@@ -84,17 +87,22 @@ def _params(max_tokens: int, logprobs: int, stop: int | None = None) -> Sampling
             EXTRA_SID_ONLY: True,
             EXTRA_SID_PARTIAL: True,
             **({} if stop is None else {EXTRA_STOP: stop}),
+            **({} if catalog is None else {EXTRA_CATALOG: catalog}),
         },
         skip_clone=True,
     )
 
 
 def _prefix_params(
-    max_tokens: int, logprobs: int, prefixes: Any, stop: int | None = None
+    max_tokens: int,
+    logprobs: int,
+    prefixes: Any,
+    stop: int | None = None,
+    catalog: str | None = None,
 ) -> SamplingParams:
     """:func:`_params` with this prompt's allowed SID prefixes (think-ahead) attached."""
     if prefixes is None:
-        return _params(max_tokens, logprobs, stop)
+        return _params(max_tokens, logprobs, stop, catalog)
     from vllm import SamplingParams
 
     return SamplingParams(
@@ -108,6 +116,7 @@ def _prefix_params(
             EXTRA_SID_PARTIAL: True,
             EXTRA_PREFIXES: prefixes,
             **({} if stop is None else {EXTRA_STOP: stop}),
+            **({} if catalog is None else {EXTRA_CATALOG: catalog}),
         },
     )
 
@@ -133,8 +142,13 @@ def sid_beam_rounds(
     prefixes: Sequence[Sequence[Sequence[int]] | None] | None = None,
     depth: int | None = None,
     stop_token_id: int | None = None,
+    catalog: str | None = None,
 ) -> Generator[Round, list[CompletionOutput], list[Any]]:
     """The beam search as rounds of requests (see the module docstring).
+
+    ``catalog``: the content hash of ``trie``'s SID map, sent with every request so that the
+    engine's processor constrains with the same map even if the server reloads its catalog
+    meanwhile (the processor's ``recllm_catalog`` switch).
 
     ``stop_token_id``: the token scored after ``<|sid_end|>`` (default: the engine's stop
     token; the processor's ``recllm_stop`` switch).
@@ -177,7 +191,8 @@ def sid_beam_rounds(
 
     # Round 1: the forced begin marker, then the level-0 candidates.
     outs = yield [
-        (p, _prefix_params(2, num_beams, a)) for p, a in zip(prompts, allowed, strict=True)
+        (p, _prefix_params(2, num_beams, a, None, catalog))
+        for p, a in zip(prompts, allowed, strict=True)
     ]
     beams: list[list[tuple[tuple[int, ...], float]]] = []  # per prompt: (code tokens, score)
     begin_scores: list[float] = []
@@ -196,7 +211,10 @@ def sid_beam_rounds(
     for level in range(1, levels if depth is None else depth):
         flat = [(p, b) for p, row in enumerate(beams) for b in row]
         outs = yield [
-            (prompts[p] + [ids.begin_id, *codes], _prefix_params(1, num_beams, allowed[p]))
+            (
+                prompts[p] + [ids.begin_id, *codes],
+                _prefix_params(1, num_beams, allowed[p], None, catalog),
+            )
             for p, (codes, _) in flat
         ]
         grown: list[list[tuple[tuple[int, ...], float]]] = [[] for _ in prompts]
@@ -217,7 +235,10 @@ def sid_beam_rounds(
     # Last round: the forced end marker and stop token rescore the finished beams.
     flat = [(p, b) for p, row in enumerate(beams) for b in row]
     outs = yield [
-        (prompts[p] + [ids.begin_id, *codes], _prefix_params(2, 0, allowed[p], stop_token_id))
+        (
+            prompts[p] + [ids.begin_id, *codes],
+            _prefix_params(2, 0, allowed[p], stop_token_id, catalog),
+        )
         for p, (codes, _) in flat
     ]
     final: list[list[tuple[tuple[int, ...], float]]] = [[] for _ in prompts]
@@ -343,8 +364,10 @@ async def async_vllm_sid_beam_search(
     k: int | None = None,
     length_penalty: float = 1.0,
     stop_token_id: int | None = None,
+    catalog: str | None = None,
 ) -> list[Ranked]:
-    """:func:`sid_beam_rounds` on vLLM's async engine client (the API server's ``AsyncLLM``)."""
+    """:func:`sid_beam_rounds` on vLLM's async engine client (the API server's ``AsyncLLM``);
+    ``catalog``: the content hash of ``trie``'s SID map (see :func:`sid_beam_rounds`)."""
     from vllm.inputs import TokensPrompt
 
     async def one(ids: list[int], params: SamplingParams) -> CompletionOutput:
@@ -359,6 +382,7 @@ async def async_vllm_sid_beam_search(
         k=k,
         length_penalty=length_penalty,
         stop_token_id=stop_token_id,
+        catalog=catalog,
     )
     requests = next(rounds)
     while True:

@@ -38,6 +38,8 @@ masks after ``log_softmax``). Free rows keep their raw logits.
 from __future__ import annotations
 
 import logging
+import weakref
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -66,12 +68,15 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CONFIG_KEY",
+    "EXTRA_CATALOG",
     "EXTRA_KEYS",
     "EXTRA_PREFIXES",
     "EXTRA_SID",
     "EXTRA_SID_ONLY",
     "EXTRA_SID_PARTIAL",
     "EXTRA_STOP",
+    "RELOAD_METHOD",
+    "SIDCatalogWorkerExtension",
     "SIDVLLMLogitsProcessor",
     "load_sid_trie",
     "register_engine",
@@ -97,8 +102,26 @@ EXTRA_PREFIXES = "recllm_prefixes"
 #: ``<|sid_end|>`` instead of the engine's stop token (an int token id; a dialogue reply goes on
 #: after its SID with a new line, :func:`recllm.tasks.dialogue.reply_stop_token`).
 EXTRA_STOP = "recllm_stop"
+#: ``SamplingParams.extra_args`` key: the content hash of the SID map this request decodes
+#: against (a served catalog reload keeps the previous maps for requests that started on them,
+#: :mod:`recllm.apps.serve_reload`); absent: the processor's current map.
+EXTRA_CATALOG = "recllm_catalog"
 #: Every ``extra_args`` key recllm reads; any other key starting with ``recllm`` is an error.
-EXTRA_KEYS = (EXTRA_SID, EXTRA_SID_ONLY, EXTRA_SID_PARTIAL, EXTRA_PREFIXES, EXTRA_STOP)
+EXTRA_KEYS = (
+    EXTRA_SID,
+    EXTRA_SID_ONLY,
+    EXTRA_SID_PARTIAL,
+    EXTRA_PREFIXES,
+    EXTRA_STOP,
+    EXTRA_CATALOG,
+)
+#: The worker method (:class:`SIDCatalogWorkerExtension`, installed by ``recllm serve`` with
+#: ``--worker-extension-cls``) that loads another catalog into the engine's SID processors.
+RELOAD_METHOD = "recllm_load_catalog"
+#: SID maps a processor keeps (the current one and those in-flight requests may still use).
+KEEP_CATALOGS = 3
+# The processors built in this process (the engine's worker), for RELOAD_METHOD.
+_processors: weakref.WeakSet = weakref.WeakSet()
 _BOOL_KEYS = (EXTRA_SID, EXTRA_SID_ONLY, EXTRA_SID_PARTIAL)
 _CONFIG_KEYS = {"model_dir", "enabled", "sid_only", "stop_token_id"}
 
@@ -209,6 +232,7 @@ class _Request:
     prefix_nodes: torch.Tensor | None = None  # allowed trie nodes (think-ahead), sorted
     prefix_depth: int = 0
     stop: int | None = None  # token forced after <|sid_end|> in sid_only mode
+    trie: SIDTrie | None = None  # the catalog the request started on
 
 
 class SIDVLLMLogitsProcessor(LogitsProcessor):
@@ -227,7 +251,10 @@ class SIDVLLMLogitsProcessor(LogitsProcessor):
                 f"only {sorted(_CONFIG_KEYS)}"
             )
         model_dir = section.get("model_dir") or vllm_config.model_config.model
-        self.trie = load_sid_trie(model_dir).to(device)
+        self.device = device
+        self.vocab_size = vllm_config.model_config.get_vocab_size()
+        self.tries: OrderedDict[str, SIDTrie] = OrderedDict()
+        self.trie = self._load_trie(model_dir)
         self.enabled = bool(section.get("enabled", True))
         self.default_sid_only = bool(section.get("sid_only", False))
         stop = section.get("stop_token_id")
@@ -241,18 +268,10 @@ class SIDVLLMLogitsProcessor(LogitsProcessor):
                 f"additional_config[{CONFIG_KEY!r}]['stop_token_id']"
             )
         self.stop_token_id = stop
-        vocab = vllm_config.model_config.get_vocab_size()
-        self.vocab_size = vocab
-        if vocab <= self.trie.token_ids.last_id:
-            raise ValueError(
-                f"the model has {vocab} vocabulary rows but SID tokens go up to "
-                f"{self.trie.token_ids.last_id}; Fix: serve the model saved with {model_dir}'s "
-                "SID map (recllm.vocab.save_model_with_sids)"
-            )
         _set_engine_shape(_EngineShape(self.trie.levels, self.enabled))
-        self.device = device
         self.requests: dict[int, _Request] = {}
-        self._prefix_sets: PrefixSets | None = None
+        self._prefix_sets: dict[int, PrefixSets] = {}
+        _processors.add(self)
         self._warned_off_trie = False
         logger.info(
             "SID logits processor: %d items x %d levels from %s (enabled=%s, sid_only=%s, "
@@ -264,6 +283,38 @@ class SIDVLLMLogitsProcessor(LogitsProcessor):
             self.default_sid_only,
             stop,
         )
+
+    def _load_trie(self, model_dir: str | Path) -> SIDTrie:
+        """Load ``model_dir``'s trie, check it against the model, keep it by its map's hash."""
+        from recllm.sid.sidmap import SIDMap
+
+        trie = load_sid_trie(model_dir).to(self.device)
+        if self.vocab_size <= trie.token_ids.last_id:
+            raise ValueError(
+                f"the model has {self.vocab_size} vocabulary rows but SID tokens go up to "
+                f"{trie.token_ids.last_id}; Fix: serve the model saved with {model_dir}'s "
+                "SID map (recllm.vocab.save_model_with_sids)"
+            )
+        key = SIDMap.load(Path(model_dir) / "sid_map.json").content_hash
+        self.tries[key] = trie
+        self.tries.move_to_end(key)
+        while len(self.tries) > KEEP_CATALOGS:
+            self.tries.popitem(last=False)
+        return trie
+
+    def load_catalog(self, model_dir: str | Path) -> None:
+        """Make ``model_dir``'s SID map the current catalog (a served reload); requests that
+        name an earlier map (``recllm_catalog``) keep it while it is among the last
+        :data:`KEEP_CATALOGS`, and requests already tracked keep theirs."""
+        old = self.trie
+        trie = self._load_trie(model_dir)
+        if (trie.levels, trie.token_ids) != (old.levels, old.token_ids):
+            raise ValueError(
+                f"{model_dir}: its SID tokens are not the served model's; Fix: restart the "
+                "server on it"
+            )
+        self.trie = trie
+        logger.info("SID logits processor: catalog of %d items from %s", trie.num_items, model_dir)
 
     @classmethod
     def validate_params(cls, sampling_params: SamplingParams) -> None:
@@ -301,6 +352,12 @@ class SIDVLLMLogitsProcessor(LogitsProcessor):
             )
         if EXTRA_PREFIXES in extra:
             _check_prefixes(extra[EXTRA_PREFIXES], _engine_shape)
+        if EXTRA_CATALOG in extra and not isinstance(extra[EXTRA_CATALOG], str):
+            raise UserError(
+                f"vllm_xargs {EXTRA_CATALOG}",
+                f"must be a SID map content hash (a string), got {clip(extra[EXTRA_CATALOG])}",
+                "leave it out to decode against the served catalog",
+            )
         if EXTRA_STOP in extra:
             stop = extra[EXTRA_STOP]
             if isinstance(stop, bool) or not isinstance(stop, int) or stop < 0:
@@ -339,18 +396,23 @@ class SIDVLLMLogitsProcessor(LogitsProcessor):
         if batch_update is not None:
             self._prefix_sets = self._batch_prefixes()
 
-    def _batch_prefixes(self) -> PrefixSets | None:
-        """The batch's prefix sets, one row per slot (rebuilt when the batch changes)."""
-        slots = {i: r.prefix_nodes for i, r in self.requests.items() if r.prefix_nodes is not None}
-        if not slots:
-            return None
-        width = max(self.requests) + 1
-        n = self.trie.num_nodes
-        keys = torch.cat([i * n + nodes for i, nodes in sorted(slots.items())])
-        restricted = torch.zeros(width, dtype=torch.bool, device=self.device)
-        restricted[list(slots)] = True
-        depth = self.requests[next(iter(slots))].prefix_depth
-        return PrefixSets(keys, restricted, depth, n)
+    def _batch_prefixes(self) -> dict[int, PrefixSets]:
+        """The batch's prefix sets per trie (by ``id``), one row per slot (rebuilt when the
+        batch changes)."""
+        by_trie: dict[int, dict[int, torch.Tensor]] = {}
+        for i, r in self.requests.items():
+            if r.prefix_nodes is not None:
+                by_trie.setdefault(id(r.trie), {})[i] = r.prefix_nodes
+        out = {}
+        width = max(self.requests, default=-1) + 1
+        for key, slots in by_trie.items():
+            first = self.requests[next(iter(slots))]
+            n = first.trie.num_nodes
+            keys = torch.cat([i * n + nodes for i, nodes in sorted(slots.items())])
+            restricted = torch.zeros(width, dtype=torch.bool, device=self.device)
+            restricted[list(slots)] = True
+            out[key] = PrefixSets(keys, restricted, first.prefix_depth, n)
+        return out
 
     def _new_request(
         self, params: SamplingParams, prompt: list[int] | None, output: list[int]
@@ -358,10 +420,20 @@ class SIDVLLMLogitsProcessor(LogitsProcessor):
         extra = params.extra_args or {}
         if not extra.get(EXTRA_SID, self.enabled):
             return None
+        trie = self.trie
+        if extra.get(EXTRA_CATALOG) is not None:
+            trie = self.tries.get(extra[EXTRA_CATALOG], trie)
+            if trie is self.trie and extra[EXTRA_CATALOG] not in self.tries:
+                logger.warning(
+                    "a request names SID map %s, which is not among the last %d catalogs; "
+                    "decoding it against the current one",
+                    clip(extra[EXTRA_CATALOG]),
+                    KEEP_CATALOGS,
+                )
         sid_only = bool(extra.get(EXTRA_SID_ONLY, self.default_sid_only))
         stop = extra.get(EXTRA_STOP, self.stop_token_id)
         if stop is not None and (
-            stop in self.trie.token_ids.all_ids() or not 0 <= stop < self.vocab_size
+            stop in trie.token_ids.all_ids() or not 0 <= stop < self.vocab_size
         ):
             # Raising here would take the engine down; validate_params cannot see the model.
             logger.warning("ignoring recllm_stop %s: a SID token or outside the vocabulary", stop)
@@ -369,10 +441,10 @@ class SIDVLLMLogitsProcessor(LogitsProcessor):
         if sid_only and stop is None:
             logger.warning("sid_only request without a stop token: constraining SID spans only")
             sid_only = False
-        req = _Request(prompt or [], output, sid_only, stop=stop)
+        req = _Request(prompt or [], output, sid_only, stop=stop, trie=trie)
         if extra.get(EXTRA_PREFIXES) is not None:
             try:
-                one = PrefixSets.from_prefixes(self.trie, [extra[EXTRA_PREFIXES]])
+                one = PrefixSets.from_prefixes(trie, [extra[EXTRA_PREFIXES]])
             except ValueError as e:  # validate_params checked the shape, not the catalog
                 logger.warning("ignoring recllm_prefixes of a request: %s", e)
             else:
@@ -384,17 +456,21 @@ class SIDVLLMLogitsProcessor(LogitsProcessor):
         """Constrain the rows of tracked requests; ``logits`` is ``(num_reqs, vocab)``."""
         if not self.requests:
             return logits
-        width = self.trie.levels + 1
-        groups: dict[tuple[bool, int | None], list[int]] = {}
+        groups: dict[tuple[int, bool, int | None], list[int]] = {}
+        tries: dict[int, SIDTrie] = {}
         for i, r in self.requests.items():
             if i < logits.shape[0]:
-                groups.setdefault((r.sid_only, r.stop if r.sid_only else None), []).append(i)
-        for (sid_only, stop), rows in groups.items():
+                trie = r.trie or self.trie
+                tries[id(trie)] = trie
+                key = (id(trie), r.sid_only, r.stop if r.sid_only else None)
+                groups.setdefault(key, []).append(i)
+        for (key, sid_only, stop), rows in groups.items():
+            trie = tries[key]
             tails = torch.tensor(
-                [self._tail(self.requests[i], width) for i in rows], device=self.device
+                [self._tail(self.requests[i], trie.levels + 1) for i in rows], device=self.device
             )  # (rows, L + 1)
             rows_t = torch.tensor(rows, device=self.device)
-            self._constrain(logits, rows_t, tails, sid_only, stop)
+            self._constrain(logits, rows_t, tails, sid_only, stop, trie)
         return logits
 
     @staticmethod
@@ -414,8 +490,10 @@ class SIDVLLMLogitsProcessor(LogitsProcessor):
         tails: torch.Tensor,
         sid_only: bool,
         stop: int | None = None,
+        trie: SIDTrie | None = None,
     ) -> None:
-        state = span_state(tails, self.trie)
+        trie = self.trie if trie is None else trie
+        state = span_state(tails, trie)
         if bool(state.off_trie.any()):
             # A prompt that ends inside a malformed or unknown SID: nothing valid can follow, so
             # the row is left free rather than masked completely (which would crash sampling).
@@ -430,12 +508,12 @@ class SIDVLLMLogitsProcessor(LogitsProcessor):
             rows, tails = rows[keep], tails[keep]
             if not len(rows):
                 return
-        sets = self._prefix_sets
+        sets = self._prefix_sets.get(id(trie))
         if sets is not None and int(rows.max()) >= sets.rows:
             sets = None  # a slot beyond the last rebuild holds no prefixes
         constraint = sid_constraint(
             tails,
-            self.trie,
+            trie,
             sid_only=sid_only,
             stop_token_id=stop if stop is not None else self.stop_token_id,
             check=False,
@@ -449,8 +527,23 @@ class SIDVLLMLogitsProcessor(LogitsProcessor):
                 return
         # (rows, vocab) full-vocabulary log-probs, masked: what HF beam search scores with.
         logp = logits.index_select(0, rows).float().log_softmax(dim=-1)
-        logp = constrain_scores(logp, constraint, self.trie, inplace=True)
+        logp = constrain_scores(logp, constraint, trie, inplace=True)
         logits.index_copy_(0, rows, logp.to(logits.dtype))
+
+
+class SIDCatalogWorkerExtension:
+    """vLLM worker extension (``--worker-extension-cls``): lets the API server load another
+    catalog into the SID processors of the engine's processes through
+    ``engine_client.collective_rpc(RELOAD_METHOD, args=(model_dir,))``."""
+
+    def recllm_load_catalog(self, model_dir: str) -> bool:
+        """Load ``model_dir``'s SID map into every SID processor of this process; True when at
+        least one took it."""
+        done = False
+        for processor in list(_processors):
+            processor.load_catalog(model_dir)
+            done = True
+        return done
 
 
 def _check_prefixes(value: Any, shape: _EngineShape | None) -> None:

@@ -186,7 +186,8 @@ def test_installed_vllm_passes_the_guards_and_requests_are_validated(tmp_path: P
     assert res["reserved"] == ("0" if small else None)
     got = res["checks"]
     known = (
-        "recllm reads recllm_sid, recllm_sid_only, recllm_sid_partial, recllm_prefixes, recllm_stop"
+        "recllm reads recllm_sid, recllm_sid_only, recllm_sid_partial, recllm_prefixes, "
+        "recllm_stop, recllm_catalog"
     )
     assert got["misspelled"] == (
         f"vllm_xargs 'recllm_sid_onyl': unknown recllm switch ({known}). Fix: spell it as one "
