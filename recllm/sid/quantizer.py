@@ -12,6 +12,11 @@ Saved by the SID build as ``<sid_dir>/quantizer/`` (no pickle)::
 The content hash covers the JSON (without the hash) and every array's name, dtype, shape and
 bytes; :meth:`SIDQuantizer.load` recomputes it and refuses an edited or truncated artifact.
 
+Exactness: re-encoding the training items' texts gives their pre-collision build codes for
+``rq-kmeans`` and ``rq-vae``. ``balanced`` builds assign under equal-size capacities; a new item
+has no capacity to share, so it takes its nearest code at each level (training items re-encoded
+this way mostly differ from their balanced codes).
+
 Collaborative block of a new item (``collab_weight > 0``): a new item has no interactions, so its
 collaborative vector is **zero**, the same as the build gives a catalog item with no training
 co-occurrence (:func:`recllm.sid.collab.collaborative_embeddings`). Its fused vector is then
