@@ -349,6 +349,9 @@ def save(run: PlumRun, think_record: dict[str, Any] | None = None) -> Path:
             prompt_files=[prompts / "rec.jinja"]
             + ([prompts / "reason_rec.jinja"] if think_record else [])
             + ([prompts / "dialogue.jinja"] if task_cfg.mixture.get("dialogue", 0) > 0 else []),
+            quantizer_dir=None
+            if run.plum.init_model is not None  # carried from init_model below
+            else (Path(run.plum.sid_map) if run.plum.sid_map else out / "sids") / "quantizer",
         )
         if run.plum.init_model is not None:
             carry_catalog_files(Path(run.plum.init_model), model_dir)

@@ -222,11 +222,11 @@ def item_token_map(item_ids: list[str]) -> SIDMap:
 
 
 def window_period(split: Split, args: SeqLMArguments, max_items: int) -> PeriodSelection | None:
-    """The training windows of ``--train_since/--train_until`` plus the replay share, selected
-    by each window's last (target) event; None without a period."""
+    """The training windows of ``--train_since`` plus the replay share, selected by each
+    window's last (target) event; None without a period."""
     from recllm.train.period import event_times, select_period
 
-    if args.train_since is None and args.train_until is None:
+    if args.train_since is None:
         return None
     windows = training_windows(split, max_items)
     return select_period(
@@ -234,7 +234,6 @@ def window_period(split: Split, args: SeqLMArguments, max_items: int) -> PeriodS
         [window[-1] for _, window in windows],
         event_times(split),
         since=args.train_since,
-        until=args.train_until,
         replay_ratio=args.replay_ratio,
         seed=args.model_seed,
     )
@@ -302,6 +301,10 @@ def run_seqlm(
 
         _, init_map = load_init_model(args.init_model, PROMPT_STYLE)
         check_items_in_map(dataset.catalog, init_map, args.init_model)
+    if args.train_until is not None:  # the data as it was then; the fingerprint is the data's
+        from recllm.train.period import cut_training
+
+        split = cut_training(split, args.train_until)
     period = window_period(split, args, args.max_items)  # refuses data without timestamps
     resolved = {
         "seqlm": asdict(args),
@@ -527,6 +530,9 @@ def _train_member(
         run.out / name,
         overwrite=True,
         recommender={**recommender, "max_history": cfg.max_items},
+        quantizer_dir=None
+        if run.args.init_model is not None or run.args.item_tokens  # no quantizer of its own
+        else (Path(run.args.sid_map) if run.args.sid_map else run.out / "sids") / "quantizer",
     )
     if run.args.init_model is not None:
         from recllm.train.init_model import carry_catalog_files

@@ -65,6 +65,7 @@ def save_model_with_sids(
     overwrite: bool = False,
     recommender: Mapping[str, Any] | None = None,
     prompt_files: Sequence[str | os.PathLike[str]] = (),
+    quantizer_dir: str | os.PathLike[str] | None = None,
 ) -> Path:
     """Save model, tokenizer, SID map and ``recllm_vocab.json`` into one directory, atomically.
 
@@ -81,6 +82,10 @@ def save_model_with_sids(
             ``recllm_vocab.json`` so that evaluation and serving build the prompts training used.
         prompt_files: Jinja templates to copy into ``out_dir/prompts/`` (the model then carries
             the exact prompt it was trained on).
+        quantizer_dir: The SID build's ``quantizer/`` (``OUTPUT_DIR/sids/quantizer``), copied
+            into ``out_dir/sid_quantizer/`` so ``recllm catalog add`` can code new items for
+            this model; copied only when it was saved with ``sid_map`` (same content hash),
+            skipped (logged) when absent or of another map.
 
     Returns:
         ``out_dir`` as a Path.
@@ -133,6 +138,8 @@ def save_model_with_sids(
             (tmp / PROMPTS_DIRNAME).mkdir()
             for f in prompt_files:
                 shutil.copyfile(f, tmp / PROMPTS_DIRNAME / Path(f).name)
+        if quantizer_dir is not None:
+            _copy_quantizer(Path(quantizer_dir), sid_map, tmp)
         record["files"] = sorted(f.name for f in tmp.iterdir() if f.is_file())
         write_json_atomic(tmp / VOCAB_FILENAME, record)
     logger.info(
@@ -144,6 +151,27 @@ def save_model_with_sids(
         out_dir,
     )
     return Path(out_dir)
+
+
+def _copy_quantizer(src: Path, sid_map: SIDMap, tmp: Path) -> None:
+    """Copy a SID quantizer into ``tmp/sid_quantizer`` when it belongs to ``sid_map``."""
+    from recllm.sid.quantizer import SIDQuantizer
+
+    if not src.is_dir():
+        logger.info("No SID quantizer at %s: the model is saved without sid_quantizer/", src)
+        return
+    adds = sid_map.meta.get("additions") or []
+    root = adds[0]["parent_content_hash"] if adds else sid_map.content_hash
+    found = SIDQuantizer.load(src).sid_map_hash
+    if found not in (root, sid_map.content_hash):
+        logger.warning(
+            "SID quantizer %s belongs to SID map %s, not %s: not copied into the model",
+            src,
+            found[:12],
+            sid_map.content_hash[:12],
+        )
+        return
+    shutil.copytree(src, tmp / "sid_quantizer")
 
 
 def read_vocab_record(directory: str | os.PathLike[str]) -> dict[str, Any]:

@@ -98,3 +98,26 @@ def test_catalog_add_faults(trained, tmp_path, capsys, name, content, expect):
     assert main([*argv, "--out", str(tmp_path / "o")]) == 2
     assert expect in _error(capsys).lower()
     assert not (tmp_path / "o").exists()
+
+
+def test_saved_model_carries_its_quantizer_only_for_its_map(trained, tmp_path, capsys):
+    sids, _ = trained
+    sid_map = SIDMap.load(sids)
+    tok = build_tiny_tokenizer()
+    model = build_tiny_qwen3(tok, tie_word_embeddings=False)
+    extend_vocab(model, tok, sid_map)
+    q = sids / "quantizer"
+    m = save_model_with_sids(model, tok, sid_map, tmp_path / "m", quantizer_dir=q)
+    assert (m / "sid_quantizer" / "quantizer.json").read_bytes() == (
+        q / "quantizer.json"
+    ).read_bytes()
+    items = _items(tmp_path / "n.jsonl", [{"item_id": "n1", "title": "blue tape"}])
+    argv = ["catalog", "add", "--model", str(m), "--items", str(items)]
+    assert main([*argv, "--out", str(tmp_path / "m2")]) == 0  # no --sids needed
+    # control: a quantizer of another SID map is not copied
+    other = SIDMap(sid_map.item_ids[:-1], sid_map.codes[:-1], sid_map.codebook_sizes)
+    tok2 = build_tiny_tokenizer()
+    model2 = build_tiny_qwen3(tok2, tie_word_embeddings=False)
+    extend_vocab(model2, tok2, other)
+    m3 = save_model_with_sids(model2, tok2, other, tmp_path / "m3", quantizer_dir=q)
+    assert not (m3 / "sid_quantizer").exists()
