@@ -217,3 +217,23 @@ def test_assign_refuses_existing_ids_and_foreign_map(toy, tmp_path):
     other = SIDMap(old.item_ids[:-1], old.codes[:-1], old.codebook_sizes)
     with pytest.raises(UserError, match="not with this map"):
         assign_items(q, other, _new_catalog(2))
+
+
+def test_lm_quantizer_reproduces_codes_and_refuses_a_changed_model(
+    toy, tmp_path, tiny_tokenizer, torch_single_thread
+):
+    from recllm.testing import save_tiny_model
+
+    model_dir = save_tiny_model(tmp_path / "tiny", tokenizer=tiny_tokenizer)
+    cfg = SIDConfig(
+        method="rq-kmeans", levels=3, codebook_size=8, embedding="lm", text_model=str(model_dir)
+    )
+    build, q = _built(toy, cfg, tmp_path)
+    assert q.featurizer["kind"] == "lm" and len(q.featurizer["fingerprint"]) == 64
+    codes = q.encode_texts(q.texts_of(toy.catalog))
+    np.testing.assert_array_equal(codes, build.result.codes)
+    # the model's files change (e.g. fine-tuned in place): encoding is refused
+    weights = next(model_dir.glob("*.safetensors"))
+    weights.write_bytes(weights.read_bytes()[:-8] + b"\x00" * 8)
+    with pytest.raises(UserError, match="its files changed since the SID build"):
+        q.encode_texts(["title: red saw"])
