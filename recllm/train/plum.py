@@ -84,8 +84,9 @@ class PlumArguments:
     train_until: float | None = field(
         default=None,
         metadata={
-            "help": "Drop the training examples whose target event happened at or after this "
-            "time (seconds since the epoch): e.g. the base model of an incremental run."
+            "help": "Train on the data as it was before this time (seconds since the epoch): "
+            "every training sequence cut there, the SID build included; e.g. the base model of "
+            "an incremental run."
         },
     )
     replay_ratio: float = field(

@@ -113,7 +113,10 @@ class SeqLMArguments(SeqLMConfig):
     )
     train_until: float | None = field(
         default=None,
-        metadata={"help": "Drop the windows whose last event happened at or after this time."},
+        metadata={
+            "help": "Train on the data as it was before this time (every training sequence "
+            "cut there, the SID build included)."
+        },
     )
     replay_ratio: float = field(
         default=0.0,

@@ -48,7 +48,7 @@ from recllm.train.checkpoints import (
     set_aside_incomplete,
 )
 from recllm.train.init_model import check_items_in_map, load_init_model
-from recllm.train.period import event_times, select_period
+from recllm.train.period import cut_training, event_times, select_period
 from recllm.train.recipe_args import check_training_values
 from recllm.train.rundir import check_output_dir, check_sid_artifact
 from recllm.train.sft import (
@@ -312,9 +312,12 @@ def load_data(run: PlumRun) -> None:
         check_items_in_map(run.dataset.catalog, run.sid_map, run.plum.init_model)
     elif not run.plum.sid_map:
         _check_codebook_fits(len(run.dataset.catalog), run.sid_cfg)
-    if run.plum.train_since is not None or run.plum.train_until is not None:
-        event_times(run.split)  # a period needs timestamps: refused before any write
+    # the data's own fingerprint (evaluation checks it), taken before a --train_until cut
     run.fingerprint = data_fingerprint(run.split, run.dataset.catalog)
+    if run.plum.train_until is not None:  # the data as it was then (the SID build included)
+        run.split = cut_training(run.split, run.plum.train_until)
+    if run.plum.train_since is not None:
+        event_times(run.split)  # a period needs timestamps: refused before any write
     run.resolved = {
         "plum": asdict(run.plum),
         "data": asdict(run.data_cfg),
@@ -497,13 +500,12 @@ def build_texts(run: PlumRun, rationales: Any = None) -> None:
     builder.dialogues = run.dialogues  # None: built from the training split
     train = builder.build(run.split)["train"]
     period = None
-    if run.plum.train_since is not None or run.plum.train_until is not None:
+    if run.plum.train_since is not None:
         period = select_period(
             train["user_id"],
             train["target"],
             event_times(run.split),
             since=run.plum.train_since,
-            until=run.plum.train_until,
             replay_ratio=run.plum.replay_ratio,
             seed=run.task_cfg.task_seed,
         )

@@ -14,7 +14,7 @@ from transformers import TrainerCallback
 from recllm.data import DataConfig, load_rec_dataset, split_dataset
 from recllm.errors import UserError
 from recllm.testing import save_tiny_model
-from recllm.train.period import event_times, select_period
+from recllm.train.period import cut_training, event_times, select_period
 from recllm.vocab import load_model_with_sids
 from tests.recipes.test_plum_faults import plum_configs, write_data
 
@@ -31,8 +31,8 @@ def test_select_period_keeps_the_new_rows_and_a_seeded_bounded_replay():
     users = ["u"] * 10 + [""]  # the last row: a catalog row, no time
     targets = [f"i{k}" for k in range(10)] + ["i0"]
     sel = select_period(users, targets, times, since=7.0, replay_ratio=1.0, seed=3)
-    assert (sel.new, sel.replay, sel.pool, sel.dropped_after) == (3, 3, 8, 0)
-    assert [k for k in sel.indices if k >= 7] == [7, 8, 9]  # every new row, in order
+    assert (sel.new, sel.replay, sel.pool) == (3, 3, 8)
+    assert [k for k in sel.indices if k in (7, 8, 9)] == [7, 8, 9]  # every new row, in order
     assert sel.indices == sorted(sel.indices) and len(set(sel.indices)) == 6
     again = select_period(users, targets, times, since=7.0, replay_ratio=1.0, seed=3)
     other = select_period(users, targets, times, since=7.0, replay_ratio=1.0, seed=4)
@@ -43,11 +43,21 @@ def test_select_period_keeps_the_new_rows_and_a_seeded_bounded_replay():
     assert (most.replay, len(most.indices)) == (8, 11)
     none = select_period(users, targets, times, since=7.0, replay_ratio=0.0)
     assert none.indices == [7, 8, 9]
-    # a window [2, 5): rows after it dropped; without since the catalog row is kept
-    window = select_period(users, targets, times, until=5.0)
-    assert window.indices == [0, 1, 2, 3, 4, 10] and window.dropped_after == 5
     with pytest.raises(UserError, match="--replay_ratio -1"):
         select_period(users, targets, times, since=1.0, replay_ratio=-1)
+
+
+def test_cut_training_keeps_the_training_events_before_the_time(tmp_path):
+    data = write_data(tmp_path / "data", 60)  # 40 users x 8 events at times 1..320
+    cfg = DataConfig(data_path=str(data), max_users=None)
+    split = split_dataset(load_rec_dataset(config=cfg), cfg)
+    cut = cut_training(split, 100.5)
+    # users 0..11 have events 1..96 (6 of 8 train under leave-one-out), user 12 events 97..100
+    assert len(cut.train) == 13 and cut.train.num_interactions == 12 * 6 + 4
+    assert all(t < 100.5 for ts in cut.train.timestamps.values() for t in ts)
+    assert cut.valid == split.valid and cut.test == split.test  # held-out examples unchanged
+    with pytest.raises(UserError, match="no training interaction happened before it"):
+        cut_training(split, 0.5)
 
 
 def test_event_times_hold_training_events_only(tmp_path):
