@@ -92,8 +92,8 @@ class DataConfig:
         metadata={
             "help": "File of item ids (one a line) held out of training: their interactions "
             "leave the training and validation histories and they leave the catalog the SIDs "
-            "and model are built from; test examples are unchanged (the cold-start benchmark, "
-            "recllm.data.holdout). null = no item held out."
+            "and model are built from, and valid/test examples lose them (the cold-start "
+            "benchmark, recllm.data.holdout). null = no item held out."
         },
     )
     valid_ratio: float = field(

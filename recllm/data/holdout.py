@@ -5,11 +5,14 @@ usual one (``split_dataset``); then a set of *held-out* items is removed from ev
 reads, and nothing else changes:
 
 - the held-out items' interactions leave the training sequences (and their timestamps);
-- the validation examples fed to training lose them from their histories, and an example whose
-  target is held out is dropped (a held-out item is never a training signal);
-- the catalog the SIDs and the model are built from loses them (``load_rec_dataset``);
-- the test examples (histories and targets) stay exactly as in the usual split: test users whose
-  target is held out form the cold set.
+- the validation and test examples of the split lose them from their histories, and an example
+  whose target is held out is dropped (a held-out item is never a training signal, and the
+  recipes render every example of the split with the model's SIDs, which these items lack);
+- the catalog the SIDs and the model are built from loses them (``load_rec_dataset``).
+
+The benchmark scores the usual split's test examples, unchanged (the same data loaded without
+``holdout_items``): test users whose target is held out form the cold set
+(:func:`recllm.bench.cold_start.make_cold_split`).
 
 Training is told through ``DataConfig.holdout_items``: a file of item ids, one per line
 (:func:`write_holdout_items`). The model's data fingerprint covers the reduced catalog and
@@ -103,8 +106,9 @@ def remove_from_catalog(catalog: Catalog, held_out: frozenset[str], source: str)
 def holdout_split(split: Split, held_out: frozenset[str]) -> Split:
     """``split`` with the held-out items removed from what training reads (see the module).
 
-    Training users left with no item are dropped; validation examples with a held-out target
-    or an empty history are dropped; the test examples are returned unchanged.
+    Training users left with no item are dropped; validation and test examples lose the
+    held-out items from their histories, and those with a held-out target or an emptied
+    history are dropped.
     """
     from dataclasses import replace
 
@@ -118,19 +122,21 @@ def holdout_split(split: Split, held_out: frozenset[str]) -> Split:
         if train_ts is not None:
             ts = split.train.timestamps[user]
             train_ts[user] = [ts[k] for k in keep]
-    valid = []
-    for ex in split.valid:
-        history = tuple(i for i in ex.history if i not in held_out)
-        if ex.target in held_out or not history:
-            continue
-        valid.append(Example(ex.user_id, history, ex.target))
+
+    def examples(given: list[Example]) -> list[Example]:
+        out = []
+        for ex in given:
+            history = tuple(i for i in ex.history if i not in held_out)
+            if ex.target not in held_out and history:
+                out.append(Example(ex.user_id, history, ex.target))
+        return out
+
+    valid, test = examples(split.valid), examples(split.test)
     removed = sum(map(len, split.train.sequences.values())) - sum(map(len, train.values()))
     logger.info(
-        "held-out items: %d training interactions and %d validation examples removed; "
-        "%d of %d test targets are held out (the cold set)",
+        "held-out items: %d training interactions, %d validation and %d test examples removed",
         removed,
         len(split.valid) - len(valid),
-        sum(ex.target in held_out for ex in split.test),
-        len(split.test),
+        len(split.test) - len(test),
     )
-    return replace(split, train=Interactions(train, train_ts), valid=valid)
+    return replace(split, train=Interactions(train, train_ts), valid=valid, test=test)

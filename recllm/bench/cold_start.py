@@ -1,0 +1,471 @@
+"""The cold-start benchmark (``scripts/cold_start.py``): items no model trained on, recommended.
+
+A seeded share of the catalog is held out of training entirely
+(:mod:`recllm.data.holdout`, through ``DataConfig.holdout_items`` so the recipes train on the
+reduced data themselves); the test examples are the usual split's. Test users whose target is
+held out form the *cold* set, all others the *warm* set. Rows, all ranked on the same users:
+
+- ``recllm, trained catalog``: the trained model without the new items; it cannot name a held-out
+  item (cold R@10 is 0) and never sees one in a history (held-out items leave its histories:
+  it has no code for them). The warm reference.
+- ``recllm + new items``: the same weights, the held-out items given codes by the frozen SID
+  quantizer and added to the model (:func:`recllm.vocab.catalog_add.add_items_to_model`, no
+  training).
+- ``recllm + new items, warm-up``: then ``warmup_steps`` steps on the new items' catalog texts
+  (a chat model; the SID-sequence decoder has no text to warm up on).
+- ``text-KNN``: :class:`recllm.baselines.text_knn.TextKNN` (TIGER's Semantic-KNN).
+- ``popularity``: the training split's most frequent items (cold R@10 0: a held-out item has
+  no training count).
+- ``SASRec``: item-id embeddings only (cold R@10 0 by construction: a held-out item has no
+  trained embedding).
+
+Each row reports cold R@10 / N@10, warm R@10 / N@10 (and the relative change of warm R@10
+against the trained-catalog row), and the share of cold items among everyone's top 10.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gc
+import logging
+import math
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from recllm.bench.scoring import ScoreCache, digest, model_fingerprint
+from recllm.data.config import DataConfig
+from recllm.data.splits import Example, Split
+from recllm.data.types import Catalog
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "ColdSplit",
+    "add_new_items",
+    "figures",
+    "knn_lists",
+    "make_cold_split",
+    "model_lists",
+    "plot",
+    "popularity_lists",
+    "sasrec_lists",
+    "table",
+    "without_items",
+]
+
+#: The cut-off of every figure.
+K = 10
+HOLDOUT_FILE = "holdout_items.txt"
+
+
+@dataclasses.dataclass
+class ColdSplit:
+    """The cold-start split of one data set.
+
+    Attributes:
+        held_out: The held-out item ids (sorted).
+        holdout_file: The file naming them (``DataConfig.holdout_items`` of the training run).
+        data_cfg: The data settings of the training run (``holdout_items`` set).
+        catalog: The full catalog (held-out items included).
+        train_catalog: The catalog the SIDs and the model are built from.
+        split: The training run's split (held-out items removed from every part).
+        test: The test examples of the usual split (held-out items included).
+    """
+
+    held_out: list[str]
+    holdout_file: Path
+    data_cfg: DataConfig
+    catalog: Catalog
+    train_catalog: Catalog
+    split: Split
+    test: list[Example]
+
+    @property
+    def cold(self) -> list[bool]:
+        """Per test user: is its target a held-out item."""
+        held = set(self.held_out)
+        return [ex.target in held for ex in self.test]
+
+
+def make_cold_split(
+    data_cfg: DataConfig, out_dir: str | Path, share: float = 0.1, seed: int = 0
+) -> ColdSplit:
+    """Hold a seeded ``share`` of ``data_cfg``'s catalog out; write the ids to
+    ``out_dir/holdout_items.txt``; load the data as the training run will.
+
+    Raises:
+        UserError / DataError: The data cannot be read or split.
+    """
+    from recllm.data import load_rec_dataset, split_dataset
+    from recllm.data.holdout import choose_holdout_items, write_holdout_items
+
+    base = dataclasses.replace(data_cfg, holdout_items=None)
+    full = load_rec_dataset(config=base)
+    held = choose_holdout_items(full.catalog.ids, share, seed)
+    path = write_holdout_items(Path(out_dir) / HOLDOUT_FILE, held)
+    cfg = dataclasses.replace(data_cfg, holdout_items=str(path.resolve()))
+    reduced = load_rec_dataset(config=cfg)
+    split = split_dataset(reduced, cfg)
+    test = split_dataset(full, base).test  # the usual split's test examples, unchanged
+    return ColdSplit(held, path, cfg, full.catalog, reduced.catalog, split, test)
+
+
+def without_items(examples: Sequence[Example], items: Sequence[str]) -> list[Example]:
+    """``examples`` with ``items`` removed from their histories (targets kept)."""
+    drop = set(items)
+    return [
+        Example(ex.user_id, tuple(i for i in ex.history if i not in drop), ex.target)
+        for ex in examples
+    ]
+
+
+def figures(
+    ranked: Sequence[Sequence[str]], test: Sequence[Example], held_out: Sequence[str]
+) -> dict[str, Any]:
+    """Cold and warm R@10 / N@10 and the share of held-out items among all top-10 slots.
+
+    Raises:
+        ValueError: ``ranked`` and ``test`` differ in length.
+    """
+    if len(ranked) != len(test):
+        raise ValueError(f"{len(ranked)} ranked lists for {len(test)} users")
+    held = set(held_out)
+    sums = {"cold": [0.0, 0.0, 0], "warm": [0.0, 0.0, 0]}
+    cold_slots = slots = 0
+    for ex, items in zip(test, ranked, strict=True):
+        top = list(items)[:K]
+        part = sums["cold" if ex.target in held else "warm"]
+        part[2] += 1
+        if ex.target in top:
+            part[0] += 1
+            part[1] += 1 / math.log2(top.index(ex.target) + 2)
+        slots += len(top)
+        cold_slots += sum(i in held for i in top)
+    out: dict[str, Any] = {}
+    for name, (hits, gain, n) in sums.items():
+        out[f"{name}_R@{K}"] = round(hits / n, 4) if n else None
+        out[f"{name}_N@{K}"] = round(gain / n, 4) if n else None
+        out[f"{name}_users"] = n
+    out[f"cold_share_top{K}"] = round(cold_slots / slots, 4) if slots else 0.0
+    return out
+
+
+def model_lists(
+    cache: ScoreCache,
+    name: str,
+    model_dir: str | Path,
+    examples: Sequence[Example],
+    catalog: Catalog,
+    *,
+    beams: int = 20,
+    batch_size: int = 32,
+) -> list[list[str]]:
+    """Every user's top-10 items from constrained SID beam search (cached under ``name``).
+
+    Users with an empty history get an empty list (nothing to condition on).
+    """
+    from recllm.eval.run import evaluate_recommender, load_ensemble
+
+    key = {
+        "model": model_fingerprint(model_dir),
+        "users": digest([(list(ex.history), ex.target) for ex in examples]),
+        "beams": beams,
+        "k": K,
+    }
+
+    def compute() -> dict:
+        keep = [n for n, ex in enumerate(examples) if ex.history]
+        # Only the prompts are read (the figures come from the lists): a target the model has
+        # no code for (a held-out item, for the model without them) is replaced by a stand-in.
+        stand_in = catalog.ids[0]
+        users = [
+            ex if ex.target in catalog else dataclasses.replace(ex, target=stand_in)
+            for ex in (examples[n] for n in keep)
+        ]
+        models, tok, sid_map, spec = load_ensemble([model_dir])
+        for m in models:
+            m.eval()
+        res = evaluate_recommender(
+            models[0],
+            tok,
+            sid_map,
+            users,
+            spec,
+            catalog,
+            beams=beams,
+            ks=(K,),
+            batch_size=batch_size,
+        )
+        del models
+        gc.collect()
+        ranked: list[list[str]] = [[] for _ in examples]
+        for n, items in zip(keep, res.ranked, strict=True):
+            ranked[n] = [i for i in items if i is not None][:K]
+        return {"ranked": ranked, "seconds": round(res.seconds, 1)}
+
+    return cache.get_or_compute(name, key, compute)["ranked"]
+
+
+def add_new_items(
+    model_dir: str | Path,
+    sids_dir: str | Path | None,
+    new_catalog: Catalog,
+    out_dir: str | Path,
+    *,
+    warmup_steps: int = 0,
+) -> tuple[Path, dict]:
+    """The model with the new items added (frozen quantizer codes; weights untouched unless
+    ``warmup_steps``): ``(model dir, assignment report)``. Done once per settings."""
+    import json
+
+    from recllm.sid.quantizer import SIDQuantizer, assign_items
+    from recllm.sid.sidmap import FILENAME, SIDMap
+    from recllm.vocab.catalog_add import add_items_to_model, model_quantizer_dir
+
+    out = Path(out_dir)
+    done = out.with_name(out.name + ".json")
+    record = {
+        "model": model_fingerprint(model_dir),
+        "items": sorted(new_catalog.ids),
+        "warmup_steps": warmup_steps,
+    }
+    if done.is_file() and out.is_dir():
+        stored = json.loads(done.read_text())
+        if stored.get("record") == record:
+            return out, stored["report"]
+    qdir = model_quantizer_dir(model_dir, sids_dir)
+    assignment = assign_items(
+        SIDQuantizer.load(qdir), SIDMap.load(Path(model_dir) / FILENAME), new_catalog
+    )
+    add_items_to_model(
+        model_dir,
+        assignment,
+        new_catalog,
+        out,
+        warmup_steps=warmup_steps,
+        quantizer_dir=qdir,
+        overwrite=True,
+    )
+    from recllm.io import write_json_atomic
+
+    report = json.loads(json.dumps(assignment.report, default=str))
+    write_json_atomic(done, {"record": record, "report": report})
+    return out, report
+
+
+def popularity_lists(split: Split, n_users: int) -> list[list[str]]:
+    """The training split's 10 most frequent items (ties: first seen), for every user."""
+    counts = Counter(i for seq in split.train.sequences.values() for i in seq)
+    top = [i for i, _ in counts.most_common(K)]
+    return [list(top) for _ in range(n_users)]
+
+
+def knn_lists(cold: ColdSplit, **options: Any) -> list[list[str]]:
+    """:class:`~recllm.baselines.text_knn.TextKNN` over the full catalog, its TF-IDF fitted on
+    the training catalog; the user's own history items left out."""
+    from recllm.baselines.text_knn import TextKNN
+
+    knn = TextKNN.from_catalog(cold.catalog, fit_ids=cold.train_catalog.ids, **options)
+    return knn.rank([ex.history for ex in cold.test], k=K)
+
+
+def sasrec_lists(cold: ColdSplit, minutes: float, seed: int = 0) -> tuple[list[list[str]], dict]:
+    """SASRec trained on the training split (``minutes`` budget): (lists, info)."""
+    import time
+
+    import torch
+
+    from recllm.baselines.sasrec import SASRecConfig, score_histories, train_sasrec
+
+    t = time.monotonic()
+    cfg = SASRecConfig(time_budget_minutes=minutes, seed=seed)
+    model, history = train_sasrec(cold.split, cold.train_catalog.ids, cfg, progress=False)
+    model.eval()
+    out: list[list[str]] = []
+    with torch.no_grad():
+        for start in range(0, len(cold.test), 256):
+            batch = cold.test[start : start + 256]
+            scores = score_histories(model, [ex.history for ex in batch])
+            for row in scores.topk(K, dim=1).indices.tolist():
+                out.append([model.item_ids[j] for j in row])
+    info = {"minutes": round((time.monotonic() - t) / 60, 2), "epochs": len(history)}
+    return out, info
+
+
+def table(rows: dict[str, dict[str, Any]]) -> str:
+    """The markdown table of the rows."""
+    from recllm.bench.report import markdown_table
+
+    header = ["row", "cold R@10", "cold N@10", "warm R@10", "warm N@10", "warm R@10 vs base"]
+    header += ["cold share of top 10", "note"]
+    lines = []
+    for name, f in rows.items():
+        rel = f.get("warm_R@10_rel")
+        lines.append(
+            [
+                name,
+                f.get("cold_R@10"),
+                f.get("cold_N@10"),
+                f.get("warm_R@10"),
+                f.get("warm_N@10"),
+                None if rel is None else f"{rel:+.1%}",
+                f.get("cold_share_top10"),
+                f.get("note", ""),
+            ]
+        )
+    return markdown_table(header, lines)
+
+
+def plot(rows: dict[str, dict[str, Any]], path: str | Path, title: str) -> Path:
+    """Grouped bars: cold R@10, warm R@10 and the cold share of the top 10, per row."""
+    from recllm.bench.report import grouped_bars
+
+    shown = {n: f for n, f in rows.items() if f.get("cold_R@10") is not None}
+    series = {
+        name: [f["cold_R@10"] or 0.0, f["warm_R@10"] or 0.0, f["cold_share_top10"] or 0.0]
+        for name, f in shown.items()
+    }
+    groups = ["cold R@10", "warm R@10", "cold share of top 10"]
+    return grouped_bars(series, groups, path, title=title, ylabel="share")
+
+
+@dataclasses.dataclass
+class ColdStartSettings:
+    """One cold-start run (the flags of ``scripts/cold_start.py``)."""
+
+    kind: str  # "chat" (recipes/plum_sft.py) or "seqlm" (recipes/seqlm.py)
+    config: Path
+    out: Path
+    data: str | None = None
+    max_users: int | None = None
+    share: float = 0.1
+    seed: int = 0
+    beams: int = 20
+    batch_size: int = 32
+    users: int = 0
+    warmup_steps: int = 0
+    sasrec_minutes: float = 5.0
+    recipe_args: tuple[str, ...] = ()
+
+
+RECIPES = {"chat": "plum_sft.py", "seqlm": "seqlm.py"}
+
+
+def _data_config(s: ColdStartSettings) -> tuple[DataConfig, dict[str, Any]]:
+    """The training run's DataConfig (the YAML's data keys + this run's) and its overrides."""
+    import yaml
+
+    names = {f.name for f in dataclasses.fields(DataConfig)}
+    given = yaml.safe_load(Path(s.config).read_text()) or {}
+    overrides: dict[str, Any] = {}
+    if s.data is not None:
+        overrides["data_path"] = s.data
+    if s.max_users is not None:
+        overrides["max_users"] = s.max_users
+    keys = {k: v for k, v in {**given, **overrides}.items() if k in names}
+    return DataConfig(**keys), overrides
+
+
+def run(s: ColdStartSettings, root: Path) -> dict[str, Any]:
+    """Split, train the recipe on the reduced data, add the new items, score every row.
+
+    Args:
+        s: The settings.
+        root: The repository root (where ``recipes/`` is).
+
+    Returns:
+        The summary: sizes, settings, minutes and one figures dict per row.
+    """
+    from recllm.bench.arms import train_arm
+
+    out = Path(s.out)
+    out.mkdir(parents=True, exist_ok=True)
+    data_cfg, overrides = _data_config(s)
+    cold = make_cold_split(data_cfg, out, s.share, s.seed)
+    test = cold.test if not s.users else cold.test[: s.users]
+    cold.test = test
+    overrides["holdout_items"] = str(cold.holdout_file.resolve())
+    if s.kind == "seqlm":
+        overrides["ensemble"] = 1  # one decoder: the added items go into one model directory
+    arm = train_arm(
+        root / "recipes" / RECIPES[s.kind],
+        out / "model_run",
+        config=s.config,
+        overrides=overrides,
+        args=list(s.recipe_args),
+    )
+    cache = ScoreCache(out / "scores")
+    new_catalog = cold.catalog.subset(cold.held_out)
+    rank = {"beams": s.beams, "batch_size": s.batch_size}
+    rows: dict[str, dict[str, Any]] = {}
+    info: dict[str, Any] = {"train_minutes": round(arm.minutes, 1)}
+
+    base_users = without_items(test, cold.held_out)
+    lists = model_lists(cache, "base", arm.model_dir, base_users, cold.train_catalog, **rank)
+    rows["recllm, trained catalog"] = {
+        **figures(lists, test, cold.held_out),
+        "note": "no code for a held-out item: left out of its histories",
+    }
+    added, report = add_new_items(
+        arm.model_dir, arm.model_dir.parent / "sids", new_catalog, out / "model_added"
+    )
+    info["assign_report"] = report
+    lists = model_lists(cache, "added", added, test, cold.catalog, **rank)
+    rows["recllm + new items (catalog add)"] = {
+        **figures(lists, test, cold.held_out),
+        "note": "frozen quantizer codes, no training",
+    }
+    name = f"recllm + new items, {s.warmup_steps}-step warm-up"
+    if s.kind == "seqlm":
+        rows[name] = {"note": "not run: the SID-sequence decoder has no item text to warm up on"}
+    elif s.warmup_steps <= 0:
+        rows[name] = {"note": "not run (--warmup-steps 0)"}
+    else:
+        from recllm.errors import UserError
+
+        try:
+            warm, _ = add_new_items(
+                arm.model_dir,
+                arm.model_dir.parent / "sids",
+                new_catalog,
+                out / "model_warmup",
+                warmup_steps=s.warmup_steps,
+            )
+        except UserError as e:
+            rows[name] = {"note": f"not run: {e}"}
+        else:
+            lists = model_lists(cache, "warmup", warm, test, cold.catalog, **rank)
+            rows[name] = {**figures(lists, test, cold.held_out), "note": "new rows trained"}
+    rows["text-KNN (TF-IDF, last 5 items)"] = {
+        **figures(knn_lists(cold), test, cold.held_out),
+        "note": "TIGER's Semantic-KNN; history items left out",
+    }
+    rows["popularity"] = {
+        **figures(popularity_lists(cold.split, len(test)), test, cold.held_out),
+        "note": "training counts: a held-out item has none",
+    }
+    sas, info["sasrec"] = sasrec_lists(cold, s.sasrec_minutes, s.seed)
+    rows["SASRec"] = {
+        **figures(sas, test, cold.held_out),
+        "note": "item ids only: cold R@10 0 by construction",
+    }
+    base_warm = rows["recllm, trained catalog"]["warm_R@10"]
+    for f in rows.values():
+        if f.get("warm_R@10") is not None and base_warm:
+            f["warm_R@10_rel"] = round(f["warm_R@10"] / base_warm - 1, 4)
+    flags = sum(cold.cold)
+    return {
+        "kind": s.kind,
+        "config": str(s.config),
+        "data": data_cfg.data_path,
+        "items": len(cold.catalog),
+        "held_out_items": len(cold.held_out),
+        "test_users": len(test),
+        "cold_users": flags,
+        "warm_users": len(test) - flags,
+        "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(s).items()},
+        **info,
+        "rows": rows,
+    }
