@@ -144,6 +144,7 @@ class Recommender:
         from recllm.data import load_rec_dataset
         from recllm.data.config import DataConfig
         from recllm.tasks.prompting import PromptSpec
+        from recllm.vocab.catalog_add import model_catalog
         from recllm.vocab.checkpoint import load_tokenizer_with_sids
 
         model_dir = Path(model_dir)
@@ -166,6 +167,7 @@ class Recommender:
         catalog = load_rec_dataset(config=DataConfig(**fields)).catalog
         if data is not None:
             _check_catalog(model_dir, data, catalog, allow_other_data)
+        catalog = model_catalog(model_dir, catalog)  # + items added by `recllm catalog add`
         if backend is None:
             backend = _start_backend(model_dir, engine, tokenizer, dtype, max_k, vllm_kwargs)
         return cls(
@@ -470,11 +472,17 @@ def _start_backend(
 
 def _check_catalog(model_dir: Path, data: str, catalog: Catalog, allow_other_data: bool) -> None:
     from recllm.data.fingerprint import check_catalog
+    from recllm.vocab.catalog_add import read_added_items
     from recllm.vocab.checkpoint import read_vocab_record
 
     recorded = (read_vocab_record(model_dir).get("recommender") or {}).get("data_fingerprint")
     check_catalog(
-        recorded, catalog, model=str(model_dir), data=data, allow_other_data=allow_other_data
+        recorded,
+        catalog,
+        model=str(model_dir),
+        data=data,
+        allow_other_data=allow_other_data,
+        added=read_added_items(model_dir).ids,
     )
 
 

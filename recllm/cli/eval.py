@@ -16,6 +16,7 @@ from recllm.errors import UserError
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from recllm.eval.run import PromptSpec, eval_examples, evaluate_recommender
+    from recllm.vocab.catalog_add import model_catalog
     from recllm.vocab.checkpoint import check_model_dir
 
     _check_flags(args)
@@ -29,6 +30,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     data_fields, dataset, examples = eval_examples(
         model_dir, args.data, args.split, args.max_users, allow_other_data=args.allow_other_data
     )
+    catalog = model_catalog(model_dir, dataset.catalog)  # + items added by `recllm catalog add`
     if args.prefixes:  # before the model loads: a file of another split or data costs no wait
         from recllm.eval.run import check_prefix_file
 
@@ -42,7 +44,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         sid_map,
         examples,
         spec,
-        dataset.catalog,
+        catalog,
         beams=args.beams,
         ks=args.k,
         batch_size=args.batch_size,
@@ -52,7 +54,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         think=think,
         prefixes=prefixes,
     )
-    _print_result(args, result, examples, dataset.catalog, think, prefixes)
+    _print_result(args, result, examples, catalog, think, prefixes)
     _write_outputs(args, out, result, examples, spec, data_fields)
     return 0
 

@@ -30,6 +30,7 @@ def cmd_think_ahead(args: argparse.Namespace) -> int:
     from recllm.decode.think import think_ahead_prefixes
     from recllm.eval.run import eval_examples, prefix_file_record
     from recllm.tasks.prompting import build_prompts
+    from recllm.vocab.catalog_add import model_catalog
 
     _check_out_file(args.out)
     model_dir, spec, engine = _check_model(args)
@@ -39,7 +40,8 @@ def cmd_think_ahead(args: argparse.Namespace) -> int:
 
         examples = select_users(examples, args.max_users, seed=args.sample_seed)
     model, llm, tokenizer, sid_map = _load_thinker(args, model_dir, engine)
-    prompts = build_prompts(spec, examples, sid_map, dataset.catalog, think=True)
+    catalog = model_catalog(model_dir, dataset.catalog)  # + items added by `recllm catalog add`
+    prompts = build_prompts(spec, examples, sid_map, catalog, think=True)
     print(
         f"think-ahead for {len(examples):,} {args.split} users of {data_fields['data_path']}: "
         f"{args.paths} rationale(s) each (<= {args.think_tokens} tokens, temperature "

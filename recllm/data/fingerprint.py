@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Collection
 from typing import Any
 
 from recllm.data.splits import Split
@@ -138,10 +139,13 @@ def check_catalog(
     model: str,
     data: str,
     allow_other_data: bool = False,
+    added: Collection[str] = (),
 ) -> None:
     """Refuse to serve a model with another catalog than it was trained on (titles and prompts
     would name other items). Only the catalog part of the fingerprint is compared: serving needs
-    no split.
+    no split. ``added``: items added to the model after training (``recllm catalog add``); data
+    whose catalog is the training catalog plus (some of) them is accepted too (the cold-start
+    case: trained without some items, those added afterwards).
 
     Raises:
         UserError: The catalogs differ and ``allow_other_data`` is False.
@@ -152,6 +156,11 @@ def check_catalog(
         )
         return
     if recorded.get("catalog_sha256") == _sha256(sorted(catalog.ids)):
+        return
+    extra = set(added)
+    if extra and recorded.get("catalog_sha256") == _sha256(
+        sorted(i for i in catalog.ids if i not in extra)
+    ):
         return
     problem = (
         f"{data} has another catalog ({len(catalog)} items) than the {recorded.get('items')} "

@@ -124,3 +124,52 @@ def test_refuses_assignment_that_moves_old_codes(tiny, tmp_path):
     assert not (tmp_path / "x").exists()
     # control: the same call with the right map works
     add_items_to_model(model_dir, CatalogAddition(new_map, new_ids), cat, tmp_path / "x")
+
+
+def test_recommender_returns_added_items_with_titles(tiny):
+    from recllm.apps.recommender import Recommender
+
+    model_dir, out, _, new_map, new_ids = tiny
+    rec = Recommender.from_pretrained(out, engine="hf", max_k=64)
+    assert len(rec.catalog) == len(new_map)
+    got = rec.recommend(["item1", "new0"], k=len(new_map))  # an added item in the history too
+    titles = {r.item_id: r.title for r in got}
+    assert set(titles) == set(new_map.item_ids)
+    assert [titles[i] for i in new_ids] == [f"fresh {i}" for i in new_ids]
+    # the data's catalog is the model's training catalog: accepted with an explicit --data
+    data = str(model_dir.parent / "data")
+    assert len(Recommender.from_pretrained(out, engine="hf", data=data).catalog) == len(new_map)
+    # control: the stale model does not know them
+    stale = Recommender.from_pretrained(model_dir, engine="hf", max_k=64)
+    assert not {r.item_id for r in stale.recommend(["item1"], k=N_OLD)} & set(new_ids)
+
+
+def test_check_catalog_accepts_base_plus_added_items():
+    from recllm.data.fingerprint import check_catalog
+
+    base = Catalog({f"i{k}": {"title": "t"} for k in range(5)}, ("title",))
+    recorded = {"format": "recllm.data_fingerprint/1", "catalog_sha256": None, "items": 5}
+    from recllm.data.fingerprint import _sha256
+
+    recorded["catalog_sha256"] = _sha256(sorted(base.ids))
+    cold = Catalog({**base.items, "new0": {"title": "n"}}, ("title",))  # the cold-start data
+    check_catalog(recorded, base, model="m", data="d")
+    check_catalog(recorded, cold, model="m", data="d", added=["new0", "new1"])
+    # control: without the model's added items that catalog is another one
+    with pytest.raises(UserError, match="another catalog"):
+        check_catalog(recorded, cold, model="m", data="d")
+    other = Catalog({**base.items, "zzz": {"title": "n"}}, ("title",))
+    with pytest.raises(UserError, match="another catalog"):
+        check_catalog(recorded, other, model="m", data="d", added=["new0"])
+
+
+def test_eval_on_the_added_model_ranks_added_items(tiny, tmp_path):
+    from recllm.cli import main
+
+    _, out, _, new_map, _ = tiny
+    k = str(len(new_map))
+    preds = tmp_path / "p.jsonl"
+    argv = ["eval", "--model", str(out), "--max-users", "2", "--beams", k, "--k", k]
+    assert main([*argv, "--out", str(tmp_path / "ev"), "--predictions", str(preds)]) == 0
+    rows = [json.loads(x) for x in preds.read_text().splitlines()]
+    assert all(set(r["items"]) == set(new_map.item_ids) for r in rows)  # new items ranked too
