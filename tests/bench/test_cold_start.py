@@ -1,0 +1,57 @@
+"""The cold-start benchmark's parts: the split, the figures, the popularity lists."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from recllm.bench.cold_start import figures, make_cold_split, popularity_lists, without_items
+from recllm.data import DataConfig, Example, load_rec_dataset, split_dataset
+from tests.data.test_holdout import _toy
+
+
+def test_figures_exact():
+    test = [
+        Example("u1", ("a",), "x"),  # cold, hit at rank 2
+        Example("u2", ("a",), "y"),  # cold, miss
+        Example("u3", ("a",), "b"),  # warm, hit at rank 1
+        Example("u4", ("a",), "c"),  # warm, miss
+    ]
+    ranked = [["b", "x"], ["b", "c"], ["b", "x", "y"], []]
+    f = figures(ranked, test, ["x", "y"])
+    assert f["cold_R@10"] == 0.5 and f["cold_users"] == 2
+    assert f["cold_N@10"] == round(0.5 / math.log2(3), 4)
+    assert f["warm_R@10"] == 0.5 and f["warm_N@10"] == 0.5 and f["warm_users"] == 2
+    assert f["cold_share_top10"] == round(3 / 7, 4)  # x, x, y among 7 slots
+    with pytest.raises(ValueError, match="3 ranked lists for 4 users"):
+        figures(ranked[:3], test, ["x"])
+
+
+def test_cold_split_seeded_and_test_unchanged(tmp_path):
+    d = _toy(tmp_path)
+    cfg = DataConfig(data_path=str(d), max_history=None)
+    a = make_cold_split(cfg, tmp_path / "a", share=0.34, seed=1)
+    b = make_cold_split(cfg, tmp_path / "b", share=0.34, seed=1)
+    assert a.held_out == b.held_out and len(a.held_out) == 2  # round(0.34 * 6)
+    assert (tmp_path / "a" / "holdout_items.txt").read_text().split() == a.held_out
+    full = load_rec_dataset(config=cfg)
+    assert a.test == split_dataset(full, cfg).test  # the usual test examples
+    assert a.catalog.ids == full.catalog.ids
+    assert set(a.train_catalog.ids) == set(full.catalog.ids) - set(a.held_out)
+    trained = {i for s in a.split.train.sequences.values() for i in s}
+    trained |= {i for ex in (*a.split.valid, *a.split.test) for i in (*ex.history, ex.target)}
+    assert trained and not trained & set(a.held_out)
+    assert a.cold == [ex.target in a.held_out for ex in a.test] and any(a.cold)
+    assert a.data_cfg.holdout_items and cfg.holdout_items is None
+
+
+def test_without_items_and_popularity(tmp_path):
+    ex = [Example("u", ("a", "x", "b"), "x")]
+    assert without_items(ex, ["x"]) == [Example("u", ("a", "b"), "x")]
+    d = _toy(tmp_path)
+    cfg = DataConfig(data_path=str(d), max_history=None)
+    split = split_dataset(load_rec_dataset(config=cfg), cfg)
+    lists = popularity_lists(split, 2)
+    # training counts (s[:-2]): i1, i2, i6 3; i5, i4 2; i3 1 (ties: first seen first)
+    assert lists[0] == lists[1] == ["i1", "i2", "i6", "i5", "i4", "i3"]
