@@ -32,12 +32,26 @@ def cmd_catalog_add(args: argparse.Namespace) -> int:
     new = read_new_items(args.items)
     sid_map = SIDMap.load(model / "sid_map.json")
     assignment = assign_items(quantizer, sid_map, new, source=str(args.items))
+    warmup = None
+    if args.warmup_steps:
+        from functools import partial
+
+        from recllm.train.catalog_warmup import warm_up_added_items
+
+        warmup = partial(
+            warm_up_added_items,
+            new_items=assignment.new_items,
+            new_catalog=new,
+            steps=args.warmup_steps,
+            learning_rate=args.warmup_lr,
+        )
     add_items_to_model(
         model,
         assignment,
         new,
         args.out,
         warmup_steps=args.warmup_steps,
+        warmup=warmup,
         quantizer_dir=qdir,
         overwrite=args.overwrite,
     )
@@ -45,7 +59,8 @@ def cmd_catalog_add(args: argparse.Namespace) -> int:
     print(
         f"wrote {args.out}: {len(assignment.new_items)} new items added to {len(sid_map)} "
         f"({r.get('collisions_with_existing', 0)} collided with existing items, "
-        f"{r.get('collisions_among_new', 0)} among new items); weights unchanged"
+        f"{r.get('collisions_among_new', 0)} among new items); "
+        + (f"{args.warmup_steps} warm-up steps" if args.warmup_steps else "weights unchanged")
     )
     return 0
 
@@ -70,7 +85,9 @@ def add_parsers(sub: Any) -> None:
         "--warmup-steps",
         type=int,
         default=0,
-        help="train the new items' code rows for N steps (not available yet: must be 0)",
+        help="train only the code-token rows the new items use, N steps on their catalog "
+        "texts (chat models; default 0: weights unchanged)",
     )
+    a.add_argument("--warmup-lr", type=float, default=1e-2, help="warm-up SGD step size")
     a.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     a.set_defaults(func=cmd_catalog_add)

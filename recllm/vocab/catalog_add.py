@@ -25,6 +25,7 @@ import json
 import logging
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -225,6 +226,7 @@ def add_items_to_model(
     out_dir: str | os.PathLike[str],
     *,
     warmup_steps: int = 0,
+    warmup: Callable[[Path], dict[str, Any]] | None = None,
     quantizer_dir: str | os.PathLike[str] | None = None,
     overwrite: bool = False,
 ) -> Path:
@@ -238,8 +240,11 @@ def add_items_to_model(
         new_catalog: The new items' text fields (``read_new_items``); stored in
             ``catalog_added.jsonl`` so titles of added items are known without the data.
         out_dir: The new model directory (written atomically).
-        warmup_steps: Must be 0 in this version (warm-up of the new items' code rows is not
-            built yet).
+        warmup_steps: Steps of warm-up (recorded); > 0 needs ``warmup``.
+        warmup: Called with the complete temporary directory before it is renamed into place;
+            trains the new items' code rows in place and returns its figures (the CLI passes
+            :func:`recllm.train.catalog_warmup.warm_up_added_items`; training code lives above
+            this layer).
         quantizer_dir: The SID quantizer to carry along as ``sid_quantizer/`` (default: the
             model's own).
         overwrite: Replace an existing non-empty ``out_dir``.
@@ -254,11 +259,11 @@ def add_items_to_model(
     src = Path(model_dir)
     record = check_model_dir(src, weights=True)
     old = SIDMap.load(src / SID_MAP_FILENAME)
-    if warmup_steps:
+    if warmup_steps < 0 or (warmup_steps and warmup is None):
         raise UserError(
             "--warmup-steps",
-            "warm-up is not available in this version",
-            "omit --warmup-steps (the new items are reachable without it)",
+            f"{warmup_steps} needs a warm-up function and a count >= 0",
+            "pass warmup=functools.partial(warm_up_added_items, ...) or warmup_steps=0",
         )
     if Path(out_dir).resolve() == src.resolve():
         raise UserError(out_dir, "the output is the model directory itself", "pass a new --out")
@@ -298,6 +303,9 @@ def add_items_to_model(
         files = set(record.get("files") or []) | {ADDED_FILENAME}
         new_record["files"] = sorted(files & {f.name for f in tmp.iterdir() if f.is_file()})
         write_json_atomic(tmp / VOCAB_FILENAME, new_record)
+        if warmup_steps:
+            additions[-1]["warmup"] = warmup(tmp)  # the weights change: no longer a byte copy
+            write_json_atomic(tmp / VOCAB_FILENAME, new_record)
     logger.info(
         "Added %d items to %s (SID map %s -> %s), wrote %s",
         len(added),
