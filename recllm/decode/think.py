@@ -523,7 +523,9 @@ async def athink_then_sid(
         tokenizer.convert_ids_to_tokens(token_ids.begin_id),
     )
     encoded = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in sid_prompts]
-    ranked = await async_vllm_sid_beam_search(engine, encoded, trie, num_beams=beams, k=beams)
+    ranked = await async_vllm_sid_beam_search(
+        engine, encoded, trie, num_beams=beams, k=beams, catalog=sid_map.content_hash
+    )  # the map's hash: the engine keeps it for this request across a served catalog reload
     per_path = [[(sid_map.item_ids[row], s * (trie.levels + 3)) for row, s in r] for r in ranked]
     return merge_results(thought, per_path, o.rationales, k, titles)
 
