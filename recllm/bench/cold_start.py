@@ -417,7 +417,7 @@ def run(s: ColdStartSettings, root: Path) -> dict[str, Any]:
         **figures(lists, test, cold.held_out),
         "note": "frozen quantizer codes, no training",
     }
-    name = f"recllm + new items, {s.warmup_steps}-step warm-up"
+    name = "recllm + new items, warm-up" + (f" ({s.warmup_steps} steps)" if s.warmup_steps else "")
     if s.kind == "seqlm":
         rows[name] = {"note": "not run: the SID-sequence decoder has no item text to warm up on"}
     elif s.warmup_steps <= 0:
