@@ -25,22 +25,19 @@ NEW = [f"new{i}" for i in range(10)]
 
 
 def add_items(model_dir: Path, out: Path, new_ids: list[str]) -> Path:
-    """``model_dir`` with ``new_ids`` appended to its SID map on unused codes (the same weights,
-    a larger map), as recllm catalog add writes it."""
+    """``model_dir`` with ``new_ids`` (titles ``fresh ID``) added on unused codes by
+    :func:`recllm.vocab.catalog_add.add_items_to_model` (what ``recllm catalog add`` writes)."""
+    from recllm.data.types import Catalog
     from recllm.sid.sidmap import SIDMap
-    from recllm.vocab import load_model_with_sids, save_model_with_sids
-    from recllm.vocab.checkpoint import read_vocab_record
-    from recllm.vocab.extend import CONFIG_HASH_ATTR
+    from recllm.vocab.catalog_add import CatalogAddition, add_items_to_model
 
-    model, tok, sid_map = load_model_with_sids(model_dir)
+    sid_map = SIDMap.load(model_dir / "sid_map.json")
     used = {tuple(c) for c in sid_map.codes.tolist()}
-    grid = np.stack(np.meshgrid(*[np.arange(k) for k in sid_map.codebook_sizes], indexing="ij"), -1)
-    free = [c for c in grid.reshape(-1, sid_map.levels).tolist() if tuple(c) not in used]
-    codes = np.concatenate([sid_map.codes, np.array(free[: len(new_ids)])])
+    free = [c for c in np.ndindex(*sid_map.codebook_sizes) if c not in used][: len(new_ids)]
+    codes = np.concatenate([sid_map.codes, np.array(free, dtype=np.int64)])
     bigger = SIDMap([*sid_map.item_ids, *new_ids], codes, sid_map.codebook_sizes)
-    setattr(model.config, CONFIG_HASH_ATTR, None)
-    recommender = read_vocab_record(model_dir)["recommender"]
-    return save_model_with_sids(model, tok, bigger, out, recommender=recommender)
+    catalog = Catalog({i: {"title": f"fresh {i}"} for i in new_ids}, ("title",))
+    return add_items_to_model(model_dir, CatalogAddition(bigger, new_ids), catalog, out)
 
 
 @pytest.fixture(scope="module")
@@ -157,6 +154,9 @@ def test_reload_under_concurrent_requests(dirs):
     assert all(ids == {f"item{i}" for i in range(60)} for ids in before)  # the stale catalog
     assert all(set(NEW) <= ids and len(ids) == 70 for ids in after)
     assert served.current.model_dir == added
+    r = TestClient(app).post("/v1/recommend", json={"history": ["new0", "item1"], "k": 70})
+    titles = {i["item_id"]: i["title"] for i in r.json()["items"]}  # the added items' titles
+    assert r.status_code == 200 and all(titles[i] == f"fresh {i}" for i in NEW)
 
 
 def test_vllm_reload_refuses_other_weights(dirs, tmp_path):
