@@ -61,6 +61,11 @@ def cmd_catalog_add(args: argparse.Namespace) -> int:
         f"({r.get('collisions_with_existing', 0)} collided with existing items, "
         f"{r.get('collisions_among_new', 0)} among new items); "
         + (f"{args.warmup_steps} warm-up steps" if args.warmup_steps else "weights unchanged")
+        + (
+            f"; {len(assignment.grown_levels)} grown level(s): new code-token rows added"
+            if assignment.grown_levels
+            else ""
+        )
     )
     return 0
 

@@ -31,14 +31,22 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from recllm.data.types import Catalog
 from recllm.errors import UserError
 from recllm.io import atomic_dir, write_json_atomic
 from recllm.sid.sidmap import FILENAME as SID_MAP_FILENAME
 from recllm.sid.sidmap import SIDMap
-from recllm.vocab.checkpoint import VOCAB_FILENAME, check_model_dir
-from recllm.vocab.extend import CONFIG_HASH_ATTR
+from recllm.vocab.checkpoint import VOCAB_FILENAME, check_model_dir, load_model_with_sids
+from recllm.vocab.extend import (
+    CONFIG_HASH_ATTR,
+    _add_tokens,
+    _init_rows,
+    _is_tied,
+    check_vocab,
+)
+from recllm.vocab.format import SID_FORMAT
 
 __all__ = [
     "ADDED_FILENAME",
@@ -140,18 +148,16 @@ def _check_assignment(model_dir: Path, old: SIDMap, assignment: Any, new_catalog
         raise UserError(where, "it does not keep the model's items first with their codes", fix)
     if new.levels != old.levels:
         raise UserError(where, f"it has {new.levels} levels, the model {old.levels}", fix)
-    grown = {
-        lv
-        for lv, (a, b) in enumerate(zip(old.codebook_sizes, new.codebook_sizes, strict=False))
-        if a != b
-    }
-    if grown:
+    pairs = list(zip(old.codebook_sizes, new.codebook_sizes, strict=True))
+    grown = {lv for lv, (a, b) in enumerate(pairs) if a != b}
+    if grown - {old.levels - 1} or any(b < a for a, b in pairs):
         raise UserError(
             where,
-            f"codebook sizes grew at level(s) {sorted(grown)} "
-            f"({list(old.codebook_sizes)} -> {list(new.codebook_sizes)}): the model needs new "
-            "code-token rows, which this version does not add yet",
-            "rebuild the SIDs with spare codes at the last level, or retrain",
+            f"codebook sizes changed at level(s) {sorted(grown)} "
+            f"({list(old.codebook_sizes)} -> {list(new.codebook_sizes)}): only the last "
+            "(extra) level may grow, because its new code tokens then follow the model's SID "
+            "tokens",
+            fix,
         )
     added = list(new.item_ids[n:])
     if added != list(assignment.new_items):
@@ -211,6 +217,58 @@ def model_quantizer_dir(
             "rebuild it with the same settings (recllm sid build); the codes are reproducible",
         )
     return art / DIRNAME
+
+
+@torch.no_grad()
+def _grow_rows(src: Path, tmp: Path, new_map: SIDMap, text: Catalog) -> dict[str, int]:
+    """Add the code tokens of the grown last level to the tokenizer and model, their rows
+    initialised from the new items' titles as ``init="item_text_spread"`` does; every other row
+    (and every other weight) is restored bit for bit. Saves model and tokenizer into ``tmp``."""
+    model, tok, old_map = load_model_with_sids(src)
+    old_ids = SID_FORMAT.token_ids(tok, old_map.codebook_sizes)
+    if old_ids.last_id != len(tok) - 1:
+        raise UserError(
+            src,
+            "tokens follow the SID tokens in its tokenizer, so new code tokens would not be "
+            "contiguous with them",
+            "rebuild the SIDs with spare codes at the last level, or retrain",
+        )
+    last = old_map.levels - 1
+    codes = range(old_map.codebook_sizes[last], new_map.codebook_sizes[last])
+    _add_tokens(tok, [SID_FORMAT.code_token(last, c) for c in codes])
+    new_ids = check_vocab(tok, new_map, SID_FORMAT)
+    tied = _is_tied(model)
+
+    def matrices() -> list[torch.Tensor]:
+        out = model.get_output_embeddings()
+        head = [out.weight] if out is not None and not tied else []
+        return [model.get_input_embeddings().weight, *head]
+
+    saved = [w.detach().clone() for w in matrices()]
+    if saved[0].shape[0] <= new_ids.last_id:
+        model.resize_token_embeddings(len(tok), pad_to_multiple_of=64, mean_resizing=False)
+    _init_rows(model, tok, new_map, new_ids, "item_text_spread", text, "title", tied)
+    new_rows = torch.arange(old_ids.last_id + 1, new_ids.last_id + 1)
+    n_old = old_ids.first_id
+    for w, before in zip(matrices(), saved, strict=True):
+        grown = w[new_rows].clone()
+        w[: before.shape[0]] = before  # every old row as it was
+        w[new_rows] = grown
+        if w.shape[0] > before.shape[0]:  # padding rows the resize added (no token uses them)
+            pad = torch.ones(w.shape[0], dtype=torch.bool)
+            pad[: before.shape[0]] = False
+            pad[new_rows] = False
+            w[pad] = w[:n_old].float().mean(0).to(w.dtype)
+    setattr(model.config, CONFIG_HASH_ATTR, new_map.content_hash)
+    model.save_pretrained(tmp)
+    tok.save_pretrained(tmp)
+    return {
+        "new_token_rows": len(new_rows),
+        "embedding_rows": int(matrices()[0].shape[0]),
+        "tokenizer_len": len(tok),
+        "last_sid_token_id": new_ids.last_id,
+        "num_sid_tokens": new_ids.num_tokens,
+    }
 
 
 def _copy_quantizer(src: Path, dest: Path, quantizer_dir: str | os.PathLike[str] | None) -> None:
@@ -289,7 +347,11 @@ def add_items_to_model(
             elif f.is_dir() and f.name != QUANTIZER_DIRNAME:
                 shutil.copytree(f, tmp / f.name)
         _copy_quantizer(src, tmp, quantizer_dir)
-        config = json.loads((src / "config.json").read_text(encoding="utf-8"))
+        grown = new_map.codebook_sizes != old.codebook_sizes
+        if grown:  # new code tokens: the only weights that change are their rows
+            rows = _grow_rows(src, tmp, new_map, new_catalog)
+            additions[-1]["new_token_rows"] = rows["new_token_rows"]
+        config = json.loads((tmp / "config.json").read_text(encoding="utf-8"))
         config[CONFIG_HASH_ATTR] = new_map.content_hash
         config["catalog_additions"] = additions
         write_json_atomic(tmp / "config.json", config)
@@ -299,6 +361,10 @@ def add_items_to_model(
         )
         new_record = dict(record)
         new_record["sid_map_hash"] = new_map.content_hash
+        if grown:
+            new_record["codebook_sizes"] = list(new_map.codebook_sizes)
+            for key in ("embedding_rows", "tokenizer_len", "last_sid_token_id", "num_sid_tokens"):
+                new_record[key] = rows[key]
         new_record["catalog_additions"] = additions
         files = set(record.get("files") or []) | {ADDED_FILENAME}
         new_record["files"] = sorted(files & {f.name for f in tmp.iterdir() if f.is_file()})

@@ -173,3 +173,36 @@ def test_eval_on_the_added_model_ranks_added_items(tiny, tmp_path):
     assert main([*argv, "--out", str(tmp_path / "ev"), "--predictions", str(preds)]) == 0
     rows = [json.loads(x) for x in preds.read_text().splitlines()]
     assert all(set(r["items"]) == set(new_map.item_ids) for r in rows)  # new items ranked too
+
+
+def test_grown_last_level_adds_only_new_token_rows(tmp_path):
+    model_dir = save_tiny_recommender(tmp_path, num_items=13, num_users=6, codebook_sizes=SIZES)
+    old = SIDMap.load(model_dir / "sid_map.json")
+    grown = (*SIZES[:-1], SIZES[-1] + 2)  # the extra level grows by 2 codes
+    new_ids = ["g0", "g1", "g2"]
+    codes = np.array([[0, 0, 2], [1, 2, 3], [2, 1, 2]])
+    new_map = SIDMap([*old.item_ids, *new_ids], np.concatenate([old.codes, codes]), grown)
+    cat = Catalog({i: {"title": f"fresh {i} gadget"} for i in new_ids}, ("title",))
+    out = add_items_to_model(
+        model_dir, CatalogAddition(new_map, new_ids, {2: grown[-1]}), cat, tmp_path / "g"
+    )
+    a, tok_a, _ = load_model_with_sids(model_dir)
+    b, tok_b, loaded = load_model_with_sids(out)
+    assert loaded.content_hash == new_map.content_hash
+    first_new = SID_FORMAT.token_ids(tok_a, SIZES).last_id + 1
+    assert SID_FORMAT.token_ids(tok_b, grown).last_id == first_new + 1
+    new_rows = [first_new, first_new + 1]
+    sa, sb = a.state_dict(), b.state_dict()
+    for name in sa:
+        if name in ("model.embed_tokens.weight", "lm_head.weight"):
+            keep = torch.ones(sb[name].shape[0], dtype=torch.bool)
+            keep[new_rows] = False
+            keep[sa[name].shape[0] :] = False
+            n = sa[name].shape[0]
+            assert torch.equal(sa[name][keep[:n]], sb[name][keep]), name
+            assert all(not torch.equal(sa[name][r], sb[name][r]) for r in new_rows), name
+        else:
+            assert torch.equal(sa[name], sb[name]), name
+    found, _ = _beam_items(out, len(new_map))
+    assert found == set(new_map.item_ids)  # the new codes are reachable
+    assert read_vocab_record(out)["catalog_additions"][-1]["new_token_rows"] == 2
