@@ -239,6 +239,18 @@ def add_new_items(
     assignment = assign_items(
         SIDQuantizer.load(qdir), SIDMap.load(Path(model_dir) / FILENAME), new_catalog
     )
+    warm: dict[str, Any] = {}
+    if warmup_steps:  # training code lives above the vocab layer: handed in as a function
+        import functools
+
+        from recllm.train.catalog_warmup import warm_up_added_items
+
+        warm["warmup"] = functools.partial(
+            warm_up_added_items,
+            new_items=list(assignment.new_items),
+            new_catalog=new_catalog,
+            steps=warmup_steps,
+        )
     add_items_to_model(
         model_dir,
         assignment,
@@ -247,6 +259,7 @@ def add_new_items(
         warmup_steps=warmup_steps,
         quantizer_dir=qdir,
         overwrite=True,
+        **warm,
     )
     from recllm.io import write_json_atomic
 
@@ -433,8 +446,11 @@ def run(s: ColdStartSettings, root: Path) -> dict[str, Any]:
                 out / "model_warmup",
                 warmup_steps=s.warmup_steps,
             )
-        except UserError as e:
+        except (UserError, ImportError) as e:  # ImportError: a recllm without the warm-up
             rows[name] = {"note": f"not run: {e}"}
+        except Exception as e:  # a fault of the warm-up must not cost the other rows
+            logger.exception("the warm-up row failed")
+            rows[name] = {"note": f"failed: {type(e).__name__}: {e}"}
         else:
             lists = model_lists(cache, "warmup", warm, test, cold.catalog, **rank)
             rows[name] = {**figures(lists, test, cold.held_out), "note": "new rows trained"}
