@@ -121,3 +121,20 @@ def test_saved_model_carries_its_quantizer_only_for_its_map(trained, tmp_path, c
     extend_vocab(model2, tok2, other)
     m3 = save_model_with_sids(model2, tok2, other, tmp_path / "m3", quantizer_dir=q)
     assert not (m3 / "sid_quantizer").exists()
+
+
+def test_catalog_add_with_warmup_through_the_cli(trained, tmp_path, capsys):
+    from recllm.vocab.checkpoint import read_vocab_record
+
+    sids, model_dir = trained
+    items = _items(tmp_path / "n.jsonl", [{"item_id": "w1", "title": "steel drill kit"}])
+    out = tmp_path / "w"
+    argv = ["catalog", "add", "--model", str(model_dir), "--items", str(items), "--sids"]
+    assert main([*argv, str(sids), "--out", str(out), "--warmup-steps", "2"]) == 0
+    assert "2 warm-up steps" in capsys.readouterr().out
+    warm = read_vocab_record(out)["catalog_additions"][-1]["warmup"]
+    assert warm["steps"] == 2 and warm["examples"] == 2 and warm["rows"] >= 1
+    assert (out / "model.safetensors").read_bytes() != (
+        model_dir / "model.safetensors"
+    ).read_bytes()
+    load_model_with_sids(out)
