@@ -50,6 +50,7 @@ from recllm.decode.trie import SIDTrie
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
 
+    from recllm.decode.filters import ItemFilter
     from recllm.decode.prefixes import PrefixSets
 
 __all__ = ["SIDBeamOutput", "sid_beam_search"]
@@ -86,6 +87,7 @@ def sid_beam_search(
     stop_token_id: int | None = None,
     prefixes: PrefixSets | None = None,
     depth: int | None = None,
+    item_filter: ItemFilter | None = None,
 ) -> SIDBeamOutput:
     """Beam search for the best catalog SIDs after each prompt (see the module docstring).
 
@@ -108,6 +110,10 @@ def sid_beam_search(
             of ``depth`` columns, ``items`` -1 unless ``depth`` is ``L``, scores = summed code
             log-probs, not normalised);
             ``stop_token_id`` must be None. None: whole SIDs.
+        item_filter: Per prompt, items to exclude / the only items to allow
+            (:class:`recllm.decode.filters.ItemFilter`, one row per prompt): codes with no
+            admissible item under them are never candidates, so the ``k`` answers are ``k``
+            admissible items (fewer only when fewer exist).
 
     Returns:
         A :class:`SIDBeamOutput` on the model's device.
@@ -136,6 +142,11 @@ def sid_beam_search(
         if prefixes.rows != batch:
             raise ValueError(f"{prefixes.rows} prefix-set rows for {batch} prompts")
         prefixes = prefixes.to(device)
+    if item_filter is not None:
+        item_filter.check_trie(trie)
+        if item_filter.rows != batch:
+            raise ValueError(f"{item_filter.rows} item-filter rows for {batch} prompts")
+        item_filter = item_filter.to(device)
     input_ids = input_ids.to(device)
     if attention_mask is None:
         attention_mask = torch.ones_like(input_ids)
@@ -181,6 +192,8 @@ def sid_beam_search(
         allowed = trie.allowed[nodes] & (code_range < trie.codebook_sizes[level])
         if prefixes is not None and level < prefixes.depth:
             allowed &= prefixes.allowed_codes(trie, rows, nodes, level)
+        if item_filter is not None:
+            allowed &= ~item_filter.removed_codes(rows, nodes)
         cand = torch.where(allowed, cand + scores[..., None], float("-inf"))
         flat = cand.view(batch, beams * max_codes)
         width = min(num_beams, flat.shape[1])

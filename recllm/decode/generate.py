@@ -55,6 +55,7 @@ if TYPE_CHECKING:
     from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
 
     from recllm.data.types import Catalog
+    from recllm.decode.filters import ItemFilter
     from recllm.decode.prefixes import PrefixSets
     from recllm.sid.sidmap import SIDMap
 
@@ -218,6 +219,7 @@ def generate_sids(
     titles: Catalog | Mapping[str, str] | None = None,
     trie: SIDTrie | None = None,
     prefixes: PrefixSets | None = None,
+    item_filter: ItemFilter | None = None,
     progress: bool = False,
 ) -> list[list[Recommendation]]:
     """Recommend catalog items for each prompt by constrained SID generation.
@@ -234,6 +236,9 @@ def generate_sids(
         prefixes: Per prompt, the SID prefixes its answers must start with (think-ahead,
             :class:`recllm.decode.prefixes.PrefixSets` with one row per prompt); constrained
             decoding only.
+        item_filter: Per prompt, items to exclude / the only items to allow, applied inside
+            the constraint (:class:`recllm.decode.filters.ItemFilter` with one row per prompt,
+            built on ``trie``); constrained decoding only.
         progress: Show a progress bar over batches.
 
     Returns:
@@ -258,6 +263,10 @@ def generate_sids(
         raise ValueError("prefixes restrict the SID trie; Fix: constrained=True")
     if prefixes is not None and prefixes.rows != len(prompts):
         raise ValueError(f"{prefixes.rows} prefix-set rows for {len(prompts)} prompts")
+    if item_filter is not None and not o.constrained:
+        raise ValueError("item filters act inside the SID trie; Fix: constrained=True")
+    if item_filter is not None and item_filter.rows != len(prompts):
+        raise ValueError(f"{item_filter.rows} item-filter rows for {len(prompts)} prompts")
     stop = tokenizer.eos_token_id if o.stop_token_id is None else o.stop_token_id
     if stop is None and o.stop_after_sid:
         raise ValueError("the tokenizer has no EOS token; Fix: DecodeOptions(stop_token_id=...)")
@@ -298,7 +307,10 @@ def generate_sids(
         for start in starts:
             ids, mask = left_pad(encoded[start : start + o.batch_size], pad, model.device)
             rows = None if prefixes is None else prefixes.slice(start, start + o.batch_size)
-            results.extend(run.batch(ids, mask, rows))
+            filters = (
+                None if item_filter is None else item_filter.slice(start, start + o.batch_size)
+            )
+            results.extend(run.batch(ids, mask, rows, filters))
     if not o.constrained:
         logger.info(
             "unconstrained decoding: %d answers, %d malformed, %d well-formed SIDs of no catalog "
@@ -356,12 +368,17 @@ class _Decoder:
         self.invalid = {"malformed": 0, "not in catalog": 0}
 
     def batch(
-        self, ids: torch.Tensor, mask: torch.Tensor, prefixes: PrefixSets | None
+        self,
+        ids: torch.Tensor,
+        mask: torch.Tensor,
+        prefixes: PrefixSets | None,
+        item_filter: ItemFilter | None = None,
     ) -> list[list[Recommendation]]:
         """Ranked recommendations of one left-padded batch of prompts."""
         o = self.options
         for proc in self.processors:
             proc.prefixes = prefixes
+            proc.item_filter = item_filter
         if o.engine == "sid_beam":
             out = sid_beam_search(
                 self.model,
@@ -373,6 +390,7 @@ class _Decoder:
                 length_penalty=o.length_penalty,
                 stop_token_id=self.stop,
                 prefixes=prefixes,
+                item_filter=item_filter,
             )
             rows = out.items.cpu().tolist()
             scores = out.scores.cpu().tolist()

@@ -29,6 +29,7 @@ from transformers import LogitsProcessor
 from recllm.decode.trie import SIDTrie, constrain_scores, sid_constraint, tails_of
 
 if TYPE_CHECKING:
+    from recllm.decode.filters import ItemFilter
     from recllm.decode.prefixes import PrefixSets
 
 __all__ = ["SIDLogitsProcessor"]
@@ -53,6 +54,9 @@ class SIDLogitsProcessor(LogitsProcessor):
         prefixes: Per prompt, the SID prefixes answers must start with
             (:class:`recllm.decode.prefixes.PrefixSets`, one row per prompt of the batch; the
             ``batch * beams`` rows of a call are mapped to prompts in order).
+        item_filter: Per prompt, items to exclude / the only items to allow
+            (:class:`recllm.decode.filters.ItemFilter`, one row per prompt, mapped like
+            ``prefixes``): a code is allowed only if some admissible item lies under it.
 
     Example:
         >>> proc = SIDLogitsProcessor(trie, sid_only=True, stop_token_id=tok.eos_token_id)
@@ -68,6 +72,7 @@ class SIDLogitsProcessor(LogitsProcessor):
         check: bool = True,
         inplace: bool = False,
         prefixes: PrefixSets | None = None,
+        item_filter: ItemFilter | None = None,
     ) -> None:
         if sid_only and stop_token_id is None:
             raise ValueError("sid_only=True needs stop_token_id (the EOS / end-of-turn token id)")
@@ -79,6 +84,7 @@ class SIDLogitsProcessor(LogitsProcessor):
         self.check = check
         self.inplace = inplace
         self.prefixes = prefixes
+        self.item_filter = item_filter
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         """Return ``scores`` (``(batch*beams, vocab)``) with -inf on disallowed tokens."""
@@ -95,6 +101,10 @@ class SIDLogitsProcessor(LogitsProcessor):
                     f"{self.prefixes.rows} prefix-set rows"
                 )
             prefix_rows = torch.arange(n, device=scores.device) // (n // self.prefixes.rows)
+        filter_rows = None
+        if self.item_filter is not None:
+            self.item_filter = self.item_filter.to(scores.device)
+            filter_rows = _prompt_rows(input_ids.shape[0], self.item_filter.rows, scores.device)
         constraint = sid_constraint(
             tails,
             self.trie,
@@ -103,5 +113,16 @@ class SIDLogitsProcessor(LogitsProcessor):
             check=self.check,
             prefixes=self.prefixes,
             prefix_rows=prefix_rows,
+            item_filter=self.item_filter,
+            filter_rows=filter_rows,
         )
         return constrain_scores(scores, constraint, self.trie, inplace=self.inplace)
+
+
+def _prompt_rows(n: int, prompts: int, device: torch.device) -> torch.Tensor:
+    """``(n,)`` the prompt of each of ``n`` rows (``beams`` consecutive rows per prompt)."""
+    if n % prompts:
+        raise ValueError(
+            f"{n} rows are not a whole number of beams per prompt for {prompts} filter rows"
+        )
+    return torch.arange(n, device=device) // (n // prompts)

@@ -40,6 +40,7 @@ import torch
 from recllm.vocab.format import SIDTokenIds
 
 if TYPE_CHECKING:
+    from recllm.decode.filters import ItemFilter
     from recllm.decode.prefixes import PrefixSets
 
 __all__ = [
@@ -401,6 +402,8 @@ def sid_constraint(
     check: bool = True,
     prefixes: PrefixSets | None = None,
     prefix_rows: torch.Tensor | None = None,
+    item_filter: ItemFilter | None = None,
+    filter_rows: torch.Tensor | None = None,
 ) -> SIDConstraint:
     """The next-token constraint of each row, from its tail.
 
@@ -420,6 +423,11 @@ def sid_constraint(
             think-ahead): codes leading outside a row's set are removed too.
         prefix_rows: ``(N,)`` the row of ``prefixes`` each tail belongs to (e.g. ``n // beams``
             in beam search); ``arange(N)`` when None.
+        item_filter: Per-row exclude / allow item sets
+            (:class:`recllm.decode.filters.ItemFilter`): codes whose subtree holds no allowed,
+            non-excluded item are removed too. None: no filter, no extra cost.
+        filter_rows: ``(N,)`` the row of ``item_filter`` each tail belongs to; ``arange(N)``
+            when None.
 
     Raises:
         ValueError: ``check`` and a row's span is off-trie (nothing valid could follow, so the
@@ -455,6 +463,10 @@ def sid_constraint(
             if bool(at.any()):
                 ok = prefixes.allowed_codes(trie, prefix_rows, internal, d)
                 codes = torch.where(at[:, None], codes & ok, codes)
+    if item_filter is not None:
+        if filter_rows is None:
+            filter_rows = torch.arange(tails.shape[0], device=tails.device)
+        codes = codes & ~item_filter.removed_codes(filter_rows, internal)
     forced = torch.where(closing, ids.end_id, -1)
     # Off-trie rows (only reachable with check=False) stay restricted with nothing allowed.
     constrained = state.in_span
