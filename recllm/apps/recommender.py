@@ -13,10 +13,17 @@ history, and decodes the top ``k`` items with constrained SID beam search on one
 Both return the same items with the same scores (length-normalised full-vocabulary sequence
 log-probs of ``begin + codes + end + stop``), up to float noise.
 
+**Item filters.** ``exclude=`` (item ids never to recommend), ``allow=`` (the only item ids to
+recommend) and ``exclude_history=True`` (skip the history's items) act inside the SID constraint
+(:class:`recllm.decode.filters.ItemFilter`): the beams never hold a filtered item, so the top
+``k`` is ``k`` admissible items. Without them the answer is the P5 protocol's: items of the
+history may come back.
+
 Example:
     >>> rec = Recommender.from_pretrained("outputs/quickstart/model", engine="vllm")
     >>> rec.recommend(["50", "172", "181"], k=5)
     [Recommendation(item_id='100', score=-4.2, title='Fargo (1996)'), ...]
+    >>> rec.recommend(["50", "172", "181"], k=5, exclude_history=True, exclude=["100"])
 """
 
 from __future__ import annotations
@@ -27,13 +34,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from recllm.decode.generate import Recommendation
-from recllm.errors import clip
+from recllm.errors import UserError, clip
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
     from recllm.data.types import Catalog
     from recllm.decode import Prompt
+    from recllm.decode.filters import ItemFilter
     from recllm.decode.think import ThinkOptions, ThinkResult
     from recllm.sid.sidmap import SIDMap
     from recllm.tasks.prompting import PromptSpec
@@ -43,6 +51,8 @@ __all__ = ["Recommender"]
 logger = logging.getLogger(__name__)
 
 EngineName = Literal["vllm", "hf"]
+#: Per prompt: item ids, or None.
+ItemLists = Sequence[Sequence[Any] | None]
 
 
 class Recommender:
@@ -257,24 +267,95 @@ class Recommender:
         num_beams: int | None = None,
         think: bool = False,
         think_options: ThinkOptions | None = None,
+        exclude: Sequence[Any] | None = None,
+        allow: Sequence[Any] | None = None,
+        exclude_history: bool = False,
     ) -> list[Recommendation] | ThinkResult:
         """The top ``k`` items after ``history`` (item ids, oldest first), best first.
 
         ``think=True`` (a model from ``recipes/onerec_think.py``): the model writes rationales
         first; returns a :class:`recllm.decode.think.ThinkResult` (``.recommendations`` and
         ``.rationales``).
+
+        ``exclude`` / ``allow`` (item ids) and ``exclude_history`` filter the items inside the
+        SID constraint (see the module docstring).
+
+        Raises:
+            UserError: An unknown item id in ``exclude`` / ``allow`` (named), filters that
+                leave no item, or filters with ``think=True``.
         """
         if think:
+            if exclude is not None or allow is not None or exclude_history:
+                raise UserError(
+                    "exclude / allow / exclude_history",
+                    "item filters are not applied to thinking yet",
+                    "decode without think, or leave the filters out",
+                )
             return self.recommend_thinking(
                 [history], k, num_beams=num_beams, options=think_options
             )[0]
-        return self.recommend_batch([history], k, num_beams=num_beams)[0]
+        return self.recommend_batch(
+            [history],
+            k,
+            num_beams=num_beams,
+            exclude=None if exclude is None else [exclude],
+            allow=None if allow is None else [allow],
+            exclude_history=exclude_history,
+        )[0]
 
     def recommend_batch(
-        self, histories: Sequence[Sequence[Any]], k: int = 10, *, num_beams: int | None = None
+        self,
+        histories: Sequence[Sequence[Any]],
+        k: int = 10,
+        *,
+        num_beams: int | None = None,
+        exclude: ItemLists | None = None,
+        allow: ItemLists | None = None,
+        exclude_history: bool = False,
     ) -> list[list[Recommendation]]:
-        """:meth:`recommend` for many histories in one batch."""
-        return self.recommend_prompts(self.prompts(histories, k), k, num_beams=num_beams)
+        """:meth:`recommend` for many histories in one batch (``exclude`` / ``allow``: one
+        entry per history, each a list of item ids or None)."""
+        prompts = self.prompts(histories, k)
+        exclude = self.filter_lists(histories, exclude, exclude_history)
+        return self.recommend_prompts(prompts, k, num_beams=num_beams, exclude=exclude, allow=allow)
+
+    def filter_lists(
+        self, histories: Sequence[Sequence[Any]], exclude: ItemLists | None, exclude_history: bool
+    ) -> ItemLists | None:
+        """Per history, the item ids to exclude: ``exclude``, plus the history's own items
+        when ``exclude_history``."""
+        if exclude is not None and len(exclude) != len(histories):
+            raise ValueError(f"{len(exclude)} exclude lists for {len(histories)} histories")
+        if not exclude_history:
+            return exclude
+        given = exclude if exclude is not None else [None] * len(histories)
+        return [[*(e or ()), *h] for e, h in zip(given, histories, strict=True)]
+
+    def item_filter(
+        self, exclude: ItemLists | None, allow: ItemLists | None, *, where: str = ""
+    ) -> ItemFilter | None:
+        """The :class:`recllm.decode.filters.ItemFilter` of per-prompt ``exclude`` / ``allow``
+        item-id lists (None when both are None).
+
+        Raises:
+            UserError: An unknown item id (naming ``exclude`` or ``allow`` and the id), a
+                malformed list, or filters that leave no item.
+        """
+        if exclude is None and allow is None:
+            return None
+        from recllm.decode.filters import ItemFilter
+
+        for key, lists in (("exclude", exclude), ("allow", allow)):
+            for ids in lists or ():
+                if ids is not None and (
+                    isinstance(ids, str | bytes) or not isinstance(ids, Sequence)
+                ):
+                    raise UserError(
+                        f"{where}{key}",
+                        f"must be a list of item ids, got {clip(ids)}",
+                        f'send e.g. "{key}": ["item1", "item2"]',
+                    )
+        return ItemFilter.from_ids(self.trie, exclude, allow, where=where)
 
     def recommend_prompts(
         self,
@@ -284,6 +365,8 @@ class Recommender:
         num_beams: int | None = None,
         prefixes: Sequence[Sequence[Sequence[int]] | None] | None = None,
         stop_token_id: int | None = None,
+        exclude: ItemLists | None = None,
+        allow: ItemLists | None = None,
     ) -> list[list[Recommendation]]:
         """Top ``k`` items for prompts already built (evaluation), ``num_beams`` wide (>= k).
 
@@ -292,9 +375,12 @@ class Recommender:
         ``stop_token_id``: the token that follows the SID in the answer and is scored with it
         (default: the EOS token; a dialogue reply goes on after its SID with a new line,
         :func:`recllm.tasks.dialogue.reply_stop_token`).
+        ``exclude`` / ``allow``: per prompt, item ids to skip / the only ones to recommend
+        (inside the SID constraint; see :meth:`item_filter` for the errors).
         """
         beams = self._beams(k, num_beams)
         stop = self.stop_token_id if stop_token_id is None else stop_token_id
+        filters = self.item_filter(exclude, allow)  # checks the ids on either engine
         if self.engine == "hf":
             from recllm.decode import DecodeOptions, generate_sids
             from recllm.decode.prefixes import PrefixSets
@@ -316,6 +402,7 @@ class Recommender:
                 titles=self.catalog,
                 trie=self.trie,
                 prefixes=sets,
+                item_filter=filters,
             )
         from recllm.decode import encode_prompts
         from recllm.decode.vllm_beam import vllm_sid_beam_search
@@ -328,6 +415,8 @@ class Recommender:
             k=k,
             prefixes=prefixes,
             stop_token_id=None if stop == self.stop_token_id else stop,
+            exclude=_as_ids(exclude),
+            allow=_as_ids(allow),
         )
         return [self._named(r) for r in ranked]
 
@@ -372,18 +461,35 @@ class Recommender:
         )
 
     async def arecommend_batch(
-        self, histories: Sequence[Sequence[Any]], k: int = 10, *, num_beams: int | None = None
+        self,
+        histories: Sequence[Sequence[Any]],
+        k: int = 10,
+        *,
+        num_beams: int | None = None,
+        exclude: ItemLists | None = None,
+        allow: ItemLists | None = None,
+        exclude_history: bool = False,
     ) -> list[list[Recommendation]]:
         """:meth:`recommend_batch` on a vLLM async engine client (the API server's engine), or
         on the transformers model in a worker thread (``engine="hf"``)."""
         if self.engine == "hf":
             import asyncio
 
-            return await asyncio.to_thread(self.recommend_batch, histories, k, num_beams=num_beams)
+            return await asyncio.to_thread(
+                self.recommend_batch,
+                histories,
+                k,
+                num_beams=num_beams,
+                exclude=exclude,
+                allow=allow,
+                exclude_history=exclude_history,
+            )
         from recllm.decode import encode_prompts
         from recllm.decode.vllm_beam import async_vllm_sid_beam_search
 
         prompts = encode_prompts(self.tokenizer, self.prompts(histories, k))
+        exclude = self.filter_lists(histories, exclude, exclude_history)
+        self.item_filter(exclude, allow)  # unknown ids and empty filters: refused here
         ranked = await async_vllm_sid_beam_search(
             self.backend,
             prompts,
@@ -391,6 +497,8 @@ class Recommender:
             num_beams=self._beams(k, num_beams),
             k=k,
             catalog=self.sid_map.content_hash,  # the engine keeps it across a catalog reload
+            exclude=_as_ids(exclude),
+            allow=_as_ids(allow),
         )
         return [self._named(r) for r in ranked]
 
@@ -441,6 +549,13 @@ class Recommender:
             title = self.catalog.title(item) if item in self.catalog else None
             out.append(Recommendation(item, score, title))
         return out
+
+
+def _as_ids(lists: ItemLists | None) -> list[list[str] | None] | None:
+    """Per prompt, the item ids as strings (what the vLLM processor's switches carry)."""
+    if lists is None:
+        return None
+    return [None if ids is None else [str(i) for i in ids] for ids in lists]
 
 
 def _start_backend(

@@ -37,7 +37,9 @@ from typing import TYPE_CHECKING, Any
 
 from recllm.decode.trie import SIDTrie
 from recllm.decode.vllm_processor import (
+    EXTRA_ALLOW,
     EXTRA_CATALOG,
+    EXTRA_EXCLUDE,
     EXTRA_PREFIXES,
     EXTRA_SID,
     EXTRA_SID_ONLY,
@@ -99,9 +101,11 @@ def _prefix_params(
     prefixes: Any,
     stop: int | None = None,
     catalog: str | None = None,
+    filters: Mapping[str, Any] | None = None,
 ) -> SamplingParams:
-    """:func:`_params` with this prompt's allowed SID prefixes (think-ahead) attached."""
-    if prefixes is None:
+    """:func:`_params` with this prompt's allowed SID prefixes (think-ahead) and item filters
+    (``recllm_exclude`` / ``recllm_allow``) attached."""
+    if prefixes is None and not filters:
         return _params(max_tokens, logprobs, stop, catalog)
     from vllm import SamplingParams
 
@@ -114,9 +118,10 @@ def _prefix_params(
             EXTRA_SID: True,
             EXTRA_SID_ONLY: True,
             EXTRA_SID_PARTIAL: True,
-            EXTRA_PREFIXES: prefixes,
+            **({} if prefixes is None else {EXTRA_PREFIXES: prefixes}),
             **({} if stop is None else {EXTRA_STOP: stop}),
             **({} if catalog is None else {EXTRA_CATALOG: catalog}),
+            **(filters or {}),
         },
     )
 
@@ -143,6 +148,8 @@ def sid_beam_rounds(
     depth: int | None = None,
     stop_token_id: int | None = None,
     catalog: str | None = None,
+    exclude: Sequence[Sequence[str] | None] | None = None,
+    allow: Sequence[Sequence[str] | None] | None = None,
 ) -> Generator[Round, list[CompletionOutput], list[Any]]:
     """The beam search as rounds of requests (see the module docstring).
 
@@ -157,6 +164,10 @@ def sid_beam_rounds(
     to items under its prefixes (think-ahead; the processor's ``recllm_prefixes`` switch).
     ``depth`` stops after that many levels and returns, per prompt, the best ``(code tuple,
     summed code log-prob)`` prefixes instead of items (think-ahead's offline half).
+
+    ``exclude`` / ``allow`` (per prompt: item ids, or None) are sent with every request of
+    that prompt (the processor's ``recllm_exclude`` / ``recllm_allow`` switches), so the beams
+    only ever hold admissible items.
 
     Yields one round (``(token_ids, SamplingParams)`` per request) at a time and expects the
     requests' first ``CompletionOutput`` back, in order, through ``send``.
@@ -188,11 +199,20 @@ def sid_beam_rounds(
         if prefixes is None
         else [None if p is None else [list(map(int, c)) for c in p] for p in prefixes]
     )
+    filters: list[dict[str, Any]] = [{} for _ in prompts]
+    for key, lists in ((EXTRA_EXCLUDE, exclude), (EXTRA_ALLOW, allow)):
+        if lists is None:
+            continue
+        if len(lists) != len(prompts):
+            raise ValueError(f"{len(lists)} {key} lists for {len(prompts)} prompts")
+        for f, ids in zip(filters, lists, strict=True):
+            if ids is not None:
+                f[key] = [str(i) for i in ids]
 
     # Round 1: the forced begin marker, then the level-0 candidates.
     outs = yield [
-        (p, _prefix_params(2, num_beams, a, None, catalog))
-        for p, a in zip(prompts, allowed, strict=True)
+        (p, _prefix_params(2, num_beams, a, None, catalog, f))
+        for p, a, f in zip(prompts, allowed, filters, strict=True)
     ]
     beams: list[list[tuple[tuple[int, ...], float]]] = []  # per prompt: (code tokens, score)
     begin_scores: list[float] = []
@@ -213,7 +233,7 @@ def sid_beam_rounds(
         outs = yield [
             (
                 prompts[p] + [ids.begin_id, *codes],
-                _prefix_params(1, num_beams, allowed[p], None, catalog),
+                _prefix_params(1, num_beams, allowed[p], None, catalog, filters[p]),
             )
             for p, (codes, _) in flat
         ]
@@ -237,7 +257,7 @@ def sid_beam_rounds(
     outs = yield [
         (
             prompts[p] + [ids.begin_id, *codes],
-            _prefix_params(2, 0, allowed[p], stop_token_id, catalog),
+            _prefix_params(2, 0, allowed[p], stop_token_id, catalog, filters[p]),
         )
         for p, (codes, _) in flat
     ]
@@ -286,11 +306,14 @@ def vllm_sid_beam_search(
     length_penalty: float = 1.0,
     prefixes: Sequence[Sequence[Sequence[int]] | None] | None = None,
     stop_token_id: int | None = None,
+    exclude: Sequence[Sequence[str] | None] | None = None,
+    allow: Sequence[Sequence[str] | None] | None = None,
 ) -> list[Ranked]:
     """:func:`sid_beam_rounds` on an offline ``vllm.LLM`` built with
     :func:`~recllm.decode.vllm_processor.vllm_engine_kwargs` (token-id prompts in);
     ``prefixes``: per prompt, the allowed SID prefixes (think-ahead) or None;
-    ``stop_token_id``: the token scored after the SID (default: the engine's)."""
+    ``stop_token_id``: the token scored after the SID (default: the engine's);
+    ``exclude`` / ``allow``: per prompt, item ids to skip / the only ones to allow, or None."""
     rounds = sid_beam_rounds(
         prompts,
         trie,
@@ -299,6 +322,8 @@ def vllm_sid_beam_search(
         length_penalty=length_penalty,
         prefixes=prefixes,
         stop_token_id=stop_token_id,
+        exclude=exclude,
+        allow=allow,
     )
     return _drive(llm, rounds)
 
@@ -365,9 +390,12 @@ async def async_vllm_sid_beam_search(
     length_penalty: float = 1.0,
     stop_token_id: int | None = None,
     catalog: str | None = None,
+    exclude: Sequence[Sequence[str] | None] | None = None,
+    allow: Sequence[Sequence[str] | None] | None = None,
 ) -> list[Ranked]:
     """:func:`sid_beam_rounds` on vLLM's async engine client (the API server's ``AsyncLLM``);
-    ``catalog``: the content hash of ``trie``'s SID map (see :func:`sid_beam_rounds`)."""
+    ``catalog``: the content hash of ``trie``'s SID map (see :func:`sid_beam_rounds`);
+    ``exclude`` / ``allow``: per prompt, item ids to skip / the only ones to allow."""
     from vllm.inputs import TokensPrompt
 
     async def one(ids: list[int], params: SamplingParams) -> CompletionOutput:
@@ -383,6 +411,8 @@ async def async_vllm_sid_beam_search(
         length_penalty=length_penalty,
         stop_token_id=stop_token_id,
         catalog=catalog,
+        exclude=exclude,
+        allow=allow,
     )
     requests = next(rounds)
     while True:

@@ -17,7 +17,8 @@ then ``<|sid_end|>`` is forced; elsewhere the model writes free text, unless ``s
   tokenizer's EOS).
 
 Per request, through ``SamplingParams(extra_args={"recllm_sid": bool, "recllm_sid_only": bool})``
-(and ``recllm_sid_partial``, ``recllm_prefixes``, ``recllm_stop``: see the ``EXTRA_*`` keys)
+(and ``recllm_sid_partial``, ``recllm_prefixes``, ``recllm_stop``, ``recllm_catalog``, and the
+item filters ``recllm_exclude`` / ``recllm_allow``: lists of item ids, see the ``EXTRA_*`` keys)
 (``"vllm_xargs"`` in the OpenAI server's request body). :meth:`SIDVLLMLogitsProcessor.validate_params`
 rejects (HTTP 400 in the server) any other key that starts with ``recllm`` (a misspelled switch
 would otherwise be silently ignored), and a ``sid_only`` request whose ``max_tokens`` cannot hold
@@ -46,6 +47,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from recllm.decode.filters import ItemFilter
 from recllm.decode.prefixes import PrefixSets
 from recllm.decode.trie import SIDConstraint, SIDTrie, constrain_scores, sid_constraint, span_state
 from recllm.decode.vllm_compat import check_vllm_version, vllm_api_error
@@ -68,7 +70,9 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CONFIG_KEY",
+    "EXTRA_ALLOW",
     "EXTRA_CATALOG",
+    "EXTRA_EXCLUDE",
     "EXTRA_KEYS",
     "EXTRA_PREFIXES",
     "EXTRA_SID",
@@ -106,6 +110,11 @@ EXTRA_STOP = "recllm_stop"
 #: against (a served catalog reload keeps the previous maps for requests that started on them,
 #: :mod:`recllm.apps.serve_reload`); absent: the processor's current map.
 EXTRA_CATALOG = "recllm_catalog"
+#: ``SamplingParams.extra_args`` key: item ids this request's SIDs must not be (a list of
+#: strings; :class:`recllm.decode.filters.ItemFilter`, applied inside the trie mask).
+EXTRA_EXCLUDE = "recllm_exclude"
+#: ``SamplingParams.extra_args`` key: the only item ids this request's SIDs may be (a list).
+EXTRA_ALLOW = "recllm_allow"
 #: Every ``extra_args`` key recllm reads; any other key starting with ``recllm`` is an error.
 EXTRA_KEYS = (
     EXTRA_SID,
@@ -114,12 +123,16 @@ EXTRA_KEYS = (
     EXTRA_PREFIXES,
     EXTRA_STOP,
     EXTRA_CATALOG,
+    EXTRA_EXCLUDE,
+    EXTRA_ALLOW,
 )
 #: The worker method (:class:`SIDCatalogWorkerExtension`, installed by ``recllm serve`` with
 #: ``--worker-extension-cls``) that loads another catalog into the engine's SID processors.
 RELOAD_METHOD = "recllm_load_catalog"
 #: SID maps a processor keeps (the current one and those in-flight requests may still use).
 KEEP_CATALOGS = 3
+#: One-request item filters a processor keeps built (beam rounds resend the same lists).
+KEEP_FILTERS = 256
 # The processors built in this process (the engine's worker), for RELOAD_METHOD.
 _processors: weakref.WeakSet = weakref.WeakSet()
 _BOOL_KEYS = (EXTRA_SID, EXTRA_SID_ONLY, EXTRA_SID_PARTIAL)
@@ -233,6 +246,7 @@ class _Request:
     prefix_depth: int = 0
     stop: int | None = None  # token forced after <|sid_end|> in sid_only mode
     trie: SIDTrie | None = None  # the catalog the request started on
+    item_filter: ItemFilter | None = None  # one row: the request's exclude / allow sets
 
 
 class SIDVLLMLogitsProcessor(LogitsProcessor):
@@ -271,6 +285,8 @@ class SIDVLLMLogitsProcessor(LogitsProcessor):
         _set_engine_shape(_EngineShape(self.trie.levels, self.enabled))
         self.requests: dict[int, _Request] = {}
         self._prefix_sets: dict[int, PrefixSets] = {}
+        self._filters: dict[int, ItemFilter] = {}  # the batch's filters per trie (by id)
+        self._built: OrderedDict[tuple, ItemFilter | None] = OrderedDict()
         _processors.add(self)
         self._warned_off_trie = False
         logger.info(
@@ -352,6 +368,9 @@ class SIDVLLMLogitsProcessor(LogitsProcessor):
             )
         if EXTRA_PREFIXES in extra:
             _check_prefixes(extra[EXTRA_PREFIXES], _engine_shape)
+        for key in (EXTRA_EXCLUDE, EXTRA_ALLOW):
+            if key in extra:
+                _check_item_list(key, extra[key])
         if EXTRA_CATALOG in extra and not isinstance(extra[EXTRA_CATALOG], str):
             raise UserError(
                 f"vllm_xargs {EXTRA_CATALOG}",
@@ -395,6 +414,55 @@ class SIDVLLMLogitsProcessor(LogitsProcessor):
         process_dict_updates(self.requests, batch_update, self._new_request)
         if batch_update is not None:
             self._prefix_sets = self._batch_prefixes()
+            self._filters = self._batch_filters()
+
+    def _batch_filters(self) -> dict[int, ItemFilter]:
+        """The batch's item filters per trie (by ``id``), one row per slot."""
+        by_trie: dict[int, dict[int, ItemFilter]] = {}
+        for i, r in self.requests.items():
+            if r.item_filter is not None:
+                by_trie.setdefault(id(r.trie), {})[i] = r.item_filter
+        width = max(self.requests, default=-1) + 1
+        return {
+            key: ItemFilter.stack(self.requests[next(iter(slots))].trie, slots, width)
+            for key, slots in by_trie.items()
+        }
+
+    def _item_filter(self, trie: SIDTrie, exclude: Any, allow: Any) -> ItemFilter | None:
+        """The one-row filter of a request's ``recllm_exclude`` / ``recllm_allow`` (cached).
+
+        Ids the catalog does not hold are dropped (they cannot be decoded anyway); a filter that
+        leaves no item is ignored with a warning, as raising here would take the engine down
+        (:class:`recllm.apps.recommender.Recommender` refuses both before sending).
+        """
+        key = (trie, _as_key(exclude), _as_key(allow))
+        if key in self._built:
+            self._built.move_to_end(key)
+            return self._built[key]
+        from recllm.decode.filters import trie_index
+
+        known = trie_index(trie).rows_by_id
+
+        def rows(ids: Any) -> list[int] | None:
+            if ids is None:
+                return None
+            found = [known[str(i)] for i in ids if str(i) in known]
+            if len(found) < len(ids):
+                logger.warning(
+                    "a request's item filter names %d item id(s) not in the catalog; ignoring them",
+                    len(ids) - len(found),
+                )
+            return found
+
+        try:
+            built = ItemFilter.from_items(trie, [rows(exclude)], [rows(allow)])
+        except ValueError as e:
+            logger.warning("ignoring a request's item filter: %s", e)
+            built = None
+        self._built[key] = built
+        while len(self._built) > KEEP_FILTERS:
+            self._built.popitem(last=False)
+        return built
 
     def _batch_prefixes(self) -> dict[int, PrefixSets]:
         """The batch's prefix sets per trie (by ``id``), one row per slot (rebuilt when the
@@ -450,6 +518,9 @@ class SIDVLLMLogitsProcessor(LogitsProcessor):
             else:
                 req.prefix_nodes = one.keys  # row 0: the keys are the node ids
                 req.prefix_depth = one.depth
+        exclude, allow = extra.get(EXTRA_EXCLUDE), extra.get(EXTRA_ALLOW)
+        if exclude is not None or allow is not None:
+            req.item_filter = self._item_filter(trie, exclude, allow)
         return req
 
     def apply(self, logits: torch.Tensor) -> torch.Tensor:
@@ -511,6 +582,9 @@ class SIDVLLMLogitsProcessor(LogitsProcessor):
         sets = self._prefix_sets.get(id(trie))
         if sets is not None and int(rows.max()) >= sets.rows:
             sets = None  # a slot beyond the last rebuild holds no prefixes
+        filters = self._filters.get(id(trie))
+        if filters is not None and int(rows.max()) >= filters.rows:
+            filters = None  # a slot beyond the last rebuild holds no filter
         constraint = sid_constraint(
             tails,
             trie,
@@ -519,6 +593,8 @@ class SIDVLLMLogitsProcessor(LogitsProcessor):
             check=False,
             prefixes=sets,
             prefix_rows=rows if sets is not None else None,
+            item_filter=filters,
+            filter_rows=rows if filters is not None else None,
         )
         hit = constraint.constrained
         if not bool(hit.all()):
@@ -568,6 +644,22 @@ def _check_prefixes(value: Any, shape: _EngineShape | None) -> None:
             f"prefixes longer than the {shape.levels} SID levels",
             fix,
         )
+
+
+def _check_item_list(key: str, value: Any) -> None:
+    """Refuse a ``recllm_exclude`` / ``recllm_allow`` that is not a list of item ids."""
+    if not isinstance(value, list) or not all(
+        isinstance(i, str | int) and not isinstance(i, bool) for i in value
+    ):
+        raise UserError(
+            f"vllm_xargs {key}",
+            f"must be a list of item ids, got {clip(value)}",
+            'send e.g. ["item1", "item2"]',
+        )
+
+
+def _as_key(ids: Any) -> tuple[str, ...] | None:
+    return None if ids is None else tuple(str(i) for i in ids)
 
 
 def _select(constraint: SIDConstraint, keep: torch.Tensor) -> SIDConstraint:
