@@ -18,7 +18,12 @@ The server is vLLM's own (its argument parser, engine client, FastAPI app and uv
 training and evaluation by :class:`recllm.apps.recommender.Recommender`). A reasoning model
 (``recipes/onerec_think.py``) also takes ``"think": true`` (and ``"rationales": R``, 1-8; 1 is
 greedy): it writes the rationale(s) first, the items are decoded after them and merged
-(:func:`recllm.decode.think.athink_then_sid`), and the answer carries ``"rationales"``. Bad requests get HTTP
+(:func:`recllm.decode.think.athink_then_sid`), and the answer carries ``"rationales"``. Item
+filters act inside the SID constraint, so the answer holds ``k`` admissible items:
+``"exclude": [item ids]`` (never recommend these), ``"allow": [item ids]`` (recommend only these)
+and ``"exclude_history": true`` (skip the history's items; default false, the P5 protocol); an
+unknown id in them, or filters that leave no item, get HTTP 422 naming the field and the id.
+Bad requests get HTTP
 400 with ``{"error": {"message": "WHERE: WHAT. Fix: HOW"}}``; a fault of the server on a valid
 request gets 500 (and a traceback in the server log), never a 400. On every route,
 :class:`RequestLimits` answers a body over ``--max-request-bytes`` (default 1 MiB) with 413 and
@@ -290,11 +295,16 @@ def recommend_router(recommender: Any, *, max_request_bytes: int = DEFAULT_MAX_R
                 return error(too_large(max_request_bytes, None), 413)
             chunks.append(chunk)
         try:  # the request's own faults: 400, before any decoding
-            history, k, think, rationales = _parse_request(b"".join(chunks), rec)
+            history, k, think, rationales, filters = _parse_request(b"".join(chunks), rec)
         except ValueError as e:
             return error(e)
+        try:  # item ids the catalog does not hold, filters that leave nothing: 422
+            exclude = rec.filter_lists([history], filters["exclude"], filters["exclude_history"])
+            rec.item_filter(exclude, filters["allow"])
+        except ValueError as e:
+            return error(e, 422)
         try:
-            recs, thoughts = await _decode(rec, history, k, think, rationales)
+            recs, thoughts = await _decode(rec, history, k, think, rationales, filters)
         except UserError as e:
             return error(e)
         except Exception as e:  # a fault of ours: never blamed on the request
@@ -313,10 +323,13 @@ def recommend_router(recommender: Any, *, max_request_bytes: int = DEFAULT_MAX_R
 
 
 _EXAMPLE = '{"history": ["item id", ...], "k": 10, "think": false}'
+_FIELDS = ("history", "k", "think", "rationales", "exclude", "allow", "exclude_history")
 
 
-def _parse_request(raw: bytes, recommender: Any) -> tuple[list, int, bool, int]:
-    """``(history, k, think, rationales)`` of a ``/v1/recommend`` body, checked.
+def _parse_request(raw: bytes, recommender: Any) -> tuple[list, int, bool, int, dict[str, Any]]:
+    """``(history, k, think, rationales, filters)`` of a ``/v1/recommend`` body, checked
+    (``filters``: ``exclude``, ``allow`` and ``exclude_history``; their ids are checked against
+    the catalog by the caller, HTTP 422).
 
     Raises:
         ValueError: The body is not a valid request (a :class:`UserError`, or the
@@ -338,13 +351,13 @@ def _parse_request(raw: bytes, recommender: Any) -> tuple[list, int, bool, int]:
         raise UserError(
             "request body", 'must be a JSON object with a "history" list', f"send {_EXAMPLE}"
         )
-    unknown = sorted(set(body) - {"history", "k", "think", "rationales"})
+    unknown = sorted(set(body) - set(_FIELDS))
     if unknown:
         names = ", ".join(clip(u) for u in unknown[:5]) + (" ..." if len(unknown) > 5 else "")
         raise UserError(
             "request body",
             f"unknown fields [{names}]",
-            "send only history, k, think and rationales",
+            f"send only {', '.join(_FIELDS[:-1])} and {_FIELDS[-1]}",
         )
     k, think = body.get("k", 10), body.get("think", False)
     rationales = body.get("rationales", 1)
@@ -356,18 +369,48 @@ def _parse_request(raw: bytes, recommender: Any) -> tuple[list, int, bool, int]:
             f"must be an integer from 1 to 8, got {clip(rationales)}",
             "send the number of rationales to sample (1: greedy)",
         )
+    filters = {
+        "exclude": body.get("exclude"),
+        "allow": body.get("allow"),
+        "exclude_history": body.get("exclude_history", False),
+    }
+    if filters["exclude_history"] not in (True, False):
+        raise UserError(
+            "exclude_history",
+            f"must be true or false, got {clip(filters['exclude_history'])}",
+            "send a JSON boolean",
+        )
+    for key in ("exclude", "allow"):
+        value = filters[key]
+        if value is not None and not isinstance(value, list):
+            raise UserError(
+                key, f"must be a list of item ids, got {clip(value)}", f'send "{key}": ["item1"]'
+            )
+        filters[key] = None if value is None else [value]  # one request: one row
     recommender.check_request(body["history"], k)
     if think:
         recommender.check_thinking()
-    return body["history"], k, think, rationales
+        if filters["exclude"] or filters["allow"] or filters["exclude_history"]:
+            raise UserError(
+                "exclude / allow / exclude_history",
+                "item filters are not applied to thinking yet",
+                'send "think": false with filters, or leave the filters out',
+            )
+    return body["history"], k, think, rationales, filters
 
 
 async def _decode(
-    recommender: Any, history: list, k: int, think: bool, rationales: int
+    recommender: Any,
+    history: list,
+    k: int,
+    think: bool,
+    rationales: int,
+    filters: dict[str, Any],
 ) -> tuple[list[list[Any]], list[str] | None]:
     """The items of one checked request (and its rationales when ``think``)."""
     if not think:
-        return await recommender.arecommend_batch([history], k), None
+        given = {key: value for key, value in filters.items() if value}  # none: the P5 call
+        return await recommender.arecommend_batch([history], k, **given), None
     from recllm.decode.think import ThinkOptions
 
     options = ThinkOptions(rationales=rationales, temperature=0.0 if rationales == 1 else 1.0)
