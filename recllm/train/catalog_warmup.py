@@ -17,6 +17,7 @@ tensor with ``torch.equal``.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 from collections.abc import Sequence
@@ -27,7 +28,7 @@ import torch
 
 from recllm.data.types import Catalog
 from recllm.errors import UserError
-from recllm.tasks.config import TaskConfig
+from recllm.tasks.config import PROMPTS_DIR, TaskConfig
 from recllm.tasks.prompting import PromptSpec, task_builder
 from recllm.vocab import SID_FORMAT, load_model_with_sids
 
@@ -53,9 +54,27 @@ def _examples(
     mixture = TaskConfig(**spec.task).mixture
     tasks = [t for t in WARMUP_TASKS if mixture.get(t, 0) > 0] or list(WARMUP_TASKS)
     builder = task_builder(spec, sid_map, catalog)
+    packaged = None
     out = []
     for task in tasks:
-        for row in builder.catalog_task(task):
+        task_builder_ = builder
+        if (
+            spec.prompts_dir is not None
+            and not (Path(spec.prompts_dir) / f"{task}.jinja").is_file()
+        ):
+            # a model trained without this task saved no template for it: the packaged one
+            if packaged is None:
+                packaged = task_builder(
+                    dataclasses.replace(spec, prompts_dir=PROMPTS_DIR), sid_map, catalog
+                )
+                logger.info(
+                    "%s has no %s.jinja (its mixture did not hold the task): the warm-up renders "
+                    "it with recllm's packaged template",
+                    spec.prompts_dir,
+                    task,
+                )
+            task_builder_ = packaged
+        for row in task_builder_.catalog_task(task):
             prompt = tokenizer.apply_chat_template(
                 row["prompt"], tokenize=False, add_generation_prompt=True
             )
