@@ -18,7 +18,11 @@ in one of three ways, depending on what the model learned:
 
 Accepting a pick (:meth:`ChatSession.accept`) adds it to the history and starts the talk anew
 from the grown history, as a training conversation opens. Picks never repeat an item of the
-history: each answer ranks ``2k`` candidates (``max_k`` at most) and keeps the best ``k`` unseen.
+history: the history's items are excluded inside the SID constraint
+(:class:`recllm.decode.filters.ItemFilter`), so the beam search ranks exactly ``k`` unseen items.
+The beam width is fixed (``num_beams``, 10 by default; ``k`` when larger), not a function of
+``k``: for one history the top 3 is the start of the top 5. (Thinking answers cannot filter
+inside the constraint yet: they rank ``num_beams`` items, at least ``2k``, and drop seen ones.)
 """
 
 from __future__ import annotations
@@ -72,6 +76,7 @@ class ChatSession:
         k: Picks per answer.
         think: Answer by thinking first (a model trained to think).
         reply_tokens: Longest reply text after the pick's SID.
+        num_beams: Beam width of every answer (``k`` when ``k`` is larger), whatever ``k``.
     """
 
     def __init__(
@@ -82,8 +87,12 @@ class ChatSession:
         k: int = 5,
         think: bool = False,
         reply_tokens: int = REPLY_TOKENS,
+        num_beams: int = 10,
     ) -> None:
+        if isinstance(num_beams, bool) or not isinstance(num_beams, int) or num_beams < 1:
+            raise ValueError(f"num_beams must be an integer >= 1, got {num_beams!r}; Fix: 10")
         self.rec = recommender
+        self.num_beams = num_beams
         self.history: list[str] = []
         self.messages: list[dict[str, str]] = []
         self.replies: list[ChatReply] = []
@@ -186,7 +195,9 @@ class ChatSession:
         elif self.dialogue:
             reply = self._ask_dialogue(text)
         else:
-            picks = self._unseen(self.rec.recommend(self.history, self._width()))
+            picks = self.rec.recommend(
+                self.history, self.k, num_beams=self._beams(), exclude_history=True
+            )
             note = (
                 "(This model was not trained on conversations, so it recommends from your "
                 "history alone; train with mixture.dialogue > 0 to steer it with words.)"
@@ -199,9 +210,10 @@ class ChatSession:
     def _ask_thinking(self, text: str) -> ChatReply:
         from recllm.decode.think import ThinkOptions
 
+        width = min(max(self._beams(), 2 * self.k), self.rec.max_k)
         result = self.rec.recommend(
             self.history,
-            self._width(),
+            width,
             think=True,
             think_options=ThinkOptions(max_think_tokens=192),
         )
@@ -226,11 +238,13 @@ class ChatSession:
         history = self.history[-cut:] if cut else self.history
         request = DialogueTurn(kind, "", text=text.strip() or None)
         prompt = [*self.messages, user_message(builder, history, request)]
-        picks = self._unseen(
-            rec.recommend_prompts(
-                [prompt], self._width(), stop_token_id=reply_stop_token(rec.tokenizer)
-            )[0]
-        )
+        picks = rec.recommend_prompts(
+            [prompt],
+            self.k,
+            num_beams=self._beams(),
+            stop_token_id=reply_stop_token(rec.tokenizer),
+            exclude=[self.history],  # inside the constraint: exactly k unseen picks
+        )[0]
         # the reply as training wrote it: the pick's SID span, a new line, its catalog title;
         # the model's words (the reason) follow. Left to itself after the span the model wrote
         # another item's title now and then ("<sid of Santa Clause>\nDirty Dancing: ...").
@@ -260,9 +274,9 @@ class ChatSession:
         spans = resolve_spans(reply, rec.sid_map, rec.catalog)
         return ChatReply(text, "dialogue", picks, reply, spans)
 
-    def _width(self) -> int:
-        """Candidates ranked per answer: room for ``k`` picks after dropping seen items."""
-        return min(2 * self.k, self.rec.max_k)
+    def _beams(self) -> int:
+        """The beam width: fixed, so a smaller ``k`` gives the start of a larger one's list."""
+        return max(self.num_beams, self.k)
 
     def _unseen(self, ranked: list[Recommendation]) -> list[Recommendation]:
         seen = set(self.history)

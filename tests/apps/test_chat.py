@@ -110,9 +110,36 @@ def test_a_model_without_dialogues_answers_from_the_history(plain: Recommender):
     assert not chat.dialogue
     reply = chat.ask("something scary")
     assert reply.mode == "history" and "not trained on conversations" in reply.reply
-    # the history's best unseen items: 2k ranked, seen ones dropped
-    wide = [p.item_id for p in plain.recommend(["item2", "item5"], 8)]
-    assert [p.item_id for p in reply.picks] == [i for i in wide if i not in ("item2", "item5")][:4]
+    # the history's best unseen items: excluded inside the constraint, a fixed beam of 10
+    unseen = plain.recommend(["item2", "item5"], 4, num_beams=10, exclude_history=True)
+    assert [p.item_id for p in reply.picks] == [p.item_id for p in unseen]
+    assert len(reply.picks) == 4 and not {"item2", "item5"} & {p.item_id for p in reply.picks}
+
+
+@pytest.mark.parametrize("mode", ["history", "dialogue"])
+def test_top_3_is_the_start_of_top_5_and_never_seen(plain: Recommender, talk: Recommender, mode):
+    """Issue 32: the beam width does not depend on k, and seen items are excluded inside the
+    constraint, so /k 3 shows the first 3 of /k 5 for the same history; the control (seen
+    items not excluded) ranks a seen item, so the exclusion is what keeps them out."""
+    rec = plain if mode == "history" else talk
+    everything = [p.item_id for p in rec.recommend(["item2"], 50, num_beams=60)]
+    history = everything[:3]  # the items this model ranks highest: seen, they must not recur
+    chat = ChatSession(rec, history, k=5)
+    assert chat.dialogue == (mode == "dialogue")
+    five = [p.item_id for p in chat.ask("more like these").picks]
+    chat.set_k(3)
+    chat.messages = []  # the same turn again
+    three = [p.item_id for p in chat.ask("more like these").picks]
+    assert len(five) == 5 and three == five[:3]
+    assert not set(five) & set(history)
+    if mode == "history":
+        control = [p.item_id for p in rec.recommend(history, 5, num_beams=10)]
+        assert set(control) & set(history)
+        # the control of the width: the old chat ranked 2k and dropped seen items; its top 3
+        # was not the start of its top 5 for this history
+        old = {k: [p.item_id for p in rec.recommend(history, 2 * k)] for k in (3, 5)}
+        old = {k: [i for i in v if i not in history][:k] for k, v in old.items()}
+        assert old[3] != old[5][:3]
 
 
 def test_free_text_spans_are_catalog_sids_only_when_constrained(talk: Recommender):
