@@ -6,7 +6,10 @@ The page has two tabs over one model directory:
   searching titles; edit the recommendation prompt template (Jinja) with a live preview of the
   rendered prompt (chat template applied, SID tokens visible); decode with two configurations
   side by side (A/B: SID constraint on/off, beam or sampling, beams, k, temperature, top-p,
-  thinking where the model learned it). Results are item cards (rank, title, SID, score), the
+  thinking where the model learned it, "hide items in the history": the history's items are
+  excluded inside the SID constraint, :class:`recllm.decode.filters.ItemFilter`; off by default,
+  as in the P5 protocol). The beam width is its own setting, so for one history a smaller k
+  shows the start of a larger k's list. Results are item cards (rank, title, SID, score), the
   raw generation with every SID span marked and named (exact item, else longest-prefix match,
   labelled), rationales in collapsible blocks, and the latency. An edited template can be
   saved to a prompts folder, always inside the folder the playground was started in
@@ -71,6 +74,7 @@ class DecodeSettings:
     think: bool = False
     template: str | None = None  # edited `rec` template text; None: the model's own
     seed: int = 0
+    exclude_history: bool = False  # hide the history's items (inside the SID constraint)
 
     def check(self, max_k: int) -> None:
         """Raise ``ValueError`` with the fix for settings that cannot run."""
@@ -87,6 +91,11 @@ class DecodeSettings:
             raise ValueError(
                 f"k ({self.k}) > beams ({self.beams}): a beam search returns at most one item "
                 "per beam; Fix: raise beams or lower k"
+            )
+        if self.exclude_history and (not self.constrained or self.think):
+            raise ValueError(
+                "hiding the history's items works inside the SID constraint, without thinking; "
+                "Fix: turn the SID constraint on and thinking off, or show the history's items"
             )
         if self.mode == "sample" and not (self.temperature > 0 and 0 < self.top_p <= 1):
             raise ValueError(
@@ -271,12 +280,14 @@ class Playground:
         self, values: Sequence[Any], default_template: str | None = None
     ) -> DecodeSettings:
         """One side's settings from the page's raw values (template, constrained, think, mode,
-        beams, k, temperature, top-p), as sent by the browser or an API caller.
+        beams, k, temperature, top-p, and optionally hide-history), as sent by the browser or an
+        API caller.
 
         Raises:
             ValueError: A value of the wrong type or out of range; the message has the fix.
         """
-        tpl, constrained, think, mode, beams, k, temperature, top_p = values
+        tpl, constrained, think, mode, beams, k, temperature, top_p = values[:8]
+        hide = bool(values[8]) if len(values) > 8 else False
         return DecodeSettings(
             constrained=bool(constrained),
             mode=str(mode),
@@ -286,6 +297,7 @@ class Playground:
             top_p=real_number(top_p, "top-p"),
             think=bool(think),
             template=None if tpl == default_template else tpl,
+            exclude_history=hide,
         )
 
     def run(self, history_text: str, settings: DecodeSettings) -> RunResult:
@@ -305,7 +317,7 @@ class Playground:
             if settings.think:
                 result = self._think(items, settings, prompt)
             else:
-                result = RunResult(self._items(messages, settings), prompt)
+                result = RunResult(self._items(messages, settings, items), prompt)
                 result.raw = self._raw(messages, settings)
             result.seconds = time.perf_counter() - t0
         from recllm.decode.text import resolve_spans
@@ -326,12 +338,21 @@ class Playground:
         raw = "\n".join(f"<think>\n{r}\n</think>" for r in out.rationales)
         return RunResult(list(out.recommendations), prompt, raw, rationales=list(out.rationales))
 
-    def _items(self, messages: list[dict[str, str]], s: DecodeSettings) -> list[Recommendation]:
+    def _items(
+        self, messages: list[dict[str, str]], s: DecodeSettings, history: list[str]
+    ) -> list[Recommendation]:
         rec = self.rec
+        exclude = [history] if s.exclude_history else None
         if s.constrained and s.mode == "beam":
-            return rec.recommend_prompts([messages], s.k, num_beams=s.beams)[0]
+            return rec.recommend_prompts([messages], s.k, num_beams=s.beams, exclude=exclude)[0]
         if rec.engine != "hf":
             from recllm.decode.text import vllm_sid_answers
+
+            if exclude is not None:
+                raise ValueError(
+                    "on engine vllm the history's items are hidden in beam mode; Fix: beam "
+                    "mode, or recllm playground --engine hf"
+                )
 
             if s.mode == "beam":
                 raise ValueError(
@@ -370,6 +391,7 @@ class Playground:
             options,
             titles=rec.catalog,
             trie=rec.trie,
+            item_filter=rec.item_filter(exclude, None),
         )[0]
 
     def _raw(self, messages: list[dict[str, str]], s: DecodeSettings) -> str:

@@ -136,11 +136,15 @@ class Side:
     top_p: Any
     results: Any
     raw: Any
+    hide_history: Any
 
     def settings_inputs(self) -> list[Any]:
         """The inputs of a run, in the order :meth:`Playground.settings` reads them."""
         s = self
-        return [s.template, s.constrained, s.think, s.mode, s.beams, s.k, s.temperature, s.top_p]
+        return [
+            s.template, s.constrained, s.think, s.mode, s.beams, s.k, s.temperature, s.top_p,
+            s.hide_history,
+        ]  # fmt: skip
 
 
 def _side(gr: Any, pg: Playground, side: str, template: str, start: str) -> Side:
@@ -164,6 +168,9 @@ def _side(gr: Any, pg: Playground, side: str, template: str, start: str) -> Side
             False, label="think first", interactive=can_think, elem_id=f"think-{side}"
         )
         mode = gr.Radio(["beam", "sample"], value="beam", label="mode", elem_id=f"mode-{side}")
+        hide_history = gr.Checkbox(
+            False, label="hide items in the history", elem_id=f"hide-history-{side}"
+        )
     with gr.Row():
         beams = gr.Slider(1, MAX_BEAMS, 10, step=1, label="beams", elem_id=f"beams-{side}")
         k = gr.Slider(
@@ -176,7 +183,7 @@ def _side(gr: Any, pg: Playground, side: str, template: str, start: str) -> Side
     raw = gr.HTML(elem_id=f"raw-{side}")
     return Side(
         tpl, preview, folder, save, constrained, think, mode, beams, k, temperature, top_p,
-        results, raw,
+        results, raw, hide_history,
     )  # fmt: skip
 
 
@@ -273,9 +280,11 @@ def _wire_recommend(
 
     def on_run(text, *values):
         outputs, notes = [], []
+        per_side = len(values) // 2
         for n, name in enumerate(("A", "B")):
             try:
-                settings = pg.settings(values[8 * n : 8 * n + 8], default_template=template)
+                part = values[per_side * n : per_side * (n + 1)]
+                settings = pg.settings(part, default_template=template)
                 res = pg.run(text, settings)
             except ValueError as e:
                 notes.append(f"error ({name}): {e}")

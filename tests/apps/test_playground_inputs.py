@@ -51,6 +51,7 @@ def _side(pg: Playground, **changes) -> list:
         k=5,
         temperature=1.0,
         top_p=1.0,
+        hide_history=False,
     )
     values.update(changes)
     return list(values.values())
