@@ -53,6 +53,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         constrained=not args.no_constraint,
         think=think,
         prefixes=prefixes,
+        exclude_history=args.exclude_history,
     )
     _print_result(args, result, examples, catalog, think, prefixes)
     _write_outputs(args, out, result, examples, spec, data_fields)
@@ -73,6 +74,13 @@ def _check_flags(args: argparse.Namespace) -> None:
             f"--engine {args.engine}",
             "an ensemble of --model directories is decoded by the sid_beam engine only",
             "pass --engine sid_beam, or one --model",
+        )
+    if args.exclude_history and (args.no_constraint or args.think):
+        raise UserError(
+            "--exclude-history",
+            "excludes each user's history inside the SID constraint, which unconstrained and "
+            "thinking runs do not use",
+            "drop --no-constraint / --think, or --exclude-history",
         )
     if args.no_constraint and (args.engine == "vllm" or len(args.model) > 1):
         raise UserError(
@@ -113,6 +121,8 @@ def _out_dir(args: argparse.Namespace, model_dir: Path) -> Path:
         kind = "_think"
     else:
         kind = "_prefixes" if args.prefixes else ""
+    if args.exclude_history:
+        kind += "_exclude_history"  # another protocol: never over the P5 figures
     out = Path(args.out) if args.out else model_dir / f"eval_{args.split}{kind}"
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out}", "an existing file, not a directory", "choose a directory")
@@ -168,6 +178,8 @@ def _print_plan(args, spec, data_fields, examples, think, prefixes) -> None:
         )
     if prefixes is not None:
         decoding += f", think-ahead prefixes of {len(prefixes):,} users"
+    if args.exclude_history:
+        decoding += ", history items excluded (protocol p5_exclude_history)"
     print(
         f"evaluating {what} on {len(examples):,} {args.split} users of {data_fields['data_path']} "
         f"({spec.style} prompts, beam {args.beams}, K {args.k}, {decoding})"
@@ -275,6 +287,14 @@ def add_parsers(sub: Any) -> None:
         "differs); without it such a run stops",
     )
     ev.add_argument("--out", default=None, help="output directory (default: MODEL/eval_SPLIT)")
+    _flag(
+        ev,
+        "exclude_history",
+        action="store_true",
+        help="exclude each user's history items inside the SID constraint (protocol "
+        "p5_exclude_history, output MODEL/eval_SPLIT_exclude_history); default: the P5 protocol, "
+        "where seen items may be recommended",
+    )
     decoding = add_decoding_args(
         ev,
         engines=("sid_beam", "generate", "vllm"),

@@ -5,7 +5,11 @@ prompted in training (``recllm_vocab.json`` -> ``recommender``) and on which dat
 rebuilds exactly those prompts for the valid or test users of the same split, decodes with the SID
 trie (every returned entry is a catalog item), and scores the ranked lists with the published
 protocol: full ranking, one target per user, Recall@K and NDCG@K, items seen before not removed
-(``../shared/data/README.md``).
+(``../shared/data/README.md``; ``"protocol": "p5"`` in the figures). ``exclude_history=True``
+(``recllm eval --exclude-history``) is the other common protocol: each user's history items are
+excluded inside the SID constraint (:class:`recllm.decode.filters.ItemFilter`), so the ranked
+list holds only unseen items; its figures say ``"protocol": "p5_exclude_history"`` and are not
+comparable with the published P5 / TIGER rows.
 """
 
 from __future__ import annotations
@@ -32,6 +36,10 @@ if TYPE_CHECKING:
     from recllm.sid.sidmap import SIDMap
 
 logger = logging.getLogger(__name__)
+
+#: The ``protocol`` figure: the published one (seen items may be recommended), and the one
+#: that excludes every user's history inside the constraint.
+PROTOCOLS = {False: "p5", True: "p5_exclude_history"}
 
 
 def select_users(examples: Sequence[Example], n: int, seed: int | None = None) -> list[Example]:
@@ -194,6 +202,7 @@ def evaluate_recommender(
     constrained: bool = True,
     think: ThinkOptions | None = None,
     prefixes: dict[str, list[tuple[int, ...]]] | None = None,
+    exclude_history: bool = False,
 ) -> EvalResult:
     """Constrained beam search (``beams`` wide, top ``max(ks)`` kept) for every example, scored.
 
@@ -218,10 +227,12 @@ def evaluate_recommender(
         prefixes: Think-ahead: per user id, the SID prefixes the answer must start with (users
             not in it decode unrestricted); the SID trie is restricted per user
             (:class:`recllm.decode.prefixes.PrefixSets`).
+        exclude_history: Exclude each user's history items inside the SID constraint (the
+            ``p5_exclude_history`` protocol); constrained decoding without thinking.
 
     Raises:
         ValueError: ``beams`` smaller than the largest K; ``constrained=False`` with vLLM or
-            an ensemble.
+            an ensemble; ``exclude_history`` unconstrained or with thinking.
     """
     import torch
 
@@ -230,9 +241,20 @@ def evaluate_recommender(
 
     k = max(ks)
     _check_modes(model, spec, beams, k, engine, constrained, think, prefixes)
+    if exclude_history and (not constrained or think):
+        raise ValueError(
+            "exclude_history excludes the history inside the SID constraint, without thinking; "
+            "Fix: drop --no-constraint / --think, or --exclude-history"
+        )
     prompts = build_prompts(spec, examples, sid_map, catalog, think=bool(think))
     token_ids = SID_FORMAT.token_ids(tokenizer, sid_map.codebook_sizes)
     trie = SIDTrie.from_sid_map(sid_map, token_ids)
+    seen = [list(ex.history) for ex in examples] if exclude_history else None
+    item_filter = None
+    if seen is not None:
+        from recllm.decode.filters import ItemFilter
+
+        item_filter = ItemFilter.from_ids(trie, exclude=seen, where="history ")
     sets = None
     if prefixes is not None:
         from recllm.decode.prefixes import PrefixSets
@@ -261,13 +283,13 @@ def evaluate_recommender(
         )
     elif constrained and engine == "vllm":
         recs = _vllm_recs(
-            recommender, spec, prompts, examples, prefixes, k, beams, batch_size, progress
+            recommender, spec, prompts, examples, prefixes, k, beams, batch_size, progress, seen
         )
     elif constrained and spec.style == "sid_sequence":
         # No end-of-answer token exists in a SID sequence (the next item's marker follows), so
         # the beam is scored on the code tokens alone: only recllm's SID beam search does that.
         ranked_rows = _sequence_beam(
-            members, tokenizer, prompts, trie, beams, k, batch_size, progress, sets
+            members, tokenizer, prompts, trie, beams, k, batch_size, progress, sets, item_filter
         )
         recs = [[sid_map.item_ids[r] for r in row] for row in ranked_rows]
     else:
@@ -291,6 +313,7 @@ def evaluate_recommender(
                 trie=trie,
                 progress=progress,
                 prefixes=sets,
+                item_filter=item_filter,
             )
         recs = [[r.item_id for r in items] for items in out]
     seconds = time.perf_counter() - start
@@ -302,6 +325,7 @@ def evaluate_recommender(
     figures = metrics.compute(ks)
     figures["beams"] = beams
     figures["constrained"] = constrained
+    figures["protocol"] = PROTOCOLS[exclude_history]
     figures["users_per_second"] = round(len(examples) / seconds, 2) if seconds else 0.0
     if think:
         figures["think"] = asdict(think)
@@ -393,7 +417,7 @@ def _think_recs(
 
 
 def _vllm_recs(
-    recommender, spec, prompts, examples, prefixes, k, beams, batch_size, progress
+    recommender, spec, prompts, examples, prefixes, k, beams, batch_size, progress, seen=None
 ) -> list[list[str | None]]:
     """The constrained beam search on vLLM, through a started Recommender, batch by batch."""
     from tqdm.auto import tqdm
@@ -413,6 +437,7 @@ def _vllm_recs(
             k,
             num_beams=beams,
             prefixes=None if prefixes is None else [prefixes.get(ex.user_id) for ex in chunk],
+            exclude=None if seen is None else seen[at : at + batch_size],
         )
         recs.extend([r.item_id for r in items] for items in out)
     return recs
@@ -502,7 +527,7 @@ def check_prefix_file(path: str, split: str, data_fields: dict[str, Any], datase
 
 
 def _sequence_beam(
-    models, tokenizer, prompts, trie, beams, k, batch_size, progress, sets=None
+    models, tokenizer, prompts, trie, beams, k, batch_size, progress, sets=None, item_filter=None
 ) -> list[list[int]]:
     """SID-map rows of the top ``k`` items per string prompt (code tokens scored only), from one
     model or the ensemble of ``models``."""
@@ -519,9 +544,17 @@ def _sequence_beam(
     for start in tqdm(starts, desc="sid_beam_search", unit="batch", disable=not progress):
         ids, mask = left_pad(encoded[start : start + batch_size], pad, device)
         part = None if sets is None else sets.slice(start, start + batch_size)
+        rows = None if item_filter is None else item_filter.slice(start, start + batch_size)
         with torch.inference_mode():
             res = sid_beam_search(
-                models, ids, mask, trie, num_beams=beams, num_return_sequences=k, prefixes=part
+                models,
+                ids,
+                mask,
+                trie,
+                num_beams=beams,
+                num_return_sequences=k,
+                prefixes=part,
+                item_filter=rows,
             )
         out.extend([r for r in row if r >= 0] for row in res.items.tolist())
     return out
