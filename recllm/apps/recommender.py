@@ -325,7 +325,10 @@ class Recommender:
         """Per history, the item ids to exclude: ``exclude``, plus the history's own items
         when ``exclude_history``."""
         if exclude is not None and len(exclude) != len(histories):
-            raise ValueError(f"{len(exclude)} exclude lists for {len(histories)} histories")
+            raise ValueError(
+                f"{len(exclude)} exclude lists for {len(histories)} histories; Fix: one list "
+                "(or None) per history"
+            )
         if not exclude_history:
             return exclude
         given = exclude if exclude is not None else [None] * len(histories)

@@ -7,9 +7,10 @@ at every layer. Vary one setting with :func:`dataclasses.replace`, which checks 
     opts = DecodeOptions(k=10, engine="sid_beam")
     wide = dataclasses.replace(opts, num_beams=20)
 
-Per-call inputs (the prompts, titles, a prebuilt trie, think-ahead prefixes, a progress bar)
-stay arguments of :func:`~recllm.decode.generate_sids`. The per-request item filters of issue
-32 (exclude / allow sets inside the constraint) will be settings here, beside ``constrained``.
+Per-call inputs (the prompts, titles, a prebuilt trie, think-ahead prefixes, per-prompt item
+filters, a progress bar) stay arguments of :func:`~recllm.decode.generate_sids`: the exclude /
+allow sets differ per prompt, so they travel as one :class:`recllm.decode.filters.ItemFilter`
+(``item_filter=``), like the prefixes.
 """
 
 from __future__ import annotations

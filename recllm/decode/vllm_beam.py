@@ -204,7 +204,10 @@ def sid_beam_rounds(
         if lists is None:
             continue
         if len(lists) != len(prompts):
-            raise ValueError(f"{len(lists)} {key} lists for {len(prompts)} prompts")
+            raise ValueError(
+                f"{len(lists)} {key} lists for {len(prompts)} prompts; Fix: one list (or None) "
+                "per prompt"
+            )
         for f, ids in zip(filters, lists, strict=True):
             if ids is not None:
                 f[key] = [str(i) for i in ids]

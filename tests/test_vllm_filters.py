@@ -1,0 +1,117 @@
+"""Item filters on vLLM (issue 32): ``recllm_exclude`` / ``recllm_allow`` per request inside the
+SID processor, and ``Recommender.recommend(exclude=, allow=, exclude_history=)`` on the vLLM
+engine equal to the transformers engine; sampled answers never name an excluded item, while the
+same requests without the filter do (the control)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from recllm.apps.recommender import Recommender
+from recllm.testing import save_tiny_recommender
+from tests.serving import run_vllm_child
+
+pytestmark = [pytest.mark.vllm, pytest.mark.slow, pytest.mark.usefixtures("torch_single_thread")]
+
+VLLM_ENV = {
+    "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
+    "VLLM_CPU_KVCACHE_SPACE": "1",
+    "VLLM_CPU_OMP_THREADS_BIND": "nobind",
+    "OMP_NUM_THREADS": "1",
+    "HF_HUB_OFFLINE": "1",
+}
+
+_CHILD = """
+import json, sys
+from vllm import LLM, SamplingParams
+from vllm.inputs import TokensPrompt
+from recllm.apps.recommender import Recommender
+from recllm.decode.vllm_processor import vllm_engine_kwargs
+
+job = json.loads(open(sys.argv[1]).read())
+d = job["model_dir"]
+llm = LLM(model=d, dtype="float32", max_model_len=512, seed=0, enforce_eager=True,
+          enable_prefix_caching=True, max_logprobs=50, **vllm_engine_kwargs(d))
+rec = Recommender.from_pretrained(d, engine="vllm", backend=llm)
+res = {}
+for name, kw in job["calls"].items():
+    rows = rec.recommend_batch(job["histories"], k=8, num_beams=10, **kw)
+    res[name] = [[[r.item_id, r.score] for r in row] for row in rows]
+prompts = [TokensPrompt(prompt_token_ids=p) for p in job["prompts"]]
+def sample(extra):
+    params = SamplingParams(temperature=2.0, top_k=0, max_tokens=8, n=job["draws"],
+                            extra_args={"recllm_sid_only": True, **extra})
+    return [[list(c.token_ids) for c in o.outputs] for o in llm.generate(prompts, params,
+                                                                          use_tqdm=False)]
+res["sample_filtered"] = sample({"recllm_exclude": job["exclude"]})
+res["sample_allowed"] = sample({"recllm_allow": job["allow"]})
+res["sample_plain"] = sample({})
+print("RESULT " + json.dumps(res))
+"""
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return save_tiny_recommender(tmp_path_factory.mktemp("rec") / "tiny", seed=0)
+
+
+def _item(tokens: list[int], rec: Recommender) -> str | None:
+    ids, levels = rec.trie.token_ids, rec.trie.levels
+    if len(tokens) < levels + 2 or tokens[0] != ids.begin_id:
+        return None
+    code = ids.decode(tokens[: levels + 2])
+    return None if code is None else rec.sid_map.item(code)
+
+
+def test_vllm_filters_equal_hf_and_never_emit_excluded_items(model_dir: Path, tmp_path: Path):
+    hf = Recommender.from_pretrained(model_dir, engine="hf")
+    rng = np.random.default_rng(0)
+    items = hf.sid_map.item_ids
+    histories = [
+        [items[i] for i in rng.choice(len(items), size=int(rng.integers(2, 6)), replace=False)]
+        for _ in range(4)
+    ]
+    plain = hf.recommend_batch(histories, k=8, num_beams=10)
+    exclude = [[r.item_id for r in row[:3]] for row in plain]  # each history's own top 3
+    allow = [list(items[::3]), None, list(items[1::4]), list(items[:5])]
+    calls = {
+        "plain": {},
+        "exclude": {"exclude": exclude},
+        "allow": {"allow": allow, "exclude": [None, exclude[1], None, exclude[3]]},
+        "history": {"exclude_history": True},
+    }
+    from recllm.decode import encode_prompts
+
+    prompts = encode_prompts(hf.tokenizer, hf.prompts(histories, 8))
+    top = sorted({i for row in exclude for i in row})
+    job = {
+        "model_dir": str(model_dir),
+        "histories": histories,
+        "calls": calls,
+        "prompts": prompts,
+        "draws": 24,
+        "exclude": top,
+        "allow": list(items[:6]),
+    }
+    got = run_vllm_child(_CHILD, job, tmp_path, VLLM_ENV)
+    for name, kw in calls.items():
+        want = hf.recommend_batch(histories, k=8, num_beams=10, **kw)
+        for g, w in zip(got[name], want, strict=True):
+            assert [i for i, _ in g] == [r.item_id for r in w], name
+            assert max(abs(s - r.score) for (_, s), r in zip(g, w, strict=True)) < 1e-4
+    for n, row in enumerate(got["exclude"]):
+        assert len(row) == 8 and not {i for i, _ in row} & set(exclude[n])
+    for n, row in enumerate(got["history"]):
+        assert not {i for i, _ in row} & set(histories[n])
+    assert {i for i, _ in got["allow"][0]} <= set(allow[0])
+    # sampling at temperature 2: filtered answers never name an excluded item; the control does
+    filtered = [_item(t, hf) for row in got["sample_filtered"] for t in row]
+    plain_draws = [_item(t, hf) for row in got["sample_plain"] for t in row]
+    allowed = [_item(t, hf) for row in got["sample_allowed"] for t in row]
+    assert all(i is not None for i in filtered + plain_draws + allowed)
+    assert not set(filtered) & set(top)
+    assert set(plain_draws) & set(top)
+    assert set(allowed) <= set(job["allow"]) and len(set(allowed)) > 1
