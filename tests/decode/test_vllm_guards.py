@@ -157,6 +157,9 @@ res["checks"] = {
     "stop_ok": check(max_tokens=8, extra_args={"recllm_stop": 5}),
     "stop_bool": check(max_tokens=8, extra_args={"recllm_stop": True}),
     "stop_text": check(max_tokens=8, extra_args={"recllm_stop": "\\n"}),
+    "exclude_ok": check(max_tokens=8, extra_args={"recllm_exclude": ["1", 2]}),
+    "exclude_text": check(max_tokens=8, extra_args={"recllm_exclude": "1,2"}),
+    "allow_nested": check(max_tokens=8, extra_args={"recllm_allow": [["1"]]}),
 }
 print("RESULT " + json.dumps(res))
 """
@@ -187,7 +190,7 @@ def test_installed_vllm_passes_the_guards_and_requests_are_validated(tmp_path: P
     got = res["checks"]
     known = (
         "recllm reads recllm_sid, recllm_sid_only, recllm_sid_partial, recllm_prefixes, "
-        "recllm_stop, recllm_catalog"
+        "recllm_stop, recllm_catalog, recllm_exclude, recllm_allow"
     )
     assert got["misspelled"] == (
         f"vllm_xargs 'recllm_sid_onyl': unknown recllm switch ({known}). Fix: spell it as one "
@@ -199,6 +202,10 @@ def test_installed_vllm_passes_the_guards_and_requests_are_validated(tmp_path: P
     assert got["prefixes_ragged"].startswith("vllm_xargs recllm_prefixes: prefixes of different")
     assert got["prefixes_not_list"].startswith("vllm_xargs recllm_prefixes: must be a non-empty")
     assert got["prefixes_negative"].startswith("vllm_xargs recllm_prefixes: bad prefix [1, -2]")
+    # item filters (issue 32): lists of item ids
+    assert got["exclude_ok"] is None
+    assert got["exclude_text"].startswith("vllm_xargs recllm_exclude: must be a list of item ids")
+    assert got["allow_nested"].startswith("vllm_xargs recllm_allow: must be a list of item ids")
     # a per-request stop token (dialogue replies): a token id, nothing else
     assert got["stop_ok"] is None
     for case in ("stop_bool", "stop_text"):
