@@ -51,6 +51,7 @@ if TYPE_CHECKING:
     from transformers import PreTrainedModel
 
     from recllm.decode.filters import ItemFilter
+    from recllm.decode.fresh import FreshItems
     from recllm.decode.prefixes import PrefixSets
 
 __all__ = ["SIDBeamOutput", "sid_beam_search"]
@@ -88,6 +89,7 @@ def sid_beam_search(
     prefixes: PrefixSets | None = None,
     depth: int | None = None,
     item_filter: ItemFilter | None = None,
+    fresh: FreshItems | None = None,
 ) -> SIDBeamOutput:
     """Beam search for the best catalog SIDs after each prompt (see the module docstring).
 
@@ -114,6 +116,11 @@ def sid_beam_search(
             (:class:`recllm.decode.filters.ItemFilter`, one row per prompt): codes with no
             admissible item under them are never candidates, so the ``k`` answers are ``k``
             admissible items (fewer only when fewer exist).
+        fresh: Items added after training and their score bonus
+            (:class:`recllm.decode.fresh.FreshItems`): a second group of ``num_beams`` beams
+            per prompt, sharing the prefill, walks only into subtrees that hold a new item; the
+            new items' scores get the bonus, and the two groups' answers are merged (each item
+            once). Equals the merge of two searches, the catalog's and the new items'.
 
     Returns:
         A :class:`SIDBeamOutput` on the model's device.
@@ -137,6 +144,8 @@ def sid_beam_search(
             raise ValueError(f"depth must be in 1..{levels}, got {depth}")
         if stop_token_id is not None:
             raise ValueError("a prefix search (depth) scores code tokens only: stop_token_id=None")
+        if fresh is not None:
+            raise ValueError("a prefix search (depth) returns no items: fresh=None")
     if prefixes is not None:
         prefixes.check_trie(trie)
         if prefixes.rows != batch:
@@ -147,6 +156,9 @@ def sid_beam_search(
         if item_filter.rows != batch:
             raise ValueError(f"{item_filter.rows} item-filter rows for {batch} prompts")
         item_filter = item_filter.to(device)
+    if fresh is not None:
+        fresh.check_trie(trie)
+        fresh = fresh.to(device)
     input_ids = input_ids.to(device)
     if attention_mask is None:
         attention_mask = torch.ones_like(input_ids)
@@ -181,7 +193,23 @@ def sid_beam_search(
     nodes = torch.zeros(batch, 1, dtype=torch.long, device=device)  # (batch, beams)
     codes = torch.zeros(batch, 1, 0, dtype=torch.long, device=device)  # (batch, beams, depth)
     code_range = torch.arange(max_codes, device=device)
+    prompts = batch  # the prompts; ``batch`` counts search rows (two per prompt with ``fresh``)
+    if fresh is not None:
+        # the new items' beam group: the same prefill, its own rows from here on
+        dup = torch.arange(batch, device=device).repeat(2)
+        for cache in caches:
+            cache.reorder_cache(dup)
+        attention_mask, position_ids, logp = attention_mask[dup], position_ids[dup], logp[dup]
+        scores, next_position, nodes, codes = (
+            scores[dup],
+            next_position[dup],
+            nodes[dup],
+            codes[dup],
+        )
+        batch = 2 * prompts
+        fresh_group = (torch.arange(batch, device=device) >= prompts)[:, None, None]
     rows = torch.arange(batch, device=device)[:, None]
+    prompt_rows = rows % prompts  # a search row's prompt (its prefixes and item filter)
 
     # 2. L steps: top-k over (beam, code) pairs the trie allows.
     stop_level = levels if depth is None else depth
@@ -191,9 +219,12 @@ def sid_beam_search(
         cand = logp[:, -1, token_cols].view(batch, beams, max_codes)  # (batch, beams, max_codes)
         allowed = trie.allowed[nodes] & (code_range < trie.codebook_sizes[level])
         if prefixes is not None and level < prefixes.depth:
-            allowed &= prefixes.allowed_codes(trie, rows, nodes, level)
+            allowed &= prefixes.allowed_codes(trie, prompt_rows, nodes, level)
         if item_filter is not None:
-            allowed &= ~item_filter.removed_codes(rows, nodes)
+            allowed &= ~item_filter.removed_codes(prompt_rows, nodes)
+        if fresh is not None:  # the second group only walks towards new items
+            below = trie.child(nodes[..., None].expand_as(allowed), code_range.expand_as(allowed))
+            allowed &= ~fresh_group | fresh.nodes[below.clamp(min=0)]
         cand = torch.where(allowed, cand + scores[..., None], float("-inf"))
         flat = cand.view(batch, beams * max_codes)
         width = min(num_beams, flat.shape[1])
@@ -239,6 +270,21 @@ def sid_beam_search(
         length = levels
     if depth is None:
         scores = scores / (length**length_penalty)
+
+    if fresh is not None:
+        from recllm.decode.fresh import merge_groups
+
+        leaf = (nodes - trie.num_internal).clamp(min=0)
+        items = torch.where(torch.isfinite(scores), trie.leaf_item[leaf], -1)
+        scores = scores + fresh.bonus * fresh.items[items.clamp(min=0)]
+        both = (items.view(2, prompts, -1), codes.view(2, prompts, num_beams, -1), scores)
+        items, codes, scores = merge_groups(
+            torch.cat(list(both[0]), 1),
+            torch.cat(list(both[1]), 1),
+            torch.cat(list(scores.view(2, prompts, -1)), 1),
+            k,
+        )
+        return SIDBeamOutput(items=items, codes=codes, scores=scores)
 
     scores, order = scores.sort(dim=1, descending=True, stable=True)
     scores, order = scores[:, :k], order[:, :k]

@@ -1,0 +1,131 @@
+"""New items in beam search: a second beam group kept for them, and a score bonus.
+
+Items added to a trained model (``recllm catalog add``) get codes from the frozen SID quantizer,
+but the model never saw those codes as answers, so their log-probs sit well below the trained
+items' and a plain beam search almost never returns one (docs/cold_start.md). Two things fix
+that without training:
+
+- **A beam group of their own.** :func:`recllm.decode.beam.sid_beam_search` with ``fresh=``
+  runs two beam groups off one prompt prefill: the usual group over the whole catalog and a
+  second group that may only walk into subtrees holding a new item. It costs one more set of
+  beam steps (not another prefill), and equals two separate searches (the catalog's and the new
+  items' alone) exactly.
+- **A bonus.** Every new item's length-normalised log-prob gets ``bonus`` added (nats per token
+  of the answer); the two groups' answers are merged, each item once, and the best ``k`` kept.
+  The bonus stands in for the popularity prior a trained item carries and a new one lacks.
+  Choose it on validation users (``scripts/cold_start.py`` does; ``recllm catalog add
+  --new-item-bonus`` records it in the model directory, where the Recommender, ``recllm eval``
+  and ``recllm serve`` read it). ``bonus=0`` still searches the new items' group, so they
+  compete on their model scores alone.
+
+Example:
+    >>> fresh = FreshItems.from_ids(trie, ["new-1", "new-2"], bonus=0.3)  # doctest: +SKIP
+    >>> sid_beam_search(model, ids, mask, trie, num_beams=20, fresh=fresh)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from recllm.decode.trie import SIDTrie
+from recllm.errors import UserError, clip
+
+__all__ = ["FreshItems", "merge_groups"]
+
+
+@dataclass(frozen=True)
+class FreshItems:
+    """The new items of a catalog and their score bonus, compiled against one trie.
+
+    Attributes:
+        items: ``(num_items,)`` bool over SID-map rows: True for a new item.
+        nodes: ``(num_nodes,)`` bool over trie nodes: True where a new item lies below (or is).
+        bonus: Added to a new item's length-normalised log-prob.
+        count: Number of new items.
+    """
+
+    items: torch.Tensor
+    nodes: torch.Tensor
+    bonus: float
+    count: int
+
+    @classmethod
+    def from_rows(cls, trie: SIDTrie, rows: Iterable[int], bonus: float = 0.0) -> FreshItems:
+        """The new items given as SID-map rows of ``trie``'s catalog.
+
+        Raises:
+            ValueError: No rows, a row outside the catalog, or a bonus that is not finite.
+        """
+        from recllm.decode.filters import trie_index
+
+        rows_t = torch.as_tensor(sorted({int(r) for r in rows}), dtype=torch.long)
+        if rows_t.numel() == 0:
+            raise ValueError("FreshItems needs at least one new item")
+        if int(rows_t.min()) < 0 or int(rows_t.max()) >= trie.num_items:
+            raise ValueError(f"new-item rows must lie in [0, {trie.num_items})")
+        if not torch.isfinite(torch.tensor(float(bonus))):
+            raise ValueError(f"the new-item bonus must be a finite number, got {bonus}")
+        index = trie_index(trie)
+        device = trie.device
+        items = torch.zeros(trie.num_items, dtype=torch.bool, device=device)
+        items[rows_t.to(device)] = True
+        nodes = torch.zeros(trie.num_nodes, dtype=torch.bool, device=device)
+        node = index.item_leaf[rows_t.to(device)]
+        for _ in range(trie.levels + 1):  # leaf, its ancestors, the root
+            nodes[node] = True
+            node = index.parent[node]
+        return cls(items, nodes, float(bonus), int(rows_t.numel()))
+
+    @classmethod
+    def from_ids(cls, trie: SIDTrie, ids: Sequence[str], bonus: float = 0.0) -> FreshItems:
+        """The new items by id (the trie must know its item ids).
+
+        Raises:
+            UserError: An id that is not in the catalog.
+        """
+        from recllm.decode.filters import trie_index
+
+        by_id = trie_index(trie).rows_by_id
+        missing = [i for i in ids if i not in by_id]
+        if missing:
+            raise UserError(
+                "new items",
+                f"{len(missing)} are not in the model's catalog ({clip(missing)})",
+                "add them first with `recllm catalog add`",
+            )
+        return cls.from_rows(trie, [by_id[i] for i in ids], bonus)
+
+    def to(self, device: torch.device | str) -> FreshItems:
+        return FreshItems(self.items.to(device), self.nodes.to(device), self.bonus, self.count)
+
+    def check_trie(self, trie: SIDTrie) -> None:
+        """Raise ValueError when built for a trie of another size."""
+        if self.items.numel() != trie.num_items or self.nodes.numel() != trie.num_nodes:
+            raise ValueError("these FreshItems were built for another trie; rebuild them")
+
+
+def merge_groups(
+    items: torch.Tensor, codes: torch.Tensor, scores: torch.Tensor, k: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The best ``k`` distinct items per row of ``(batch, n)`` candidates (dead ones: item -1).
+
+    Candidates are sorted by score (stable: ties keep their order); a repeat of an item already
+    taken is dropped; rows with fewer than ``k`` distinct live items are padded with -1 / -inf.
+
+    Returns:
+        ``(items, codes, scores)`` of shapes ``(batch, k)``, ``(batch, k, L)``, ``(batch, k)``.
+    """
+    scores, order = scores.sort(dim=1, descending=True, stable=True)
+    rows = torch.arange(items.shape[0], device=items.device)[:, None]
+    items, codes = items[rows, order], codes[rows, order]
+    n = items.shape[1]
+    earlier = torch.ones(n, n, dtype=torch.bool, device=items.device).tril(-1)
+    repeat = ((items[:, :, None] == items[:, None, :]) & earlier).any(-1)
+    scores = scores.masked_fill(repeat | (items < 0), float("-inf"))
+    scores, order = scores.sort(dim=1, descending=True, stable=True)
+    scores, order = scores[:, :k], order[:, :k]
+    items = torch.where(torch.isfinite(scores), items[rows, order], -1)
+    return items, codes[rows, order], scores

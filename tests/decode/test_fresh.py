@@ -1,0 +1,135 @@
+"""recllm.decode.fresh: the new items' beam group and score bonus in ``sid_beam_search``.
+
+The new items are the ones a tiny model ranks lowest, as for items it never trained on. Checked:
+the shared-prefill search equals the merge of two separate searches (the catalog's, and the
+new items' alone through an allow-list), exhaustively scored; a plain search of the same width
+(the control) returns none of the new items, the fresh group with a bonus does.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from recllm.decode import SIDTrie, sid_beam_search
+from recllm.decode.filters import ItemFilter
+from recllm.decode.fresh import FreshItems, merge_groups
+from recllm.errors import UserError
+from tests.decode.test_decode import PROMPTS, extended_model, left_padded, random_sid_map
+
+pytestmark = pytest.mark.usefixtures("torch_single_thread")
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    sid_map = random_sid_map((4, 4, 4), 24, seed=7)
+    model, tok, token_ids = extended_model(sid_map, seed=5)
+    trie = SIDTrie.from_sid_map(sid_map, token_ids)
+    ids, mask = left_padded(tok, PROMPTS)
+    full = sid_beam_search(model, ids, mask, trie, num_beams=len(sid_map), stop_token_id=None)
+    # the 5 items with the worst summed rank over the prompts: the "new" ones
+    rank = torch.zeros(len(sid_map))
+    for row in full.items.tolist():
+        for r, item in enumerate(row):
+            rank[item] += r
+    new = rank.argsort(descending=True)[:5].tolist()
+    return sid_map, model, tok, trie, ids, mask, new
+
+
+def _merged(model, ids, mask, trie, new, bonus, beams, k, stop):
+    """The reference: two separate searches, bonus on the new items, best k distinct."""
+    a = sid_beam_search(model, ids, mask, trie, num_beams=beams, stop_token_id=stop)
+    only_new = ItemFilter.from_items(trie, allow=[new] * ids.shape[0])
+    b = sid_beam_search(
+        model, ids, mask, trie, num_beams=beams, stop_token_id=stop, item_filter=only_new
+    )
+    out = []
+    for p in range(ids.shape[0]):
+        cand = {}
+        for res in (a, b):
+            for item, score in zip(res.items[p].tolist(), res.scores[p].tolist(), strict=True):
+                if item >= 0:
+                    cand[item] = score + (bonus if item in new else 0.0)
+        out.append(sorted(cand.items(), key=lambda kv: -kv[1])[:k])
+    return out
+
+
+@pytest.mark.parametrize("stop", [None, "eos"])
+@pytest.mark.parametrize("bonus", [0.0, 0.4, 50.0])
+def test_fresh_group_equals_two_searches_merged(tiny, stop, bonus):
+    sid_map, model, tok, trie, ids, mask, new = tiny
+    stop_id = None if stop is None else tok.eos_token_id
+    fresh = FreshItems.from_rows(trie, new, bonus=bonus)
+    got = sid_beam_search(
+        model,
+        ids,
+        mask,
+        trie,
+        num_beams=3,
+        num_return_sequences=3,
+        stop_token_id=stop_id,
+        fresh=fresh,
+    )
+    want = _merged(model, ids, mask, trie, new, bonus, 3, 3, stop_id)
+    for p in range(len(PROMPTS)):
+        assert got.items[p].tolist() == [i for i, _ in want[p]]
+        torch.testing.assert_close(
+            got.scores[p], torch.tensor([s for _, s in want[p]]), rtol=1e-5, atol=1e-5
+        )
+        codes = [tuple(c) for c in got.codes[p].tolist()]
+        assert codes == [tuple(sid_map.codes[i].tolist()) for i in got.items[p].tolist()]
+
+
+def test_the_control_misses_the_new_items_and_the_bonus_brings_them(tiny):
+    _, model, tok, trie, ids, mask, new = tiny
+    stop = tok.eos_token_id
+    plain = sid_beam_search(model, ids, mask, trie, num_beams=3, stop_token_id=stop)
+    assert not set(plain.items.flatten().tolist()) & set(new)  # control: none of them
+    low = sid_beam_search(
+        model,
+        ids,
+        mask,
+        trie,
+        num_beams=3,
+        stop_token_id=stop,
+        fresh=FreshItems.from_rows(trie, new, bonus=0.0),
+    )
+    assert torch.equal(low.items, plain.items)  # no bonus: they rank below the trained items
+    high = sid_beam_search(
+        model,
+        ids,
+        mask,
+        trie,
+        num_beams=3,
+        stop_token_id=stop,
+        fresh=FreshItems.from_rows(trie, new, bonus=50.0),
+    )
+    # a large bonus: the new items' own best three, in the model's order
+    only_new = ItemFilter.from_items(trie, allow=[new] * len(PROMPTS))
+    alone = sid_beam_search(
+        model, ids, mask, trie, num_beams=3, stop_token_id=stop, item_filter=only_new
+    )
+    assert torch.equal(high.items, alone.items)
+    torch.testing.assert_close(high.scores, alone.scores + 50.0)
+
+
+def test_merge_groups_keeps_each_item_once():
+    items = torch.tensor([[3, 1, -1, 1, 2]])
+    codes = items[..., None].repeat(1, 1, 2)
+    scores = torch.tensor([[0.1, 0.9, float("-inf"), 0.5, 0.3]])
+    i, c, s = merge_groups(items, codes, scores, 4)
+    assert i.tolist() == [[1, 2, 3, -1]]
+    assert c[0, :3, 0].tolist() == [1, 2, 3]
+    assert s[0, :3].tolist() == pytest.approx([0.9, 0.3, 0.1]) and s[0, 3] == float("-inf")
+
+
+def test_fresh_items_refuse_bad_input(tiny):
+    _, _, _, trie, _, _, _ = tiny
+    with pytest.raises(ValueError, match="at least one"):
+        FreshItems.from_rows(trie, [])
+    with pytest.raises(ValueError, match="must lie in"):
+        FreshItems.from_rows(trie, [10_000])
+    with pytest.raises(ValueError, match="finite"):
+        FreshItems.from_rows(trie, [0], bonus=float("nan"))
+    with pytest.raises(UserError, match="not in the model's catalog"):
+        FreshItems.from_ids(trie, ["no-such-item"])
