@@ -208,9 +208,9 @@ def sid_beam_rounds(
                 f"{len(lists)} {key} lists for {len(prompts)} prompts; Fix: one list (or None) "
                 "per prompt"
             )
-        for f, ids in zip(filters, lists, strict=True):
-            if ids is not None:
-                f[key] = [str(i) for i in ids]
+        for f, item_ids in zip(filters, lists, strict=True):
+            if item_ids is not None:
+                f[key] = [str(i) for i in item_ids]
 
     # Round 1: the forced begin marker, then the level-0 candidates.
     outs = yield [
