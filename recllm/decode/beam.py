@@ -101,8 +101,8 @@ def sid_beam_search(
         attention_mask: ``(batch, T)`` 1 for tokens, 0 for padding; None when unpadded.
         trie: The catalog's SID trie.
         num_beams: Beams kept at every level.
-        num_return_sequences: Items returned per prompt (``<= num_beams``); ``num_beams`` when
-            None.
+        num_return_sequences: Items returned per prompt (``<= num_beams``, ``<= 2 x num_beams``
+            with ``fresh``); ``num_beams`` when None.
         length_penalty: Exponent of the length normalisation, as in transformers.
         stop_token_id: Also score ``<|sid_begin|>``, ``<|sid_end|>`` and this stop token, to
             match ``generate`` with ``sid_only=True`` (None: score the code tokens only).
@@ -129,9 +129,11 @@ def sid_beam_search(
         ValueError: Bad sizes, or a right-padded batch.
     """
     k = num_beams if num_return_sequences is None else num_return_sequences
-    if num_beams < 1 or not 1 <= k <= num_beams:
+    most = num_beams if fresh is None else 2 * num_beams  # two groups' answers with ``fresh``
+    if num_beams < 1 or not 1 <= k <= most:
         raise ValueError(
-            f"need 1 <= num_return_sequences ({k}) <= num_beams ({num_beams}); Fix: raise num_beams"
+            f"need 1 <= num_return_sequences ({k}) <= {'2 x ' if fresh else ''}num_beams "
+            f"({num_beams}); Fix: raise num_beams"
         )
     models = _as_ensemble(model)
     device = models[0].device

@@ -56,6 +56,7 @@ if TYPE_CHECKING:
 
     from recllm.data.types import Catalog
     from recllm.decode.filters import ItemFilter
+    from recllm.decode.fresh import FreshItems
     from recllm.decode.prefixes import PrefixSets
     from recllm.sid.sidmap import SIDMap
 
@@ -220,6 +221,7 @@ def generate_sids(
     trie: SIDTrie | None = None,
     prefixes: PrefixSets | None = None,
     item_filter: ItemFilter | None = None,
+    fresh: FreshItems | None = None,
     progress: bool = False,
 ) -> list[list[Recommendation]]:
     """Recommend catalog items for each prompt by constrained SID generation.
@@ -239,6 +241,9 @@ def generate_sids(
         item_filter: Per prompt, items to exclude / the only items to allow, applied inside
             the constraint (:class:`recllm.decode.filters.ItemFilter` with one row per prompt,
             built on ``trie``); constrained decoding only.
+        fresh: Items added after training and their score bonus
+            (:class:`recllm.decode.fresh.FreshItems`, built on ``trie``): a second beam group
+            searches them (``engine="sid_beam"`` only).
         progress: Show a progress bar over batches.
 
     Returns:
@@ -267,6 +272,11 @@ def generate_sids(
         raise ValueError("item filters act inside the SID trie; Fix: constrained=True")
     if item_filter is not None and item_filter.rows != len(prompts):
         raise ValueError(f"{item_filter.rows} item-filter rows for {len(prompts)} prompts")
+    if fresh is not None and not (o.constrained and o.mode == "beam" and o.engine == "sid_beam"):
+        raise ValueError(
+            "the new items' beam group (fresh=) is a part of recllm's SID beam search; Fix: "
+            "DecodeOptions(mode='beam', engine='sid_beam', constrained=True)"
+        )
     stop = tokenizer.eos_token_id if o.stop_token_id is None else o.stop_token_id
     if stop is None and o.stop_after_sid:
         raise ValueError("the tokenizer has no EOS token; Fix: DecodeOptions(stop_token_id=...)")
@@ -278,7 +288,7 @@ def generate_sids(
         trie = SIDTrie.from_sid_map(sid_map, token_ids)
     elif trie.token_ids != token_ids:
         raise ValueError("the trie was built for another SID token layout than the tokenizer's")
-    run = _Decoder(model, o, trie.to(model.device), token_ids, stop, pad, sid_map, titles)
+    run = _Decoder(model, o, trie.to(model.device), token_ids, stop, pad, sid_map, titles, fresh)
     logger.info(
         "generate_sids: %d prompts, %s, mode=%s, engine=%s, k=%d, num_beams=%d, batch_size=%d, "
         "%d items x %d levels",
@@ -335,8 +345,10 @@ class _Decoder:
         pad: int,
         sid_map: SIDMap,
         titles: Catalog | Mapping[str, str] | None,
+        fresh: FreshItems | None = None,
     ) -> None:
         o = options
+        self.fresh = fresh
         self.model, self.options, self.trie, self.token_ids = model, o, trie, token_ids
         self.stop, self.sid_map, self.titles = stop, sid_map, titles
         # Beam search hands processors a fresh log_softmax tensor, so masking it in place is
@@ -391,6 +403,7 @@ class _Decoder:
                 stop_token_id=self.stop,
                 prefixes=prefixes,
                 item_filter=item_filter,
+                fresh=self.fresh,
             )
             rows = out.items.cpu().tolist()
             scores = out.scores.cpu().tolist()
