@@ -40,6 +40,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--beams", type=int, default=20)
     p.add_argument("--batch-size", type=int, default=32, help="users per decoding batch")
     p.add_argument("--users", type=int, default=0, help="test users scored (0 = all)")
+    p.add_argument(
+        "--bonus-users",
+        type=int,
+        default=3000,
+        help="validation users (a seeded sample; 0 = all) the new-item bonus is chosen on",
+    )
     p.add_argument("--warmup-steps", type=int, default=0, help="warm-up row (chat models)")
     p.add_argument("--sasrec-minutes", type=float, default=5.0, help="SASRec training budget")
     p.add_argument(
@@ -73,6 +79,7 @@ def main(argv: list[str] | None = None) -> dict:
         beams=args.beams,
         batch_size=args.batch_size,
         users=args.users,
+        bonus_users=args.bonus_users,
         warmup_steps=args.warmup_steps,
         sasrec_minutes=args.sasrec_minutes,
         recipe_args=tuple(args.recipe_args),
@@ -85,6 +92,8 @@ def main(argv: list[str] | None = None) -> dict:
     print(text)
     title = f"cold start: {summary['data']} ({summary['cold_users']} cold test users)"
     cold_start.plot(summary["rows"], out / "cold_start.png", title)
+    if "bonus" in summary:
+        cold_start.plot_bonus(summary["bonus"], out / "bonus.png", summary["data"])
     last = {
         name: {k: v for k, v in f.items() if k != "note"} for name, f in summary["rows"].items()
     }

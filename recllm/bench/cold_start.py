@@ -44,14 +44,18 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "ColdSplit",
     "add_new_items",
+    "choose_bonus",
     "figures",
+    "fresh_candidates",
     "knn_lists",
     "make_cold_split",
     "model_lists",
     "plot",
+    "plot_bonus",
     "popularity_lists",
     "sasrec_lists",
     "table",
+    "with_bonus",
     "without_items",
 ]
 
@@ -72,6 +76,7 @@ class ColdSplit:
         train_catalog: The catalog the SIDs and the model are built from.
         split: The training run's split (held-out items removed from every part).
         test: The test examples of the usual split (held-out items included).
+        valid: The validation examples of the usual split (where the new-item bonus is chosen).
     """
 
     held_out: list[str]
@@ -81,6 +86,7 @@ class ColdSplit:
     train_catalog: Catalog
     split: Split
     test: list[Example]
+    valid: list[Example] = dataclasses.field(default_factory=list)
 
     @property
     def cold(self) -> list[bool]:
@@ -108,8 +114,10 @@ def make_cold_split(
     cfg = dataclasses.replace(data_cfg, holdout_items=str(path.resolve()))
     reduced = load_rec_dataset(config=cfg)
     split = split_dataset(reduced, cfg)
-    test = split_dataset(full, base).test  # the usual split's test examples, unchanged
-    return ColdSplit(held, path, cfg, full.catalog, reduced.catalog, split, test)
+    usual = split_dataset(full, base)  # the usual split's test examples, unchanged
+    return ColdSplit(
+        held, path, cfg, full.catalog, reduced.catalog, split, usual.test, list(usual.valid)
+    )
 
 
 def without_items(examples: Sequence[Example], items: Sequence[str]) -> list[Example]:
@@ -268,6 +276,135 @@ def add_new_items(
     return out, report
 
 
+def fresh_candidates(
+    cache: ScoreCache,
+    name: str,
+    model_dir: str | Path,
+    examples: Sequence[Example],
+    catalog: Catalog,
+    new_items: Sequence[str],
+    *,
+    beams: int = 20,
+    batch_size: int = 32,
+) -> list[list[tuple[str, float]]]:
+    """Every user's candidates of the search with the new items' beam group
+    (:mod:`recllm.decode.fresh`, bonus 0): both groups' answers, each item once, with their
+    length-normalised log-probs (cached under ``name``).
+
+    The groups do not depend on the bonus, so :func:`with_bonus` ranks them for any bonus
+    exactly as a search run with that bonus would.
+    """
+    import torch
+
+    from recllm.decode import SIDTrie, encode_prompts, left_pad, sid_beam_search
+    from recllm.decode.fresh import FreshItems
+    from recllm.eval.run import PromptSpec, build_prompts
+    from recllm.vocab import SID_FORMAT, load_model_with_sids
+
+    key = {
+        "model": model_fingerprint(model_dir),
+        "users": digest([(list(ex.history), ex.target) for ex in examples]),
+        "new": digest(sorted(new_items)),
+        "beams": beams,
+    }
+
+    def compute() -> dict:
+        import time
+
+        from tqdm.auto import tqdm
+
+        start = time.perf_counter()
+        model, tok, sid_map = load_model_with_sids(model_dir)
+        model.eval()
+        spec = PromptSpec.from_model_dir(model_dir)
+        trie = SIDTrie.from_sid_map(sid_map, SID_FORMAT.token_ids(tok, sid_map.codebook_sizes))
+        fresh = FreshItems.from_ids(trie, list(new_items), bonus=0.0)
+        stop = None if spec.style == "sid_sequence" else tok.eos_token_id
+        keep = [n for n, ex in enumerate(examples) if ex.history]
+        prompts = build_prompts(spec, [examples[n] for n in keep], sid_map, catalog)
+        encoded = encode_prompts(tok, prompts)
+        pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+        found: list[list[tuple[str, float]]] = []
+        for s in tqdm(range(0, len(encoded), batch_size), desc=f"fresh search ({name})"):
+            ids, mask = left_pad(encoded[s : s + batch_size], pad, model.device)
+            with torch.inference_mode():
+                out = sid_beam_search(
+                    model,
+                    ids,
+                    mask,
+                    trie,
+                    num_beams=beams,
+                    num_return_sequences=2 * beams,
+                    stop_token_id=stop,
+                    fresh=fresh,
+                )
+            for irow, srow in zip(out.items.tolist(), out.scores.tolist(), strict=True):
+                found.append(
+                    [(sid_map.item_ids[i], s) for i, s in zip(irow, srow, strict=True) if i >= 0]
+                )
+        del model
+        gc.collect()
+        ranked: list[list[tuple[str, float]]] = [[] for _ in examples]
+        for n, cands in zip(keep, found, strict=True):
+            ranked[n] = cands
+        return {"candidates": ranked, "seconds": round(time.perf_counter() - start, 1)}
+
+    got = cache.get_or_compute(name, key, compute)["candidates"]
+    return [[(str(i), float(s)) for i, s in cands] for cands in got]
+
+
+def with_bonus(
+    candidates: Sequence[Sequence[tuple[str, float]]],
+    new_items: Sequence[str],
+    bonus: float,
+    k: int = K,
+) -> list[list[str]]:
+    """Each user's top ``k`` of ``candidates`` after adding ``bonus`` to the new items' scores
+    (stable: ties keep the candidates' order)."""
+    new = set(new_items)
+    out = []
+    for cands in candidates:
+        scored = [(s + (bonus if i in new else 0.0), n, i) for n, (i, s) in enumerate(cands)]
+        scored.sort(key=lambda x: (-x[0], x[1]))
+        out.append([i for _, _, i in scored[:k]])
+    return out
+
+
+#: The bonuses :func:`choose_bonus` tries (nats per answer token, on length-normalised scores).
+BONUS_GRID = tuple(round(0.05 * n, 2) for n in range(0, 61))
+
+
+def choose_bonus(
+    candidates: Sequence[Sequence[tuple[str, float]]],
+    examples: Sequence[Example],
+    new_items: Sequence[str],
+    grid: Sequence[float] = BONUS_GRID,
+) -> tuple[float, list[dict[str, Any]]]:
+    """The bonus with the highest R@10 over all of ``examples`` (validation users: warm and
+    cold together, as the traffic comes); ties go to the smaller bonus.
+
+    Returns:
+        ``(bonus, curve)``: the choice and, per bonus tried, ``{"bonus", "R@10", "cold_R@10",
+        "warm_R@10", "cold_share_top10"}``.
+    """
+    curve = []
+    for b in grid:
+        f = figures(with_bonus(candidates, new_items, b), examples, new_items)
+        hits = (f["cold_R@10"] or 0) * f["cold_users"] + (f["warm_R@10"] or 0) * f["warm_users"]
+        total = f["cold_users"] + f["warm_users"]
+        curve.append(
+            {
+                "bonus": b,
+                "R@10": round(hits / total, 4) if total else 0.0,
+                "cold_R@10": f["cold_R@10"],
+                "warm_R@10": f["warm_R@10"],
+                "cold_share_top10": f["cold_share_top10"],
+            }
+        )
+    best = max(curve, key=lambda c: (c["R@10"], -c["bonus"]))
+    return best["bonus"], curve
+
+
 def popularity_lists(split: Split, n_users: int) -> list[list[str]]:
     """The training split's 10 most frequent items (ties: first seen), for every user."""
     counts = Counter(i for seq in split.train.sequences.values() for i in seq)
@@ -344,6 +481,35 @@ def plot(rows: dict[str, dict[str, Any]], path: str | Path, title: str) -> Path:
     return grouped_bars(series, groups, path, title=title, ylabel="share")
 
 
+def plot_bonus(bonus: dict[str, Any], path: str | Path, data: str) -> Path:
+    """Validation R@10 (all, cold, warm users) and the cold share of the top 10 over the bonus,
+    the chosen bonus marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    curve = bonus["curve"]
+    x = [c["bonus"] for c in curve]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for key, label in (
+        ("R@10", "R@10, all users"),
+        ("cold_R@10", "R@10, cold users"),
+        ("warm_R@10", "R@10, warm users"),
+        ("cold_share_top10", "new items' share of the top 10"),
+    ):
+        ax.plot(x, [c[key] or 0.0 for c in curve], label=label)
+    ax.axvline(bonus["chosen"], color="grey", linestyle=":", label=f"chosen: {bonus['chosen']}")
+    ax.set_xlabel("bonus on the new items' length-normalised log-prob")
+    ax.set_title(f"{data}: {bonus['validation_users']} validation users")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 @dataclasses.dataclass
 class ColdStartSettings:
     """One cold-start run (the flags of ``scripts/cold_start.py``)."""
@@ -358,6 +524,7 @@ class ColdStartSettings:
     beams: int = 20
     batch_size: int = 32
     users: int = 0
+    bonus_users: int = 3000
     warmup_steps: int = 0
     sasrec_minutes: float = 5.0
     recipe_args: tuple[str, ...] = ()
@@ -429,6 +596,24 @@ def run(s: ColdStartSettings, root: Path) -> dict[str, Any]:
     rows["recllm + new items (catalog add)"] = {
         **figures(lists, test, cold.held_out),
         "note": "frozen quantizer codes, no training",
+    }
+    # the new items' own beam group, and the bonus chosen on validation users
+    from recllm.eval.run import select_users
+
+    valid = select_users(cold.valid, s.bonus_users, seed=s.seed) if s.bonus_users else cold.valid
+    cands = fresh_candidates(
+        cache, "fresh_valid", added, valid, cold.catalog, cold.held_out, **rank
+    )
+    bonus, curve = choose_bonus(cands, valid, cold.held_out)
+    info["bonus"] = {"chosen": bonus, "validation_users": len(valid), "curve": curve}
+    cands = fresh_candidates(cache, "fresh_test", added, test, cold.catalog, cold.held_out, **rank)
+    rows["recllm + new items, beam group"] = {
+        **figures(with_bonus(cands, cold.held_out, 0.0), test, cold.held_out),
+        "note": "a second beam group for the new items, bonus 0",
+    }
+    rows["recllm + new items, beam group + bonus"] = {
+        **figures(with_bonus(cands, cold.held_out, bonus), test, cold.held_out),
+        "note": f"bonus {bonus} chosen on {len(valid)} validation users (R@10 of all)",
     }
     name = "recllm + new items, warm-up" + (f" ({s.warmup_steps} steps)" if s.warmup_steps else "")
     if s.kind == "seqlm":

@@ -55,3 +55,23 @@ def test_without_items_and_popularity(tmp_path):
     lists = popularity_lists(split, 2)
     # training counts (s[:-2]): i1, i2, i6 3; i5, i4 2; i3 1 (ties: first seen first)
     assert lists[0] == lists[1] == ["i1", "i2", "i6", "i5", "i4", "i3"]
+
+
+def test_with_bonus_and_choose_bonus_exact():
+    from recllm.bench.cold_start import choose_bonus, with_bonus
+
+    cands = [
+        [("w1", -1.0), ("w2", -1.2), ("n1", -1.5)],  # cold user: target n1
+        [("w3", -0.5), ("n2", -0.9)],  # warm user: target w3
+    ]
+    test = [Example("u1", ("a",), "n1"), Example("u2", ("a",), "w3")]
+    new = ["n1", "n2"]
+    assert with_bonus(cands, new, 0.0, k=1) == [["w1"], ["w3"]]
+    assert with_bonus(cands, new, 0.6, k=1) == [["n1"], ["n2"]]  # -0.9 + 0.6 > -0.5
+    # a tie (-1.5 + 0.5 = w1's -1.0) keeps the candidates' order
+    assert with_bonus(cands, new, 0.5, k=2) == [["w1", "n1"], ["n2", "w3"]]
+    bonus, curve = choose_bonus([c[:3] for c in cands], test, new, grid=(0.0, 0.55, 2.0))
+    by = {c["bonus"]: c for c in curve}
+    assert by[0.0]["cold_R@10"] == 1.0  # top 10 holds every candidate: k=10 finds n1 anyway
+    assert bonus == 0.0  # all three bonuses give R@10 1.0: the smallest wins
+    assert by[2.0]["cold_share_top10"] == round(2 / 5, 4)
