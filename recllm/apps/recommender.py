@@ -86,6 +86,8 @@ class Recommender:
         backend: Any = None,
         max_k: int = 50,
         batch_size: int = 16,
+        new_items: Sequence[str] = (),
+        new_item_bonus: float | None = None,
     ) -> None:
         from recllm.decode import SIDTrie
         from recllm.vocab import SID_FORMAT
@@ -112,6 +114,15 @@ class Recommender:
         self.trie = SIDTrie.from_sid_map(
             sid_map, SID_FORMAT.token_ids(tokenizer, sid_map.codebook_sizes)
         )
+        # items added after training, searched in a beam group of their own with a score bonus
+        # (recllm.decode.fresh) when a bonus is set
+        self.new_items = list(new_items)
+        self.new_item_bonus = new_item_bonus
+        self.fresh = None
+        if new_item_bonus is not None and self.new_items:
+            from recllm.decode.fresh import FreshItems
+
+            self.fresh = FreshItems.from_ids(self.trie, self.new_items, new_item_bonus)
 
     # -- construction ------------------------------------------------------------------------
 
@@ -128,6 +139,7 @@ class Recommender:
         backend: Any = None,
         batch_size: int = 16,
         allow_other_data: bool = False,
+        new_item_bonus: float | None = None,
     ) -> Recommender:
         """Load a model directory written by recllm and start its engine.
 
@@ -146,6 +158,10 @@ class Recommender:
             batch_size: Prompts per transformers batch (``engine="hf"``).
             allow_other_data: Serve ``data`` even when its catalog is not the one the model
                 records it was trained on (a warning instead of an error).
+            new_item_bonus: Score bonus of the items added by ``recllm catalog add``, searched
+                in a beam group of their own (:mod:`recllm.decode.fresh`); default: the bonus
+                the model directory records (``recllm catalog add --new-item-bonus``), None
+                when it records none (plain search).
 
         Raises:
             VocabMismatchError: Model, tokenizer and SID map do not belong together.
@@ -178,6 +194,10 @@ class Recommender:
         if data is not None:
             _check_catalog(model_dir, data, catalog, allow_other_data)
         catalog = model_catalog(model_dir, catalog)  # + items added by `recllm catalog add`
+        from recllm.vocab.catalog_add import read_added_items, recorded_new_item_bonus
+
+        if new_item_bonus is None:
+            new_item_bonus = recorded_new_item_bonus(model_dir)
         if backend is None:
             backend = _start_backend(model_dir, engine, tokenizer, dtype, max_k, vllm_kwargs)
         return cls(
@@ -190,6 +210,8 @@ class Recommender:
             backend=backend,
             max_k=max_k,
             batch_size=batch_size,
+            new_items=read_added_items(model_dir).ids,
+            new_item_bonus=new_item_bonus,
         )
 
     # -- requests ----------------------------------------------------------------------------
@@ -406,22 +428,59 @@ class Recommender:
                 trie=self.trie,
                 prefixes=sets,
                 item_filter=filters,
+                fresh=self.fresh,
             )
         from recllm.decode import encode_prompts
         from recllm.decode.vllm_beam import vllm_sid_beam_search
 
-        ranked = vllm_sid_beam_search(
-            self.backend,
-            encode_prompts(self.tokenizer, prompts),
-            self.trie,
+        encoded = encode_prompts(self.tokenizer, prompts)
+        search = dict(
             num_beams=beams,
             k=k,
             prefixes=prefixes,
             stop_token_id=None if stop == self.stop_token_id else stop,
             exclude=_as_ids(exclude),
-            allow=_as_ids(allow),
         )
+        ranked = vllm_sid_beam_search(
+            self.backend, encoded, self.trie, allow=_as_ids(allow), **search
+        )
+        if self.fresh is not None:
+            ranked = self._with_new_items(ranked, encoded, allow, search)
         return [self._named(r) for r in ranked]
+
+    def _with_new_items(self, ranked, encoded, allow, search) -> list[list[tuple[int, float]]]:
+        """vLLM: the new items' search (an allow-list of them; vLLM's prefix cache serves the
+        prompt again), merged with ``ranked`` after the bonus, as the HF beam group does."""
+        from recllm.decode.vllm_beam import vllm_sid_beam_search
+
+        new = set(self.new_items)
+        lists = _as_ids(allow) or [None] * len(encoded)
+        groups = [sorted(new if a is None else new & set(a)) for a in lists]
+        todo = [n for n, g in enumerate(groups) if g]
+        if not todo:
+            return ranked
+        sub = {
+            **search,
+            "exclude": None if search["exclude"] is None else [search["exclude"][n] for n in todo],
+        }
+        if search["prefixes"] is not None:
+            sub["prefixes"] = [search["prefixes"][n] for n in todo]
+        found = vllm_sid_beam_search(
+            self.backend,
+            [encoded[n] for n in todo],
+            self.trie,
+            allow=[groups[n] for n in todo],
+            **sub,
+        )
+        is_new = self.fresh.items.tolist()
+        out = [list(r) for r in ranked]
+        for n, extra in zip(todo, found, strict=True):
+            best: dict[int, float] = {}
+            for row, score in [*ranked[n], *extra]:
+                score = score + (self.fresh.bonus if is_new[row] else 0.0)
+                best[row] = max(score, best.get(row, float("-inf")))
+            out[n] = sorted(best.items(), key=lambda kv: -kv[1])[: search["k"]]
+        return out
 
     def recommend_thinking(
         self,

@@ -52,6 +52,7 @@ def cmd_catalog_add(args: argparse.Namespace) -> int:
         args.out,
         warmup_steps=args.warmup_steps,
         warmup=warmup,
+        new_item_bonus=args.new_item_bonus,
         quantizer_dir=qdir,
         overwrite=args.overwrite,
     )
@@ -94,5 +95,13 @@ def add_parsers(sub: Any) -> None:
         "texts (chat models; default 0: weights unchanged)",
     )
     a.add_argument("--warmup-lr", type=float, default=1e-2, help="warm-up SGD step size")
+    a.add_argument(
+        "--new-item-bonus",
+        type=float,
+        default=None,
+        help="record a score bonus for the added items: decoders then search them in a beam "
+        "group of their own and add it to their log-probs (choose it on validation users, "
+        "e.g. with scripts/cold_start.py; docs/catalog.md)",
+    )
     a.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     a.set_defaults(func=cmd_catalog_add)

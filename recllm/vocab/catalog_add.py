@@ -82,6 +82,16 @@ class CatalogAddition:
     report: dict[str, Any] = field(default_factory=dict)
 
 
+def recorded_new_item_bonus(model_dir: str | os.PathLike[str]) -> float | None:
+    """The new-item bonus the last ``recllm catalog add`` recorded in ``model_dir`` (None: none,
+    or no items were added)."""
+    from recllm.vocab.checkpoint import read_vocab_record
+
+    additions = read_vocab_record(Path(model_dir)).get("catalog_additions") or []
+    bonus = additions[-1].get("new_item_bonus") if additions else None
+    return None if bonus is None else float(bonus)
+
+
 def read_added_items(model_dir: str | os.PathLike[str]) -> Catalog:
     """The items added to ``model_dir`` by :func:`add_items_to_model` (empty when none).
 
@@ -287,6 +297,7 @@ def add_items_to_model(
     warmup: Callable[[Path], dict[str, Any]] | None = None,
     quantizer_dir: str | os.PathLike[str] | None = None,
     overwrite: bool = False,
+    new_item_bonus: float | None = None,
 ) -> Path:
     """Write a copy of ``model_dir`` that also knows the assignment's new items.
 
@@ -306,6 +317,8 @@ def add_items_to_model(
         quantizer_dir: The SID quantizer to carry along as ``sid_quantizer/`` (default: the
             model's own).
         overwrite: Replace an existing non-empty ``out_dir``.
+        new_item_bonus: Recorded for the decoders: every added item's score gets it, and a beam
+            group of their own searches them (:mod:`recllm.decode.fresh`); None: plain search.
 
     Returns:
         ``out_dir`` as a Path.
@@ -338,6 +351,7 @@ def add_items_to_model(
             "sid_map_hash": new_map.content_hash,
             "items_added": len(added),
             "report": dict(getattr(assignment, "report", {}) or {}),
+            "new_item_bonus": new_item_bonus,
         }
     )
     with atomic_dir(out_dir, overwrite=overwrite) as tmp:

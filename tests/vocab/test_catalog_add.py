@@ -206,3 +206,37 @@ def test_grown_last_level_adds_only_new_token_rows(tmp_path):
     found, _ = _beam_items(out, len(new_map))
     assert found == set(new_map.item_ids)  # the new codes are reachable
     assert read_vocab_record(out)["catalog_additions"][-1]["new_token_rows"] == 2
+
+
+def test_new_item_bonus_recorded_and_used_by_the_recommender(tiny, tmp_path):
+    from recllm.apps.recommender import Recommender
+    from recllm.vocab.catalog_add import recorded_new_item_bonus
+
+    model_dir, out, _, new_map, new_ids = tiny
+    plain = Recommender.from_pretrained(out, engine="hf", max_k=64)
+    assert plain.fresh is None and recorded_new_item_bonus(out) is None
+    full = plain.recommend(["item1"], k=len(new_map))  # every item, model order
+    scores = {r.item_id: r.score for r in full}
+    wide = len(new_map)  # beams enough to be exhaustive: the figures compare exactly
+    top3 = [r.item_id for r in plain.recommend(["item1"], k=3, num_beams=wide)]
+    # a bonus larger than any score gap: the 3 best new items lead, in the model's order
+    boosted = add_items_to_model(
+        model_dir,
+        CatalogAddition(new_map, new_ids),
+        Catalog({i: {"title": f"fresh {i}"} for i in new_ids}, ("title",)),
+        tmp_path / "boosted",
+        new_item_bonus=100.0,
+    )
+    assert recorded_new_item_bonus(boosted) == 100.0
+    rec = Recommender.from_pretrained(boosted, engine="hf", max_k=64)
+    got = rec.recommend(["item1"], k=3, num_beams=wide)
+    want = sorted(new_ids, key=lambda i: -scores[i])[:3]
+    assert [r.item_id for r in got] == want
+    assert [r.score for r in got] == pytest.approx([scores[i] + 100.0 for i in want], abs=1e-4)
+    # control: without the bonus the same width returns the trained items' best
+    assert set(top3) != set(want)
+    # an explicit bonus of 0 overrides the record: the plain ranking (new items compete as is)
+    zero = Recommender.from_pretrained(boosted, engine="hf", max_k=64, new_item_bonus=0.0)
+    assert [r.item_id for r in zero.recommend(["item1"], k=3, num_beams=wide)] == [
+        i for i, _ in sorted(scores.items(), key=lambda kv: -kv[1])[:3]
+    ]
