@@ -35,6 +35,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
         from recllm.eval.run import check_prefix_file
 
         check_prefix_file(args.prefixes, args.split, data_fields, dataset)
+    from recllm.vocab.catalog_add import read_added_items, recorded_new_item_bonus
+
+    if args.new_item_bonus is None:
+        args.new_item_bonus = recorded_new_item_bonus(model_dir)
     model, tokenizer, sid_map, recommender = _load_decoder(args, model_dir)
     think, prefixes = _think_and_prefixes(args, sid_map)
     _print_plan(args, spec, data_fields, examples, think, prefixes)
@@ -54,6 +58,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         think=think,
         prefixes=prefixes,
         exclude_history=args.exclude_history,
+        new_items=read_added_items(model_dir).ids,
+        new_item_bonus=args.new_item_bonus,
     )
     _print_result(args, result, examples, catalog, think, prefixes)
     _write_outputs(args, out, result, examples, spec, data_fields)
@@ -140,7 +146,11 @@ def _load_decoder(args: argparse.Namespace, model_dir: Path) -> tuple[Any, Any, 
         from recllm.apps.recommender import Recommender
 
         recommender = Recommender.from_pretrained(
-            model_dir, engine="vllm", data=args.data, max_k=args.beams
+            model_dir,
+            engine="vllm",
+            data=args.data,
+            max_k=args.beams,
+            new_item_bonus=args.new_item_bonus,
         )
         return None, recommender.tokenizer, recommender.sid_map, recommender
     from recllm.eval.run import load_ensemble
@@ -287,6 +297,14 @@ def add_parsers(sub: Any) -> None:
         "differs); without it such a run stops",
     )
     ev.add_argument("--out", default=None, help="output directory (default: MODEL/eval_SPLIT)")
+    _flag(
+        ev,
+        "new_item_bonus",
+        type=float,
+        default=None,
+        help="search the items added by `recllm catalog add` in a beam group of their own and "
+        "add this to their scores (default: the bonus the model records, if any)",
+    )
     _flag(
         ev,
         "exclude_history",

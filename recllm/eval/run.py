@@ -203,6 +203,8 @@ def evaluate_recommender(
     think: ThinkOptions | None = None,
     prefixes: dict[str, list[tuple[int, ...]]] | None = None,
     exclude_history: bool = False,
+    new_items: Sequence[str] = (),
+    new_item_bonus: float | None = None,
 ) -> EvalResult:
     """Constrained beam search (``beams`` wide, top ``max(ks)`` kept) for every example, scored.
 
@@ -229,6 +231,10 @@ def evaluate_recommender(
             (:class:`recllm.decode.prefixes.PrefixSets`).
         exclude_history: Exclude each user's history items inside the SID constraint (the
             ``p5_exclude_history`` protocol); constrained decoding without thinking.
+        new_items: The items added after training (``recllm catalog add``).
+        new_item_bonus: Search ``new_items`` in a beam group of their own and add this to
+            their scores (:mod:`recllm.decode.fresh`; the sid_beam engine, or vLLM through a
+            ``recommender`` built with the bonus); None: plain search.
 
     Raises:
         ValueError: ``beams`` smaller than the largest K; ``constrained=False`` with vLLM or
@@ -255,6 +261,16 @@ def evaluate_recommender(
         from recllm.decode.filters import ItemFilter
 
         item_filter = ItemFilter.from_ids(trie, exclude=seen, where="history ")
+    fresh = None
+    if new_item_bonus is not None and new_items and engine != "vllm":
+        from recllm.decode.fresh import FreshItems
+
+        if think or not constrained or engine != "sid_beam":
+            raise ValueError(
+                "the new-item bonus is a part of the constrained SID beam search; Fix: "
+                "--engine sid_beam without --think / --no-constraint, or no --new-item-bonus"
+            )
+        fresh = FreshItems.from_ids(trie, list(new_items), new_item_bonus)
     sets = None
     if prefixes is not None:
         from recllm.decode.prefixes import PrefixSets
@@ -289,7 +305,17 @@ def evaluate_recommender(
         # No end-of-answer token exists in a SID sequence (the next item's marker follows), so
         # the beam is scored on the code tokens alone: only recllm's SID beam search does that.
         ranked_rows = _sequence_beam(
-            members, tokenizer, prompts, trie, beams, k, batch_size, progress, sets, item_filter
+            members,
+            tokenizer,
+            prompts,
+            trie,
+            beams,
+            k,
+            batch_size,
+            progress,
+            sets,
+            item_filter,
+            fresh,
         )
         recs = [[sid_map.item_ids[r] for r in row] for row in ranked_rows]
     else:
@@ -314,6 +340,7 @@ def evaluate_recommender(
                 progress=progress,
                 prefixes=sets,
                 item_filter=item_filter,
+                fresh=fresh,
             )
         recs = [[r.item_id for r in items] for items in out]
     seconds = time.perf_counter() - start
@@ -326,6 +353,8 @@ def evaluate_recommender(
     figures["beams"] = beams
     figures["constrained"] = constrained
     figures["protocol"] = PROTOCOLS[exclude_history]
+    if new_item_bonus is not None and new_items:
+        figures["new_item_bonus"] = new_item_bonus
     figures["users_per_second"] = round(len(examples) / seconds, 2) if seconds else 0.0
     if think:
         figures["think"] = asdict(think)
@@ -527,7 +556,17 @@ def check_prefix_file(path: str, split: str, data_fields: dict[str, Any], datase
 
 
 def _sequence_beam(
-    models, tokenizer, prompts, trie, beams, k, batch_size, progress, sets=None, item_filter=None
+    models,
+    tokenizer,
+    prompts,
+    trie,
+    beams,
+    k,
+    batch_size,
+    progress,
+    sets=None,
+    item_filter=None,
+    fresh=None,
 ) -> list[list[int]]:
     """SID-map rows of the top ``k`` items per string prompt (code tokens scored only), from one
     model or the ensemble of ``models``."""
@@ -555,6 +594,7 @@ def _sequence_beam(
                 num_return_sequences=k,
                 prefixes=part,
                 item_filter=rows,
+                fresh=fresh,
             )
         out.extend([r for r in row if r >= 0] for row in res.items.tolist())
     return out

@@ -240,3 +240,20 @@ def test_new_item_bonus_recorded_and_used_by_the_recommender(tiny, tmp_path):
     assert [r.item_id for r in zero.recommend(["item1"], k=3, num_beams=wide)] == [
         i for i, _ in sorted(scores.items(), key=lambda kv: -kv[1])[:3]
     ]
+
+
+def test_eval_new_item_bonus_puts_the_added_items_first(tiny, tmp_path):
+    from recllm.cli import main
+
+    _, out, _, _, new_ids = tiny
+    base = ["eval", "--model", str(out), "--max-users", "3", "--beams", "4", "--k", "4"]
+    runs = {}
+    for name, extra in (("plain", []), ("bonus", ["--new-item-bonus", "100"])):
+        preds = tmp_path / f"{name}.jsonl"
+        argv = [*base, "--out", str(tmp_path / name), "--predictions", str(preds)]
+        assert main([*argv, *extra]) == 0
+        runs[name] = [json.loads(x)["items"] for x in preds.read_text().splitlines()]
+    assert all(sorted(r) == sorted(new_ids) for r in runs["bonus"])  # the 4 new items lead
+    assert any(set(r) != set(new_ids) for r in runs["plain"])  # control: not without the bonus
+    metrics = json.loads((tmp_path / "bonus" / "metrics.json").read_text())
+    assert '"new_item_bonus": 100.0' in json.dumps(metrics)
