@@ -73,11 +73,15 @@ class SlateOutput:
             than ``k`` slates reachable).
         codes: ``(batch, k, n, L)`` int64 code tuples (meaningless where ``items`` is -1).
         scores: ``(batch, k)`` float32 joint log-probs; -inf for dead slates.
+        item_scores: ``(batch, k, n)`` float32, each item's part of ``scores`` (its tokens: the
+            codes, and the scored markers from its ``<|sid_begin|>`` on, the stop token with the
+            last item); they sum to ``scores``.
     """
 
     items: torch.Tensor
     codes: torch.Tensor
     scores: torch.Tensor
+    item_scores: torch.Tensor
 
 
 @torch.no_grad()
@@ -192,6 +196,7 @@ def slate_search(
     codes = torch.zeros(batch, 1, 0, levels, dtype=torch.long, device=device)  # done slots
     slot_codes = torch.zeros(batch, 1, 0, dtype=torch.long, device=device)  # this slot's
     slate = torch.zeros(batch, 1, 0, dtype=torch.long, device=device)  # items so far
+    parts = torch.zeros(batch, 1, 0, device=device)  # each done item's part of the score
     code_range = torch.arange(max_codes, device=device)
     rows = torch.arange(batch, device=device)[:, None]
     # filter row of each beam: the row of the beam it descended from at the slot's start
@@ -200,6 +205,8 @@ def slate_search(
 
     # 2. n slots of L steps.
     for s in range(n):
+        # the score before this slot's tokens, per beam (the first item owns the first marker)
+        start = torch.zeros_like(scores) if s == 0 else scores
         for level in range(levels):
             beams = scores.shape[1]
             token_cols = (trie.code_token_start[level] + code_range).clamp(max=ids.last_id)
@@ -236,11 +243,8 @@ def slate_search(
             child = trie.child(nodes.gather(1, source), code)
             nodes = torch.where(alive, child, 0)
             slot_codes = torch.cat([slot_codes[rows, source], code[..., None]], dim=2)
-            codes, slate, origin = (
-                codes[rows, source],
-                slate[rows, source],
-                origin.gather(1, source),
-            )
+            codes, slate, parts = codes[rows, source], slate[rows, source], parts[rows, source]
+            origin, start = origin.gather(1, source), start.gather(1, source)
             scores = top
             last_level = level == levels - 1
             last_slot = s == n - 1
@@ -275,14 +279,19 @@ def slate_search(
                     + logp[:, 1, stop_token_id if last_slot else ids.begin_id]
                 )
                 scores = scores + forced.view(batch, num_beams)
+        parts = torch.cat([parts, (scores - start)[..., None]], dim=2)
         if s < n - 1 and distinct:
             filt, origin = _slate_filter(trie, item_filter, slate, batch)
 
     scores, order = scores.sort(dim=1, descending=True, stable=True)
     scores, order = scores[:, :k], order[:, :k]
     items = slate[rows, order]
-    items = torch.where(torch.isfinite(scores)[..., None], items, -1)
-    return SlateOutput(items=items, codes=codes[rows, order], scores=scores)
+    live = torch.isfinite(scores)[..., None]
+    items = torch.where(live, items, -1)
+    item_scores = torch.where(live, parts[rows, order], float("-inf"))
+    return SlateOutput(
+        items=items, codes=codes[rows, order], scores=scores, item_scores=item_scores
+    )
 
 
 def _check_enough_items(trie: SIDTrie, item_filter: ItemFilter | None, batch: int, n: int) -> None:

@@ -87,6 +87,7 @@ def test_beam_over_slates_equals_brute_force(tiny, n, stop):
         assert sorted(slates) == sorted(row)  # every ordered slate once
         want = torch.tensor([row[s] for s in slates])
         torch.testing.assert_close(got.scores[b], want, rtol=0, atol=2e-3)
+        torch.testing.assert_close(got.item_scores[b].sum(-1), got.scores[b], rtol=0, atol=1e-3)
         best = max(row, key=row.get)
         assert slates[0] == best
         for slate, score in zip(narrow.items[b].tolist(), narrow.scores[b].tolist(), strict=True):
