@@ -87,7 +87,8 @@ class BestOnValidation(TrainerCallback):
         metrics = self.evaluate(model)
         epoch = round(state.epoch or 0.0, 2)
         value = float(metrics[self.metric])
-        self.history.append({"epoch": epoch, **{k: float(v) for k, v in metrics.items()}})
+        figures = {k: v if isinstance(v, str) else float(v) for k, v in metrics.items()}
+        self.history.append({"epoch": epoch, **figures})  # "protocol" stays a name
         if value > self.best:
             self.best, self.best_epoch, self._stale = value, epoch, 0
             self._best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}

@@ -91,6 +91,10 @@ def test_recipe_trains_saves_and_evaluates(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert f"model 2/2 saved to {out / 'model_seed1'}" in proc.stdout
+    # the SID quantizer travels with each saved decoder (new items get codes from it later)
+    assert all(
+        (out / m / "sid_quantizer" / "quantizer.json").is_file() for m in ("model", "model_seed1")
+    )
     resolved = json.loads((out / "resolved_config.json").read_text())
     assert resolved["seqlm"]["ensemble"] == 2 and resolved["sid"]["codebook_size"] == 4
     log = json.loads((out / "train_log.json").read_text())
