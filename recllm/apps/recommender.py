@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from recllm.data.types import Catalog
     from recllm.decode import Prompt
     from recllm.decode.filters import ItemFilter
+    from recllm.decode.slate import Slate
     from recllm.decode.think import ThinkOptions, ThinkResult
     from recllm.sid.sidmap import SIDMap
     from recllm.tasks.prompting import PromptSpec
@@ -481,6 +482,142 @@ class Recommender:
                 best[row] = max(score, best.get(row, float("-inf")))
             out[n] = sorted(best.items(), key=lambda kv: -kv[1])[: search["k"]]
         return out
+
+    # -- slates ------------------------------------------------------------------------------
+
+    def recommend_slate(
+        self,
+        history: Sequence[Any],
+        n: int = 5,
+        *,
+        mode: str = "beam",
+        num_beams: int | None = None,
+        exclude: Sequence[Any] | None = None,
+        allow: Sequence[Any] | None = None,
+        exclude_history: bool = False,
+        temperature: float = 1.0,
+        seed: int | None = None,
+    ) -> Slate:
+        """The best slate of ``n`` distinct items after ``history``, decoded in ONE answer of
+        ``n`` SIDs (:func:`recllm.decode.slate.slate_search`): each item is chosen knowing the
+        items before it, and the constraint excludes the slate's items as it grows.
+
+        ``mode``: ``"beam"`` (``num_beams`` slates kept by joint log-prob; default
+        ``max(n, 4)``), ``"greedy"`` or ``"sample"`` (``num_beams`` draws at ``temperature``,
+        seeded by ``seed``; the best is returned). ``exclude`` / ``allow`` /
+        ``exclude_history`` act inside the constraint as in :meth:`recommend`. The transformers
+        engine only, for now.
+
+        Raises:
+            UserError: The vLLM engine, a bad ``mode``, unknown item ids in the filters, or
+                filters that leave fewer than ``n`` items.
+        """
+        return self.recommend_slates(
+            [history],
+            n,
+            mode=mode,
+            num_beams=num_beams,
+            exclude=None if exclude is None else [exclude],
+            allow=None if allow is None else [allow],
+            exclude_history=exclude_history,
+            temperature=temperature,
+            seed=seed,
+        )[0][0]
+
+    def recommend_slates(
+        self,
+        histories: Sequence[Sequence[Any]],
+        n: int = 5,
+        *,
+        mode: str = "beam",
+        num_beams: int | None = None,
+        num_slates: int = 1,
+        exclude: ItemLists | None = None,
+        allow: ItemLists | None = None,
+        exclude_history: bool = False,
+        temperature: float = 1.0,
+        seed: int | None = None,
+    ) -> list[list[Slate]]:
+        """:meth:`recommend_slate` for many histories: per history, its best ``num_slates``
+        slates, best first (``exclude`` / ``allow``: one entry per history)."""
+        import torch
+
+        from recllm.decode import encode_prompts, left_pad
+        from recllm.decode.slate import SLATE_MODES, Slate, slate_search
+
+        if self.engine != "hf":
+            raise UserError(
+                "engine",
+                "slate decoding runs on the transformers engine only for now (not on vLLM)",
+                'load the model with Recommender.from_pretrained(..., engine="hf") (recllm serve '
+                "--engine hf) for slates, or ask for ranked items (recommend)",
+            )
+        if mode not in SLATE_MODES:
+            raise UserError("mode", f"unknown slate mode {clip(mode)}", f"use one of {SLATE_MODES}")
+        beams = max(n, 4, num_slates) if num_beams is None else num_beams
+        if mode == "greedy":
+            beams = 1
+        if not 1 <= num_slates <= beams:
+            raise UserError(
+                "num_slates",
+                f"{num_slates} slates from {beams} beams",
+                "ask for 1 <= num_slates <= num_beams (greedy decodes one slate)",
+            )
+        prompts = self.prompts(histories, n)  # checks the histories and 1 <= n <= max_k
+        exclude = self.filter_lists(histories, exclude, exclude_history)
+        filters = self.item_filter(exclude, allow)
+        if filters is not None:
+            every = torch.arange(self.trie.num_items)
+            for row in range(filters.rows):
+                free = int(filters.allows_items(torch.tensor(row), every).sum())
+                if free < n:
+                    raise UserError(
+                        "exclude / allow / exclude_history",
+                        f"leave {free} items for history {row}, fewer than the slate's {n}",
+                        f"ask for n <= {free}, or exclude fewer items",
+                    )
+        encoded = encode_prompts(self.tokenizer, prompts)
+        model = self.backend
+        pad = self.tokenizer.pad_token_id
+        out: list[list[Slate]] = []
+        for start in range(0, len(encoded), self.batch_size):
+            stop = min(start + self.batch_size, len(encoded))
+            ids, mask = left_pad(encoded[start:stop], pad if pad is not None else 0, model.device)
+            found = slate_search(
+                model,
+                ids,
+                mask,
+                self.trie,
+                n=n,
+                mode=mode,  # type: ignore[arg-type]
+                num_beams=beams,
+                num_return_sequences=num_slates,
+                stop_token_id=self.stop_token_id,
+                item_filter=None if filters is None else filters.slice(start, stop),
+                temperature=temperature,
+                seed=None if seed is None else seed + start,
+            )
+            for b in range(stop - start):
+                slates = []
+                for j in range(num_slates):
+                    if not bool(torch.isfinite(found.scores[b, j])):
+                        continue
+                    ranked = list(
+                        zip(
+                            found.items[b, j].tolist(),
+                            found.item_scores[b, j].tolist(),
+                            strict=True,
+                        )
+                    )
+                    slates.append(Slate(self._named(ranked), float(found.scores[b, j])))
+                out.append(slates)
+        return out
+
+    async def arecommend_slates(self, histories: Sequence[Sequence[Any]], n: int = 5, **kwargs):
+        """:meth:`recommend_slates` in a worker thread (the API server)."""
+        import asyncio
+
+        return await asyncio.to_thread(self.recommend_slates, histories, n, **kwargs)
 
     def recommend_thinking(
         self,

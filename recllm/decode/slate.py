@@ -49,6 +49,7 @@ from typing import TYPE_CHECKING, Literal
 
 import torch
 
+from recllm.decode.answers import Recommendation
 from recllm.decode.beam import _as_ensemble, _step
 from recllm.decode.filters import ItemFilter
 from recllm.decode.trie import SIDTrie
@@ -56,12 +57,27 @@ from recllm.decode.trie import SIDTrie
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
 
-__all__ = ["SLATE_MODES", "SlateOutput", "slate_search"]
+__all__ = ["SLATE_MODES", "Slate", "SlateOutput", "slate_search"]
 
 logger = logging.getLogger(__name__)
 
 SlateMode = Literal["beam", "greedy", "sample"]
 SLATE_MODES = ("beam", "greedy", "sample")
+
+
+@dataclass(frozen=True)
+class Slate:
+    """One decoded slate, as :meth:`recllm.apps.recommender.Recommender.recommend_slate`
+    returns it.
+
+    Attributes:
+        items: The ``n`` items in answer order; each ``score`` is the item's part of the joint
+            log-prob (:attr:`SlateOutput.item_scores`).
+        score: The slate's joint log-prob (the sum of the items' scores).
+    """
+
+    items: list[Recommendation]
+    score: float
 
 
 @dataclass(frozen=True)
