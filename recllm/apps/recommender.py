@@ -565,17 +565,7 @@ class Recommender:
             )
         prompts = self.prompts(histories, n)  # checks the histories and 1 <= n <= max_k
         exclude = self.filter_lists(histories, exclude, exclude_history)
-        filters = self.item_filter(exclude, allow)
-        if filters is not None:
-            every = torch.arange(self.trie.num_items)
-            for row in range(filters.rows):
-                free = int(filters.allows_items(torch.tensor(row), every).sum())
-                if free < n:
-                    raise UserError(
-                        "exclude / allow / exclude_history",
-                        f"leave {free} items for history {row}, fewer than the slate's {n}",
-                        f"ask for n <= {free}, or exclude fewer items",
-                    )
+        filters = self.slate_filter(exclude, allow, n)
         encoded = encode_prompts(self.tokenizer, prompts)
         model = self.backend
         pad = self.tokenizer.pad_token_id
@@ -612,6 +602,30 @@ class Recommender:
                     slates.append(Slate(self._named(ranked), float(found.scores[b, j])))
                 out.append(slates)
         return out
+
+    def slate_filter(
+        self, exclude: ItemLists | None, allow: ItemLists | None, n: int
+    ) -> ItemFilter | None:
+        """:meth:`item_filter`, and each row must leave at least ``n`` items for a slate.
+
+        Raises:
+            UserError: As :meth:`item_filter`, or a row with fewer than ``n`` items left.
+        """
+        import torch
+
+        filters = self.item_filter(exclude, allow)
+        if filters is None:
+            return None
+        every = torch.arange(self.trie.num_items)
+        for row in range(filters.rows):
+            free = int(filters.allows_items(torch.tensor(row), every).sum())
+            if free < n:
+                raise UserError(
+                    "exclude / allow / exclude_history",
+                    f"leave {free} items for history {row}, fewer than the slate's {n}",
+                    f"ask for n <= {free}, or exclude fewer items",
+                )
+        return filters
 
     async def arecommend_slates(self, histories: Sequence[Sequence[Any]], n: int = 5, **kwargs):
         """:meth:`recommend_slates` in a worker thread (the API server)."""

@@ -23,6 +23,11 @@ filters act inside the SID constraint, so the answer holds ``k`` admissible item
 ``"exclude": [item ids]`` (never recommend these), ``"allow": [item ids]`` (recommend only these)
 and ``"exclude_history": true`` (skip the history's items; default false, the P5 protocol); an
 unknown id in them, or filters that leave no item, get HTTP 422 naming the field and the id.
+``"mode": "slate"`` answers ONE slate of ``k`` distinct items decoded as one answer of ``k``
+SIDs (:meth:`recllm.apps.recommender.Recommender.recommend_slate`; ``"decoding"``: ``"beam"``,
+the default, ``"greedy"`` or ``"sample"``, with ``"seed"``): ``{"object": "slate", "score":
+joint log-prob, "items": [...]}``, each item's ``score`` its part of the joint log-prob. Slates
+run on the transformers engine only for now: on vLLM the request gets HTTP 400 saying so.
 Bad requests get HTTP
 400 with ``{"error": {"message": "WHERE: WHAT. Fix: HOW"}}``; a fault of the server on a valid
 request gets 500 (and a traceback in the server log), never a 400. On every route,
@@ -298,11 +303,17 @@ def recommend_router(recommender: Any, *, max_request_bytes: int = DEFAULT_MAX_R
             history, k, think, rationales, filters = _parse_request(b"".join(chunks), rec)
         except ValueError as e:
             return error(e)
+        slate = filters.pop("slate")
         try:  # item ids the catalog does not hold, filters that leave nothing: 422
             exclude = rec.filter_lists([history], filters["exclude"], filters["exclude_history"])
-            rec.item_filter(exclude, filters["allow"])
+            if slate is None:
+                rec.item_filter(exclude, filters["allow"])
+            else:
+                rec.slate_filter(exclude, filters["allow"], k)
         except ValueError as e:
             return error(e, 422)
+        if slate is not None:
+            return await _slate_answer(rec, history, k, filters, slate, error)
         try:
             recs, thoughts = await _decode(rec, history, k, think, rationales, filters)
         except UserError as e:
@@ -323,7 +334,38 @@ def recommend_router(recommender: Any, *, max_request_bytes: int = DEFAULT_MAX_R
 
 
 _EXAMPLE = '{"history": ["item id", ...], "k": 10, "think": false}'
-_FIELDS = ("history", "k", "think", "rationales", "exclude", "allow", "exclude_history")
+_FIELDS = (
+    "history",
+    "k",
+    "think",
+    "rationales",
+    "exclude",
+    "allow",
+    "exclude_history",
+    "mode",
+    "decoding",
+    "seed",
+)
+
+
+async def _slate_answer(rec: Any, history: list, k: int, filters, slate, error):
+    """The ``"mode": "slate"`` answer: one slate of ``k`` items (or the error response)."""
+    from fastapi.responses import JSONResponse
+
+    given = {key: value for key, value in filters.items() if value}
+    try:
+        found = await rec.arecommend_slates([history], k, **given, **slate)
+    except UserError as e:
+        return error(e)
+    except Exception as e:  # a fault of ours: never blamed on the request
+        logger.exception("POST /v1/recommend (slate) failed on a valid request")
+        return error(_internal(e), 500)
+    best = found[0][0]
+    items = [
+        {"rank": n + 1, "item_id": r.item_id, "title": r.title, "score": r.score}
+        for n, r in enumerate(best.items)
+    ]
+    return JSONResponse({"object": "slate", "k": k, "score": best.score, "items": items})
 
 
 def _parse_request(raw: bytes, recommender: Any) -> tuple[list, int, bool, int, dict[str, Any]]:
@@ -387,6 +429,7 @@ def _parse_request(raw: bytes, recommender: Any) -> tuple[list, int, bool, int, 
                 key, f"must be a list of item ids, got {clip(value)}", f'send "{key}": ["item1"]'
             )
         filters[key] = None if value is None else [value]  # one request: one row
+    filters["slate"] = _parse_slate(body, recommender, think)
     recommender.check_request(body["history"], k)
     if think:
         recommender.check_thinking()
@@ -397,6 +440,39 @@ def _parse_request(raw: bytes, recommender: Any) -> tuple[list, int, bool, int, 
                 'send "think": false with filters, or leave the filters out',
             )
     return body["history"], k, think, rationales, filters
+
+
+def _parse_slate(body: dict[str, Any], recommender: Any, think: bool) -> dict[str, Any] | None:
+    """The slate settings of a request (``mode``, ``decoding``, ``seed``): None for a ranking."""
+    from recllm.decode.slate import SLATE_MODES
+
+    mode = body.get("mode", "rank")
+    if mode not in ("rank", "slate"):
+        raise UserError(
+            "mode", f'must be "rank" or "slate", got {clip(mode)}', 'send "mode": "slate"'
+        )
+    if mode == "rank":
+        for key in ("decoding", "seed"):
+            if key in body:
+                raise UserError(key, 'applies to "mode": "slate" only', f'send {key} with "slate"')
+        return None
+    if think:
+        raise UserError("think", "slates are not decoded with thinking", 'send "think": false')
+    if getattr(recommender, "engine", "hf") != "hf":
+        raise UserError(
+            "mode",
+            "slate decoding runs on the transformers engine only for now, not on this vLLM server",
+            'ask for ranked items ("mode": "rank"), or serve the model with the transformers '
+            'engine (Recommender.from_pretrained(..., engine="hf") and recommend_router)',
+        )
+    decoding, seed = body.get("decoding", "beam"), body.get("seed")
+    if decoding not in SLATE_MODES:
+        raise UserError(
+            "decoding", f"must be one of {list(SLATE_MODES)}, got {clip(decoding)}", 'send "beam"'
+        )
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        raise UserError("seed", f"must be an integer, got {clip(seed)}", 'send e.g. "seed": 0')
+    return {"mode": decoding, "seed": seed}
 
 
 async def _decode(

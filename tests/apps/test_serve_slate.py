@@ -1,0 +1,92 @@
+"""``POST /v1/recommend`` with ``"mode": "slate"``: one slate of k distinct items, equal to
+Recommender.recommend_slate, filters inside it, clear 400 / 422 errors; on a vLLM-engine
+recommender a 400 saying slates are HF-only. The router runs on a real tiny HF recommender."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from recllm.apps.recommender import Recommender
+from recllm.apps.serve import recommend_router
+from recllm.testing import save_tiny_recommender
+
+pytestmark = pytest.mark.usefixtures("torch_single_thread")
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> tuple[TestClient, Recommender]:
+    path: Path = save_tiny_recommender(tmp_path_factory.mktemp("serve") / "tiny", seed=0)
+    rec = Recommender.from_pretrained(path, engine="hf", max_k=60)
+    app = FastAPI()
+    app.include_router(recommend_router(rec))
+    return TestClient(app), rec
+
+
+def _slate(client: TestClient, **body) -> dict:
+    r = client.post("/v1/recommend", json={"mode": "slate", **body})
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def test_slate_mode_answers_one_slate(served):
+    client, rec = served
+    history = ["item3", "item7"]
+    got = _slate(client, history=history, k=5)
+    ids = [i["item_id"] for i in got["items"]]
+    assert got["object"] == "slate" and len(set(ids)) == 5
+    assert [i["rank"] for i in got["items"]] == [1, 2, 3, 4, 5]
+    want = rec.recommend_slate(history, n=5)
+    assert ids == [r.item_id for r in want.items]
+    assert got["score"] == pytest.approx(want.score)
+    assert got["score"] == pytest.approx(sum(i["score"] for i in got["items"]), abs=1e-3)
+    greedy = _slate(client, history=history, k=5, decoding="greedy")
+    assert len({i["item_id"] for i in greedy["items"]}) == 5
+    a = _slate(client, history=history, k=4, decoding="sample", seed=7)
+    assert a == _slate(client, history=history, k=4, decoding="sample", seed=7)
+    seen = ids[:3]
+    control = [i["item_id"] for i in _slate(client, history=seen, k=6)["items"]]
+    unseen = [
+        i["item_id"] for i in _slate(client, history=seen, k=6, exclude_history=True)["items"]
+    ]
+    assert set(control) & set(seen) and not set(unseen) & set(seen)
+    ranked = client.post("/v1/recommend", json={"history": history, "k": 3}).json()
+    assert ranked["object"] == "recommendation"  # the default mode is unchanged
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "message"),
+    [
+        ({"mode": "list"}, 400, 'mode: must be "rank" or "slate"'),
+        ({"mode": "slate", "decoding": "topk"}, 400, "decoding: must be one of"),
+        ({"mode": "slate", "seed": "x"}, 400, "seed: must be an integer"),
+        ({"decoding": "greedy"}, 400, 'decoding: applies to "mode": "slate" only'),
+        ({"mode": "slate", "exclude": ["ghost"]}, 422, "exclude: unknown item id 'ghost'"),
+        (
+            {"mode": "slate", "allow": ["item1", "item2"]},
+            422,
+            "leave 2 items for history 0, fewer than the slate's 3",
+        ),
+    ],
+)
+def test_slate_errors(served, body, status, message):
+    client, _ = served
+    r = client.post("/v1/recommend", json={"history": ["item3"], "k": 3, **body})
+    assert r.status_code == status, r.text
+    assert message in r.json()["error"]["message"]
+    assert "Fix:" in r.json()["error"]["message"]
+
+
+def test_slate_on_a_vllm_recommender_is_refused_with_the_fix(served):
+    _, rec = served
+    on_vllm = Recommender(
+        rec.model_dir, rec.tokenizer, rec.sid_map, rec.spec, rec.catalog, engine="vllm"
+    )
+    app = FastAPI()
+    app.include_router(recommend_router(on_vllm))
+    r = TestClient(app).post("/v1/recommend", json={"history": ["item3"], "k": 3, "mode": "slate"})
+    assert r.status_code == 400
+    assert "transformers engine only" in r.json()["error"]["message"]
