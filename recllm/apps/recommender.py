@@ -505,12 +505,13 @@ class Recommender:
         ``mode``: ``"beam"`` (``num_beams`` slates kept by joint log-prob; default
         ``max(n, 4)``), ``"greedy"`` or ``"sample"`` (``num_beams`` draws at ``temperature``,
         seeded by ``seed``; the best is returned). ``exclude`` / ``allow`` /
-        ``exclude_history`` act inside the constraint as in :meth:`recommend`. The transformers
-        engine only, for now.
+        ``exclude_history`` act inside the constraint as in :meth:`recommend`. On vLLM,
+        ``"beam"`` and ``"greedy"`` (:func:`recllm.decode.vllm_slate.vllm_slate_search`, the
+        same slates and scores); ``"sample"`` runs on the transformers engine only.
 
         Raises:
-            UserError: The vLLM engine, a bad ``mode``, unknown item ids in the filters, or
-                filters that leave fewer than ``n`` items.
+            UserError: ``"sample"`` on vLLM, a bad ``mode``, unknown item ids in the filters,
+                or filters that leave fewer than ``n`` items.
         """
         return self.recommend_slates(
             [history],
@@ -542,31 +543,26 @@ class Recommender:
         slates, best first (``exclude`` / ``allow``: one entry per history)."""
         import torch
 
-        from recllm.decode import encode_prompts, left_pad
-        from recllm.decode.slate import SLATE_MODES, Slate, slate_search
+        from recllm.decode import left_pad
+        from recllm.decode.slate import Slate, slate_search
 
-        if self.engine != "hf":
-            raise UserError(
-                "engine",
-                "slate decoding runs on the transformers engine only for now (not on vLLM)",
-                'load the model with Recommender.from_pretrained(..., engine="hf") (recllm serve '
-                "--engine hf) for slates, or ask for ranked items (recommend)",
+        encoded, beams, exclude, filters = self._slate_job(
+            histories, n, mode, num_beams, num_slates, exclude, allow, exclude_history
+        )
+        if self.engine == "vllm":
+            from recllm.decode.vllm_slate import vllm_slate_search
+
+            found = vllm_slate_search(
+                self.backend,
+                encoded,
+                self.trie,
+                n=n,
+                num_beams=beams,
+                k=num_slates,
+                exclude=_as_ids(exclude),
+                allow=_as_ids(allow),
             )
-        if mode not in SLATE_MODES:
-            raise UserError("mode", f"unknown slate mode {clip(mode)}", f"use one of {SLATE_MODES}")
-        beams = max(n, 4, num_slates) if num_beams is None else num_beams
-        if mode == "greedy":
-            beams = 1
-        if not 1 <= num_slates <= beams:
-            raise UserError(
-                "num_slates",
-                f"{num_slates} slates from {beams} beams",
-                "ask for 1 <= num_slates <= num_beams (greedy decodes one slate)",
-            )
-        prompts = self.prompts(histories, n)  # checks the histories and 1 <= n <= max_k
-        exclude = self.filter_lists(histories, exclude, exclude_history)
-        filters = self.slate_filter(exclude, allow, n)
-        encoded = encode_prompts(self.tokenizer, prompts)
+            return [[self._slate(s) for s in row] for row in found]
         model = self.backend
         pad = self.tokenizer.pad_token_id
         out: list[list[Slate]] = []
@@ -627,11 +623,79 @@ class Recommender:
                 )
         return filters
 
-    async def arecommend_slates(self, histories: Sequence[Sequence[Any]], n: int = 5, **kwargs):
-        """:meth:`recommend_slates` in a worker thread (the API server)."""
-        import asyncio
+    def _slate_job(self, histories, n, mode, num_beams, num_slates, exclude, allow, history):
+        """Checked slate request: ``(encoded prompts, beams, exclude lists, item filter)``."""
+        from recllm.decode import encode_prompts
+        from recllm.decode.slate import SLATE_MODES
 
-        return await asyncio.to_thread(self.recommend_slates, histories, n, **kwargs)
+        if mode not in SLATE_MODES:
+            raise UserError("mode", f"unknown slate mode {clip(mode)}", f"use one of {SLATE_MODES}")
+        if mode == "sample" and self.engine != "hf":
+            raise UserError(
+                "mode",
+                "sampled slates run on the transformers engine only for now (vLLM decodes "
+                "beam and greedy slates)",
+                'use mode="beam" or "greedy" on vLLM, or load the model with engine="hf"',
+            )
+        beams = max(n, 4, num_slates) if num_beams is None else num_beams
+        if mode == "greedy":
+            beams = 1
+        if not 1 <= num_slates <= beams:
+            raise UserError(
+                "num_slates",
+                f"{num_slates} slates from {beams} beams",
+                "ask for 1 <= num_slates <= num_beams (greedy decodes one slate)",
+            )
+        prompts = self.prompts(histories, n)  # checks the histories and 1 <= n <= max_k
+        exclude = self.filter_lists(histories, exclude, history)
+        filters = self.slate_filter(exclude, allow, n)
+        return encode_prompts(self.tokenizer, prompts), beams, exclude, filters
+
+    def _slate(self, found: Any) -> Slate:
+        """A :class:`recllm.decode.vllm_slate.RankedSlate` as a named :class:`Slate`."""
+        from recllm.decode.slate import Slate
+
+        ranked = list(zip(found.items, found.item_scores, strict=True))
+        return Slate(self._named(ranked), found.score)
+
+    async def arecommend_slates(
+        self,
+        histories: Sequence[Sequence[Any]],
+        n: int = 5,
+        *,
+        mode: str = "beam",
+        num_beams: int | None = None,
+        num_slates: int = 1,
+        exclude: ItemLists | None = None,
+        allow: ItemLists | None = None,
+        exclude_history: bool = False,
+        **kwargs: Any,
+    ) -> list[list[Slate]]:
+        """:meth:`recommend_slates` on the server's vLLM async engine client, or on the
+        transformers model in a worker thread."""
+        given = dict(mode=mode, num_beams=num_beams, num_slates=num_slates, exclude=exclude)
+        given.update(allow=allow, exclude_history=exclude_history, **kwargs)
+        if self.engine == "hf":
+            import asyncio
+
+            return await asyncio.to_thread(self.recommend_slates, histories, n, **given)
+        from recllm.decode.vllm_slate import async_vllm_slate_search
+
+        encoded, beams, exclude, _ = self._slate_job(
+            histories, n, mode, num_beams, num_slates, exclude, allow, exclude_history
+        )
+        found = await async_vllm_slate_search(
+            self.backend,
+            encoded,
+            self.trie,
+            n=n,
+            num_beams=beams,
+            k=num_slates,
+            catalog=self.sid_map.content_hash,
+            exclude=_as_ids(exclude),
+            allow=_as_ids(allow),
+        )
+        return [[self._slate(s) for s in row] for row in found]
 
     def recommend_thinking(
         self,

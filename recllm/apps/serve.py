@@ -26,8 +26,9 @@ unknown id in them, or filters that leave no item, get HTTP 422 naming the field
 ``"mode": "slate"`` answers ONE slate of ``k`` distinct items decoded as one answer of ``k``
 SIDs (:meth:`recllm.apps.recommender.Recommender.recommend_slate`; ``"decoding"``: ``"beam"``,
 the default, ``"greedy"`` or ``"sample"``, with ``"seed"``): ``{"object": "slate", "score":
-joint log-prob, "items": [...]}``, each item's ``score`` its part of the joint log-prob. Slates
-run on the transformers engine only for now: on vLLM the request gets HTTP 400 saying so.
+joint log-prob, "items": [...]}``, each item's ``score`` its part of the joint log-prob. vLLM
+decodes beam and greedy slates (:mod:`recllm.decode.vllm_slate`); ``"sample"`` runs on the
+transformers engine only for now (HTTP 400 on vLLM, saying so).
 Bad requests get HTTP
 400 with ``{"error": {"message": "WHERE: WHAT. Fix: HOW"}}``; a fault of the server on a valid
 request gets 500 (and a traceback in the server log), never a 400. On every route,
@@ -458,17 +459,17 @@ def _parse_slate(body: dict[str, Any], recommender: Any, think: bool) -> dict[st
         return None
     if think:
         raise UserError("think", "slates are not decoded with thinking", 'send "think": false')
-    if getattr(recommender, "engine", "hf") != "hf":
-        raise UserError(
-            "mode",
-            "slate decoding runs on the transformers engine only for now, not on this vLLM server",
-            'ask for ranked items ("mode": "rank"), or serve the model with the transformers '
-            'engine (Recommender.from_pretrained(..., engine="hf") and recommend_router)',
-        )
     decoding, seed = body.get("decoding", "beam"), body.get("seed")
     if decoding not in SLATE_MODES:
         raise UserError(
             "decoding", f"must be one of {list(SLATE_MODES)}, got {clip(decoding)}", 'send "beam"'
+        )
+    if decoding == "sample" and getattr(recommender, "engine", "hf") != "hf":
+        raise UserError(
+            "decoding",
+            "sampled slates run on the transformers engine only for now, not on this vLLM "
+            "server (it decodes beam and greedy slates)",
+            'send "decoding": "beam" or "greedy"',
         )
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
         raise UserError("seed", f"must be an integer, got {clip(seed)}", 'send e.g. "seed": 0')

@@ -89,9 +89,10 @@ class SlateOutput:
             than ``k`` slates reachable).
         codes: ``(batch, k, n, L)`` int64 code tuples (meaningless where ``items`` is -1).
         scores: ``(batch, k)`` float32 joint log-probs; -inf for dead slates.
-        item_scores: ``(batch, k, n)`` float32, each item's part of ``scores`` (its tokens: the
-            codes, and the scored markers from its ``<|sid_begin|>`` on, the stop token with the
-            last item); they sum to ``scores``.
+        item_scores: ``(batch, k, n)`` float32, each item's part of ``scores``: its codes, the
+            ``<|sid_end|>`` after them and the token after that (the next ``<|sid_begin|>``, or
+            the stop token); the first item also owns the first ``<|sid_begin|>``. They sum to
+            ``scores``.
     """
 
     items: torch.Tensor

@@ -74,6 +74,7 @@ __all__ = [
     "EXTRA_CATALOG",
     "EXTRA_EXCLUDE",
     "EXTRA_KEYS",
+    "EXTRA_NEXT_SID",
     "EXTRA_PREFIXES",
     "EXTRA_SID",
     "EXTRA_SID_ONLY",
@@ -115,6 +116,10 @@ EXTRA_CATALOG = "recllm_catalog"
 EXTRA_EXCLUDE = "recllm_exclude"
 #: ``SamplingParams.extra_args`` key: the only item ids this request's SIDs may be (a list).
 EXTRA_ALLOW = "recllm_allow"
+#: ``SamplingParams.extra_args`` key: this ``sid_only`` request emits ``<|sid_begin|>`` after
+#: ``<|sid_end|>`` instead of the stop token, so the next SID of a slate follows (bool; the slate
+#: driver, :mod:`recllm.decode.vllm_slate`, sets it on the rounds that close a slate's SID).
+EXTRA_NEXT_SID = "recllm_next_sid"
 #: Every ``extra_args`` key recllm reads; any other key starting with ``recllm`` is an error.
 EXTRA_KEYS = (
     EXTRA_SID,
@@ -125,6 +130,7 @@ EXTRA_KEYS = (
     EXTRA_CATALOG,
     EXTRA_EXCLUDE,
     EXTRA_ALLOW,
+    EXTRA_NEXT_SID,
 )
 #: The worker method (:class:`SIDCatalogWorkerExtension`, installed by ``recllm serve`` with
 #: ``--worker-extension-cls``) that loads another catalog into the engine's SID processors.
@@ -135,7 +141,7 @@ KEEP_CATALOGS = 3
 KEEP_FILTERS = 256
 # The processors built in this process (the engine's worker), for RELOAD_METHOD.
 _processors: weakref.WeakSet = weakref.WeakSet()
-_BOOL_KEYS = (EXTRA_SID, EXTRA_SID_ONLY, EXTRA_SID_PARTIAL)
+_BOOL_KEYS = (EXTRA_SID, EXTRA_SID_ONLY, EXTRA_SID_PARTIAL, EXTRA_NEXT_SID)
 _CONFIG_KEYS = {"model_dir", "enabled", "sid_only", "stop_token_id"}
 
 
@@ -509,6 +515,8 @@ class SIDVLLMLogitsProcessor(LogitsProcessor):
         if sid_only and stop is None:
             logger.warning("sid_only request without a stop token: constraining SID spans only")
             sid_only = False
+        if sid_only and extra.get(EXTRA_NEXT_SID, False):
+            stop = trie.token_ids.begin_id  # a slate: the next SID opens after <|sid_end|>
         req = _Request(prompt or [], output, sid_only, stop=stop, trie=trie)
         if extra.get(EXTRA_PREFIXES) is not None:
             try:

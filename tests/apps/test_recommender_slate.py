@@ -84,7 +84,7 @@ def test_slate_errors(hf_rec: Recommender, kwargs, message):
     assert message in str(err.value)
 
 
-def test_slate_on_vllm_says_hf_only(hf_rec: Recommender):
+def test_sampled_slate_on_vllm_says_hf_only(hf_rec: Recommender):
     on_vllm = Recommender(
         hf_rec.model_dir,
         hf_rec.tokenizer,
@@ -94,6 +94,6 @@ def test_slate_on_vllm_says_hf_only(hf_rec: Recommender):
         engine="vllm",
         backend=None,
     )
-    with pytest.raises(UserError, match="transformers engine only") as err:
-        on_vllm.recommend_slate(["item3"], n=3)
+    with pytest.raises(UserError, match="sampled slates run on the transformers") as err:
+        on_vllm.recommend_slate(["item3"], n=3, mode="sample")
     assert 'engine="hf"' in str(err.value)

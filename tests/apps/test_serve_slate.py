@@ -1,6 +1,7 @@
 """``POST /v1/recommend`` with ``"mode": "slate"``: one slate of k distinct items, equal to
 Recommender.recommend_slate, filters inside it, clear 400 / 422 errors; on a vLLM-engine
-recommender a 400 saying slates are HF-only. The router runs on a real tiny HF recommender."""
+recommender a sampled slate gets a 400 saying sampling is HF-only (vLLM slates:
+tests/test_vllm_slate.py). The router runs on a real tiny HF recommender."""
 
 from __future__ import annotations
 
@@ -80,13 +81,14 @@ def test_slate_errors(served, body, status, message):
     assert "Fix:" in r.json()["error"]["message"]
 
 
-def test_slate_on_a_vllm_recommender_is_refused_with_the_fix(served):
+def test_sampled_slate_on_a_vllm_recommender_is_refused_with_the_fix(served):
     _, rec = served
     on_vllm = Recommender(
         rec.model_dir, rec.tokenizer, rec.sid_map, rec.spec, rec.catalog, engine="vllm"
     )
     app = FastAPI()
     app.include_router(recommend_router(on_vllm))
-    r = TestClient(app).post("/v1/recommend", json={"history": ["item3"], "k": 3, "mode": "slate"})
+    body = {"history": ["item3"], "k": 3, "mode": "slate", "decoding": "sample"}
+    r = TestClient(app).post("/v1/recommend", json=body)
     assert r.status_code == 400
-    assert "transformers engine only" in r.json()["error"]["message"]
+    assert "decoding: sampled slates run on the transformers engine only" in r.text

@@ -190,7 +190,7 @@ def test_installed_vllm_passes_the_guards_and_requests_are_validated(tmp_path: P
     got = res["checks"]
     known = (
         "recllm reads recllm_sid, recllm_sid_only, recllm_sid_partial, recllm_prefixes, "
-        "recllm_stop, recllm_catalog, recllm_exclude, recllm_allow"
+        "recllm_stop, recllm_catalog, recllm_exclude, recllm_allow, recllm_next_sid"
     )
     assert got["misspelled"] == (
         f"vllm_xargs 'recllm_sid_onyl': unknown recllm switch ({known}). Fix: spell it as one "
