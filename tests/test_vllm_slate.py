@@ -1,0 +1,108 @@
+"""Slates on vLLM (issue 32 item 3): ``Recommender.recommend_slates`` on the vLLM engine
+(:mod:`recllm.decode.vllm_slate`, rounds with the processor's ``recllm_next_sid`` switch) equal
+the transformers engine's (:func:`recllm.decode.slate.slate_search`): the same slates in the same
+order and the same joint and per-item scores, with and without item filters; every slate is
+distinct items. A request with ``recllm_next_sid`` opens a new SID after ``<|sid_end|>``; the
+same request without it ends with the stop token (the control)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from recllm.apps.recommender import Recommender
+from recllm.testing import save_tiny_recommender
+from tests.serving import run_vllm_child
+
+pytestmark = [pytest.mark.vllm, pytest.mark.slow, pytest.mark.usefixtures("torch_single_thread")]
+
+VLLM_ENV = {
+    "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
+    "VLLM_CPU_KVCACHE_SPACE": "1",
+    "VLLM_CPU_OMP_THREADS_BIND": "nobind",
+    "OMP_NUM_THREADS": "1",
+    "HF_HUB_OFFLINE": "1",
+}
+
+_CHILD = """
+import json, sys
+from vllm import LLM, SamplingParams
+from vllm.inputs import TokensPrompt
+from recllm.apps.recommender import Recommender
+from recllm.decode.vllm_processor import vllm_engine_kwargs
+
+job = json.loads(open(sys.argv[1]).read())
+d = job["model_dir"]
+llm = LLM(model=d, dtype="float32", max_model_len=512, seed=0, enforce_eager=True,
+          enable_prefix_caching=True, max_logprobs=50, **vllm_engine_kwargs(d))
+rec = Recommender.from_pretrained(d, engine="vllm", backend=llm)
+res = {}
+for name, kw in job["calls"].items():
+    rows = rec.recommend_slates(job["histories"], **kw)
+    res[name] = [[[[r.item_id for r in s.items], [r.score for r in s.items], s.score]
+                  for s in row] for row in rows]
+prompt = TokensPrompt(prompt_token_ids=job["prompts"][0])
+def run(extra):
+    params = SamplingParams(temperature=0.0, max_tokens=job["levels"] + 3,
+                            extra_args={"recllm_sid_only": True, **extra})
+    return list(llm.generate([prompt], params, use_tqdm=False)[0].outputs[0].token_ids)
+res["next_sid"] = run({"recllm_next_sid": True})
+res["control"] = run({})
+print("RESULT " + json.dumps(res))
+"""
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return save_tiny_recommender(tmp_path_factory.mktemp("rec") / "tiny", seed=0)
+
+
+def test_vllm_slates_equal_hf(model_dir: Path, tmp_path: Path):
+    hf = Recommender.from_pretrained(model_dir, engine="hf")
+    rng = np.random.default_rng(1)
+    items = hf.sid_map.item_ids
+    histories = [
+        [items[i] for i in rng.choice(len(items), size=int(rng.integers(2, 6)), replace=False)]
+        for _ in range(3)
+    ]
+    calls = {
+        "beam": {"n": 3, "num_beams": 6, "num_slates": 4},
+        "greedy": {"n": 4, "mode": "greedy"},
+        "filters": {
+            "n": 3,
+            "num_beams": 5,
+            "num_slates": 2,
+            "exclude": [list(items[:4]), None, list(items[5:9])],
+            "allow": [None, list(items[::2]), None],
+            "exclude_history": True,
+        },
+    }
+    from recllm.decode import encode_prompts
+
+    job = {
+        "model_dir": str(model_dir),
+        "histories": histories,
+        "calls": calls,
+        "prompts": encode_prompts(hf.tokenizer, hf.prompts(histories, 3)),
+        "levels": hf.trie.levels,
+    }
+    got = run_vllm_child(_CHILD, job, tmp_path, VLLM_ENV)
+    for name, kw in calls.items():
+        want = hf.recommend_slates(histories, **kw)
+        for g_row, w_row in zip(got[name], want, strict=True):
+            assert len(g_row) == len(w_row) == kw.get("num_slates", 1), name
+            for (ids, parts, score), w in zip(g_row, w_row, strict=True):
+                assert ids == [r.item_id for r in w.items], name
+                assert len(set(ids)) == kw["n"]
+                assert abs(score - w.score) < 5e-4, name
+                assert max(abs(p - r.score) for p, r in zip(parts, w.items, strict=True)) < 5e-4
+    for n, row in enumerate(got["filters"]):
+        banned = set(histories[n]) | set(calls["filters"]["exclude"][n] or ())
+        for ids, _, _ in row:
+            assert not set(ids) & banned
+    ids = hf.trie.token_ids
+    levels = hf.trie.levels
+    assert got["next_sid"][levels + 1 : levels + 3] == [ids.end_id, ids.begin_id]
+    assert got["control"][levels + 1 : levels + 3] == [ids.end_id, hf.stop_token_id]
