@@ -106,3 +106,29 @@ def test_vllm_slates_equal_hf(model_dir: Path, tmp_path: Path):
     levels = hf.trie.levels
     assert got["next_sid"][levels + 1 : levels + 3] == [ids.end_id, ids.begin_id]
     assert got["control"][levels + 1 : levels + 3] == [ids.end_id, hf.stop_token_id]
+
+
+def test_recllm_serve_answers_slates_on_vllm(model_dir: Path, tmp_path: Path):
+    """``recllm serve`` (vLLM's async engine): ``"mode": "slate"`` answers the HF slate (beam and
+    greedy, with exclude_history); a sampled slate gets a 400 naming the fix."""
+    from tests.serving import post, served
+
+    hf = Recommender.from_pretrained(model_dir, engine="hf")
+    history = ["item3", "item7", "item11"]
+    with served(model_dir, tmp_path / "serve.log", 512) as base:
+        url = base + "/v1/recommend"
+        for body, kw in (
+            ({"k": 4}, {"n": 4}),
+            ({"k": 3, "decoding": "greedy"}, {"n": 3, "mode": "greedy"}),
+            ({"k": 4, "exclude_history": True}, {"n": 4, "exclude_history": True}),
+        ):
+            status, answer = post(url, {"history": history, "mode": "slate", **body})
+            assert status == 200, answer
+            want = hf.recommend_slate(history, **kw)
+            assert answer["object"] == "slate"
+            assert [i["item_id"] for i in answer["items"]] == [r.item_id for r in want.items]
+            assert abs(answer["score"] - want.score) < 5e-4
+        assert not {i["item_id"] for i in answer["items"]} & set(history)
+        status, answer = post(url, {"history": history, "mode": "slate", "decoding": "sample"})
+        assert status == 400 and "Fix:" in answer["error"]["message"], answer
+        assert "sampled slates run on the transformers engine only" in answer["error"]["message"]
