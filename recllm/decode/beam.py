@@ -169,29 +169,9 @@ def sid_beam_search(
         raise ValueError("prompts must be left-padded (the last column holds a real token)")
 
     # 1. Prefill prompt + <|sid_begin|>, once per prompt.
-    begin = torch.full((batch, 1), ids.begin_id, dtype=input_ids.dtype, device=device)
-    input_ids = torch.cat([input_ids, begin], dim=1)
-    attention_mask = torch.cat([attention_mask, torch.ones_like(begin)], dim=1)
-    position_ids = (attention_mask.cumsum(-1) - 1).masked_fill(attention_mask == 0, 0)
-    padded = not bool(attention_mask.all())
-    caches = []
-    logp = 0.0
-    for m in models:
-        out = m(
-            input_ids=input_ids,
-            attention_mask=attention_mask if padded else None,
-            position_ids=position_ids,
-            use_cache=True,
-            logits_to_keep=2 if stop_token_id is not None else 1,
-        )
-        caches.append(out.past_key_values)
-        logp = logp + torch.log_softmax(out.logits.float(), dim=-1) / len(models)
-        del out
-    scores = torch.zeros(batch, 1, device=device)  # (batch, beams) summed log-probs
-    if stop_token_id is not None:
-        scores += logp[:, -2, ids.begin_id, None]
-    logp = logp[:, -1:]  # (batch, 1, vocab)
-    next_position = position_ids[:, -1] + 1  # (batch,)
+    caches, logp, scores, attention_mask, next_position, padded = prefill(
+        models, input_ids, attention_mask, ids.begin_id, stop_token_id
+    )
     nodes = torch.zeros(batch, 1, dtype=torch.long, device=device)  # (batch, beams)
     codes = torch.zeros(batch, 1, 0, dtype=torch.long, device=device)  # (batch, beams, depth)
     code_range = torch.arange(max_codes, device=device)
@@ -201,7 +181,7 @@ def sid_beam_search(
         dup = torch.arange(batch, device=device).repeat(2)
         for cache in caches:
             cache.reorder_cache(dup)
-        attention_mask, position_ids, logp = attention_mask[dup], position_ids[dup], logp[dup]
+        attention_mask, logp = attention_mask[dup], logp[dup]
         scores, next_position, nodes, codes = (
             scores[dup],
             next_position[dup],
@@ -298,6 +278,46 @@ def sid_beam_search(
         leaf = (nodes - trie.num_internal).clamp(min=0)
         items = torch.where(torch.isfinite(scores), trie.leaf_item[leaf], -1)
     return SIDBeamOutput(items=items, codes=codes, scores=scores)
+
+
+def prefill(
+    models: Sequence[PreTrainedModel],
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    begin_id: int,
+    stop_token_id: int | None,
+) -> tuple[list, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, bool]:
+    """Run ``prompt + <|sid_begin|>`` once per prompt through every model.
+
+    Returns:
+        ``(caches, logp, scores, attention_mask, next_position, padded)``: one KV cache per
+        model; the mean next-token log-probs ``(batch, 1, vocab)``; ``(batch, 1)`` the begin
+        marker's log-prob when ``stop_token_id`` is set (answers are then scored from it), else
+        zeros; the mask with the marker; the next position per prompt; whether any row is padded.
+    """
+    batch, device = input_ids.shape[0], input_ids.device
+    begin = torch.full((batch, 1), begin_id, dtype=input_ids.dtype, device=device)
+    input_ids = torch.cat([input_ids, begin], dim=1)
+    attention_mask = torch.cat([attention_mask, torch.ones_like(begin)], dim=1)
+    position_ids = (attention_mask.cumsum(-1) - 1).masked_fill(attention_mask == 0, 0)
+    padded = not bool(attention_mask.all())
+    caches = []
+    logp = 0.0
+    for m in models:
+        out = m(
+            input_ids=input_ids,
+            attention_mask=attention_mask if padded else None,
+            position_ids=position_ids,
+            use_cache=True,
+            logits_to_keep=2 if stop_token_id is not None else 1,
+        )
+        caches.append(out.past_key_values)
+        logp = logp + torch.log_softmax(out.logits.float(), dim=-1) / len(models)
+        del out
+    scores = torch.zeros(batch, 1, device=device)  # (batch, beams) summed log-probs
+    if stop_token_id is not None:
+        scores += logp[:, -2, begin_id, None]
+    return caches, logp[:, -1:], scores, attention_mask, position_ids[:, -1] + 1, padded
 
 
 def _as_ensemble(model) -> list:

@@ -50,7 +50,7 @@ from typing import TYPE_CHECKING, Literal
 import torch
 
 from recllm.decode.answers import Recommendation
-from recllm.decode.beam import _as_ensemble, _step
+from recllm.decode.beam import _as_ensemble, _step, prefill
 from recllm.decode.filters import ItemFilter
 from recllm.decode.trie import SIDTrie
 
@@ -186,29 +186,9 @@ def slate_search(
         generator = torch.Generator(device=device).manual_seed(seed)
 
     # 1. Prefill prompt + <|sid_begin|>, once per prompt.
-    begin = torch.full((batch, 1), ids.begin_id, dtype=input_ids.dtype, device=device)
-    input_ids = torch.cat([input_ids, begin], dim=1)
-    attention_mask = torch.cat([attention_mask, torch.ones_like(begin)], dim=1)
-    position_ids = (attention_mask.cumsum(-1) - 1).masked_fill(attention_mask == 0, 0)
-    padded = not bool(attention_mask.all())
-    caches = []
-    logp = 0.0
-    for m in models:
-        out = m(
-            input_ids=input_ids,
-            attention_mask=attention_mask if padded else None,
-            position_ids=position_ids,
-            use_cache=True,
-            logits_to_keep=2 if stop_token_id is not None else 1,
-        )
-        caches.append(out.past_key_values)
-        logp = logp + torch.log_softmax(out.logits.float(), dim=-1) / len(models)
-        del out
-    scores = torch.zeros(batch, 1, device=device)  # (batch, beams) joint log-probs
-    if stop_token_id is not None:
-        scores += logp[:, -2, ids.begin_id, None]
-    logp = logp[:, -1:]
-    next_position = position_ids[:, -1] + 1
+    caches, logp, scores, attention_mask, next_position, padded = prefill(
+        models, input_ids, attention_mask, ids.begin_id, stop_token_id
+    )
     nodes = torch.zeros(batch, 1, dtype=torch.long, device=device)
     codes = torch.zeros(batch, 1, 0, levels, dtype=torch.long, device=device)  # done slots
     slot_codes = torch.zeros(batch, 1, 0, dtype=torch.long, device=device)  # this slot's
