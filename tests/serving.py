@@ -21,6 +21,8 @@ VLLM_ENV = {
     "OMP_NUM_THREADS": "1",
     "HF_HUB_OFFLINE": "1",
 }
+#: A vLLM engine inside the test's child process itself (no engine-core subprocess).
+VLLM_INPROCESS_ENV = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0", **VLLM_ENV}
 
 
 def free_port() -> int:

@@ -14,17 +14,11 @@ from recllm.apps.recommender import Recommender
 from recllm.tasks.dialogue import DialogueTurn, Steer, dialogue_prompt, reply_stop_token
 from recllm.tasks.prompting import task_builder
 from recllm.testing import save_tiny_recommender
-from tests.serving import run_vllm_child
+from tests.serving import VLLM_INPROCESS_ENV, run_vllm_child
 
 pytestmark = [pytest.mark.vllm, pytest.mark.usefixtures("torch_single_thread")]
 
-VLLM_ENV = {
-    "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
-    "VLLM_CPU_KVCACHE_SPACE": "1",
-    "VLLM_CPU_OMP_THREADS_BIND": "nobind",
-    "OMP_NUM_THREADS": "1",
-    "HF_HUB_OFFLINE": "1",
-}
+VLLM_ENV = VLLM_INPROCESS_ENV
 
 _CHILD = """
 import json, sys
