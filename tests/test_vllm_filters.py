@@ -110,3 +110,52 @@ def test_vllm_filters_equal_hf_and_never_emit_excluded_items(model_dir: Path, tm
     assert set(plain_draws) & set(top)
     assert set(allowed) <= set(job["allow"])
     assert set(plain_draws) - set(job["allow"])  # the control: unfiltered draws leave the list
+
+
+def test_vllm_new_item_bonus_equals_hf(model_dir: Path, tmp_path: Path):
+    """The vLLM Recommender's second, allow-listed search for added items, merged after the
+    bonus, equals the HF beam group (items and scores); the control without a bonus ranks
+    fewer added items."""
+    from recllm.data.types import Catalog
+    from recllm.sid.sidmap import SIDMap
+    from recllm.vocab.catalog_add import CatalogAddition, add_items_to_model
+
+    old = SIDMap.load(model_dir / "sid_map.json")
+    used = {tuple(c) for c in old.codes.tolist()}
+    free = [c for c in np.ndindex(*old.codebook_sizes) if c not in used][::7][:12]
+    new_ids = [f"new{i}" for i in range(len(free))]
+    new_map = SIDMap(
+        old.item_ids + new_ids, np.concatenate([old.codes, np.array(free)]), old.codebook_sizes
+    )
+    boosted = add_items_to_model(
+        model_dir,
+        CatalogAddition(new_map, new_ids),
+        Catalog({i: {"title": f"fresh {i}"} for i in new_ids}, ("title",)),
+        tmp_path / "boosted",
+        new_item_bonus=1.0,
+    )
+    hf = Recommender.from_pretrained(boosted, engine="hf")
+    histories = [[old.item_ids[i] for i in (1, 5, 9)], [old.item_ids[i] for i in (2, 30)]]
+    from recllm.decode import encode_prompts
+
+    job = {
+        "model_dir": str(boosted),
+        "histories": histories,
+        "calls": {"boosted": {}},
+        "prompts": encode_prompts(hf.tokenizer, hf.prompts(histories, 8)),
+        "draws": 1,
+        "exclude": [old.item_ids[0]],
+        "allow": old.item_ids[:6],
+    }
+    got = run_vllm_child(_CHILD, job, tmp_path, VLLM_ENV)["boosted"]
+    want = hf.recommend_batch(histories, k=8, num_beams=10)
+    for g, w in zip(got, want, strict=True):
+        assert [i for i, _ in g] == [r.item_id for r in w]
+        assert max(abs(s - r.score) for (_, s), r in zip(g, w, strict=True)) < 1e-4
+    plain = Recommender.from_pretrained(boosted, engine="hf")
+    plain.fresh = None  # control: the plain search (no group, no bonus)
+    control = plain.recommend_batch(histories, k=8, num_beams=10)
+    count = lambda rows: sum(i.startswith("new") for row in rows for i in row)  # noqa: E731
+    assert count([[i for i, _ in g] for g in got]) > count(
+        [[r.item_id for r in row] for row in control]
+    )

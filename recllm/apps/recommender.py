@@ -124,6 +124,7 @@ class Recommender:
             from recllm.decode.fresh import FreshItems
 
             self.fresh = FreshItems.from_ids(self.trie, self.new_items, new_item_bonus)
+            self._new_rows = set(self.fresh.items.nonzero().flatten().tolist())  # vLLM merge
 
     # -- construction ------------------------------------------------------------------------
 
@@ -473,12 +474,12 @@ class Recommender:
             allow=[groups[n] for n in todo],
             **sub,
         )
-        is_new = self.fresh.items.tolist()
+        is_new = self._new_rows
         out = [list(r) for r in ranked]
         for n, extra in zip(todo, found, strict=True):
             best: dict[int, float] = {}
             for row, score in [*ranked[n], *extra]:
-                score = score + (self.fresh.bonus if is_new[row] else 0.0)
+                score = score + (self.fresh.bonus if row in is_new else 0.0)
                 best[row] = max(score, best.get(row, float("-inf")))
             out[n] = sorted(best.items(), key=lambda kv: -kv[1])[: search["k"]]
         return out
