@@ -67,7 +67,11 @@ class FreshItems:
         if int(rows_t.min()) < 0 or int(rows_t.max()) >= trie.num_items:
             raise ValueError(f"new-item rows must lie in [0, {trie.num_items})")
         if not torch.isfinite(torch.tensor(float(bonus))):
-            raise ValueError(f"the new-item bonus must be a finite number, got {bonus}")
+            raise UserError(
+                "--new-item-bonus",
+                f"must be a finite number, got {bonus}",
+                "pass a number of nats such as 0.3 (choose it on validation users)",
+            )
         index = trie_index(trie)
         device = trie.device
         items = torch.zeros(trie.num_items, dtype=torch.bool, device=device)
