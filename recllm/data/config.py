@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from recllm.errors import UserError
 
 FORMATS = ("recbole", "p5", "lcrec", "generic")
-SPLITS = ("loo", "temporal")
+SPLITS = ("loo", "temporal", "session")
 # The time column read by default. Data without it is read in file order (with a warning);
 # any other name must exist, so a typo never silently drops the chronology.
 DEFAULT_TIME_COL = "timestamp"
@@ -77,7 +77,15 @@ class DataConfig:
         default="loo",
         metadata={
             "help": "`loo`: leave-one-out per user (last = test, second-to-last = valid); "
-            "`temporal`: global time cut-offs (needs timestamps)."
+            "`temporal`: global time cut-offs (needs timestamps); `session`: next-session "
+            "per user (last session_length items = test, the session_length before = valid)."
+        },
+    )
+    session_length: int = field(
+        default=5,
+        metadata={
+            "help": "--split session: items per session (N); users with fewer than 2N + 1 "
+            "items are skipped. Unused by the other splits."
         },
     )
     max_history: int | None = field(
@@ -117,6 +125,10 @@ class DataConfig:
             )
         if self.split not in SPLITS:
             raise UserError("--split", f"{self.split!r} is not one of {SPLITS}", "choose one")
+        if isinstance(self.session_length, bool) or self.session_length < 1:
+            raise UserError(
+                "--session_length", f"must be >= 1, got {self.session_length}", "pass 1 or more"
+            )
         if self.min_interactions < 1:
             raise UserError("--min_interactions", "must be >= 1", "pass 1 or more")
         if self.split == "loo" and self.min_interactions < 3:

@@ -1,4 +1,4 @@
-"""Train / valid / test splits: per-user leave-one-out and a global temporal split.
+"""Train / valid / test splits: per-user leave-one-out, next-session, and a global temporal split.
 
 Leave-one-out follows the protocol of the published tables (see the TIGER and P5 papers): for a
 user's chronological sequence ``s``, ``s[-1]`` is the test target, ``s[-2]`` the validation
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from recllm.data.config import DataConfig
@@ -193,12 +193,106 @@ def temporal_split(
     return Split(Interactions(train, train_ts), valid, test, "temporal", max_history)
 
 
+@dataclass(frozen=True)
+class SessionExample:
+    """One next-session task: given ``history`` (oldest first), predict ``session``, the user's
+    next ``len(session)`` items in order."""
+
+    user_id: str
+    history: tuple[str, ...]
+    session: tuple[str, ...]
+
+
+@dataclass
+class SessionSplit(Split):
+    """A next-session split (:func:`next_session_split`).
+
+    ``valid`` / ``test`` hold the first item of each session as a next-item :class:`Example`
+    (so next-item evaluation and epoch selection read it as any split); the whole sessions are
+    in ``valid_sessions`` / ``test_sessions``, in the same user order.
+
+    Attributes:
+        valid_sessions: Each user's validation session (the ``session_length`` items before the
+            test session), its history everything before it.
+        test_sessions: Each user's last ``session_length`` items, its history everything
+            before (the validation session included).
+        session_length: Items per session (N).
+        skipped_users: Users with fewer than ``2 * N + 1`` items (not split, not trained on).
+    """
+
+    valid_sessions: list[SessionExample] = field(default_factory=list)
+    test_sessions: list[SessionExample] = field(default_factory=list)
+    session_length: int = 5
+    skipped_users: int = 0
+
+
+def next_session_split(
+    interactions: Interactions, session_length: int = 5, max_history: int | None = 20
+) -> SessionSplit:
+    """Per-user next-session split: the last ``session_length`` (N) items are the test session,
+    the N before them the validation session, the rest trains.
+
+    TBGRecall's next-session protocol on sequences without session boundaries: a "session" is
+    N consecutive items. Users with fewer than ``2 * N + 1`` items (one training item and two
+    sessions) are skipped and counted (``skipped_users`` and the log). Histories are cut to the
+    last ``max_history`` items, as in :func:`leave_one_out`.
+
+    Raises:
+        UserError: ``session_length`` < 1, or a user's event is recorded twice
+            (:func:`check_distinct_events`).
+    """
+    n = session_length
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise UserError("--session_length", f"must be an integer >= 1, got {n!r}", "pass 1 or more")
+    check_distinct_events(interactions)
+    train: dict[str, list[str]] = {}
+    train_ts: dict[str, list[float]] | None = {} if interactions.timestamps is not None else None
+    valid: list[Example] = []
+    test: list[Example] = []
+    valid_sessions: list[SessionExample] = []
+    test_sessions: list[SessionExample] = []
+    skipped = 0
+    for user, seq in interactions.sequences.items():
+        if len(seq) < 2 * n + 1:
+            skipped += 1
+            continue
+        train[user] = seq[: -2 * n]
+        if train_ts is not None and interactions.timestamps is not None:
+            train_ts[user] = interactions.timestamps[user][: -2 * n]
+        v_hist, t_hist = _cut(seq[: -2 * n], max_history), _cut(seq[:-n], max_history)
+        valid_sessions.append(SessionExample(user, v_hist, tuple(seq[-2 * n : len(seq) - n])))
+        test_sessions.append(SessionExample(user, t_hist, tuple(seq[-n:])))
+        valid.append(Example(user, v_hist, seq[-2 * n]))
+        test.append(Example(user, t_hist, seq[-n]))
+    if skipped:
+        logger.warning(
+            "next-session split: skipped %d users with fewer than %d interactions "
+            "(1 training item + 2 sessions of %d)",
+            skipped,
+            2 * n + 1,
+            n,
+        )
+    return SessionSplit(
+        Interactions(train, train_ts),
+        valid,
+        test,
+        "session",
+        max_history,
+        valid_sessions=valid_sessions,
+        test_sessions=test_sessions,
+        session_length=n,
+        skipped_users=skipped,
+    )
+
+
 def split_dataset(dataset: RecDataset, config: DataConfig | None = None) -> Split:
     """Split ``dataset`` as ``config.split`` says (then hold ``config.holdout_items`` out of
     the training part, :func:`recllm.data.holdout.holdout_split`)."""
     cfg = config or DataConfig()
     if cfg.split == "loo":
         split = leave_one_out(dataset.interactions, cfg.max_history)
+    elif cfg.split == "session":
+        split = next_session_split(dataset.interactions, cfg.session_length, cfg.max_history)
     else:
         split = temporal_split(
             dataset.interactions, cfg.valid_ratio, cfg.test_ratio, cfg.max_history
