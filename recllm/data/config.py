@@ -78,10 +78,10 @@ class DataConfig:
         metadata={
             "help": "`loo`: leave-one-out per user (last = test, second-to-last = valid); "
             "`temporal`: global time cut-offs (needs timestamps); `session`: next-session "
-            "per user (last session_length items = test, the session_length before = valid)."
+            "per user (last split_session_length items = test, as many before = valid)."
         },
     )
-    session_length: int = field(
+    split_session_length: int = field(
         default=5,
         metadata={
             "help": "--split session: items per session (N); users with fewer than 2N + 1 "
@@ -125,9 +125,11 @@ class DataConfig:
             )
         if self.split not in SPLITS:
             raise UserError("--split", f"{self.split!r} is not one of {SPLITS}", "choose one")
-        if isinstance(self.session_length, bool) or self.session_length < 1:
+        if isinstance(self.split_session_length, bool) or self.split_session_length < 1:
             raise UserError(
-                "--session_length", f"must be >= 1, got {self.session_length}", "pass 1 or more"
+                "--split_session_length",
+                f"must be >= 1, got {self.split_session_length}",
+                "pass 1 or more",
             )
         if self.min_interactions < 1:
             raise UserError("--min_interactions", "must be >= 1", "pass 1 or more")

@@ -243,7 +243,9 @@ def next_session_split(
     """
     n = session_length
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise UserError("--session_length", f"must be an integer >= 1, got {n!r}", "pass 1 or more")
+        raise UserError(
+            "--split_session_length", f"must be an integer >= 1, got {n!r}", "pass 1 or more"
+        )
     check_distinct_events(interactions)
     train: dict[str, list[str]] = {}
     train_ts: dict[str, list[float]] | None = {} if interactions.timestamps is not None else None
@@ -292,7 +294,7 @@ def split_dataset(dataset: RecDataset, config: DataConfig | None = None) -> Spli
     if cfg.split == "loo":
         split = leave_one_out(dataset.interactions, cfg.max_history)
     elif cfg.split == "session":
-        split = next_session_split(dataset.interactions, cfg.session_length, cfg.max_history)
+        split = next_session_split(dataset.interactions, cfg.split_session_length, cfg.max_history)
     else:
         split = temporal_split(
             dataset.interactions, cfg.valid_ratio, cfg.test_ratio, cfg.max_history

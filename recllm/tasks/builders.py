@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -241,6 +241,45 @@ class TaskBuilder:
                 row["user_id"], row["target"] = user, window[-1]
                 yield row
 
+    def rec_session(self, split: Split) -> Iterator[dict[str, Any]]:
+        """History -> the next ``session_length`` (N) items' SIDs, back to back in one answer
+        (issue 32's session task; :func:`recllm.decode.slate.slate_search` decodes this shape).
+
+        One row per position of every training sequence that has N items after it: the
+        history is everything before the position (cut to ``max_history``), the answer the N
+        items from it. Only ``split.train`` is read, so no validation or test item of a user
+        is ever in that user's rows. ``target`` is the session's first item, ``session`` all
+        of them.
+        """
+        n = self.config.session_length
+        for user, seq in split.train.sequences.items():
+            for t in range(1, len(seq) - n + 1):
+                history = (
+                    seq[:t] if split.max_history is None else seq[max(0, t - split.max_history) : t]
+                )
+                session = seq[t : t + n]
+                row = self.renderer.example(
+                    "rec_session",
+                    history=[self.item(i) for i in history],
+                    session=[self.item(i) for i in session],
+                    n=n,
+                    with_titles=self.config.rec_history_titles,
+                )
+                row["user_id"], row["target"] = user, session[0]
+                yield row
+
+    def session_prompt(self, history: Sequence[str]) -> list[dict[str, str]]:
+        """The ``rec_session`` prompt (user turn) for ``history``: what a model trained on the
+        session task is asked to continue with N SIDs."""
+        user, _ = self.renderer.render(
+            "rec_session",
+            history=[self.item(i) for i in history],
+            session=[],
+            n=self.config.session_length,
+            with_titles=self.config.rec_history_titles,
+        )
+        return [{"role": "user", "content": user}]
+
     def behaviour(self, split: Split) -> Iterator[dict[str, Any]]:
         """Training histories cut into windows of ``behaviour_max_items``; each window's first
         half is the prompt, the rest its continuation (SIDs interleaved with titles)."""
@@ -274,6 +313,8 @@ class TaskBuilder:
             return list(self.rec(split.train_examples()))
         if task == "rec_sequence":
             return list(self.rec_sequence(split))
+        if task == "rec_session":
+            return list(self.rec_session(split))
         if task == "behaviour":
             return list(self.behaviour(split))
         if task == "reason_rec":

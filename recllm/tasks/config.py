@@ -40,6 +40,7 @@ TASKS = (
     "catalog_sid_to_text",
     "rec",
     "rec_sequence",
+    "rec_session",
     "reason_rec",
     "dialogue",
 )
@@ -59,6 +60,7 @@ def _default_mixture() -> dict[str, float]:
         "catalog_sid_to_text": 0.0,
         "rec": 1.0,
         "rec_sequence": 0.0,
+        "rec_session": 0.0,
         "reason_rec": 0.0,
         "dialogue": 0.0,
     }
@@ -120,6 +122,13 @@ class TaskConfig:
             "the wanted item, half 'like X, but with tag'); 0 = never."
         },
     )
+    session_length: int = field(
+        default=5,
+        metadata={
+            "help": "rec_session: items in each answer (N SIDs back to back after a history); "
+            "slates of this length are what the model learns to write."
+        },
+    )
     task_seed: int = field(default=0, metadata={"help": "Seed for mixture sampling and shuffling."})
 
     def __post_init__(self) -> None:
@@ -132,5 +141,7 @@ class TaskConfig:
             raise ValueError("dialogue_per_user and dialogue_turns must be >= 1")
         if not 0.0 <= self.dialogue_steer <= 1.0:
             raise ValueError(f"dialogue_steer must be in [0, 1], got {self.dialogue_steer}")
+        if isinstance(self.session_length, bool) or self.session_length < 1:
+            raise ValueError(f"session_length must be >= 1, got {self.session_length}")
         if self.behaviour_max_items < 2:
             raise ValueError("behaviour_max_items must be >= 2 (a beginning and a continuation)")

@@ -294,7 +294,15 @@ def chat_recommender(
             "max_title_chars": task_cfg.max_title_chars,
             "max_text_chars": task_cfg.max_text_chars,
             "facet_labels": dict(task_cfg.facet_labels),
+            "session_length": task_cfg.session_length,
         },
+        # the session task in the mixture: slates are asked for with its prompt (rec_session)
+        "session": {
+            "weight": task_cfg.mixture["rec_session"],
+            "length": task_cfg.session_length,
+        }
+        if task_cfg.mixture.get("rec_session", 0) > 0
+        else None,
         # conversations in the mixture: chat and the playground prompt it with dialogue turns
         "dialogue": {
             "weight": task_cfg.mixture["dialogue"],
@@ -349,7 +357,12 @@ def save(run: PlumRun, think_record: dict[str, Any] | None = None) -> Path:
             },
             prompt_files=[prompts / "rec.jinja"]
             + ([prompts / "reason_rec.jinja"] if think_record else [])
-            + ([prompts / "dialogue.jinja"] if task_cfg.mixture.get("dialogue", 0) > 0 else []),
+            + ([prompts / "dialogue.jinja"] if task_cfg.mixture.get("dialogue", 0) > 0 else [])
+            + (
+                [prompts / "rec_session.jinja"]
+                if task_cfg.mixture.get("rec_session", 0) > 0
+                else []
+            ),
             quantizer_dir=None
             if run.plum.init_model is not None  # carried from init_model below
             else (Path(run.plum.sid_map) if run.plum.sid_map else out / "sids") / "quantizer",

@@ -104,7 +104,9 @@ def build_seqlm(
         num_attention_heads=cfg.num_heads,
         num_key_value_heads=kv_heads,
         head_dim=cfg.hidden_size // cfg.num_heads,
-        max_position_embeddings=max(512, 2 ** math.ceil(math.log2((cfg.max_items + 2) * per_item))),
+        max_position_embeddings=max(
+            512, 2 ** math.ceil(math.log2((cfg.max_items + cfg.session_length + 1) * per_item))
+        ),
         attention_dropout=cfg.attention_dropout,
         tie_word_embeddings=True,
         bos_token_id=tok.bos_token_id,
@@ -160,12 +162,13 @@ def training_dataset(
     tokenizer: PreTrainedTokenizerBase,
     max_items: int,
     period: PeriodSelection | None = None,
+    session_length: int = 1,
 ) -> datasets.Dataset:
-    """Pre-tokenized ``{"input_ids"}`` rows, one per training window (those ``period`` keeps,
-    when given)."""
+    """Pre-tokenized ``{"input_ids"}`` rows, one per training window of
+    ``max_items + session_length`` items (those ``period`` keeps, when given)."""
     import datasets
 
-    texts = training_sequences(split, sid_map, max_items)
+    texts = training_sequences(split, sid_map, max_items, session_length)
     if period is not None:
         texts = [texts[k] for k in period.indices]
     return datasets.Dataset.from_dict(
@@ -228,7 +231,7 @@ def window_period(split: Split, args: SeqLMArguments, max_items: int) -> PeriodS
 
     if args.train_since is None:
         return None
-    windows = training_windows(split, max_items)
+    windows = training_windows(split, max_items, args.session_length)
     return select_period(
         [user for user, _ in windows],
         [window[-1] for _, window in windows],
@@ -479,7 +482,9 @@ def _train_member(
         model, tok, _ = load_model_with_sids(run.args.init_model, sid_map=run.sid_map)
     else:
         model, tok = build_seqlm(run.sid_map, cfg)
-    train = training_dataset(run.split, run.sid_map, tok, cfg.max_items, run.period)
+    train = training_dataset(
+        run.split, run.sid_map, tok, cfg.max_items, run.period, cfg.session_length
+    )
     logger.info(
         "decoder %d/%d (seed %d): %d training windows, %.2fM parameters",
         member + 1,

@@ -33,6 +33,15 @@ class SeqLMConfig:
     max_items: int = field(
         default=20, metadata={"help": "Items per training window and per prompt (TIGER: 20)."}
     )
+    session_length: int = field(
+        default=1,
+        metadata={
+            "help": "Items after a full window's context: training windows hold max_items + "
+            "session_length items, so slates of session_length items after a max_items "
+            "prompt are decoded at trained positions (the session task, issue 32); 1 = "
+            "next-item windows."
+        },
+    )
     model_seed: int = field(default=0, metadata={"help": "Seed of the weight initialization."})
 
 
@@ -131,6 +140,10 @@ class SeqLMArguments(SeqLMConfig):
 
         if self.ensemble < 1:
             raise UserError("--ensemble", f"must be >= 1, got {self.ensemble}", "pass 1 or more")
+        if self.session_length < 1:
+            raise UserError(
+                "--session_length", f"must be >= 1, got {self.session_length}", "pass 1 or more"
+            )
         if self.valid_users < 0:
             raise UserError("--valid_users", "must be >= 0", "pass 0 (last epoch) or a user count")
         if self.time_budget_minutes is not None and self.time_budget_minutes <= 0:

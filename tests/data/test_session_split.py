@@ -62,17 +62,17 @@ def test_next_session_split_keeps_timestamps():
 
 
 def test_next_session_split_rejects_bad_length():
-    with pytest.raises(UserError, match="--session_length"):
+    with pytest.raises(UserError, match="--split_session_length"):
         next_session_split(Interactions({"a": ["1"]}), session_length=0)
-    with pytest.raises(UserError, match="--session_length"):
-        DataConfig(split="session", session_length=0)
+    with pytest.raises(UserError, match="--split_session_length"):
+        DataConfig(split="session", split_session_length=0)
 
 
 def test_split_dataset_session():
     seqs = {u: [f"{u}{k}" for k in range(8)] for u in "ab"}
     items = {i: {"title": i} for s in seqs.values() for i in s}
     dataset = RecDataset("toy", Catalog(items, ("title",)), Interactions(seqs))
-    split = split_dataset(dataset, DataConfig(split="session", session_length=2))
+    split = split_dataset(dataset, DataConfig(split="session", split_session_length=2))
     assert split.kind == "session"
     assert split.train.sequences == {u: [f"{u}{k}" for k in range(4)] for u in "ab"}
     assert [s.session for s in split.test_sessions] == [("a6", "a7"), ("b6", "b7")]
