@@ -1,0 +1,61 @@
+"""scripts/lists.py end to end on a tiny chat model (two 1-step PLUM runs on 30 ml-100k users,
+next-session split of 5): every row, the summary, the plot, the last line."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from recllm.sid.sidmap import SIDMap
+from recllm.testing import save_tiny_model
+from recllm.vocab.checkpoint import read_vocab_record
+from tests.scripts.running import ROOT, run_script
+
+
+@pytest.mark.slow  # two PLUM runs under accelerate launch, three decoding passes, SASRec
+def test_lists_smoke(tmp_path, shared_data_or_none):
+    data = str(shared_data_or_none / "ml-100k") if shared_data_or_none else "ml-100k"
+    base = save_tiny_model(tmp_path / "base", tie_word_embeddings=False)
+    out = tmp_path / "out"
+    args = ["--kind", "chat", "--config", str(ROOT / "recipes" / "plum_sft.yaml")]
+    args += ["--data", data, "--max-users", "30", "--out", str(out), "--users", "12"]
+    args += ["--sasrec-minutes", "0.05", "--recipe-args", "--model_name_or_path", str(base)]
+    args += ["--codebook_size", "16", "--warmup_steps_embed", "0", "--max_steps", "1"]
+    _, last = run_script("lists.py", *args, cwd=tmp_path)
+    summary = json.loads((out / "summary.json").read_text())
+    assert last["n"] == summary["n"] == 5 and last["test_users"] == summary["test_users"] == 12
+    assert summary["split_users"] == 30 and summary["skipped_users"] == 0  # ml-100k: >= 20 each
+    assert summary["category_field"] == "class"  # ml-100k's genres
+    rows = last["rows"]
+    assert list(rows) == [
+        "slate model (slate beam)",
+        "next-item model, top N beams",
+        "next-item model, slate beam (exclusion)",
+        "SASRec top N",
+        "popularity",
+    ]
+    for name, f in rows.items():
+        assert f["users"] == 12 and f["short_lists"] == 0, name
+        assert 0 <= f["ndcg@5"] <= 1 and 0 <= f["recall@5"] <= 1
+        assert 0 < f["sid_diversity"] <= 1 and f["category_diversity"] > 0
+        assert 0 <= f["repeat_rate"] <= 1
+    # popularity: one list for everyone, so its diversity is that list's
+    assert rows["popularity"]["sid_diversity"] * 5 == pytest.approx(
+        round(rows["popularity"]["sid_diversity"] * 5)
+    )
+    # the slate arm learned the session task and carries its template; the next-item arm not
+    slate = read_vocab_record(out / "slate" / "model")["recommender"]
+    plain = read_vocab_record(out / "next_item" / "model")["recommender"]
+    assert slate["session"] == {"weight": 1.0, "length": 5} and plain["session"] is None
+    assert (out / "slate" / "model" / "prompts" / "rec_session.jinja").is_file()
+    assert slate["data"]["split"] == "session" and slate["data"]["split_session_length"] == 5
+    # both arms share the SID map (same data and SID settings)
+    a = SIDMap.load(out / "slate" / "model" / "sid_map.json")
+    b = SIDMap.load(out / "next_item" / "model" / "sid_map.json")
+    assert a.item_ids == b.item_ids
+    # slates hold 5 distinct items
+    scores = json.loads((out / "scores" / "slate.json").read_text())["result"]["lists"]
+    assert len(scores) == 12 and all(len(set(x)) == 5 for x in scores)
+    assert (out / "lists.png").read_bytes()[:4] == b"\x89PNG"
+    assert "| SASRec top N |" in (out / "table.md").read_text()
