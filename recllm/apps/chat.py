@@ -23,6 +23,13 @@ history: the history's items are excluded inside the SID constraint
 The beam width is fixed (``num_beams``, 10 by default; ``k`` when larger), not a function of
 ``k``: for one history the top 3 is the start of the top 5. (Thinking answers cannot filter
 inside the constraint yet: they rank ``num_beams`` items, at least ``2k``, and drop seen ones.)
+
+**Slates** (:meth:`ChatSession.slate`, ``/slate N`` in ``recllm chat``): ``N`` distinct picks
+decoded as ONE answer of ``N`` SIDs (:meth:`Recommender.recommend_slate`, beam search over
+slates by joint log-prob), each pick chosen knowing the ones before it; the history's items and
+the slate's own are excluded inside the constraint. A slate is decoded from the history (the
+recommendation prompt), without thinking and without the conversation's words; it joins the
+replies, so ``/accept`` takes its picks.
 """
 
 from __future__ import annotations
@@ -49,13 +56,16 @@ class ChatReply:
 
     Attributes:
         user: What the user said.
-        mode: ``"dialogue"``, ``"think"`` or ``"history"`` (see the module docstring).
-        picks: The top ``k`` items, best first.
+        mode: ``"dialogue"``, ``"think"``, ``"history"`` or ``"slate"`` (see the module
+            docstring).
+        picks: The top ``k`` items, best first (a slate: its items in answer order, each
+            scored by its part of the joint log-prob).
         reply: The assistant's text: the top pick's SID span, a new line and the model's words
             (dialogue); the rationale (think); a note (history).
         spans: The SID spans of ``reply``, resolved to items.
         rationales: The model's rationales (think).
         seconds: Wall time of the answer.
+        score: A slate's joint log-prob (None for a ranking).
     """
 
     user: str
@@ -65,6 +75,7 @@ class ChatReply:
     spans: list[SpanView] = field(default_factory=list)
     rationales: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    score: float | None = None
 
 
 class ChatSession:
@@ -184,11 +195,7 @@ class ChatSession:
         Raises:
             ValueError: The history is empty (the model recommends from liked items).
         """
-        if not self.history:
-            raise ValueError(
-                "the history is empty; Fix: add an item you liked first (its id, or search "
-                "the catalog by title)"
-            )
+        self._need_history()
         t0 = time.perf_counter()
         if self.think:
             reply = self._ask_thinking(text)
@@ -206,6 +213,41 @@ class ChatSession:
         reply.seconds = time.perf_counter() - t0
         self.replies.append(reply)
         return reply
+
+    def slate(self, n: int | None = None, *, mode: str = "beam") -> ChatReply:
+        """``n`` distinct picks (default: ``k``) decoded as one slate (see the module
+        docstring), none of them in the history.
+
+        Args:
+            n: Items in the slate, 1..the recommender's ``max_k``.
+            mode: ``"beam"``, ``"greedy"`` or ``"sample"`` (transformers engine only).
+
+        Raises:
+            ValueError: The history is empty, ``n`` is out of range, or the history leaves
+                fewer than ``n`` unseen items.
+        """
+        self._need_history()
+        n = self.k if n is None else n
+        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= self.rec.max_k:
+            raise ValueError(
+                f"a slate holds 1 to {self.rec.max_k} items, got {n!r}; Fix: e.g. /slate 5"
+            )
+        t0 = time.perf_counter()
+        found = self.rec.recommend_slate(
+            self.history, n, mode=mode, num_beams=max(self.num_beams, n), exclude_history=True
+        )
+        note = f"a slate of {n} distinct items in one answer (joint log-prob {found.score:.3f})"
+        reply = ChatReply(f"/slate {n}", "slate", list(found.items), note, score=found.score)
+        reply.seconds = time.perf_counter() - t0
+        self.replies.append(reply)
+        return reply
+
+    def _need_history(self) -> None:
+        if not self.history:
+            raise ValueError(
+                "the history is empty; Fix: add an item you liked first (its id, or search "
+                "the catalog by title)"
+            )
 
     def _ask_thinking(self, text: str) -> ChatReply:
         from recllm.decode.think import ThinkOptions

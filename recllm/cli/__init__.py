@@ -5,6 +5,7 @@ recllm model convert --out DIR         # SmolLM2-135M-Instruct GGUF -> plain HF 
 recllm data fetch ml-100k              # download the embedded default into the cache
 recllm data stats PATH_OR_NAME         # users, items, interactions, history lengths
 recllm data split PATH_OR_NAME --out DIR
+recllm recommend --model DIR --history 50,172 --slate 5   # a slate of 5 distinct items
 
 Bad input (a missing file, a bad flag value, a corrupt artifact) is answered with one line,
 ``recllm: error: WHERE: WHAT. Fix: HOW``, and exit code 2; ``-v`` shows the traceback instead.
@@ -13,7 +14,8 @@ One module per command group adds its subcommands (``add_parsers``) and holds th
 :mod:`~recllm.cli.quickstart`, :mod:`~recllm.cli.eval`, :mod:`~recllm.cli.serve`,
 :mod:`~recllm.cli.model`, :mod:`~recllm.cli.data`, :mod:`~recllm.cli.sid`,
 :mod:`~recllm.cli.reason` (``reason generate``, ``dialogue generate``, and ``think-ahead`` from
-:mod:`~recllm.cli.think`) and :mod:`~recllm.cli.apps` (``chat``, ``playground``); the argparse pieces
+:mod:`~recllm.cli.think`), :mod:`~recllm.cli.recommend` (``recommend``: the top k or a
+slate) and :mod:`~recllm.cli.apps` (``chat``, ``playground``); the argparse pieces
 they share, the decoding options among them, are in :mod:`~recllm.cli.args`.
 """
 
@@ -53,7 +55,7 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``recllm`` parser: each command group adds its own subcommands, in the help's order."""
-    from recllm.cli import apps, catalog, data, model, quickstart, reason, serve, sid
+    from recllm.cli import apps, catalog, data, model, quickstart, reason, recommend, serve, sid
     from recllm.cli import eval as evaluation
 
     parser = _Parser(
@@ -64,7 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
         "-v", "--verbose", action="store_true", help="debug logging; errors with their traceback"
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    for group in (quickstart, evaluation, serve, model, data, sid, catalog, reason, apps):
+    groups = (quickstart, evaluation, serve, model, data, sid, catalog, reason, recommend, apps)
+    for group in groups:
         group.add_parsers(sub)
     return parser
 

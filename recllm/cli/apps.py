@@ -24,6 +24,7 @@ Type a message to get recommendations. Commands:
   /accept N          take pick N of the last answer: it joins your history
   /history           the items you liked, oldest first
   /k N               picks per answer
+  /slate [N]         N distinct picks decoded as one slate (default: k), none seen before
   /think on|off      think before answering (models trained to think)
   /reset             forget the conversation and the history
   /help              this text
@@ -33,24 +34,15 @@ Type a message to get recommendations. Commands:
 def _session(args: argparse.Namespace) -> ChatSession:
     from recllm.apps.chat import ChatSession
     from recllm.apps.recommender import Recommender
-    from recllm.errors import UserError
 
     history = list(args.history or [])
     if args.user is not None:  # before the model loads: a wrong id costs no wait
-        from recllm.eval.run import eval_examples
+        from recllm.cli.recommend import user_history
 
-        _, _, examples = eval_examples(
-            args.model, args.data, "test", 0, allow_other_data=args.allow_other_data
+        history = (
+            user_history(args.model, args.data, args.user, allow_other_data=args.allow_other_data)
+            + history
         )
-        by_user = {ex.user_id: ex for ex in examples}
-        if args.user not in by_user:
-            some = ", ".join(list(by_user)[:5])
-            raise UserError(
-                f"--user {args.user}",
-                "is not a test user of the model's data",
-                f"pass one of its user ids (e.g. {some})",
-            )
-        history = list(by_user[args.user].history) + history
     rec = Recommender.from_pretrained(
         args.model,
         engine=args.engine,
@@ -81,7 +73,12 @@ def _render(console: Console, session: ChatSession, reply: ChatReply) -> None:
         console.print(Text("model: ", style="bold") + text)
     elif reply.mode == "history":
         console.print(Text(reply.reply, style="italic"))
-    table = Table(title=f"top {len(reply.picks)} ({reply.seconds:.2f} s)", title_justify="left")
+    title = f"top {len(reply.picks)} ({reply.seconds:.2f} s)"
+    if reply.score is not None:
+        title = (
+            f"slate of {len(reply.picks)}, joint log-prob {reply.score:.3f} ({reply.seconds:.2f} s)"
+        )
+    table = Table(title=title, title_justify="left")
     for col in ("#", "title", "item", "SID", "score"):
         table.add_column(col, justify="right" if col in ("#", "score") else "left")
     for n, p in enumerate(reply.picks, 1):
@@ -111,6 +108,12 @@ def _command(console: Console, session: ChatSession, line: str) -> bool:
             raise ValueError(f"/k takes a number, got {rest!r}; Fix: e.g. /k 5")
         session.set_k(int(rest))
         console.print(f"k = {session.k}")
+    elif name == "slate":
+        if rest and not rest.isdigit():
+            raise ValueError(
+                f"/slate takes a number, got {rest!r}; Fix: e.g. /slate 5 (or /slate for k)"
+            )
+        _render(console, session, session.slate(int(rest) if rest else None))
     elif name == "think":
         if rest not in ("on", "off"):
             raise ValueError(f"/think takes on or off, got {rest!r}; Fix: /think on or /think off")

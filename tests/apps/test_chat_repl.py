@@ -78,10 +78,20 @@ def test_repl_session(model_dir: Path, tmp_path: Path):
         assert "k = 4" in out
         out = _say(child, "more please")
         assert "top 4" in out
+        # /slate N: N distinct picks decoded as one slate, none of the history; /slate: k of them
+        seen = {"item3", "item7", second}
+        for line, n in (("/slate 3", 3), ("/slate", 4)):
+            out = _say(child, line)
+            assert re.search(rf"slate of {n}, joint log-prob -\d+\.\d{{3}}", out), out
+            rows = re.findall(r"│\s+(\d)\s+│\s+(movie \d+)\s+│\s+(item\d+)\s+│", out)
+            picks = [r[2] for r in rows]
+            assert len(set(picks)) == n and not set(picks) & seen, out
+        assert "/slate [N]" in _say(child, "/help")
         # bad input: one line, the REPL keeps going
         for bad, message in (
             ("/accept 9", "error: pick 9 does not exist; Fix: choose 1 to 4"),
             ("/k x", "error: /k takes a number"),
+            ("/slate x", "error: /slate takes a number"),
             ("/think on", "was not trained to think"),
             ("/add no-such-title-anywhere", "no item title contains"),
             ("/frobnicate", "error: unknown command /frobnicate; Fix: /help"),
