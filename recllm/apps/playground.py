@@ -11,9 +11,14 @@ The page has two tabs over one model directory:
   as in the P5 protocol). The beam width is its own setting, so for one history a smaller k
   shows the start of a larger k's list. Results are item cards (rank, title, SID, score), the
   raw generation with every SID span marked and named (exact item, else longest-prefix match,
-  labelled), rationales in collapsible blocks, and the latency. An edited template can be
-  saved to a prompts folder, always inside the folder the playground was started in
-  (:attr:`Playground.prompts_root`: absolute paths and ``..`` are refused).
+  labelled), rationales in collapsible blocks, and the latency. The "output" select switches a
+  side from the next-item top k to a **slate**: k distinct items decoded as ONE answer of k
+  SIDs (:meth:`Recommender.recommend_slates` on the side's prompt; "slate decoding": beam over
+  slates by joint log-prob, greedy, or sample; the beams slider is the slate beam width); its
+  cards are the items in answer order (position, per-item part of the score) under the slate's
+  joint log-prob, and its raw generation is the slate answer with each SID span named. An
+  edited template can be saved to a prompts folder, always inside the folder the playground
+  was started in (:attr:`Playground.prompts_root`: absolute paths and ``..`` are refused).
 - **Chat**: a conversation (:class:`recllm.apps.chat.ChatSession`, what ``recllm chat`` runs):
   item cards per answer, accepting a pick adds it to the history.
 
@@ -59,6 +64,8 @@ logger = logging.getLogger(__name__)
 #: Tokens of the raw generation shown under the cards.
 RAW_TOKENS = 48
 _TEMPLATE_FIX = "correct the template (reload the page for the model's own)"
+#: What a side of the Recommend tab outputs: the next-item ranking, or one slate.
+OUTPUTS = ("top k", "slate")
 
 
 @dataclass
@@ -75,9 +82,41 @@ class DecodeSettings:
     template: str | None = None  # edited `rec` template text; None: the model's own
     seed: int = 0
     exclude_history: bool = False  # hide the history's items (inside the SID constraint)
+    output: str = "top k"  # "top k" (next-item ranking) | "slate" (k distinct items, one answer)
+    slate_mode: str = "beam"  # how a slate is decoded: "beam" | "greedy" | "sample"
 
     def check(self, max_k: int) -> None:
         """Raise ``ValueError`` with the fix for settings that cannot run."""
+        from recllm.decode.slate import SLATE_MODES
+
+        if self.output not in OUTPUTS:
+            raise ValueError(
+                f"output must be one of {OUTPUTS}, got {self.output!r:.40}; Fix: pick top k "
+                "(the next-item ranking) or slate (k distinct items in one answer)"
+            )
+        if self.output == "slate":
+            if self.slate_mode not in SLATE_MODES:
+                raise ValueError(
+                    f"slate decoding must be one of {SLATE_MODES}, got {self.slate_mode!r:.40}; "
+                    "Fix: pick beam, greedy or sample"
+                )
+            if not self.constrained or self.think:
+                raise ValueError(
+                    "a slate is decoded inside the SID constraint, without thinking; Fix: turn "
+                    "the SID constraint on and thinking off, or output the top k"
+                )
+            if not 1 <= self.k <= max_k:
+                raise ValueError(f"k={self.k} is out of range; Fix: 1 <= k <= {max_k}")
+            if not 1 <= self.beams <= MAX_BEAMS:
+                raise ValueError(
+                    f"beams={self.beams} is out of range; Fix: 1 <= beams <= {MAX_BEAMS}"
+                )
+            if self.slate_mode == "sample" and not self.temperature > 0:
+                raise ValueError(
+                    f"sampling needs temperature > 0, got {self.temperature}; Fix: raise the "
+                    "temperature, or decode the slate by beam"
+                )
+            return
         if self.mode not in ("beam", "sample"):
             raise ValueError(
                 f"mode must be beam or sample, got {self.mode!r:.40}; Fix: pick beam (the best "
@@ -115,6 +154,7 @@ class RunResult:
     spans: list[SpanView] = field(default_factory=list)
     rationales: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    score: float | None = None  # a slate's joint log-prob (None for a ranking)
 
     @property
     def invalid(self) -> int:
@@ -280,14 +320,16 @@ class Playground:
         self, values: Sequence[Any], default_template: str | None = None
     ) -> DecodeSettings:
         """One side's settings from the page's raw values (template, constrained, think, mode,
-        beams, k, temperature, top-p, and optionally hide-history), as sent by the browser or an
-        API caller.
+        beams, k, temperature, top-p, and optionally hide-history, output and slate decoding),
+        as sent by the browser or an API caller.
 
         Raises:
             ValueError: A value of the wrong type or out of range; the message has the fix.
         """
         tpl, constrained, think, mode, beams, k, temperature, top_p = values[:8]
         hide = bool(values[8]) if len(values) > 8 else False
+        output = str(values[9]) if len(values) > 9 else "top k"
+        slate_mode = str(values[10]) if len(values) > 10 else "beam"
         return DecodeSettings(
             constrained=bool(constrained),
             mode=str(mode),
@@ -298,6 +340,8 @@ class Playground:
             think=bool(think),
             template=None if tpl == default_template else tpl,
             exclude_history=hide,
+            output=output,
+            slate_mode=slate_mode,
         )
 
     def run(self, history_text: str, settings: DecodeSettings) -> RunResult:
@@ -316,6 +360,8 @@ class Playground:
             t0 = time.perf_counter()
             if settings.think:
                 result = self._think(items, settings, prompt)
+            elif settings.output == "slate":
+                result = self._slate(messages, settings, items, prompt)
             else:
                 result = RunResult(self._items(messages, settings, items), prompt)
                 result.raw = self._raw(messages, settings)
@@ -337,6 +383,26 @@ class Playground:
         out = self.rec.recommend(items, s.k, num_beams=s.beams, think=True, think_options=options)
         raw = "\n".join(f"<think>\n{r}\n</think>" for r in out.rationales)
         return RunResult(list(out.recommendations), prompt, raw, rationales=list(out.rationales))
+
+    def _slate(
+        self, messages: list[dict[str, str]], s: DecodeSettings, history: list[str], prompt: str
+    ) -> RunResult:
+        """One slate of ``s.k`` distinct items decoded from the side's prompt; its raw
+        generation is the slate answer (the SIDs back to back)."""
+        from recllm.vocab import SID_FORMAT
+
+        found = self.rec.recommend_slates(
+            [history],
+            s.k,
+            mode=s.slate_mode,
+            num_beams=s.beams,
+            exclude_history=s.exclude_history,
+            temperature=s.temperature,
+            seed=s.seed,
+            prompts=[messages],
+        )[0][0]
+        raw = "".join(SID_FORMAT.render(self.rec.sid_map.code(r.item_id)) for r in found.items)
+        return RunResult(list(found.items), prompt, raw, score=found.score)
 
     def _items(
         self, messages: list[dict[str, str]], s: DecodeSettings, history: list[str]

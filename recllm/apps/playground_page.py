@@ -44,8 +44,17 @@ MAX_CHAT_K = 20
 # -- HTML --------------------------------------------------------------------------------------
 
 
-def cards_html(items: Sequence[Recommendation], sid_map: Any, seconds: float | None = None) -> str:
-    """Item cards: rank, title, item id, SID and score; an invalid answer gets a red card."""
+def cards_html(
+    items: Sequence[Recommendation],
+    sid_map: Any,
+    seconds: float | None = None,
+    slate_score: float | None = None,
+) -> str:
+    """Item cards: rank, title, item id, SID and score; an invalid answer gets a red card.
+
+    ``slate_score``: the items are one slate (cards in answer order, each score the item's
+    part); the summary says so and gives the joint log-prob (also as ``data-slate-score``).
+    """
     from recllm.vocab import SID_FORMAT
 
     cards = []
@@ -66,10 +75,15 @@ def cards_html(items: Sequence[Recommendation], sid_map: Any, seconds: float | N
         )
     invalid = sum(r.item_id is None for r in items)
     meta = f"{len(items)} items, {invalid} invalid"
+    attrs = ""
+    if slate_score is not None:
+        meta = f"slate of {len(items)} distinct items, joint log-prob {slate_score:.3f}"
+        attrs = f' data-slate-score="{slate_score!r}"'
     if seconds is not None:
         meta += f", {seconds * 1000:.0f} ms"
     return (
-        f'<div class="rl-meta rl-summary">{meta}</div><div class="rl-cards">{"".join(cards)}</div>'
+        f'<div class="rl-meta rl-summary"{attrs}>{meta}</div>'
+        f'<div class="rl-cards">{"".join(cards)}</div>'
     )
 
 
@@ -137,13 +151,15 @@ class Side:
     results: Any
     raw: Any
     hide_history: Any
+    output: Any
+    slate_mode: Any
 
     def settings_inputs(self) -> list[Any]:
         """The inputs of a run, in the order :meth:`Playground.settings` reads them."""
         s = self
         return [
             s.template, s.constrained, s.think, s.mode, s.beams, s.k, s.temperature, s.top_p,
-            s.hide_history,
+            s.hide_history, s.output, s.slate_mode,
         ]  # fmt: skip
 
 
@@ -172,6 +188,20 @@ def _side(gr: Any, pg: Playground, side: str, template: str, start: str) -> Side
             False, label="hide items in the history", elem_id=f"hide-history-{side}"
         )
     with gr.Row():
+        output = gr.Radio(
+            ["top k", "slate"],
+            value="top k",
+            label="output",
+            info="slate: k distinct items decoded as one answer",
+            elem_id=f"output-{side}",
+        )
+        slate_mode = gr.Radio(
+            ["beam", "greedy", "sample"],
+            value="beam",
+            label="slate decoding",
+            elem_id=f"slate-mode-{side}",
+        )
+    with gr.Row():
         beams = gr.Slider(1, MAX_BEAMS, 10, step=1, label="beams", elem_id=f"beams-{side}")
         k = gr.Slider(
             1, MAX_BEAMS, 10 if side == "A" else 5, step=1, label="k", elem_id=f"k-{side}"
@@ -183,7 +213,7 @@ def _side(gr: Any, pg: Playground, side: str, template: str, start: str) -> Side
     raw = gr.HTML(elem_id=f"raw-{side}")
     return Side(
         tpl, preview, folder, save, constrained, think, mode, beams, k, temperature, top_p,
-        results, raw, hide_history,
+        results, raw, hide_history, output, slate_mode,
     )  # fmt: skip
 
 
@@ -290,7 +320,7 @@ def _wire_recommend(
                 notes.append(f"error ({name}): {e}")
                 outputs += [f'<div class="rl-error">{html.escape(str(e))}</div>', ""]
                 continue
-            outputs.append(cards_html(res.items, pg.rec.sid_map, res.seconds))
+            outputs.append(cards_html(res.items, pg.rec.sid_map, res.seconds, res.score))
             outputs.append(rationales_html(res.rationales) + spans_html(res.raw, res.spans))
         return [note(" · ".join(notes) if notes else "ok"), *outputs]
 

@@ -539,16 +539,19 @@ class Recommender:
         exclude_history: bool = False,
         temperature: float = 1.0,
         seed: int | None = None,
+        prompts: Sequence[Prompt] | None = None,
     ) -> list[list[Slate]]:
         """:meth:`recommend_slate` for many histories: per history, its best ``num_slates``
-        slates, best first (``exclude`` / ``allow``: one entry per history)."""
+        slates, best first (``exclude`` / ``allow``: one entry per history). ``prompts``: the
+        prompts to decode from, one per history, when not the model's own (the playground's
+        edited template); the histories are still checked and ``exclude_history`` reads them."""
         import torch
 
         from recllm.decode import left_pad
         from recllm.decode.slate import Slate, slate_search
 
         encoded, beams, exclude, filters = self._slate_job(
-            histories, n, mode, num_beams, num_slates, exclude, allow, exclude_history
+            histories, n, mode, num_beams, num_slates, exclude, allow, exclude_history, prompts
         )
         if self.engine == "vllm":
             from recllm.decode.vllm_slate import vllm_slate_search
@@ -624,7 +627,9 @@ class Recommender:
                 )
         return filters
 
-    def _slate_job(self, histories, n, mode, num_beams, num_slates, exclude, allow, history):
+    def _slate_job(
+        self, histories, n, mode, num_beams, num_slates, exclude, allow, history, prompts=None
+    ):
         """Checked slate request: ``(encoded prompts, beams, exclude lists, item filter)``."""
         from recllm.decode import encode_prompts
         from recllm.decode.slate import SLATE_MODES
@@ -647,7 +652,16 @@ class Recommender:
                 f"{num_slates} slates from {beams} beams",
                 "ask for 1 <= num_slates <= num_beams (greedy decodes one slate)",
             )
-        prompts = self.prompts(histories, n)  # checks the histories and 1 <= n <= max_k
+        if prompts is None:
+            prompts = self.prompts(histories, n)  # checks the histories and 1 <= n <= max_k
+        elif len(prompts) != len(histories):
+            raise ValueError(
+                f"{len(prompts)} prompts for {len(histories)} histories; Fix: one prompt per "
+                "history"
+            )
+        else:
+            for h in histories:
+                self.check_request(h, n)
         exclude = self.filter_lists(histories, exclude, history)
         filters = self.slate_filter(exclude, allow, n)
         return encode_prompts(self.tokenizer, prompts), beams, exclude, filters

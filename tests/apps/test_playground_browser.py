@@ -234,6 +234,30 @@ def test_chat_tab(browser, url: str, shots: Path):
     page.close()
 
 
+def test_slate_mode(browser, url: str, shots: Path):
+    """Issue 32 item 5: side A switched to "output: slate" with the history hidden shows k (10)
+    distinct items in answer order under the slate's joint log-prob, none of the history;
+    side B (top k) is unchanged."""
+    page = _open(browser, url)
+    history = {i.strip() for i in page.locator("#history textarea").input_value().split(",")}
+    page.locator('#output-A input[value="slate"]').check()
+    page.click("#hide-history-A input")
+    assert _run(page) == "ok"
+    items = page.locator("#results-A .rl-card").evaluate_all(
+        "els => els.map(e => [e.dataset.rank, e.dataset.item])"
+    )
+    assert [int(r) for r, _ in items] == list(range(1, 11))
+    picks = [i for _, i in items]
+    assert len(set(picks)) == 10 and not set(picks) & history, picks
+    summary = page.locator("#results-A .rl-summary")
+    assert re.match(r"slate of 10 distinct items, joint log-prob -\d+\.\d{3}", summary.inner_text())
+    assert float(summary.get_attribute("data-slate-score")) < 0
+    assert len(_cards(page, "B")) == 5  # B still outputs its top k
+    assert page.locator("#results-B .rl-summary").get_attribute("data-slate-score") is None
+    page.screenshot(path=str(shots / "playground_slate.png"), full_page=True)
+    page.close()
+
+
 def test_eight_concurrent_sessions(url: str):
     """Eight browser contexts (separate sessions) load the page and run A/B at once: every one
     gets its cards and an ok status; none sees another's error."""

@@ -52,6 +52,8 @@ def _side(pg: Playground, **changes) -> list:
         temperature=1.0,
         top_p=1.0,
         hide_history=False,
+        output="top k",
+        slate_mode="beam",
     )
     values.update(changes)
     return list(values.values())
@@ -75,6 +77,10 @@ def _status(text: str) -> str:
         ({"mode": "sample", "temperature": "hot"}, "temperature must be a number"),
         ({"mode": "sample", "top_p": 0}, "sampling needs temperature > 0 and 0 < top-p <= 1"),
         ({"mode": "sample", "top_p": 1.5}, "sampling needs temperature > 0 and 0 < top-p <= 1"),
+        ({"output": "list"}, "output must be one of ('top k', 'slate')"),
+        ({"output": "slate", "slate_mode": "topk"}, "slate decoding must be one of"),
+        ({"output": "slate", "constrained": False}, "a slate is decoded inside the SID constraint"),
+        ({"output": "slate", "k": 0}, "k=0 is out of range"),
     ],
 )
 def test_out_of_range_run_input_is_a_status_message_not_a_traceback(page, capfd, changes, message):
@@ -99,6 +105,52 @@ def test_in_range_input_runs(page, capfd):
     assert _status(out[0]) == "ok"
     assert out[1].count('class="rl-card"') == 4 and out[3].count('class="rl-card"') == 5
     assert "Traceback" not in capfd.readouterr().err
+
+
+def _slate_of(html: str) -> tuple[list[str], list[str], float]:
+    """The cards' items and positions, and the joint log-prob, of a side's results HTML."""
+    score = re.search(r'data-slate-score="([^"]+)"', html)
+    assert score is not None, html[:500]
+    items = re.findall(r'data-item="([^"]+)"', html)
+    return items, re.findall(r'data-rank="(\d+)"', html), float(score.group(1))
+
+
+def test_slate_output_through_the_page_api(page):
+    """Issue 32 item 5: "output: slate" answers one slate (Recommender.recommend_slate on the
+    same history: items, positions, joint log-prob), the history hidden inside the constraint
+    when asked; the control side (history shown) holds a history item."""
+    pg, client, _ = page
+    rec = pg.rec
+    history = [r.item_id for r in rec.recommend(["item2"], 50, num_beams=50)][:4]
+    hidden = _side(pg, k=5, beams=6, output="slate", hide_history=True)
+    shown = _side(pg, k=5, beams=6, output="slate")
+    out = client.predict(", ".join(history), *hidden, *shown, api_name="/on_run")
+    assert _status(out[0]) == "ok"
+    items, ranks, score = _slate_of(out[1])
+    want = rec.recommend_slate(history, 5, num_beams=6, exclude_history=True)
+    assert items == [r.item_id for r in want.items] and ranks == ["1", "2", "3", "4", "5"]
+    assert score == pytest.approx(want.score) and f"joint log-prob {want.score:.3f}" in out[1]
+    assert len(set(items)) == 5 and not set(items) & set(history)
+    assert out[2].count('class="rl-span exact"') == 5  # the slate answer, each SID named
+    control, _, _ = _slate_of(out[3])
+    assert len(set(control)) == 5 and set(control) & set(history), control
+    # greedy and seeded sampling decode as the Recommender does
+    greedy = _side(pg, k=4, output="slate", slate_mode="greedy")
+    drawn = _side(pg, k=4, beams=3, output="slate", slate_mode="sample", temperature=2.0)
+    out = client.predict(", ".join(history), *greedy, *drawn, api_name="/on_run")
+    want = rec.recommend_slate(history, 4, mode="greedy")
+    assert _slate_of(out[1])[0] == [r.item_id for r in want.items]
+    want = rec.recommend_slate(history, 4, mode="sample", num_beams=3, temperature=2.0, seed=0)
+    assert _slate_of(out[3])[0] == [r.item_id for r in want.items]
+    # an edited template is the prompt the slate is decoded from
+    edited = pg.template_text().replace("Which item", "EDITED. Which item")
+    assert edited != pg.template_text()
+    sides = [*_side(pg, k=3, output="slate", template=edited), *_side(pg, k=3, output="slate")]
+    out = client.predict(", ".join(history), *sides, api_name="/on_run")
+    prompt = pg.messages(history, edited)
+    want = rec.recommend_slates([history], 3, num_beams=10, prompts=[prompt])[0][0]
+    assert _slate_of(out[1])[2] == pytest.approx(want.score)
+    assert _slate_of(out[3])[2] != pytest.approx(want.score)  # the control: the model's prompt
 
 
 @pytest.mark.parametrize(
