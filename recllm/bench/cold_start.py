@@ -306,6 +306,7 @@ def fresh_candidates(
         "users": digest([(list(ex.history), ex.target) for ex in examples]),
         "new": digest(sorted(new_items)),
         "beams": beams,
+        "groups": "trained items | new items",  # (the first group held every item before)
     }
 
     def compute() -> dict:
@@ -370,8 +371,10 @@ def with_bonus(
     return out
 
 
-#: The bonuses :func:`choose_bonus` tries (nats per answer token, on length-normalised scores).
-BONUS_GRID = tuple(round(0.05 * n, 2) for n in range(0, 61))
+#: The bonuses :func:`choose_bonus` tries (nats per answer token, on length-normalised scores):
+#: negative ones too, since the new items' group can put more of them in a list than the
+#: validation users want.
+BONUS_GRID = tuple(round(0.05 * n, 2) for n in range(-20, 61))
 
 
 def choose_bonus(

@@ -117,10 +117,11 @@ def sid_beam_search(
             admissible item under them are never candidates, so the ``k`` answers are ``k``
             admissible items (fewer only when fewer exist).
         fresh: Items added after training and their score bonus
-            (:class:`recllm.decode.fresh.FreshItems`): a second group of ``num_beams`` beams
-            per prompt, sharing the prefill, walks only into subtrees that hold a new item; the
-            new items' scores get the bonus, and the two groups' answers are merged (each item
-            once). Equals the merge of two searches, the catalog's and the new items'.
+            (:class:`recllm.decode.fresh.FreshItems`): the beams walk only towards trained
+            items, and a second group of ``num_beams`` beams per prompt, sharing the prefill,
+            only into subtrees that hold a new item; the new items' scores get the bonus, and
+            the two groups' answers are merged. Equals the merge of two searches, the trained
+            items' alone and the new items' alone.
 
     Returns:
         A :class:`SIDBeamOutput` on the model's device.
@@ -204,9 +205,9 @@ def sid_beam_search(
             allowed &= prefixes.allowed_codes(trie, prompt_rows, nodes, level)
         if item_filter is not None:
             allowed &= ~item_filter.removed_codes(prompt_rows, nodes)
-        if fresh is not None:  # the second group only walks towards new items
+        if fresh is not None:  # trained items in the first group, new ones in the second
             below = trie.child(nodes[..., None].expand_as(allowed), code_range.expand_as(allowed))
-            allowed &= ~fresh_group | fresh.nodes[below.clamp(min=0)]
+            allowed &= fresh.walkable(below, fresh_group)
         cand = torch.where(allowed, cand + scores[..., None], float("-inf"))
         flat = cand.view(batch, beams * max_codes)
         width = min(num_beams, flat.shape[1])

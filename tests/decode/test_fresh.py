@@ -1,9 +1,12 @@
 """recllm.decode.fresh: the new items' beam group and score bonus in ``sid_beam_search``.
 
 The new items are the ones a tiny model ranks lowest, as for items it never trained on. Checked:
-the shared-prefill search equals the merge of two separate searches (the catalog's, and the
-new items' alone through an allow-list), exhaustively scored; a plain search of the same width
-(the control) returns none of the new items, the fresh group with a bonus does.
+the shared-prefill search equals the merge of two separate searches (the trained items' alone
+through an exclude filter, the new items' alone through an allow-list), exhaustively scored; a
+plain search of the same width (the control) returns none of the new items, the fresh group with
+a bonus does. With the new items the model likes best and a large negative bonus, the result is
+exactly the stale model's (the new items take no beam from the trained ones), where a plain
+search over the whole catalog (the control) loses trained items to them.
 """
 
 from __future__ import annotations
@@ -38,7 +41,10 @@ def tiny():
 
 def _merged(model, ids, mask, trie, new, bonus, beams, k, stop):
     """The reference: two separate searches, bonus on the new items, best k distinct."""
-    a = sid_beam_search(model, ids, mask, trie, num_beams=beams, stop_token_id=stop)
+    trained = ItemFilter.from_items(trie, exclude=[new] * ids.shape[0])
+    a = sid_beam_search(
+        model, ids, mask, trie, num_beams=beams, stop_token_id=stop, item_filter=trained
+    )
     only_new = ItemFilter.from_items(trie, allow=[new] * ids.shape[0])
     b = sid_beam_search(
         model, ids, mask, trie, num_beams=beams, stop_token_id=stop, item_filter=only_new
@@ -111,6 +117,43 @@ def test_the_control_misses_the_new_items_and_the_bonus_brings_them(tiny):
     )
     assert torch.equal(high.items, alone.items)
     torch.testing.assert_close(high.scores, alone.scores + 50.0)
+
+
+def test_new_items_take_no_beam_from_the_trained_ones(tiny):
+    sid_map, model, tok, trie, ids, mask, _ = tiny
+    stop = tok.eos_token_id
+    full = sid_beam_search(model, ids, mask, trie, num_beams=len(sid_map), stop_token_id=stop)
+    rank = torch.zeros(len(sid_map))
+    for row in full.items.tolist():
+        for r, item in enumerate(row):
+            rank[item] += r
+    liked = rank.argsort()[:5].tolist()  # the 5 items the model ranks best: now the "new" ones
+    stale = sid_beam_search(
+        model,
+        ids,
+        mask,
+        trie,
+        num_beams=3,
+        stop_token_id=stop,
+        item_filter=ItemFilter.from_items(trie, exclude=[liked] * len(PROMPTS)),
+    )
+    got = sid_beam_search(
+        model,
+        ids,
+        mask,
+        trie,
+        num_beams=3,
+        stop_token_id=stop,
+        fresh=FreshItems.from_rows(trie, liked, bonus=-50.0),
+    )
+    assert torch.equal(got.items, stale.items)
+    torch.testing.assert_close(got.scores, stale.scores)
+    # the control: a search over the whole catalog gives beams to the new items, and what is
+    # left of the trained items is not the stale model's list
+    plain = sid_beam_search(model, ids, mask, trie, num_beams=3, stop_token_id=stop)
+    assert set(plain.items.flatten().tolist()) & set(liked)
+    kept = [[i for i in row if i not in liked] for row in plain.items.tolist()]
+    assert kept != stale.items.tolist()
 
 
 def test_merge_groups_keeps_each_item_once():
