@@ -443,8 +443,12 @@ class Recommender:
             stop_token_id=None if stop == self.stop_token_id else stop,
             exclude=_as_ids(exclude),
         )
+        first = search
+        if self.fresh is not None:  # the trained items alone first, as the HF beam groups do
+            rows = search["exclude"] or [[] for _ in encoded]
+            first = {**search, "exclude": [[*(r or []), *self.new_items] for r in rows]}
         ranked = vllm_sid_beam_search(
-            self.backend, encoded, self.trie, allow=_as_ids(allow), **search
+            self.backend, encoded, self.trie, allow=_as_ids(allow), **first
         )
         if self.fresh is not None:
             ranked = self._with_new_items(ranked, encoded, allow, search)
@@ -452,7 +456,8 @@ class Recommender:
 
     def _with_new_items(self, ranked, encoded, allow, search) -> list[list[tuple[int, float]]]:
         """vLLM: the new items' search (an allow-list of them; vLLM's prefix cache serves the
-        prompt again), merged with ``ranked`` after the bonus, as the HF beam group does."""
+        prompt again), merged with ``ranked`` (the trained items' search) after the bonus, as
+        the HF beam groups are."""
         from recllm.decode.vllm_beam import vllm_sid_beam_search
 
         new = set(self.new_items)
