@@ -8,7 +8,7 @@ import json
 import pytest
 
 from recllm.sid.sidmap import SIDMap
-from recllm.testing import save_tiny_model
+from recllm.testing import save_tiny_model, save_tiny_recommender
 from recllm.vocab.checkpoint import read_vocab_record
 from tests.scripts.running import ROOT, run_script
 
@@ -59,3 +59,32 @@ def test_lists_smoke(tmp_path, shared_data_or_none):
     assert len(scores) == 12 and all(len(set(x)) == 5 for x in scores)
     assert (out / "lists.png").read_bytes()[:4] == b"\x89PNG"
     assert "| SASRec top N |" in (out / "table.md").read_text()
+
+
+@pytest.mark.slow  # two from-scratch decoder runs, three decoding passes, SASRec
+def test_lists_smoke_sid_sequence(tmp_path):
+    """--kind seqlm on the tiny data set (no categorical field): the slate arm's windows are
+    max_items + n items, its slates continue the history's SIDs."""
+    data = save_tiny_recommender(tmp_path / "tiny").parent / "data"
+    out = tmp_path / "out"
+    args = ["--kind", "seqlm", "--config", str(ROOT / "recipes" / "seqlm.yaml"), "--n", "2"]
+    args += ["--data", str(data), "--out", str(out), "--sasrec-minutes", "0.05"]
+    args += ["--recipe-args", "--valid_users", "0", "--num_train_epochs", "2"]
+    args += ["--codebook_size", "4", "--hidden_size", "32", "--num_heads", "2"]
+    args += ["--intermediate_size", "64", "--per_device_train_batch_size", "8"]
+    args += ["--warmup_steps", "0", "--time_budget_minutes", "null"]
+    _, last = run_script("lists.py", *args, cwd=tmp_path)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["category_field"] is None and summary["n"] == 2
+    # every user the loader keeps (3+ items) is split or counted as skipped (fewer than 5)
+    assert summary["test_users"] == summary["split_users"] >= 30
+    assert summary["split_users"] + summary["skipped_users"] <= 40
+    for name, f in last["rows"].items():
+        assert f["short_lists"] == 0 and "category_diversity" not in f, name
+        assert 0 <= f["ndcg@2"] <= 1 and 0 < f["sid_diversity"] <= 1
+    slate = json.loads((out / "slate" / "resolved_config.json").read_text())
+    plain = json.loads((out / "next_item" / "resolved_config.json").read_text())
+    assert json.dumps(slate).count('"session_length": 2') >= 1
+    assert json.dumps(plain).count('"session_length": 1') >= 1
+    lists = json.loads((out / "scores" / "slate.json").read_text())["result"]["lists"]
+    assert len(lists) == summary["test_users"] and all(len(set(x)) == 2 for x in lists)
