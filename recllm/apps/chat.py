@@ -232,6 +232,12 @@ class ChatSession:
             raise ValueError(
                 f"a slate holds 1 to {self.rec.max_k} items, got {n!r}; Fix: e.g. /slate 5"
             )
+        unseen = len(self.rec.sid_map) - len(set(self.history))
+        if n > unseen:
+            raise ValueError(
+                f"a slate of {n} unseen items, but the history leaves {unseen}; Fix: /slate "
+                f"{unseen} or fewer"
+            )
         t0 = time.perf_counter()
         found = self.rec.recommend_slate(
             self.history, n, mode=mode, num_beams=max(self.num_beams, n), exclude_history=True

@@ -55,3 +55,7 @@ def test_slate_errors(plain: Recommender):
         chat.slate(0)
     with pytest.raises(ValueError, match="a slate holds 1 to 50 items, got 51; Fix"):
         chat.slate(51)
+    full = ChatSession(plain, plain.sid_map.item_ids[:57], k=5)  # 60 items, 57 seen
+    with pytest.raises(ValueError, match="the history leaves 3; Fix: /slate 3 or fewer"):
+        full.slate(4)
+    assert len(full.slate(3).picks) == 3  # the control: the 3 unseen items fit
