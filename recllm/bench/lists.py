@@ -313,7 +313,8 @@ def run(s: ListsSettings, root: Path) -> dict[str, Any]:
     data_cfg = dataclasses.replace(data_cfg, split="session", split_session_length=s.n)
     dataset = load_rec_dataset(config=data_cfg)
     split = split_dataset(dataset, data_cfg)
-    assert isinstance(split, SessionSplit)
+    if not isinstance(split, SessionSplit):  # split_dataset ignored split="session"
+        raise TypeError(f"expected a next-session split, got {type(split).__name__}")
     catalog = dataset.catalog
     sessions = select_users(split.test_sessions, s.users, seed=s.seed)
     if s.kind == "seqlm":
