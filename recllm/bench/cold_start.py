@@ -384,7 +384,7 @@ def choose_bonus(
     grid: Sequence[float] = BONUS_GRID,
 ) -> tuple[float, list[dict[str, Any]]]:
     """The bonus with the highest R@10 over all of ``examples`` (validation users: warm and
-    cold together, as the traffic comes); ties go to the smaller bonus.
+    cold together, as the traffic comes); ties go to the bonus nearest 0, then the smaller.
 
     Returns:
         ``(bonus, curve)``: the choice and, per bonus tried, ``{"bonus", "R@10", "cold_R@10",
@@ -404,7 +404,7 @@ def choose_bonus(
                 "cold_share_top10": f["cold_share_top10"],
             }
         )
-    best = max(curve, key=lambda c: (c["R@10"], -c["bonus"]))
+    best = max(curve, key=lambda c: (c["R@10"], -abs(c["bonus"]), -c["bonus"]))
     return best["bonus"], curve
 
 

@@ -73,5 +73,7 @@ def test_with_bonus_and_choose_bonus_exact():
     bonus, curve = choose_bonus([c[:3] for c in cands], test, new, grid=(0.0, 0.55, 2.0))
     by = {c["bonus"]: c for c in curve}
     assert by[0.0]["cold_R@10"] == 1.0  # top 10 holds every candidate: k=10 finds n1 anyway
-    assert bonus == 0.0  # all three bonuses give R@10 1.0: the smallest wins
+    assert bonus == 0.0  # all three bonuses give R@10 1.0: the one nearest 0 wins
+    bonus, _ = choose_bonus([c[:3] for c in cands], test, new, grid=(-1.0, -0.5, 0.0, 0.55))
+    assert bonus == 0.0  # a tie with negative bonuses too
     assert by[2.0]["cold_share_top10"] == round(2 / 5, 4)
