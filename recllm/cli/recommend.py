@@ -150,9 +150,14 @@ def _request(args: argparse.Namespace) -> tuple[list[str], int]:
 
 def cmd_recommend(args: argparse.Namespace) -> int:
     """``recllm recommend`` (see the module docstring)."""
+    import os
+
     from recllm.apps.recommender import Recommender
 
     history, want = _request(args)
+    # stdout holds the answer alone (``--json`` is read by programs); vLLM logs to stdout unless
+    # told otherwise, so its log joins ours on stderr
+    os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
     beams = args.beams or 0
     rec = Recommender.from_pretrained(
         args.model,
