@@ -260,7 +260,7 @@ def table(rows: dict[str, dict[str, Any]], n: int) -> str:
 
 
 def plot(rows: dict[str, dict[str, Any]], path: str | Path, title: str, n: int) -> Path:
-    """Set Recall@N over SID diversity, one labelled point per row."""
+    """Set Recall@N over SID diversity, one point per row (named in the legend)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -273,14 +273,14 @@ def plot(rows: dict[str, dict[str, Any]], path: str | Path, title: str, n: int) 
         if f.get(f"recall@{n}") is None or f.get("sid_diversity") is None:
             continue
         x, y = f["sid_diversity"], f[f"recall@{n}"]
-        ax.scatter([x], [y], s=40)
-        ax.annotate(name, (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
+        ax.scatter([x], [y], s=50, label=name)
     ax.set_xlabel(f"SID diversity (distinct first-level codes / {n})")
     ax.set_ylabel(f"set Recall@{n} against the next session")
     ax.set_xlim(0, 1.05)
     ax.set_ylim(bottom=0)
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left")
     fig.tight_layout()
     return save_png(fig, path)
 
