@@ -46,6 +46,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=3000,
         help="validation users (a seeded sample; 0 = all) the new-item bonus is chosen on",
     )
+    p.add_argument(
+        "--warm-tolerance",
+        type=float,
+        default=0.05,
+        help="the second bonus row: the most validation cold R@10 with warm R@10 within this "
+        "share of the trained items' list",
+    )
     p.add_argument("--warmup-steps", type=int, default=0, help="warm-up row (chat models)")
     p.add_argument("--sasrec-minutes", type=float, default=5.0, help="SASRec training budget")
     p.add_argument(
@@ -80,6 +87,7 @@ def main(argv: list[str] | None = None) -> dict:
         batch_size=args.batch_size,
         users=args.users,
         bonus_users=args.bonus_users,
+        warm_tolerance=args.warm_tolerance,
         warmup_steps=args.warmup_steps,
         sasrec_minutes=args.sasrec_minutes,
         recipe_args=tuple(args.recipe_args),

@@ -77,3 +77,32 @@ def test_with_bonus_and_choose_bonus_exact():
     bonus, _ = choose_bonus([c[:3] for c in cands], test, new, grid=(-1.0, -0.5, 0.0, 0.55))
     assert bonus == 0.0  # a tie with negative bonuses too
     assert by[2.0]["cold_share_top10"] == round(2 / 5, 4)
+    assert with_bonus(cands, new, float("-inf"), k=10) == [["w1", "w2"], ["w3"]]
+
+
+def test_choose_bonus_with_a_warm_tolerance():
+    """The goal's rule: the most cold R@10 whose warm R@10 stays within the tolerance of the
+    trained items' own list; the all-users rule (the control) gives the warm user away."""
+    from recllm.bench.cold_start import choose_bonus
+
+    def user(prefix, target_score=None, new=None, new_score=None):
+        cands = [(f"{prefix}{n}", -1.0 - 0.1 * n) for n in range(10)]  # 10th at -1.9
+        return cands + ([(new, new_score)] if new else [])
+
+    new = ["n1", "n2"]
+    cands = [
+        user("t", new="n2", new_score=-2.6),  # warm: target t9, the 10th; n2 enters at 0.8
+        user("u", new="n1", new_score=-2.25),  # cold: n1 enters at 0.5
+        user("v", new="n1", new_score=-2.25),
+        user("w", new="n1", new_score=-2.55),  # cold: n1 enters only at 0.8
+        user("x", new="n1", new_score=-2.55),
+    ]
+    test = [Example("a", ("h",), "t9")] + [Example(f"c{n}", ("h",), "n1") for n in range(4)]
+    grid = (0.0, 0.5, 0.8)
+    plain, curve = choose_bonus(cands, test, new, grid=grid)
+    by = {c["bonus"]: c for c in curve}
+    assert [by[b]["cold_R@10"] for b in grid] == [0.0, 0.5, 1.0]
+    assert [by[b]["warm_R@10"] for b in grid] == [1.0, 1.0, 0.0]
+    assert plain == 0.8  # the control: R@10 of all is highest where the warm user is lost
+    assert choose_bonus(cands, test, new, grid=grid, warm_tolerance=0.05)[0] == 0.5
+    assert choose_bonus(cands, test, new, grid=grid, warm_tolerance=1.0)[0] == 0.8
