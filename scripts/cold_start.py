@@ -75,22 +75,13 @@ def main(argv: list[str] | None = None) -> dict:
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     args = parse_args(argv)
-    settings = cold_start.ColdStartSettings(
-        kind=args.kind,
-        config=Path(args.config),
-        out=Path(args.out),
-        data=args.data,
-        max_users=args.max_users,
-        share=args.share,
-        seed=args.seed,
-        beams=args.beams,
-        batch_size=args.batch_size,
-        users=args.users,
-        bonus_users=args.bonus_users,
-        warm_tolerance=args.warm_tolerance,
-        warmup_steps=args.warmup_steps,
-        sasrec_minutes=args.sasrec_minutes,
-        recipe_args=tuple(args.recipe_args),
+    settings = cold_start.ColdStartSettings(  # every flag is a settings field of the same name
+        **{
+            **vars(args),
+            "config": Path(args.config),
+            "out": Path(args.out),
+            "recipe_args": tuple(args.recipe_args),
+        },
     )
     summary = {"machine": machine_line(), **cold_start.run(settings, ROOT)}
     out = Path(args.out)

@@ -70,20 +70,13 @@ def main(argv: list[str] | None = None) -> dict:
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     args = parse_args(argv)
-    settings = lists.ListsSettings(
-        kind=args.kind,
-        config=Path(args.config),
-        out=Path(args.out),
-        data=args.data,
-        max_users=args.max_users,
-        n=args.n,
-        users=args.users,
-        seed=args.seed,
-        beams=args.beams,
-        batch_size=args.batch_size,
-        session_weight=args.session_weight,
-        sasrec_minutes=args.sasrec_minutes,
-        recipe_args=tuple(args.recipe_args),
+    settings = lists.ListsSettings(  # every flag is a settings field of the same name
+        **{
+            **vars(args),
+            "config": Path(args.config),
+            "out": Path(args.out),
+            "recipe_args": tuple(args.recipe_args),
+        },
     )
     summary = {"machine": machine_line(), **lists.run(settings, ROOT)}
     out = Path(args.out)
