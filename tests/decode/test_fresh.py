@@ -29,14 +29,19 @@ def tiny():
     model, tok, token_ids = extended_model(sid_map, seed=5)
     trie = SIDTrie.from_sid_map(sid_map, token_ids)
     ids, mask = left_padded(tok, PROMPTS)
-    full = sid_beam_search(model, ids, mask, trie, num_beams=len(sid_map), stop_token_id=None)
     # the 5 items with the worst summed rank over the prompts: the "new" ones
-    rank = torch.zeros(len(sid_map))
+    new = _summed_rank(model, ids, mask, trie, None).argsort(descending=True)[:5].tolist()
+    return sid_map, model, tok, trie, ids, mask, new
+
+
+def _summed_rank(model, ids, mask, trie, stop):
+    """Per item, its rank summed over the prompts in an exhaustive search."""
+    full = sid_beam_search(model, ids, mask, trie, num_beams=trie.num_items, stop_token_id=stop)
+    rank = torch.zeros(trie.num_items)
     for row in full.items.tolist():
         for r, item in enumerate(row):
             rank[item] += r
-    new = rank.argsort(descending=True)[:5].tolist()
-    return sid_map, model, tok, trie, ids, mask, new
+    return rank
 
 
 def _merged(model, ids, mask, trie, new, bonus, beams, k, stop):
@@ -120,14 +125,10 @@ def test_the_control_misses_the_new_items_and_the_bonus_brings_them(tiny):
 
 
 def test_new_items_take_no_beam_from_the_trained_ones(tiny):
-    sid_map, model, tok, trie, ids, mask, _ = tiny
+    _, model, tok, trie, ids, mask, _ = tiny
     stop = tok.eos_token_id
-    full = sid_beam_search(model, ids, mask, trie, num_beams=len(sid_map), stop_token_id=stop)
-    rank = torch.zeros(len(sid_map))
-    for row in full.items.tolist():
-        for r, item in enumerate(row):
-            rank[item] += r
-    liked = rank.argsort()[:5].tolist()  # the 5 items the model ranks best: now the "new" ones
+    # the 5 items the model ranks best: now the "new" ones
+    liked = _summed_rank(model, ids, mask, trie, stop).argsort()[:5].tolist()
     stale = sid_beam_search(
         model,
         ids,
