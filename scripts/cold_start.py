@@ -54,6 +54,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "share of the trained items' list",
     )
     p.add_argument("--warmup-steps", type=int, default=0, help="warm-up row (chat models)")
+    p.add_argument(
+        "--no-text-head",
+        dest="text_head",
+        action="store_false",
+        help="skip the text head rows (recllm.decode.text_head, fitted on the frozen model)",
+    )
+    p.add_argument(
+        "--head-windows", type=int, default=3, help="text head: training windows per user"
+    )
     p.add_argument("--sasrec-minutes", type=float, default=5.0, help="SASRec training budget")
     p.add_argument(
         "--recipe-args",

@@ -354,6 +354,82 @@ def fresh_candidates(
     return [[(str(i), float(s)) for i, s in cands] for cands in got]
 
 
+def text_head_candidates(
+    cache: ScoreCache,
+    name: str,
+    model_dir: str | Path,
+    examples: Sequence[Example],
+    new_items: Sequence[str],
+    *,
+    batch_size: int = 32,
+    depth: int = K,
+) -> list[list[tuple[str, float]]]:
+    """Every user's best ``depth`` trained and best ``depth`` new items by the model's text head
+    (:mod:`recllm.decode.text_head`, fitted beforehand into ``model_dir``; the learned new-item
+    bias included), history items left out (cached under ``name``). The two lists hold every
+    top 10 :func:`with_bonus` can form, for any bonus."""
+    import hashlib
+
+    import torch
+
+    from recllm.data import load_rec_dataset
+    from recllm.data.config import DataConfig
+    from recllm.decode import encode_prompts
+    from recllm.decode.text_head import ItemTable, TextHead, prompt_states, top_items
+    from recllm.eval.run import PromptSpec, build_prompts
+    from recllm.sid.quantizer import SIDQuantizer
+    from recllm.vocab import SID_FORMAT, load_model_with_sids
+    from recllm.vocab.catalog_add import model_catalog
+
+    head_file = Path(model_dir) / "text_head" / "head.safetensors"
+    key = {
+        "model": model_fingerprint(model_dir),
+        "head": hashlib.sha256(head_file.read_bytes()).hexdigest(),
+        "users": digest([(list(ex.history), ex.target) for ex in examples]),
+        "new": digest(sorted(new_items)),
+        "depth": depth,
+    }
+
+    def compute() -> dict:
+        import time
+
+        start = time.perf_counter()
+        model, tok, sid_map = load_model_with_sids(model_dir)
+        model.eval()
+        head = TextHead.load(model_dir, hidden_size=model.config.hidden_size)
+        spec = PromptSpec.from_model_dir(model_dir)
+        catalog = model_catalog(model_dir, load_rec_dataset(config=DataConfig(**spec.data)).catalog)
+        table = ItemTable.build(head, SIDQuantizer.load(Path(model_dir) / "sid_quantizer"), catalog)
+        keep = [n for n, ex in enumerate(examples) if ex.history]
+        users = [examples[n] for n in keep]
+        encoded = encode_prompts(tok, build_prompts(spec, users, sid_map, catalog))
+        begin = SID_FORMAT.token_ids(tok, sid_map.codebook_sizes).begin_id
+        pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+        states = prompt_states(model, encoded, begin, batch_size=batch_size, pad_id=pad, desc=name)
+        del model
+        gc.collect()
+        held = set(new_items)
+        new = torch.tensor([i in held for i in table.item_ids])
+        found: list[list[tuple[str, float]]] = []
+        for s in range(0, len(users), 256):
+            part = users[s : s + 256]
+            with torch.no_grad():
+                scores = head.scores(
+                    states[s : s + 256], table.history_vectors([e.history for e in part]), table
+                )
+            seen = [list(e.history) for e in part]
+            old = top_items(scores, table, depth, exclude=seen, keep=~new)
+            fresh = top_items(scores, table, depth, exclude=seen, keep=new)
+            found += [a + b for a, b in zip(old, fresh, strict=True)]
+        ranked: list[list[tuple[str, float]]] = [[] for _ in examples]
+        for n, cands in zip(keep, found, strict=True):
+            ranked[n] = cands
+        return {"candidates": ranked, "seconds": round(time.perf_counter() - start, 1)}
+
+    got = cache.get_or_compute(name, key, compute)["candidates"]
+    return [[(str(i), float(s)) for i, s in cands] for cands in got]
+
+
 def with_bonus(
     candidates: Sequence[Sequence[tuple[str, float]]],
     new_items: Sequence[str],
@@ -425,6 +501,119 @@ def choose_bonus(
         key=lambda c: (c["cold_R@10"] or 0.0, c["R@10"], -abs(c["bonus"]), -c["bonus"]),
     )
     return best["bonus"], curve
+
+
+#: The bonuses tried on the text head's scores (cosine / temperature + bias: wider than a
+#: log-prob's per-token scale).
+HEAD_BONUS_GRID = tuple(round(0.1 * n, 1) for n in range(-30, 81))
+HEAD_ROW = "recllm text head, trained items"
+
+
+def _text_head_rows(
+    s: ColdStartSettings,
+    cache: ScoreCache,
+    model_dir: Path,
+    valid: Sequence[Example],
+    test: Sequence[Example],
+    held_out: Sequence[str],
+    rows: dict[str, dict[str, Any]],
+) -> dict[str, Any]:
+    """Fit the text head into ``model_dir`` (kept when its settings match), choose its bonus on
+    ``valid`` by the warm-tolerance rule, add its three rows; returns the fit and bonus info."""
+    import json
+
+    from recllm.decode.text_head_fit import TextHeadConfig, fit_model_text_head
+
+    config = TextHeadConfig(windows_per_user=s.head_windows, seed=s.seed)
+    doc = model_dir / "text_head" / "text_head.json"
+    if doc.is_file() and json.loads(doc.read_text()).get("config") == dataclasses.asdict(config):
+        fit = json.loads(doc.read_text())["fit"]
+    else:
+        _, report = fit_model_text_head(model_dir, config)
+        fit = {k: v for k, v in report.items() if k != "curve"}
+    opts = {"batch_size": s.batch_size}
+    cands = text_head_candidates(cache, "head_valid", model_dir, valid, held_out, **opts)
+    bonus, curve = choose_bonus(
+        cands, valid, held_out, HEAD_BONUS_GRID, warm_tolerance=s.warm_tolerance
+    )
+    cands = text_head_candidates(cache, "head_test", model_dir, test, held_out, **opts)
+    rows[HEAD_ROW] = {
+        **figures(with_bonus(cands, held_out, float("-inf")), test, held_out),
+        "note": "text head over the trained items only: its own warm reference",
+    }
+    rows["recllm text head + new items"] = {
+        **figures(with_bonus(cands, held_out, 0.0), test, held_out),
+        "note": f"new items at the learned new-item bias ({fit['new_bias']})",
+    }
+    rows["recllm text head + new items, bonus (warm within)"] = {
+        **figures(with_bonus(cands, held_out, bonus), test, held_out),
+        "note": f"bonus {bonus}: the most validation cold R@10 with warm R@10 within "
+        f"{s.warm_tolerance:.0%} of the head's trained items",
+    }
+    return {"fit": fit, "bonus": bonus, "validation_users": len(valid), "curve": curve}
+
+
+#: The text-similarity scales tried for the hybrid rows (on the beam's length-normalised
+#: log-prob scale: a new item scores ``alpha * cosine + bonus``).
+HYBRID_ALPHAS = (1.0, 2.0, 3.0, 5.0, 7.0, 10.0, 15.0)
+
+
+def text_similarity_candidates(
+    candidates: Sequence[Sequence[tuple[str, float]]],
+    cold: ColdSplit,
+    examples: Sequence[Example],
+    alpha: float,
+    depth: int = K,
+    knn: Any = None,
+) -> list[list[tuple[str, float]]]:
+    """Hybrid candidates: the beam's trained items with their scores, plus each user's best
+    ``depth`` new items by ``alpha`` times the text-KNN cosine to the user's recent items (the
+    same vectors as the text-KNN row); :func:`with_bonus` then shifts the new items."""
+    import numpy as np
+
+    from recllm.baselines.text_knn import TextKNN
+
+    if knn is None:
+        knn = TextKNN.from_catalog(cold.catalog, fit_ids=cold.train_catalog.ids)
+    held = set(cold.held_out)
+    rows = np.array([knn.index[i] for i in cold.held_out if i in knn.index])
+    out = []
+    for cands, ex in zip(candidates, examples, strict=True):
+        kept = [(i, s) for i, s in cands if i not in held]
+        u = knn.user_vector(ex.history) if ex.history else None
+        if u is not None and len(rows):
+            sims = knn.vectors[rows] @ u
+            seen = set(ex.history)
+            best = [
+                n for n in np.argsort(-sims, kind="stable") if knn.item_ids[rows[n]] not in seen
+            ]
+            kept += [(knn.item_ids[rows[n]], alpha * float(sims[n])) for n in best[:depth]]
+        out.append(kept)
+    return out
+
+
+def choose_hybrid(
+    candidates: Sequence[Sequence[tuple[str, float]]],
+    cold: ColdSplit,
+    valid: Sequence[Example],
+    warm_tolerance: float,
+) -> tuple[float, float, list[dict[str, Any]]]:
+    """``(alpha, bonus, per-alpha choices)``: per alpha the bonus of the warm-tolerance rule,
+    then the alpha whose choice has the most validation cold R@10 (ties: R@10 of all)."""
+    from recllm.baselines.text_knn import TextKNN
+
+    knn = TextKNN.from_catalog(cold.catalog, fit_ids=cold.train_catalog.ids)
+    tried = []
+    grid = [round(0.25 * n, 2) for n in range(-240, 41)]
+    for alpha in HYBRID_ALPHAS:
+        cands = text_similarity_candidates(candidates, cold, valid, alpha, knn=knn)
+        bonus, curve = choose_bonus(
+            cands, valid, cold.held_out, grid, warm_tolerance=warm_tolerance
+        )
+        point = next(c for c in curve if c["bonus"] == bonus)
+        tried.append({"alpha": alpha, **point})
+    best = max(tried, key=lambda c: (c["cold_R@10"] or 0.0, c["R@10"]))
+    return best["alpha"], best["bonus"], tried
 
 
 def popularity_lists(split: Split, n_users: int) -> list[list[str]]:
@@ -549,6 +738,8 @@ class ColdStartSettings:
     bonus_users: int = 3000
     warm_tolerance: float = 0.05
     warmup_steps: int = 0
+    text_head: bool = True
+    head_windows: int = 3
     sasrec_minutes: float = 5.0
     recipe_args: tuple[str, ...] = ()
 
@@ -650,6 +841,23 @@ def run(s: ColdStartSettings, root: Path) -> dict[str, Any]:
         "note": f"bonus {goal_bonus}: the most validation cold R@10 with warm R@10 within "
         f"{s.warm_tolerance:.0%} of the trained items' list",
     }
+    # the hybrid: new items by text similarity, merged with the trained items' beam scores
+    fresh_v = fresh_candidates(
+        cache, "fresh_valid", added, valid, cold.catalog, cold.held_out, **rank
+    )
+    alpha, hb, tried = choose_hybrid(fresh_v, cold, valid, s.warm_tolerance)
+    info["hybrid"] = {"alpha": alpha, "bonus": hb, "tried": tried}
+    rows["recllm + new items by text similarity (hybrid, warm within)"] = {
+        **figures(
+            with_bonus(text_similarity_candidates(cands, cold, test, alpha), cold.held_out, hb),
+            test,
+            cold.held_out,
+        ),
+        "note": f"trained items by the beam, new items by {alpha} x text cosine + {hb}, both "
+        f"chosen on {len(valid)} validation users (warm within {s.warm_tolerance:.0%})",
+    }
+    if s.text_head:
+        info["text_head"] = _text_head_rows(s, cache, added, valid, test, cold.held_out, rows)
     name = "recllm + new items, warm-up" + (f" ({s.warmup_steps} steps)" if s.warmup_steps else "")
     if s.kind == "seqlm":
         rows[name] = {"note": "not run: the SID-sequence decoder has no item text to warm up on"}
@@ -691,6 +899,10 @@ def run(s: ColdStartSettings, root: Path) -> dict[str, Any]:
     for f in rows.values():
         if f.get("warm_R@10") is not None and base_warm:
             f["warm_R@10_rel"] = round(f["warm_R@10"] / base_warm - 1, 4)
+    own = rows.get(HEAD_ROW, {}).get("warm_R@10")
+    for n, f in rows.items():
+        if n.startswith("recllm text head") and own and f.get("warm_R@10") is not None:
+            f["warm_R@10_vs_head"] = round(f["warm_R@10"] / own - 1, 4)
     flags = sum(cold.cold)
     return {
         "kind": s.kind,

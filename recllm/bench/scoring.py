@@ -51,12 +51,15 @@ def digest(value: Any) -> str:
 def model_fingerprint(model_dir: str | os.PathLike[str]) -> str:
     """A hash of a model directory's files: the content of the small ones (configs, SID map,
     tokenizer), the size and modification time of the large ones (weights). Retraining into the
-    same directory changes it; reading the directory does not."""
+    same directory changes it; reading the directory does not. A text head (``text_head/``,
+    :mod:`recllm.decode.text_head`) is left out: fitting one changes no SID decoding result,
+    and the scores that use it key on its own files."""
     root = Path(model_dir)
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: no such model directory")
     h = hashlib.sha256()
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+    files = (p for p in root.rglob("*") if p.is_file())
+    for path in sorted(p for p in files if p.relative_to(root).parts[0] != "text_head"):
         st = path.stat()
         h.update(str(path.relative_to(root)).encode() + b"\0")
         if st.st_size <= _SMALL:

@@ -1,6 +1,8 @@
-"""``recllm catalog add``: give a trained model new items without retraining (issue 31).
+"""``recllm catalog add``: give a trained model new items without retraining (issue 31);
+``recllm catalog text-head``: fit a text head on it (:mod:`recllm.decode.text_head`).
 
 recllm catalog add --model DIR --items NEW_ITEMS_FILE --out DIR2 [--sids SID_DIR]
+recllm catalog text-head --model DIR [--windows-per-user N]
 
 The new items get codes from the SID quantizer the model was built with (the model's
 ``sid_quantizer/``, or ``--sids DIR`` for a model saved before recllm kept it); existing items
@@ -13,7 +15,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-__all__ = ["add_parsers", "cmd_catalog_add"]
+__all__ = ["add_parsers", "cmd_catalog_add", "cmd_catalog_text_head"]
 
 
 def cmd_catalog_add(args: argparse.Namespace) -> int:
@@ -71,6 +73,27 @@ def cmd_catalog_add(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_catalog_text_head(args: argparse.Namespace) -> int:
+    from recllm.decode.text_head_fit import TextHeadConfig, fit_model_text_head
+    from recllm.vocab.checkpoint import check_model_dir
+
+    check_model_dir(Path(args.model), weights=True)
+    config = TextHeadConfig(
+        windows_per_user=args.windows_per_user,
+        epochs=args.epochs,
+        pseudo_new=args.pseudo_new,
+        history_mean=not args.no_history_mean,
+        seed=args.seed,
+    )
+    _, report = fit_model_text_head(args.model, config, data=args.data)
+    print(
+        f"wrote {Path(args.model) / 'text_head'}: {report['train_windows']} training windows, "
+        f"valid loss {report['valid_loss']} (uniform {report['uniform_loss']}) at epoch "
+        f"{report['best_epoch']}, new-item bias {report['new_bias']}"
+    )
+    return 0
+
+
 def add_parsers(sub: Any) -> None:
     """``recllm catalog add``."""
     cat = sub.add_parser("catalog", help="change a trained model's catalog")
@@ -105,3 +128,27 @@ def add_parsers(sub: Any) -> None:
     )
     a.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     a.set_defaults(func=cmd_catalog_add)
+    h = csub.add_parser(
+        "text-head",
+        help="fit a text head on a trained model (frozen): every item, new ones included, "
+        "ranked by its text from the model's state (writes DIR/text_head/)",
+    )
+    h.add_argument("--model", required=True, help="model directory saved by recllm")
+    h.add_argument("--data", default=None, help="data set (default: the one the model records)")
+    h.add_argument(
+        "--windows-per-user", type=int, default=3, help="training windows per user (last N steps)"
+    )
+    h.add_argument("--epochs", type=int, default=40, help="most epochs (early stopping on valid)")
+    h.add_argument(
+        "--pseudo-new",
+        type=float,
+        default=0.1,
+        help="share of items per batch scored with the shared new-item bias",
+    )
+    h.add_argument(
+        "--no-history-mean",
+        action="store_true",
+        help="query from the model state alone (no recent-items text mean)",
+    )
+    h.add_argument("--seed", type=int, default=0)
+    h.set_defaults(func=cmd_catalog_text_head)

@@ -106,3 +106,65 @@ def test_choose_bonus_with_a_warm_tolerance():
     assert plain == 0.8  # the control: R@10 of all is highest where the warm user is lost
     assert choose_bonus(cands, test, new, grid=grid, warm_tolerance=0.05)[0] == 0.5
     assert choose_bonus(cands, test, new, grid=grid, warm_tolerance=1.0)[0] == 0.8
+
+
+def _hybrid_split():
+    from recllm.bench.cold_start import ColdSplit
+    from recllm.data.types import Catalog
+
+    texts = {
+        "a": "red garden hose",
+        "b": "blue kitchen knife",
+        "w1": "green garden rake",
+        "w2": "steel kitchen pan",
+        "n1": "red garden hose reel",  # new: close to a
+        "n2": "blue kitchen knife block",  # new: close to b
+    }
+    full = Catalog({i: {"title": t} for i, t in texts.items()}, ("title",))
+    train = full.subset(["a", "b", "w1", "w2"])
+    return ColdSplit(["n1", "n2"], None, None, full, train, None, [])  # type: ignore[arg-type]
+
+
+def test_text_similarity_candidates_keep_the_beam_and_add_similar_new_items():
+    from recllm.bench.cold_start import text_similarity_candidates
+
+    cold = _hybrid_split()
+    beam = [[("w1", -1.0), ("n2", -3.0), ("w2", -2.0)], [("w2", -0.5)]]
+    users = [Example("u1", ("a",), "n1"), Example("u2", ("b",), "w2")]
+    got = text_similarity_candidates(beam, cold, users, alpha=2.0, depth=1)
+    # the beam's new item leaves; each user's most similar new item joins at 2 x its cosine
+    assert [i for i, _ in got[0]] == ["w1", "w2", "n1"]
+    assert [i for i, _ in got[1]] == ["w2", "n2"]
+    assert got[0][:2] == [("w1", -1.0), ("w2", -2.0)]
+    assert 0.0 < got[0][2][1] <= 2.0 + 1e-5
+    # a history item is never proposed: with n1 in the history, n2 is the best new item left
+    again = text_similarity_candidates(beam[:1], cold, [Example("u1", ("a", "n1"), "n2")], 2.0, 1)
+    assert [i for i, _ in again[0]][-1] == "n2"
+
+
+def test_choose_hybrid_finds_the_cold_user_without_costing_the_warm_one():
+    from recllm.bench.cold_start import ColdSplit, choose_hybrid, text_similarity_candidates
+    from recllm.bench.cold_start import with_bonus
+    from recllm.data.types import Catalog
+
+    base = _hybrid_split()
+    extra = {f"t{k}": {"title": f"plain item number {k}"} for k in range(10)}
+    full = Catalog({**base.catalog.items, **extra}, ("title",))
+    cold = ColdSplit(["n1", "n2"], None, None, full, full.subset([*"ab", *extra]), None, [])
+    # the cold user's trained items score low, the warm user's high, its target 10th
+    beam = [
+        [(f"t{k}", -5.0 - 0.1 * k) for k in range(10)],
+        [(f"t{k}", -0.1 - 0.1 * k) for k in range(10)],
+    ]
+    users = [Example("u1", ("a",), "n1"), Example("u2", ("b",), "t9")]
+    alpha, bonus, tried = choose_hybrid(beam, cold, users, warm_tolerance=0.05)
+    assert {t["alpha"] for t in tried} == {1.0, 2.0, 3.0, 5.0, 7.0, 10.0, 15.0}
+    cands = text_similarity_candidates(beam, cold, users, alpha)
+    f = figures(with_bonus(cands, cold.held_out, bonus), users, cold.held_out)
+    assert f["cold_R@10"] == 1.0 and f["warm_R@10"] == 1.0
+    # controls: without the new items the cold user gets nothing; with a bonus that lets the
+    # warm user's similar new item in too, its target drops out of the top 10
+    stale = figures(with_bonus(cands, cold.held_out, float("-inf")), users, cold.held_out)
+    assert stale["cold_R@10"] == 0.0
+    greedy = figures(with_bonus(cands, cold.held_out, 10.0), users, cold.held_out)
+    assert greedy["cold_R@10"] == 1.0 and greedy["warm_R@10"] == 0.0

@@ -80,3 +80,15 @@ def test_scorer_scores_once_and_rescores_a_retrained_model(tmp_path):
     assert model_fingerprint(model_dir) != before
     fresh = scorer.score("start", model_dir)
     assert "marker" not in fresh.figures and len(fresh.ranks) == 12
+
+
+def test_fingerprint_leaves_the_text_head_out(tmp_path):
+    from recllm.bench.scoring import model_fingerprint
+
+    (tmp_path / "config.json").write_text("{}")
+    before = model_fingerprint(tmp_path)
+    (tmp_path / "text_head").mkdir()
+    (tmp_path / "text_head" / "text_head.json").write_text("{}")
+    assert model_fingerprint(tmp_path) == before  # a fitted head changes no SID decoding result
+    (tmp_path / "config.json").write_text('{"a": 1}')
+    assert model_fingerprint(tmp_path) != before  # control: a model file does count
