@@ -159,3 +159,42 @@ def test_vllm_new_item_bonus_equals_hf(model_dir: Path, tmp_path: Path):
     assert count([[i for i, _ in g] for g in got]) > count(
         [[r.item_id for r in row] for row in control]
     )
+
+
+def test_vllm_hybrid_text_new_items_equal_hf(tmp_path: Path):
+    """The hybrid (added items by text similarity beside a search of the trained items alone,
+    ``catalog add --new-item-text-alpha``) gives the same items and scores on vLLM as on HF;
+    the control: the lists hold added items, which the search alone never returns."""
+    import json
+
+    from recllm.cli import main
+    from recllm.decode import encode_prompts
+    from tests.decode.test_text_head import GROUPS, PER_GROUP, grouped_model
+
+    base = grouped_model(tmp_path)
+    items = tmp_path / "new.jsonl"
+    items.write_text(
+        "".join(
+            json.dumps({"item_id": f"new-{w}", "title": f"{w} new item"}) + "\n" for w in GROUPS
+        )
+    )
+    out = tmp_path / "hybrid"
+    argv = ["catalog", "add", "--model", str(base), "--items", str(items), "--out", str(out)]
+    assert main([*argv, "--new-item-text-alpha", "5", "--new-item-bonus", "0"]) == 0
+    hf = Recommender.from_pretrained(out, engine="hf")
+    histories = [[str(g * PER_GROUP + k) for k in range(4)] for g in range(len(GROUPS))]
+    job = {
+        "model_dir": str(out),
+        "histories": histories,
+        "calls": {"hybrid": {}},
+        "prompts": encode_prompts(hf.tokenizer, hf.prompts(histories, 8)),
+        "draws": 1,
+        "exclude": ["0"],
+        "allow": ["0", "1"],
+    }
+    got = run_vllm_child(_CHILD, job, tmp_path, VLLM_ENV)["hybrid"]
+    want = hf.recommend_batch(histories, k=8, num_beams=10)
+    for g, w in zip(got, want, strict=True):
+        assert [i for i, _ in g] == [r.item_id for r in w]
+        assert max(abs(s - r.score) for (_, s), r in zip(g, w, strict=True)) < 1e-4
+    assert any(i.startswith("new-") for row in got for i, _ in row)  # the merge did its work

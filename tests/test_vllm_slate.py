@@ -72,6 +72,7 @@ def test_vllm_slates_equal_hf(model_dir: Path, tmp_path: Path):
             "allow": [None, list(items[::2]), None],
             "exclude_history": True,
         },
+        "spread": {"n": 3, "num_beams": 5, "num_slates": 2, "spread": True},
     }
     from recllm.decode import encode_prompts
 
@@ -92,6 +93,10 @@ def test_vllm_slates_equal_hf(model_dir: Path, tmp_path: Path):
                 assert len(set(ids)) == kw["n"]
                 assert abs(score - w.score) < 5e-4, name
                 assert max(abs(p - r.score) for p, r in zip(parts, w.items, strict=True)) < 5e-4
+    first = {i: hf.sid_map.code(i)[0] for i in items}
+    for row in got["spread"]:  # each item under its own first code
+        for ids, _, _ in row:
+            assert len({first[i] for i in ids}) == len(ids)
     for n, row in enumerate(got["filters"]):
         banned = set(histories[n]) | set(calls["filters"]["exclude"][n] or ())
         for ids, _, _ in row:

@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from recllm.data.types import Catalog
     from recllm.decode import Prompt
     from recllm.decode.filters import ItemFilter
+    from recllm.decode.fresh import TextNewItems
     from recllm.decode.slate import Slate
     from recllm.decode.think import ThinkOptions, ThinkResult
     from recllm.sid.sidmap import SIDMap
@@ -89,6 +90,7 @@ class Recommender:
         batch_size: int = 16,
         new_items: Sequence[str] = (),
         new_item_bonus: float | None = None,
+        text_new: TextNewItems | None = None,
     ) -> None:
         from recllm.decode import SIDTrie
         from recllm.vocab import SID_FORMAT
@@ -120,7 +122,10 @@ class Recommender:
         self.new_items = list(new_items)
         self.new_item_bonus = new_item_bonus
         self.fresh = None
-        if new_item_bonus is not None and self.new_items:
+        # or: the new items scored by text similarity beside a search of the trained items alone
+        # (the hybrid, recllm.decode.fresh.TextNewItems); it replaces the beam group
+        self.text_new = text_new
+        if text_new is None and new_item_bonus is not None and self.new_items:
             from recllm.decode.fresh import FreshItems
 
             self.fresh = FreshItems.from_ids(self.trie, self.new_items, new_item_bonus)
@@ -142,6 +147,7 @@ class Recommender:
         batch_size: int = 16,
         allow_other_data: bool = False,
         new_item_bonus: float | None = None,
+        new_item_text_alpha: float | None = None,
     ) -> Recommender:
         """Load a model directory written by recllm and start its engine.
 
@@ -164,6 +170,10 @@ class Recommender:
                 in a beam group of their own (:mod:`recllm.decode.fresh`); default: the bonus
                 the model directory records (``recllm catalog add --new-item-bonus``), None
                 when it records none (plain search).
+            new_item_text_alpha: Score the added items by ``alpha`` x their text cosine to the
+                history's recent items + the bonus, beside a search of the trained items alone
+                (:class:`recllm.decode.fresh.TextNewItems`, the hybrid); default: the alpha the
+                model directory records (``recllm catalog add --new-item-text-alpha``).
 
         Raises:
             VocabMismatchError: Model, tokenizer and SID map do not belong together.
@@ -196,10 +206,27 @@ class Recommender:
         if data is not None:
             _check_catalog(model_dir, data, catalog, allow_other_data)
         catalog = model_catalog(model_dir, catalog)  # + items added by `recllm catalog add`
-        from recllm.vocab.catalog_add import read_added_items, recorded_new_item_bonus
+        from recllm.vocab.catalog_add import (
+            read_added_items,
+            recorded_new_item_bonus,
+            recorded_new_item_text_alpha,
+        )
 
         if new_item_bonus is None:
             new_item_bonus = recorded_new_item_bonus(model_dir)
+        if new_item_text_alpha is None:
+            new_item_text_alpha = recorded_new_item_text_alpha(model_dir)
+        new_items = read_added_items(model_dir).ids
+        text_new = None
+        if new_item_text_alpha is not None and new_items:
+            from recllm.decode.fresh import TextNewItems
+            from recllm.sid.quantizer import SIDQuantizer
+            from recllm.vocab.catalog_add import model_quantizer_dir
+
+            quantizer = SIDQuantizer.load(model_quantizer_dir(model_dir, None))
+            text_new = TextNewItems.build(
+                quantizer, catalog, new_items, new_item_text_alpha, new_item_bonus or 0.0
+            )
         if backend is None:
             backend = _start_backend(model_dir, engine, tokenizer, dtype, max_k, vllm_kwargs)
         return cls(
@@ -212,8 +239,9 @@ class Recommender:
             backend=backend,
             max_k=max_k,
             batch_size=batch_size,
-            new_items=read_added_items(model_dir).ids,
+            new_items=new_items,
             new_item_bonus=new_item_bonus,
+            text_new=text_new,
         )
 
     # -- requests ----------------------------------------------------------------------------
@@ -341,7 +369,60 @@ class Recommender:
         entry per history, each a list of item ids or None)."""
         prompts = self.prompts(histories, k)
         exclude = self.filter_lists(histories, exclude, exclude_history)
-        return self.recommend_prompts(prompts, k, num_beams=num_beams, exclude=exclude, allow=allow)
+        if self.text_new is None:
+            return self.recommend_prompts(
+                prompts, k, num_beams=num_beams, exclude=exclude, allow=allow
+            )
+        self.item_filter(exclude, allow)  # unknown ids and empty filters: refused here
+        searched = self._without_new(len(histories), exclude, allow)
+        found = self.recommend_prompts(
+            prompts, k, num_beams=num_beams, exclude=searched, allow=allow
+        )
+        return self._with_text_new(found, histories, k, exclude, allow)
+
+    def _without_new(
+        self, n_prompts: int, exclude: ItemLists | None, allow: ItemLists | None
+    ) -> ItemLists:
+        """``exclude`` plus the new items (the hybrid's search is over trained items only); a
+        prompt whose allow-list holds only new items keeps its search over them (an empty
+        search is refused), and the text candidates join it."""
+        new = list(self.text_new.new_items) if self.text_new is not None else []
+        rows = exclude if exclude is not None else [None] * n_prompts
+        out: list[Sequence[Any] | None] = []
+        for n, ex in enumerate(rows):
+            a = allow[n] if allow is not None else None
+            if a is not None and set(map(str, a)) <= set(new):
+                out.append(ex)  # nothing trained is allowed: leave the search as it is
+            else:
+                out.append([*(ex or ()), *new])
+        return out
+
+    def _with_text_new(
+        self,
+        found: list[list[Recommendation]],
+        histories: Sequence[Sequence[Any]],
+        k: int,
+        exclude: ItemLists | None,
+        allow: ItemLists | None,
+    ) -> list[list[Recommendation]]:
+        """Merge the trained items' lists with the new items' text-similarity candidates."""
+        from recllm.decode.fresh import TextNewItems
+
+        extra = self.text_new.candidates(  # type: ignore[union-attr]
+            [[str(i) for i in h] for h in histories], k, _as_ids(exclude), _as_ids(allow)
+        )
+        out = []
+        for recs, more in zip(found, extra, strict=True):
+            have = {r.item_id for r in recs}
+            more = [(i, s) for i, s in more if i not in have]
+            merged = TextNewItems.merge([(r.item_id, r.score) for r in recs], more, k)
+            out.append(
+                [
+                    Recommendation(i, s, self.catalog.title(i) if i in self.catalog else None)
+                    for i, s in merged
+                ]
+            )
+        return out
 
     def filter_lists(
         self, histories: Sequence[Sequence[Any]], exclude: ItemLists | None, exclude_history: bool
@@ -503,6 +584,7 @@ class Recommender:
         exclude_history: bool = False,
         temperature: float = 1.0,
         seed: int | None = None,
+        spread: bool = False,
     ) -> Slate:
         """The best slate of ``n`` distinct items after ``history``, decoded in ONE answer of
         ``n`` SIDs (:func:`recllm.decode.slate.slate_search`): each item is chosen knowing the
@@ -514,6 +596,8 @@ class Recommender:
         ``exclude_history`` act inside the constraint as in :meth:`recommend`. On vLLM,
         ``"beam"`` and ``"greedy"`` (:func:`recllm.decode.vllm_slate.vllm_slate_search`, the
         same slates and scores); ``"sample"`` runs on the transformers engine only.
+        ``spread``: each item of the slate under its own first SID code (the items sharing a
+        first code with one already in the slate are excluded too), on either engine.
 
         Raises:
             UserError: ``"sample"`` on vLLM, a bad ``mode``, unknown item ids in the filters,
@@ -529,6 +613,7 @@ class Recommender:
             exclude_history=exclude_history,
             temperature=temperature,
             seed=seed,
+            spread=spread,
         )[0][0]
 
     def recommend_slates(
@@ -545,6 +630,7 @@ class Recommender:
         temperature: float = 1.0,
         seed: int | None = None,
         prompts: Sequence[Prompt] | None = None,
+        spread: bool = False,
     ) -> list[list[Slate]]:
         """:meth:`recommend_slate` for many histories: per history, its best ``num_slates``
         slates, best first (``exclude`` / ``allow``: one entry per history). ``prompts``: the
@@ -558,6 +644,8 @@ class Recommender:
         encoded, beams, exclude, filters = self._slate_job(
             histories, n, mode, num_beams, num_slates, exclude, allow, exclude_history, prompts
         )
+        if spread:
+            self._check_spread(filters, n, len(encoded))
         if self.engine == "vllm":
             from recllm.decode.vllm_slate import vllm_slate_search
 
@@ -570,6 +658,7 @@ class Recommender:
                 k=num_slates,
                 exclude=_as_ids(exclude),
                 allow=_as_ids(allow),
+                spread=spread,
             )
             return [[self._slate(s) for s in row] for row in found]
         model = self.backend
@@ -591,6 +680,7 @@ class Recommender:
                 item_filter=None if filters is None else filters.slice(start, stop),
                 temperature=temperature,
                 seed=None if seed is None else seed + start,
+                spread=spread,
             )
             for b in range(stop - start):
                 slates = []
@@ -607,6 +697,28 @@ class Recommender:
                     slates.append(Slate(self._named(ranked), float(found.scores[b, j])))
                 out.append(slates)
         return out
+
+    def _check_spread(self, filters: ItemFilter | None, n: int, rows: int) -> None:
+        """A spread slate needs ``n`` first SID codes left per history.
+
+        Raises:
+            UserError: A history whose filters leave fewer.
+        """
+        import torch
+
+        from recllm.decode.slate import _first_nodes
+
+        first = _first_nodes(self.trie)
+        every = torch.arange(self.trie.num_items)
+        for row in range(rows):
+            ok = every if filters is None else every[filters.allows_items(torch.tensor(row), every)]
+            have = int(first[ok].unique().numel())
+            if have < n:
+                raise UserError(
+                    "spread",
+                    f"history {row} has {have} first SID codes left, fewer than the slate's {n}",
+                    f"ask for n <= {have}, or leave spread off",
+                )
 
     def slate_filter(
         self, exclude: ItemLists | None, allow: ItemLists | None, n: int
@@ -787,6 +899,9 @@ class Recommender:
         prompts = encode_prompts(self.tokenizer, self.prompts(histories, k))
         exclude = self.filter_lists(histories, exclude, exclude_history)
         self.item_filter(exclude, allow)  # unknown ids and empty filters: refused here
+        searched = exclude
+        if self.text_new is not None:
+            searched = self._without_new(len(histories), exclude, allow)
         ranked = await async_vllm_sid_beam_search(
             self.backend,
             prompts,
@@ -794,10 +909,13 @@ class Recommender:
             num_beams=self._beams(k, num_beams),
             k=k,
             catalog=self.sid_map.content_hash,  # the engine keeps it across a catalog reload
-            exclude=_as_ids(exclude),
+            exclude=_as_ids(searched),
             allow=_as_ids(allow),
         )
-        return [self._named(r) for r in ranked]
+        found = [self._named(r) for r in ranked]
+        if self.text_new is None:
+            return found
+        return self._with_text_new(found, histories, k, exclude, allow)
 
     async def arecommend_thinking(
         self,

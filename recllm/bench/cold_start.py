@@ -13,6 +13,16 @@ held out form the *cold* set, all others the *warm* set. Rows, all ranked on the
   training).
 - ``recllm + new items, warm-up``: then ``warmup_steps`` steps on the new items' catalog texts
   (a chat model; the SID-sequence decoder has no text to warm up on).
+- ``recllm + new items, beam group (+ bonus)``: the new items searched in a beam group of their
+  own (:mod:`recllm.decode.fresh`), with a bonus chosen on validation users by R@10 of all, and
+  by the goal's rule (``warm_tolerance``: the most cold R@10 with warm within 5%).
+- ``recllm + new items by text similarity (hybrid)``: the trained items by the beam, the new
+  items by ``alpha`` x their text cosine to the user's recent items + a bonus
+  (:class:`recllm.decode.fresh.TextNewItems`, what ``catalog add --new-item-text-alpha`` makes
+  the Recommender do), ``alpha`` and the bonus chosen on validation users by the goal's rule.
+- ``recllm text head``: a read-out of the frozen model's state fitted into the added model
+  (:mod:`recllm.decode.text_head`), over the trained items alone (its own warm reference), with
+  the new items at its learned new-item bias, and with a bonus chosen by the goal's rule.
 - ``text-KNN``: :class:`recllm.baselines.text_knn.TextKNN` (TIGER's Semantic-KNN).
 - ``popularity``: the training split's most frequent items (cold R@10 0: a held-out item has
   no training count).
@@ -556,59 +566,45 @@ def _text_head_rows(
 #: The text-similarity scales tried for the hybrid rows (on the beam's length-normalised
 #: log-prob scale: a new item scores ``alpha * cosine + bonus``).
 HYBRID_ALPHAS = (1.0, 2.0, 3.0, 5.0, 7.0, 10.0, 15.0)
+#: The hybrid's bonuses: wide enough that ``-alpha`` (a new item at cosine 1 scoring 0) and the
+#: beam's log-prob range below it are covered.
+HYBRID_BONUS_GRID = tuple(round(0.5 * n, 1) for n in range(-60, 21))
 
 
 def text_similarity_candidates(
     candidates: Sequence[Sequence[tuple[str, float]]],
-    cold: ColdSplit,
+    text_new: Any,
     examples: Sequence[Example],
     alpha: float,
     depth: int = K,
-    knn: Any = None,
 ) -> list[list[tuple[str, float]]]:
-    """Hybrid candidates: the beam's trained items with their scores, plus each user's best
-    ``depth`` new items by ``alpha`` times the text-KNN cosine to the user's recent items (the
-    same vectors as the text-KNN row); :func:`with_bonus` then shifts the new items."""
-    import numpy as np
-
-    from recllm.baselines.text_knn import TextKNN
-
-    if knn is None:
-        knn = TextKNN.from_catalog(cold.catalog, fit_ids=cold.train_catalog.ids)
-    held = set(cold.held_out)
-    rows = np.array([knn.index[i] for i in cold.held_out if i in knn.index])
-    out = []
-    for cands, ex in zip(candidates, examples, strict=True):
-        kept = [(i, s) for i, s in cands if i not in held]
-        u = knn.user_vector(ex.history) if ex.history else None
-        if u is not None and len(rows):
-            sims = knn.vectors[rows] @ u
-            seen = set(ex.history)
-            best = [
-                n for n in np.argsort(-sims, kind="stable") if knn.item_ids[rows[n]] not in seen
-            ]
-            kept += [(knn.item_ids[rows[n]], alpha * float(sims[n])) for n in best[:depth]]
-        out.append(kept)
-    return out
+    """Hybrid candidates, as the Recommender forms them: the beam's trained items with their
+    scores, plus each user's best ``depth`` new items by ``alpha`` times their text cosine to
+    the user's recent items (``text_new``: a :class:`recllm.decode.fresh.TextNewItems`; its
+    own bonus is replaced by 0, :func:`with_bonus` then shifts the new items)."""
+    scorer = dataclasses.replace(text_new, alpha=alpha, bonus=0.0)
+    held = set(text_new.new_items)
+    extra = scorer.candidates([list(ex.history) for ex in examples], depth)
+    return [
+        [(i, s) for i, s in cands if i not in held] + more
+        for cands, more in zip(candidates, extra, strict=True)
+    ]
 
 
 def choose_hybrid(
     candidates: Sequence[Sequence[tuple[str, float]]],
-    cold: ColdSplit,
+    text_new: Any,
     valid: Sequence[Example],
     warm_tolerance: float,
 ) -> tuple[float, float, list[dict[str, Any]]]:
     """``(alpha, bonus, per-alpha choices)``: per alpha the bonus of the warm-tolerance rule,
     then the alpha whose choice has the most validation cold R@10 (ties: R@10 of all)."""
-    from recllm.baselines.text_knn import TextKNN
-
-    knn = TextKNN.from_catalog(cold.catalog, fit_ids=cold.train_catalog.ids)
+    held = list(text_new.new_items)
     tried = []
-    grid = [round(0.25 * n, 2) for n in range(-240, 41)]
     for alpha in HYBRID_ALPHAS:
-        cands = text_similarity_candidates(candidates, cold, valid, alpha, knn=knn)
+        cands = text_similarity_candidates(candidates, text_new, valid, alpha)
         bonus, curve = choose_bonus(
-            cands, valid, cold.held_out, grid, warm_tolerance=warm_tolerance
+            cands, valid, held, HYBRID_BONUS_GRID, warm_tolerance=warm_tolerance
         )
         point = next(c for c in curve if c["bonus"] == bonus)
         tried.append({"alpha": alpha, **point})
@@ -841,15 +837,22 @@ def run(s: ColdStartSettings, root: Path) -> dict[str, Any]:
         "note": f"bonus {goal_bonus}: the most validation cold R@10 with warm R@10 within "
         f"{s.warm_tolerance:.0%} of the trained items' list",
     }
-    # the hybrid: new items by text similarity, merged with the trained items' beam scores
+    # the hybrid: new items by text similarity (the SID quantizer's featurizer), merged with
+    # the trained items' beam scores, as Recommender does after `catalog add --new-item-text-alpha`
+    from recllm.decode.fresh import TextNewItems
+    from recllm.sid.quantizer import SIDQuantizer
+
+    text_new = TextNewItems.build(
+        SIDQuantizer.load(added / "sid_quantizer"), cold.catalog, cold.held_out, 1.0, 0.0
+    )
     fresh_v = fresh_candidates(
         cache, "fresh_valid", added, valid, cold.catalog, cold.held_out, **rank
     )
-    alpha, hb, tried = choose_hybrid(fresh_v, cold, valid, s.warm_tolerance)
+    alpha, hb, tried = choose_hybrid(fresh_v, text_new, valid, s.warm_tolerance)
     info["hybrid"] = {"alpha": alpha, "bonus": hb, "tried": tried}
     rows["recllm + new items by text similarity (hybrid, warm within)"] = {
         **figures(
-            with_bonus(text_similarity_candidates(cands, cold, test, alpha), cold.held_out, hb),
+            with_bonus(text_similarity_candidates(cands, text_new, test, alpha), cold.held_out, hb),
             test,
             cold.held_out,
         ),

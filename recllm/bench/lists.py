@@ -18,6 +18,9 @@ Rows, all on the same test users, each a list of N items:
 - ``next-item model, top N beams``: constrained SID beam search, the N best beams;
 - ``next-item model, slate beam (exclusion)``: ``slate_search`` on the next-item model after
   its ``rec`` prompt (the items already written excluded inside the constraint);
+- ``... (spread)``: the two slate rows again with ``spread=True``: each item of a slate under
+  its own first SID code (the items sharing a first code with one already in the slate are
+  excluded inside the constraint too);
 - ``SASRec top N`` (:mod:`recllm.baselines.sasrec`, trained on the same training part);
 - ``popularity``: the training part's N most frequent items.
 
@@ -58,6 +61,8 @@ RECIPES = {"chat": "plum_sft.py", "seqlm": "seqlm.py"}
 ROW_SLATE = "slate model (slate beam)"
 ROW_TOP = "next-item model, top N beams"
 ROW_EXCL = "next-item model, slate beam (exclusion)"
+ROW_SLATE_SPREAD = "slate model (slate beam, spread)"
+ROW_EXCL_SPREAD = "next-item model, slate beam (spread)"
 ROW_SASREC = "SASRec top N"
 ROW_POP = "popularity"
 
@@ -136,9 +141,11 @@ def slate_lists(
     prompt: str,
     beams: int = 10,
     batch_size: int = 16,
+    spread: bool = False,
 ) -> list[list[str]]:
     """Each user's best slate of ``n`` distinct items (:func:`recllm.decode.slate.slate_search`,
-    mode ``beam``, ``beams`` wide), cached under ``name``.
+    mode ``beam``, ``beams`` wide; ``spread``: each item under its own first code), cached
+    under ``name``.
 
     Args:
         prompt: ``"session"`` (the session task's prompt: a chat model's ``rec_session``, a
@@ -152,6 +159,7 @@ def slate_lists(
         "n": n,
         "beams": beams,
         "prompt": prompt,
+        **({"spread": True} if spread else {}),  # (older caches: no spread)
     }
 
     def compute() -> dict:
@@ -196,6 +204,7 @@ def slate_lists(
                     num_beams=beams,
                     num_return_sequences=1,
                     stop_token_id=stop,
+                    spread=spread,
                 )
             for row in out.items[:, 0].tolist():
                 found.append([sid_map.item_ids[i] for i in row if i >= 0])
@@ -348,6 +357,30 @@ def run(s: ListsSettings, root: Path) -> dict[str, Any]:
         cache, "next_item_slate", base.model_dir, sessions, catalog, n=n, prompt="rec", **decode
     )
     notes[ROW_EXCL] = "the next-item prompt; slate items excluded inside the constraint"
+    lists[ROW_SLATE_SPREAD] = slate_lists(
+        cache,
+        "slate_spread",
+        slate.model_dir,
+        sessions,
+        catalog,
+        n=n,
+        prompt="session",
+        spread=True,
+        **decode,
+    )
+    notes[ROW_SLATE_SPREAD] = "as the slate model's row, each item under its own first code"
+    lists[ROW_EXCL_SPREAD] = slate_lists(
+        cache,
+        "next_item_slate_spread",
+        base.model_dir,
+        sessions,
+        catalog,
+        n=n,
+        prompt="rec",
+        spread=True,
+        **decode,
+    )
+    notes[ROW_EXCL_SPREAD] = "the next-item prompt; each item under its own first code"
     histories = full_histories(split, sessions)
     sas, info["sasrec"] = sasrec_top(
         split,

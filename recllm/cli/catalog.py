@@ -27,6 +27,14 @@ def cmd_catalog_add(args: argparse.Namespace) -> int:
     from recllm.vocab.checkpoint import check_model_dir
 
     check_out_dir(args.out, args.overwrite)
+    if args.new_item_text_alpha is not None and not args.new_item_text_alpha > 0:
+        from recllm.errors import UserError
+
+        raise UserError(
+            "--new-item-text-alpha",
+            f"must be a positive number, got {args.new_item_text_alpha}",
+            "pass the alpha scripts/cold_start.py chose on validation users (e.g. 3)",
+        )
     model = Path(args.model)
     check_model_dir(model, weights=True)
     qdir = model_quantizer_dir(model, args.sids)
@@ -55,6 +63,7 @@ def cmd_catalog_add(args: argparse.Namespace) -> int:
         warmup_steps=args.warmup_steps,
         warmup=warmup,
         new_item_bonus=args.new_item_bonus,
+        new_item_text_alpha=args.new_item_text_alpha,
         quantizer_dir=qdir,
         overwrite=args.overwrite,
     )
@@ -125,6 +134,14 @@ def add_parsers(sub: Any) -> None:
         help="record a score bonus for the added items: decoders then search them in a beam "
         "group of their own and add it to their log-probs (choose it on validation users, "
         "e.g. with scripts/cold_start.py; docs/catalog.md)",
+    )
+    a.add_argument(
+        "--new-item-text-alpha",
+        type=float,
+        default=None,
+        help="score the added items by ALPHA x their text cosine to the history's recent items "
+        "+ --new-item-bonus, beside a search of the trained items alone (the hybrid; both "
+        "chosen on validation users by scripts/cold_start.py; docs/cold_start.md)",
     )
     a.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     a.set_defaults(func=cmd_catalog_add)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -35,9 +36,21 @@ def cmd_eval(args: argparse.Namespace) -> int:
         from recllm.eval.run import check_prefix_file
 
         check_prefix_file(args.prefixes, args.split, data_fields, dataset)
-    from recllm.vocab.catalog_add import read_added_items, recorded_new_item_bonus
+    from recllm.vocab.catalog_add import (
+        read_added_items,
+        recorded_new_item_bonus,
+        recorded_new_item_text_alpha,
+    )
 
-    if args.new_item_bonus is None:
+    if args.new_item_bonus is None and recorded_new_item_text_alpha(model_dir) is not None:
+        # the recorded bonus belongs to the hybrid's text scores, not to beam log-probs
+        logging.getLogger(__name__).warning(
+            "%s scores its added items by text similarity (catalog add --new-item-text-alpha): "
+            "recllm eval searches them by the beam without that bonus; scripts/cold_start.py "
+            "measures the hybrid",
+            model_dir,
+        )
+    elif args.new_item_bonus is None:
         args.new_item_bonus = recorded_new_item_bonus(model_dir)
     model, tokenizer, sid_map, recommender = _load_decoder(args, model_dir)
     think, prefixes = _think_and_prefixes(args, sid_map)

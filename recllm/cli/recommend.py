@@ -98,6 +98,7 @@ def _request(args: argparse.Namespace) -> tuple[list[str], int]:
             ("--slate-mode", args.slate_mode is not None),
             ("--seed", args.seed is not None),
             ("--temperature", args.temperature is not None),
+            ("--slate-spread", args.slate_spread),
         ):
             if given:
                 raise UserError(flag, "applies to slates only", "add --slate N, or drop it")
@@ -190,9 +191,12 @@ def cmd_recommend(args: argparse.Namespace) -> int:
             exclude_history=args.exclude_history,
             temperature=1.0 if args.temperature is None else args.temperature,
             seed=0 if args.seed is None else args.seed,
+            spread=args.slate_spread,
         )
         items, score = slate.items, slate.score
         answer = {"object": "slate", "n": want, "mode": mode, "score": score}
+        if args.slate_spread:
+            answer["spread"] = True
     rows = _rows(items, rec.sid_map)
     if args.json:
         print(json.dumps({**answer, "history": history, "items": rows}, ensure_ascii=False))
@@ -287,6 +291,11 @@ def add_parsers(sub: Any) -> None:
         default=None,
         help="how the slate is decoded: beam search over slates by joint log-prob (default), "
         "greedy, or sample (transformers engine only; the best of --beams draws)",
+    )
+    decoding.add_argument(
+        "--slate-spread",
+        action="store_true",
+        help="each item of the slate under its own first SID code (a more varied slate)",
     )
     decoding.add_argument(
         "--seed", type=_non_negative, default=None, help="seed of a sampled slate (default 0)"

@@ -115,6 +115,7 @@ def slate_search(
     stop_token_id: int | None = None,
     item_filter: ItemFilter | None = None,
     distinct: bool = True,
+    spread: bool = False,
     temperature: float = 1.0,
     seed: int | None = None,
 ) -> SlateOutput:
@@ -139,6 +140,9 @@ def slate_search(
             (:class:`recllm.decode.filters.ItemFilter`, one row per prompt), on top of the
             slate's own items.
         distinct: Exclude the items already in a slate (False: a control that may repeat).
+        spread: Also exclude every item whose first SID code is already in the slate, so each
+            item of a slate opens another first-level branch of the catalog (with
+            ``distinct``).
         temperature: Softmax temperature of ``"sample"`` (scores stay the model's log-probs).
         seed: Seed of ``"sample"`` (None: torch's global generator).
 
@@ -147,7 +151,8 @@ def slate_search(
 
     Raises:
         ValueError: A bad mode or size, a right-padded batch, or a prompt whose filter leaves
-            fewer than ``n`` items (with ``distinct``).
+            fewer than ``n`` items (with ``distinct``), or fewer than ``n`` first codes (with
+            ``spread``).
     """
     if mode not in SLATE_MODES:
         raise ValueError(f"mode must be one of {SLATE_MODES}, got {mode!r}")
@@ -173,8 +178,9 @@ def slate_search(
         if item_filter.rows != batch:
             raise ValueError(f"{item_filter.rows} item-filter rows for {batch} prompts")
         item_filter = item_filter.to(device)
+    first = _first_nodes(trie) if spread and distinct else None
     if distinct:
-        _check_enough_items(trie, item_filter, batch, n)
+        _check_enough_items(trie, item_filter, batch, n, first)
     input_ids = input_ids.to(device)
     if attention_mask is None:
         attention_mask = torch.ones_like(input_ids)
@@ -278,7 +284,7 @@ def slate_search(
                 scores = scores + forced.view(batch, num_beams)
         parts = torch.cat([parts, (scores - start)[..., None]], dim=2)
         if s < n - 1 and distinct:
-            filt, origin = _slate_filter(trie, item_filter, slate, batch)
+            filt, origin = _slate_filter(trie, item_filter, slate, batch, first)
 
     scores, order = scores.sort(dim=1, descending=True, stable=True)
     scores, order = scores[:, :k], order[:, :k]
@@ -291,35 +297,63 @@ def slate_search(
     )
 
 
-def _check_enough_items(trie: SIDTrie, item_filter: ItemFilter | None, batch: int, n: int) -> None:
+def _first_nodes(trie: SIDTrie) -> torch.Tensor:
+    """``(num_items,)``: each item's first-level trie node (items sharing one share a first
+    code)."""
+    from recllm.decode.filters import trie_index
+
+    index = trie_index(trie)
+    node = index.item_leaf
+    for _ in range(trie.levels - 1):
+        node = index.parent[node]
+    return node
+
+
+def _check_enough_items(
+    trie: SIDTrie,
+    item_filter: ItemFilter | None,
+    batch: int,
+    n: int,
+    first: torch.Tensor | None = None,
+) -> None:
+    what = "items" if first is None else "first SID codes (spread)"
     if item_filter is None:
-        if trie.num_items < n:
+        have = trie.num_items if first is None else int(first.unique().numel())
+        if have < n:
             raise ValueError(
-                f"a slate of {n} distinct items from a catalog of {trie.num_items}; Fix: ask for "
-                f"n <= {trie.num_items}"
+                f"a slate of {n} distinct {what} from a catalog of {have}; Fix: ask for n <= {have}"
             )
         return
     every = torch.arange(trie.num_items, device=item_filter.device)
     for r in range(batch):
-        free = int(item_filter.allows_items(torch.tensor(r, device=every.device), every).sum())
+        ok = item_filter.allows_items(torch.tensor(r, device=every.device), every)
+        free = int(ok.sum()) if first is None else int(first[ok].unique().numel())
         if free < n:
             raise ValueError(
-                f"prompt {r}: its filter leaves {free} items, fewer than the slate's {n}; Fix: "
+                f"prompt {r}: its filter leaves {free} {what}, fewer than the slate's {n}; Fix: "
                 f"ask for n <= {free} or loosen the filter"
             )
 
 
 def _slate_filter(
-    trie: SIDTrie, base: ItemFilter | None, slate: torch.Tensor, batch: int
+    trie: SIDTrie,
+    base: ItemFilter | None,
+    slate: torch.Tensor,
+    batch: int,
+    first: torch.Tensor | None = None,
 ) -> tuple[ItemFilter, torch.Tensor]:
     """The per-beam filter for the next slot: ``base`` (one row per prompt) repeated per beam,
-    plus each beam's slate items; and each beam's row in it."""
+    plus each beam's slate items (with ``first``, every item sharing a first-level node with
+    one of them); and each beam's row in it."""
     beams = slate.shape[1]
     rows = torch.arange(batch * beams, device=slate.device)
     flat = slate.reshape(batch * beams, -1)
     live = flat >= 0
     pair_rows = rows[:, None].expand_as(flat)[live]
     pair_items = flat[live]
+    if first is not None:  # (pairs, num_items): items under the same first code
+        pair, item = (first[pair_items][:, None] == first[None, :]).nonzero(as_tuple=True)
+        pair_rows, pair_items = pair_rows[pair], item
     if base is None:
         lists = [[] for _ in range(batch * beams)]
         for r, i in zip(pair_rows.tolist(), pair_items.tolist(), strict=True):

@@ -138,12 +138,15 @@ def slate_rounds(
     catalog: str | None = None,
     exclude: Sequence[Sequence[str] | None] | None = None,
     allow: Sequence[Sequence[str] | None] | None = None,
+    spread: bool = False,
 ) -> Generator[Round, list[CompletionOutput], list[list[RankedSlate]]]:
     """The slate beam search as rounds of requests (see the module docstring).
 
     ``stop_token_id``: the token scored after the last SID (default: the engine's stop token);
     ``catalog``: the SID map's content hash (the processor's ``recllm_catalog``);
-    ``exclude`` / ``allow``: per prompt, item ids (or None).
+    ``exclude`` / ``allow``: per prompt, item ids (or None);
+    ``spread``: a beam's requests also exclude every item under a first code its slate holds
+    (:func:`recllm.decode.slate.slate_search`'s ``spread``).
 
     Yields one round (``(token_ids, SamplingParams)`` per request) at a time and expects the
     requests' first ``CompletionOutput`` back, in order, through ``send``.
@@ -172,8 +175,21 @@ def slate_rounds(
         if lists is not None and len(lists) != len(prompts):
             raise ValueError(f"{len(lists)} {name} lists for {len(prompts)} prompts")
 
+    siblings: dict[int, list[int]] = {}  # spread: item row -> the rows under its first code
+    if spread:
+        from recllm.decode.slate import _first_nodes
+
+        first = _first_nodes(trie).tolist()
+        groups: dict[int, list[int]] = {}
+        for row, node in enumerate(first):
+            groups.setdefault(node, []).append(row)
+        siblings = {row: groups[node] for row, node in enumerate(first)}
+
     def params(p: int, beam: _Beam | None, max_tokens: int, logprobs: int, **kw) -> Any:
-        ex = [*(base_ex[p] or ()), *(item_ids[i] for i in (beam.items if beam else ()))]
+        taken = list(beam.items if beam else ())
+        if spread:
+            taken = list(dict.fromkeys(j for i in taken for j in siblings[i]))
+        ex = [*(base_ex[p] or ()), *(item_ids[i] for i in taken)]
         al = None if base_al[p] is None else [str(i) for i in base_al[p]]
         return _params(
             max_tokens,

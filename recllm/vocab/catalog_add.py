@@ -92,6 +92,16 @@ def recorded_new_item_bonus(model_dir: str | os.PathLike[str]) -> float | None:
     return None if bonus is None else float(bonus)
 
 
+def recorded_new_item_text_alpha(model_dir: str | os.PathLike[str]) -> float | None:
+    """The text-similarity scale the last ``recllm catalog add`` recorded (None: the added
+    items are searched by the beam, or none were added)."""
+    from recllm.vocab.checkpoint import read_vocab_record
+
+    additions = read_vocab_record(Path(model_dir)).get("catalog_additions") or []
+    alpha = additions[-1].get("new_item_text_alpha") if additions else None
+    return None if alpha is None else float(alpha)
+
+
 def read_added_items(model_dir: str | os.PathLike[str]) -> Catalog:
     """The items added to ``model_dir`` by :func:`add_items_to_model` (empty when none).
 
@@ -298,6 +308,7 @@ def add_items_to_model(
     quantizer_dir: str | os.PathLike[str] | None = None,
     overwrite: bool = False,
     new_item_bonus: float | None = None,
+    new_item_text_alpha: float | None = None,
 ) -> Path:
     """Write a copy of ``model_dir`` that also knows the assignment's new items.
 
@@ -319,6 +330,9 @@ def add_items_to_model(
         overwrite: Replace an existing non-empty ``out_dir``.
         new_item_bonus: Recorded for the decoders: every added item's score gets it, and a beam
             group of their own searches them (:mod:`recllm.decode.fresh`); None: plain search.
+        new_item_text_alpha: Recorded for the Recommender: the added items are scored by this
+            times their text cosine to the history's recent items, plus ``new_item_bonus``,
+            beside a search of the trained items alone (``TextNewItems``, the hybrid).
 
     Returns:
         ``out_dir`` as a Path.
@@ -352,6 +366,7 @@ def add_items_to_model(
             "items_added": len(added),
             "report": dict(getattr(assignment, "report", {}) or {}),
             "new_item_bonus": new_item_bonus,
+            "new_item_text_alpha": new_item_text_alpha,
         }
     )
     with atomic_dir(out_dir, overwrite=overwrite) as tmp:

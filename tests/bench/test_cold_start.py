@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import pytest
+import torch
 
 from recllm.bench.cold_start import figures, make_cold_split, popularity_lists, without_items
 from recllm.data import DataConfig, Example, load_rec_dataset, split_dataset
@@ -125,26 +126,41 @@ def _hybrid_split():
     return ColdSplit(["n1", "n2"], None, None, full, train, None, [])  # type: ignore[arg-type]
 
 
+def _text_new(cold):
+    from recllm.baselines.text_knn import TextKNN
+    from recllm.decode.fresh import TextNewItems
+
+    knn = TextKNN.from_catalog(cold.catalog, fit_ids=cold.train_catalog.ids, dim=4)
+    vectors = torch.as_tensor(knn.vectors)
+    return TextNewItems(tuple(cold.held_out), tuple(knn.item_ids), vectors, 1.0, 0.0)
+
+
 def test_text_similarity_candidates_keep_the_beam_and_add_similar_new_items():
     from recllm.bench.cold_start import text_similarity_candidates
 
     cold = _hybrid_split()
     beam = [[("w1", -1.0), ("n2", -3.0), ("w2", -2.0)], [("w2", -0.5)]]
     users = [Example("u1", ("a",), "n1"), Example("u2", ("b",), "w2")]
-    got = text_similarity_candidates(beam, cold, users, alpha=2.0, depth=1)
+    got = text_similarity_candidates(beam, _text_new(cold), users, alpha=2.0, depth=1)
     # the beam's new item leaves; each user's most similar new item joins at 2 x its cosine
     assert [i for i, _ in got[0]] == ["w1", "w2", "n1"]
     assert [i for i, _ in got[1]] == ["w2", "n2"]
     assert got[0][:2] == [("w1", -1.0), ("w2", -2.0)]
     assert 0.0 < got[0][2][1] <= 2.0 + 1e-5
     # a history item is never proposed: with n1 in the history, n2 is the best new item left
-    again = text_similarity_candidates(beam[:1], cold, [Example("u1", ("a", "n1"), "n2")], 2.0, 1)
+    again = text_similarity_candidates(
+        beam[:1], _text_new(cold), [Example("u1", ("a", "n1"), "n2")], 2.0, 1
+    )
     assert [i for i, _ in again[0]][-1] == "n2"
 
 
 def test_choose_hybrid_finds_the_cold_user_without_costing_the_warm_one():
-    from recllm.bench.cold_start import ColdSplit, choose_hybrid, text_similarity_candidates
-    from recllm.bench.cold_start import with_bonus
+    from recllm.bench.cold_start import (
+        ColdSplit,
+        choose_hybrid,
+        text_similarity_candidates,
+        with_bonus,
+    )
     from recllm.data.types import Catalog
 
     base = _hybrid_split()
@@ -157,9 +173,10 @@ def test_choose_hybrid_finds_the_cold_user_without_costing_the_warm_one():
         [(f"t{k}", -0.1 - 0.1 * k) for k in range(10)],
     ]
     users = [Example("u1", ("a",), "n1"), Example("u2", ("b",), "t9")]
-    alpha, bonus, tried = choose_hybrid(beam, cold, users, warm_tolerance=0.05)
+    text_new = _text_new(cold)
+    alpha, bonus, tried = choose_hybrid(beam, text_new, users, warm_tolerance=0.05)
     assert {t["alpha"] for t in tried} == {1.0, 2.0, 3.0, 5.0, 7.0, 10.0, 15.0}
-    cands = text_similarity_candidates(beam, cold, users, alpha)
+    cands = text_similarity_candidates(beam, text_new, users, alpha)
     f = figures(with_bonus(cands, cold.held_out, bonus), users, cold.held_out)
     assert f["cold_R@10"] == 1.0 and f["warm_R@10"] == 1.0
     # controls: without the new items the cold user gets nothing; with a bonus that lets the

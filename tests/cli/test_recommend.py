@@ -62,6 +62,7 @@ def _same(got: list[dict], want, rec: Recommender) -> None:
             ["--slate", "3", "--slate-mode", "sample", "--seed", "4", "--temperature", "2"],
             dict(n=3, mode="sample", seed=4, temperature=2.0),
         ),
+        (["--slate", "5", "--slate-spread"], dict(n=5, spread=True)),
     ],
 )
 def test_cli_slate_equals_recommend_slate(capsys, model: Path, rec: Recommender, flags, kwargs):
@@ -75,6 +76,11 @@ def test_cli_slate_equals_recommend_slate(capsys, model: Path, rec: Recommender,
     assert len(set(ids)) == kwargs["n"]
     if kwargs.get("exclude_history"):
         assert not set(ids) & set(HISTORY)
+    if kwargs.get("spread"):  # each item under its own first code; the plain slate is not
+        firsts = [rec.sid_map.code(i)[0] for i in ids]
+        assert len(set(firsts)) == len(firsts)
+        plain = rec.recommend_slate(HISTORY, n=5)
+        assert len({rec.sid_map.code(r.item_id)[0] for r in plain.items}) < 5
 
 
 def test_cli_ranking_and_table(capsys, model: Path, rec: Recommender):

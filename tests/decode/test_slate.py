@@ -173,3 +173,25 @@ def test_ensemble_slates_equal_brute_force(tiny):
         assert sorted(slates) == sorted(row)
         want = torch.tensor([row[s] for s in slates])
         torch.testing.assert_close(got.scores[b], want, rtol=0, atol=2e-3)
+
+
+def test_spread_slates_open_distinct_first_codes_exhaustively(tiny):
+    """``spread=True``: every item of a slate has its own first code; the full-width beam equals
+    brute force over exactly the slates whose first codes differ. The control (no spread) puts
+    two items of one first code in a slate; too few first codes for n is refused."""
+    sid_map, model, _, tok, trie, ids, mask = tiny
+    stop = tok.eos_token_id
+    codes = [[int(c) for c in row] for row in sid_map.codes]
+    brute = brute_scores(model, tok, trie, codes, 2, stop)
+    spread_ok = [s for s in brute[0] if codes[s[0]][0] != codes[s[1]][0]]
+    got = slate_search(model, ids, mask, trie, n=2, num_beams=30, stop_token_id=stop, spread=True)
+    for b, row in enumerate(brute):
+        slates = [tuple(s) for s in got.items[b].tolist() if min(s) >= 0]
+        assert sorted(slates) == sorted(spread_ok)
+        want = torch.tensor([row[s] for s in slates])
+        live = torch.isfinite(got.scores[b])
+        torch.testing.assert_close(got.scores[b][live], want, rtol=0, atol=2e-3)
+    plain = slate_search(model, ids, mask, trie, n=2, num_beams=30, stop_token_id=stop)
+    assert any(codes[a][0] == codes[c][0] for a, c in plain.items[0].tolist())  # control
+    with pytest.raises(ValueError, match="first SID codes"):
+        slate_search(model, ids, mask, trie, n=3, num_beams=4, spread=True)

@@ -12,11 +12,11 @@ import torch
 from recllm.cli import main
 from recllm.data.types import Catalog
 from recllm.decode.text_head import ItemTable, TextHead, prompt_states, top_items
+from recllm.decode.text_head_fit import TextHeadConfig, _Part, fit_model_text_head, fit_text_head
 from recllm.errors import UserError
 from recllm.sid.quantizer import SIDQuantizer
 from recllm.sid.sidmap import SIDMap
 from recllm.testing import build_tiny_qwen3, build_tiny_tokenizer
-from recllm.decode.text_head_fit import TextHeadConfig, _Part, fit_model_text_head, fit_text_head
 from recllm.vocab import extend_vocab, save_model_with_sids
 
 GROUPS = ["garden", "kitchen", "guitar", "camera"]
@@ -24,12 +24,10 @@ WORDS = ["small", "large", "blue", "green", "classic", "modern"]
 PER_GROUP = 12
 
 
-@pytest.fixture(scope="module")
-def fitted(tmp_path_factory):
+def grouped_model(d):
     """A tiny model over 4 item groups (titles name the group; each user stays in one group),
-    its SIDs built from text, and a text head fitted on it."""
+    its SIDs built from text (so it carries sid_quantizer/), recording its data in ``d``."""
     rng = np.random.default_rng(0)
-    d = tmp_path_factory.mktemp("th")
     items = {}
     for g, word in enumerate(GROUPS):
         for k in range(PER_GROUP):
@@ -49,9 +47,15 @@ def fitted(tmp_path_factory):
     model = build_tiny_qwen3(tok, tie_word_embeddings=False)
     extend_vocab(model, tok, sid_map)
     record = {"prompt_style": "chat", "max_history": 20, "data": {"data_path": str(d)}}
-    model_dir = save_model_with_sids(
+    return save_model_with_sids(
         model, tok, sid_map, d / "model", recommender=record, quantizer_dir=sids / "quantizer"
     )
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory):
+    """:func:`grouped_model` and a text head fitted on it."""
+    model_dir = grouped_model(tmp_path_factory.mktemp("th"))
     head, report = fit_model_text_head(model_dir, TextHeadConfig(epochs=60, patience=60))
     return model_dir, head, report
 
@@ -218,7 +222,7 @@ def test_cli_fits_and_catalog_add_carries_the_head(fitted, tmp_path, capsys):
     assert main(argv) == 0
     moved = TextHead.load(out)  # the head travels with the model; its items are the trained ones
     assert moved.item_ids == head.item_ids
-    spec, catalog, _ = _valid_users(out)
+    _spec, catalog, _ = _valid_users(out)
     table = ItemTable.build(
         moved, SIDQuantizer.load(out / "sid_quantizer"), model_catalog(out, catalog)
     )

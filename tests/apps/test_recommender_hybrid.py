@@ -1,0 +1,105 @@
+"""The hybrid: added items scored by text similarity beside a search of the trained items alone
+(recllm.decode.fresh.TextNewItems through Recommender and `recllm catalog add`)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from recllm.apps.recommender import Recommender
+from recllm.cli import main
+from recllm.decode.fresh import TextNewItems
+from recllm.errors import UserError
+from recllm.vocab.catalog_add import recorded_new_item_text_alpha
+from tests.decode.test_text_head import GROUPS, PER_GROUP, grouped_model
+
+NEW = {f"new-{w}": f"{w} brand new item" for w in GROUPS}
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    d = tmp_path_factory.mktemp("hy")
+    base = grouped_model(d)
+    items = d / "new.jsonl"
+    items.write_text("".join(json.dumps({"item_id": i, "title": t}) + "\n" for i, t in NEW.items()))
+
+    def add(name, *flags):
+        argv = [
+            "catalog",
+            "add",
+            "--model",
+            str(base),
+            "--items",
+            str(items),
+            "--out",
+            str(d / name),
+        ]
+        assert main([*argv, *flags]) == 0
+        return d / name
+
+    return {
+        "base": base,
+        "lead": add("lead", "--new-item-text-alpha", "5", "--new-item-bonus", "100"),
+        "last": add("last", "--new-item-text-alpha", "5", "--new-item-bonus", "-100"),
+        "beam": add("beam"),
+    }
+
+
+def _history(group, n=4):
+    g = GROUPS.index(group)
+    return [str(g * PER_GROUP + k) for k in range(n)]
+
+
+def test_new_items_come_by_their_text(models):
+    rec = Recommender.from_pretrained(models["lead"], engine="hf", max_k=20)
+    assert recorded_new_item_text_alpha(models["lead"]) == 5.0
+    assert rec.text_new is not None and rec.fresh is None
+    for group in GROUPS:
+        got = rec.recommend(_history(group), k=5)
+        assert got[0].item_id == f"new-{group}"  # the new item of the history's own group
+        # its score is the text score: 5 x cosine + 100
+        want = rec.text_new.candidates([_history(group)], 1)[0][0]
+        assert (got[0].item_id, got[0].score) == pytest.approx(want)
+        assert got[0].title == NEW[f"new-{group}"]
+    # control: the plain beam over the same added items never puts them first for every group
+    beam = Recommender.from_pretrained(models["beam"], engine="hf", max_k=20)
+    assert [beam.recommend(_history(g), k=1)[0].item_id for g in GROUPS] != [
+        f"new-{g}" for g in GROUPS
+    ]
+
+
+def test_trained_items_keep_the_stale_ranking(models):
+    stale = Recommender.from_pretrained(models["base"], engine="hf", max_k=20)
+    rec = Recommender.from_pretrained(models["last"], engine="hf", max_k=20)
+    for group in GROUPS:
+        want = stale.recommend(_history(group), k=8)
+        got = rec.recommend(_history(group), k=8)
+        assert [r.item_id for r in got] == [r.item_id for r in want]
+        assert [r.score for r in got] == pytest.approx([r.score for r in want], abs=1e-5)
+    # control: the beam search over the whole catalog (no hybrid) does not keep it
+    beam = Recommender.from_pretrained(models["beam"], engine="hf", max_k=20)
+    lists = [[r.item_id for r in beam.recommend(_history(g), k=8)] for g in GROUPS]
+    assert any(i in NEW for lst in lists for i in lst)
+
+
+def test_filters_reach_the_new_items(models):
+    rec = Recommender.from_pretrained(models["lead"], engine="hf", max_k=20)
+    h = _history("guitar")
+    got = rec.recommend(h, k=5, exclude=["new-guitar"])
+    assert "new-guitar" not in [r.item_id for r in got]
+    only = rec.recommend(h, k=3, allow=[*[*NEW][:2], "0"])
+    assert {r.item_id for r in only} <= {*[*NEW][:2], "0"}
+    with pytest.raises(UserError, match="nope"):
+        rec.recommend(h, k=3, exclude=["nope"])
+
+
+def test_bad_alpha_is_refused(models, tmp_path, capsys):
+    items = tmp_path / "n.jsonl"
+    items.write_text(json.dumps({"item_id": "z", "title": "camera lens"}) + "\n")
+    argv = ["catalog", "add", "--model", str(models["base"]), "--items", str(items)]
+    assert main([*argv, "--out", str(tmp_path / "o"), "--new-item-text-alpha", "0"]) == 2
+    assert "--new-item-text-alpha" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+    with pytest.raises(UserError, match="alpha"):
+        TextNewItems.build(None, None, [], float("nan"), 0.0)
