@@ -813,9 +813,12 @@ class Recommender:
             return await asyncio.to_thread(self.recommend_slates, histories, n, **given)
         from recllm.decode.vllm_slate import async_vllm_slate_search
 
-        encoded, beams, exclude, _ = self._slate_job(
+        encoded, beams, exclude, filters = self._slate_job(
             histories, n, mode, num_beams, num_slates, exclude, allow, exclude_history
         )
+        spread = bool(kwargs.get("spread", False))
+        if spread:
+            self._check_spread(filters, n, len(encoded))
         found = await async_vllm_slate_search(
             self.backend,
             encoded,
@@ -826,6 +829,7 @@ class Recommender:
             catalog=self.sid_map.content_hash,
             exclude=_as_ids(exclude),
             allow=_as_ids(allow),
+            spread=spread,
         )
         return [[self._slate(s) for s in row] for row in found]
 

@@ -25,7 +25,8 @@ and ``"exclude_history": true`` (skip the history's items; default false, the P5
 unknown id in them, or filters that leave no item, get HTTP 422 naming the field and the id.
 ``"mode": "slate"`` answers ONE slate of ``k`` distinct items decoded as one answer of ``k``
 SIDs (:meth:`recllm.apps.recommender.Recommender.recommend_slate`; ``"decoding"``: ``"beam"``,
-the default, ``"greedy"`` or ``"sample"``, with ``"seed"``): ``{"object": "slate", "score":
+the default, ``"greedy"`` or ``"sample"``, with ``"seed"``; ``"spread": true``: each item under
+its own first SID code): ``{"object": "slate", "score":
 joint log-prob, "items": [...]}``, each item's ``score`` its part of the joint log-prob. vLLM
 decodes beam and greedy slates (:mod:`recllm.decode.vllm_slate`); ``"sample"`` runs on the
 transformers engine only for now (HTTP 400 on vLLM, saying so).
@@ -346,6 +347,7 @@ _FIELDS = (
     "mode",
     "decoding",
     "seed",
+    "spread",
 )
 
 
@@ -453,7 +455,7 @@ def _parse_slate(body: dict[str, Any], recommender: Any, think: bool) -> dict[st
             "mode", f'must be "rank" or "slate", got {clip(mode)}', 'send "mode": "slate"'
         )
     if mode == "rank":
-        for key in ("decoding", "seed"):
+        for key in ("decoding", "seed", "spread"):
             if key in body:
                 raise UserError(key, 'applies to "mode": "slate" only', f'send {key} with "slate"')
         return None
@@ -473,7 +475,12 @@ def _parse_slate(body: dict[str, Any], recommender: Any, think: bool) -> dict[st
         )
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
         raise UserError("seed", f"must be an integer, got {clip(seed)}", 'send e.g. "seed": 0')
-    return {"mode": decoding, "seed": seed}
+    spread = body.get("spread", False)
+    if not isinstance(spread, bool):
+        raise UserError(
+            "spread", f"must be true or false, got {clip(spread)}", 'send "spread": true'
+        )
+    return {"mode": decoding, "seed": seed, **({"spread": True} if spread else {})}
 
 
 async def _decode(

@@ -56,6 +56,9 @@ def test_slate_mode_answers_one_slate(served):
     assert set(control) & set(seen) and not set(unseen) & set(seen)
     ranked = client.post("/v1/recommend", json={"history": history, "k": 3}).json()
     assert ranked["object"] == "recommendation"  # the default mode is unchanged
+    spread = [i["item_id"] for i in _slate(client, history=history, k=4, spread=True)["items"]]
+    assert spread == [r.item_id for r in rec.recommend_slate(history, n=4, spread=True).items]
+    assert len({rec.sid_map.code(i)[0] for i in spread}) == 4
 
 
 @pytest.mark.parametrize(
@@ -65,6 +68,8 @@ def test_slate_mode_answers_one_slate(served):
         ({"mode": "slate", "decoding": "topk"}, 400, "decoding: must be one of"),
         ({"mode": "slate", "seed": "x"}, 400, "seed: must be an integer"),
         ({"decoding": "greedy"}, 400, 'decoding: applies to "mode": "slate" only'),
+        ({"spread": True}, 400, 'spread: applies to "mode": "slate" only'),
+        ({"mode": "slate", "spread": "yes"}, 400, "spread: must be true or false"),
         ({"mode": "slate", "exclude": ["ghost"]}, 422, "exclude: unknown item id 'ghost'"),
         (
             {"mode": "slate", "allow": ["item1", "item2"]},
