@@ -195,6 +195,7 @@ def test_vllm_hybrid_text_new_items_equal_hf(tmp_path: Path):
     got = run_vllm_child(_CHILD, job, tmp_path, VLLM_ENV)["hybrid"]
     want = hf.recommend_batch(histories, k=8, num_beams=10)
     for g, w in zip(got, want, strict=True):
-        assert [i for i, _ in g] == [r.item_id for r in w]
+        pairs = [(r.item_id, round(r.score, 4)) for r in w]
+        assert [i for i, _ in g] == [r.item_id for r in w], (g, pairs)
         assert max(abs(s - r.score) for (_, s), r in zip(g, w, strict=True)) < 1e-4
     assert any(i.startswith("new-") for row in got for i, _ in row)  # the merge did its work

@@ -70,17 +70,23 @@ def test_new_items_come_by_their_text(models):
 
 
 def test_trained_items_keep_the_stale_ranking(models):
-    stale = Recommender.from_pretrained(models["base"], engine="hf", max_k=20)
-    rec = Recommender.from_pretrained(models["last"], engine="hf", max_k=20)
+    """Ranked exhaustively (every item), the hybrid's trained items are the stale model's list,
+    items and scores; the new items (bonus -100) come after them all."""
+    every = len(GROUPS) * PER_GROUP
+    stale = Recommender.from_pretrained(models["base"], engine="hf", max_k=64)
+    rec = Recommender.from_pretrained(models["last"], engine="hf", max_k=64)
+    beam = Recommender.from_pretrained(models["beam"], engine="hf", max_k=64)
+    moved = 0
     for group in GROUPS:
-        want = stale.recommend(_history(group), k=8)
-        got = rec.recommend(_history(group), k=8)
-        assert [r.item_id for r in got] == [r.item_id for r in want]
-        assert [r.score for r in got] == pytest.approx([r.score for r in want], abs=1e-5)
-    # control: the beam search over the whole catalog (no hybrid) does not keep it
-    beam = Recommender.from_pretrained(models["beam"], engine="hf", max_k=20)
-    lists = [[r.item_id for r in beam.recommend(_history(g), k=8)] for g in GROUPS]
-    assert any(i in NEW for lst in lists for i in lst)
+        want = stale.recommend(_history(group), k=every, num_beams=every)
+        got = rec.recommend(_history(group), k=every + len(NEW), num_beams=every + len(NEW))
+        assert [r.item_id for r in got[:every]] == [r.item_id for r in want]
+        assert [r.score for r in got[:every]] == pytest.approx([r.score for r in want], abs=1e-5)
+        assert {r.item_id for r in got[every:]} == set(NEW)
+        # control: one search over the whole catalog puts new items among the trained ones
+        plain = beam.recommend(_history(group), k=every + len(NEW), num_beams=every + len(NEW))
+        moved += [r.item_id for r in plain[:every]] != [r.item_id for r in want]
+    assert moved > 0
 
 
 def test_filters_reach_the_new_items(models):

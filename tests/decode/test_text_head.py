@@ -45,7 +45,12 @@ def grouped_model(d):
     sid_map = SIDMap.load(sids)
     tok = build_tiny_tokenizer()
     model = build_tiny_qwen3(tok, tie_word_embeddings=False)
-    extend_vocab(model, tok, sid_map)
+    ext = extend_vocab(model, tok, sid_map)
+    g = torch.Generator().manual_seed(0)  # a wide spread of the SID rows: beam scores differ
+    with torch.no_grad():  # by far more than float noise (no ties between engines)
+        for w in (model.get_input_embeddings().weight, model.get_output_embeddings().weight):
+            span = ext.last_id - ext.first_id + 1
+            w[ext.first_id : ext.last_id + 1] = torch.randn(span, w.shape[1], generator=g)
     record = {"prompt_style": "chat", "max_history": 20, "data": {"data_path": str(d)}}
     return save_model_with_sids(
         model, tok, sid_map, d / "model", recommender=record, quantizer_dir=sids / "quantizer"
