@@ -112,6 +112,29 @@ def test_vllm_filters_equal_hf_and_never_emit_excluded_items(model_dir: Path, tm
     assert set(plain_draws) - set(job["allow"])  # the control: unfiltered draws leave the list
 
 
+def _ranked_on_vllm(model_dir, hf: Recommender, histories, tmp_path: Path, exclude, allow):
+    """``recommend_batch(k=8, num_beams=10)`` on vLLM (a child process) and on HF, and a check
+    that they agree: same items, scores within 1e-4. Returns the vLLM lists."""
+    from recllm.decode import encode_prompts
+
+    job = {
+        "model_dir": str(model_dir),
+        "histories": histories,
+        "calls": {"ranked": {}},
+        "prompts": encode_prompts(hf.tokenizer, hf.prompts(histories, 8)),
+        "draws": 1,
+        "exclude": exclude,
+        "allow": allow,
+    }
+    got = run_vllm_child(_CHILD, job, tmp_path, VLLM_ENV)["ranked"]
+    want = hf.recommend_batch(histories, k=8, num_beams=10)
+    for g, w in zip(got, want, strict=True):
+        pairs = [(r.item_id, round(r.score, 4)) for r in w]
+        assert [i for i, _ in g] == [r.item_id for r in w], (g, pairs)
+        assert max(abs(s - r.score) for (_, s), r in zip(g, w, strict=True)) < 1e-4
+    return got
+
+
 def test_vllm_new_item_bonus_equals_hf(model_dir: Path, tmp_path: Path):
     """The vLLM Recommender's second, allow-listed search for added items, merged after the
     bonus, equals the HF beam group (items and scores); the control without a bonus ranks
@@ -136,22 +159,7 @@ def test_vllm_new_item_bonus_equals_hf(model_dir: Path, tmp_path: Path):
     )
     hf = Recommender.from_pretrained(boosted, engine="hf")
     histories = [[old.item_ids[i] for i in (1, 5, 9)], [old.item_ids[i] for i in (2, 30)]]
-    from recllm.decode import encode_prompts
-
-    job = {
-        "model_dir": str(boosted),
-        "histories": histories,
-        "calls": {"boosted": {}},
-        "prompts": encode_prompts(hf.tokenizer, hf.prompts(histories, 8)),
-        "draws": 1,
-        "exclude": [old.item_ids[0]],
-        "allow": old.item_ids[:6],
-    }
-    got = run_vllm_child(_CHILD, job, tmp_path, VLLM_ENV)["boosted"]
-    want = hf.recommend_batch(histories, k=8, num_beams=10)
-    for g, w in zip(got, want, strict=True):
-        assert [i for i, _ in g] == [r.item_id for r in w]
-        assert max(abs(s - r.score) for (_, s), r in zip(g, w, strict=True)) < 1e-4
+    got = _ranked_on_vllm(boosted, hf, histories, tmp_path, [old.item_ids[0]], old.item_ids[:6])
     plain = Recommender.from_pretrained(boosted, engine="hf")
     plain.fresh = None  # control: the plain search (no group, no bonus)
     control = plain.recommend_batch(histories, k=8, num_beams=10)
@@ -168,7 +176,6 @@ def test_vllm_hybrid_text_new_items_equal_hf(tmp_path: Path):
     import json
 
     from recllm.cli import main
-    from recllm.decode import encode_prompts
     from tests.decode.test_text_head import GROUPS, PER_GROUP, grouped_model
 
     base = grouped_model(tmp_path)
@@ -183,19 +190,5 @@ def test_vllm_hybrid_text_new_items_equal_hf(tmp_path: Path):
     assert main([*argv, "--new-item-text-alpha", "5", "--new-item-bonus", "0"]) == 0
     hf = Recommender.from_pretrained(out, engine="hf")
     histories = [[str(g * PER_GROUP + k) for k in range(4)] for g in range(len(GROUPS))]
-    job = {
-        "model_dir": str(out),
-        "histories": histories,
-        "calls": {"hybrid": {}},
-        "prompts": encode_prompts(hf.tokenizer, hf.prompts(histories, 8)),
-        "draws": 1,
-        "exclude": ["0"],
-        "allow": ["0", "1"],
-    }
-    got = run_vllm_child(_CHILD, job, tmp_path, VLLM_ENV)["hybrid"]
-    want = hf.recommend_batch(histories, k=8, num_beams=10)
-    for g, w in zip(got, want, strict=True):
-        pairs = [(r.item_id, round(r.score, 4)) for r in w]
-        assert [i for i, _ in g] == [r.item_id for r in w], (g, pairs)
-        assert max(abs(s - r.score) for (_, s), r in zip(g, w, strict=True)) < 1e-4
+    got = _ranked_on_vllm(out, hf, histories, tmp_path, ["0"], ["0", "1"])
     assert any(i.startswith("new-") for row in got for i, _ in row)  # the merge did its work

@@ -458,6 +458,17 @@ def with_bonus(
     return out
 
 
+def bonus_row(
+    candidates: Sequence[Sequence[tuple[str, float]]],
+    test: Sequence[Example],
+    held_out: Sequence[str],
+    bonus: float,
+    note: str,
+) -> dict[str, Any]:
+    """One table row: the :func:`figures` of the candidates' top 10 at ``bonus``, and a note."""
+    return {**figures(with_bonus(candidates, held_out, bonus), test, held_out), "note": note}
+
+
 #: The bonuses :func:`choose_bonus` tries (nats per answer token, on length-normalised scores):
 #: negative ones too, since the new items' group can put more of them in a list than the
 #: validation users want.
@@ -547,19 +558,28 @@ def _text_head_rows(
         cands, valid, held_out, HEAD_BONUS_GRID, warm_tolerance=s.warm_tolerance
     )
     cands = text_head_candidates(cache, "head_test", model_dir, test, held_out, **opts)
-    rows[HEAD_ROW] = {
-        **figures(with_bonus(cands, held_out, float("-inf")), test, held_out),
-        "note": "text head over the trained items only: its own warm reference",
-    }
-    rows["recllm text head + new items"] = {
-        **figures(with_bonus(cands, held_out, 0.0), test, held_out),
-        "note": f"new items at the learned new-item bias ({fit['new_bias']})",
-    }
-    rows["recllm text head + new items, bonus (warm within)"] = {
-        **figures(with_bonus(cands, held_out, bonus), test, held_out),
-        "note": f"bonus {bonus}: the most validation cold R@10 with warm R@10 within "
+    rows[HEAD_ROW] = bonus_row(
+        cands,
+        test,
+        held_out,
+        float("-inf"),
+        "text head over the trained items only: its own warm reference",
+    )
+    rows["recllm text head + new items"] = bonus_row(
+        cands,
+        test,
+        held_out,
+        0.0,
+        f"new items at the learned new-item bias ({fit['new_bias']})",
+    )
+    rows["recllm text head + new items, bonus (warm within)"] = bonus_row(
+        cands,
+        test,
+        held_out,
+        bonus,
+        f"bonus {bonus}: the most validation cold R@10 with warm R@10 within "
         f"{s.warm_tolerance:.0%} of the head's trained items",
-    }
+    )
     return {"fit": fit, "bonus": bonus, "validation_users": len(valid), "curve": curve}
 
 
@@ -824,19 +844,28 @@ def run(s: ColdStartSettings, root: Path) -> dict[str, Any]:
         "curve": curve,
     }
     cands = fresh_candidates(cache, "fresh_test", added, test, cold.catalog, cold.held_out, **rank)
-    rows["recllm + new items, beam group"] = {
-        **figures(with_bonus(cands, cold.held_out, 0.0), test, cold.held_out),
-        "note": "a second beam group for the new items, bonus 0",
-    }
-    rows["recllm + new items, beam group + bonus"] = {
-        **figures(with_bonus(cands, cold.held_out, bonus), test, cold.held_out),
-        "note": f"bonus {bonus} chosen on {len(valid)} validation users (R@10 of all)",
-    }
-    rows["recllm + new items, beam group + bonus (warm within)"] = {
-        **figures(with_bonus(cands, cold.held_out, goal_bonus), test, cold.held_out),
-        "note": f"bonus {goal_bonus}: the most validation cold R@10 with warm R@10 within "
+    rows["recllm + new items, beam group"] = bonus_row(
+        cands,
+        test,
+        cold.held_out,
+        0.0,
+        "a second beam group for the new items, bonus 0",
+    )
+    rows["recllm + new items, beam group + bonus"] = bonus_row(
+        cands,
+        test,
+        cold.held_out,
+        bonus,
+        f"bonus {bonus} chosen on {len(valid)} validation users (R@10 of all)",
+    )
+    rows["recllm + new items, beam group + bonus (warm within)"] = bonus_row(
+        cands,
+        test,
+        cold.held_out,
+        goal_bonus,
+        f"bonus {goal_bonus}: the most validation cold R@10 with warm R@10 within "
         f"{s.warm_tolerance:.0%} of the trained items' list",
-    }
+    )
     # the hybrid: new items by text similarity (the SID quantizer's featurizer), merged with
     # the trained items' beam scores, as Recommender does after `catalog add --new-item-text-alpha`
     from recllm.decode.fresh import TextNewItems
