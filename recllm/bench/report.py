@@ -75,16 +75,22 @@ def grouped_bars(
     for name, values in series.items():
         if len(values) != len(groups):
             raise ValueError(f"series {name!r} has {len(values)} values for {len(groups)} groups")
-    fig, ax = plt.subplots(figsize=(7, 4))
+    many = len(series) > 6  # the legend goes beside the axes, and each bar its own colour
+    fig, ax = plt.subplots(figsize=(11 if many else 7, 4))
+    colours = plt.get_cmap("tab20" if len(series) > 10 else "tab10").colors
     width = 0.8 / max(1, len(series))
     for n, (name, values) in enumerate(series.items()):
-        ax.bar([g + n * width for g in range(len(groups))], values, width, label=name)
+        xs = [g + n * width for g in range(len(groups))]
+        ax.bar(xs, values, width, label=name, color=colours[n % len(colours)])
     ax.set_xticks([g + 0.4 - width / 2 for g in range(len(groups))])
     ax.set_xticklabels(groups)
     ax.set_ylabel(ylabel)
     if ylim is not None:
         ax.set_ylim(*ylim)
-    ax.legend(fontsize=8)
+    if many:
+        ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    else:
+        ax.legend(fontsize=8)
     ax.set_title(title)
     fig.tight_layout()
     return save_png(fig, path, dpi=120)
