@@ -355,13 +355,9 @@ def fresh_candidates(
                 )
         del model
         gc.collect()
-        ranked: list[list[tuple[str, float]]] = [[] for _ in examples]
-        for n, cands in zip(keep, found, strict=True):
-            ranked[n] = cands
-        return {"candidates": ranked, "seconds": round(time.perf_counter() - start, 1)}
+        return _placed(keep, found, len(examples), start)
 
-    got = cache.get_or_compute(name, key, compute)["candidates"]
-    return [[(str(i), float(s)) for i, s in cands] for cands in got]
+    return _cached_candidates(cache, name, key, compute)
 
 
 def text_head_candidates(
@@ -431,11 +427,24 @@ def text_head_candidates(
             old = top_items(scores, table, depth, exclude=seen, keep=~new)
             fresh = top_items(scores, table, depth, exclude=seen, keep=new)
             found += [a + b for a, b in zip(old, fresh, strict=True)]
-        ranked: list[list[tuple[str, float]]] = [[] for _ in examples]
-        for n, cands in zip(keep, found, strict=True):
-            ranked[n] = cands
-        return {"candidates": ranked, "seconds": round(time.perf_counter() - start, 1)}
+        return _placed(keep, found, len(examples), start)
 
+    return _cached_candidates(cache, name, key, compute)
+
+
+def _placed(keep: list[int], found: list, total: int, start: float) -> dict[str, Any]:
+    """Candidates of the users ``keep`` (those with a history) put back in place among
+    ``total`` users (the others get none), with the seconds since ``start``."""
+    import time
+
+    ranked: list[list[tuple[str, float]]] = [[] for _ in range(total)]
+    for n, cands in zip(keep, found, strict=True):
+        ranked[n] = cands
+    return {"candidates": ranked, "seconds": round(time.perf_counter() - start, 1)}
+
+
+def _cached_candidates(cache: ScoreCache, name: str, key: dict, compute: Any) -> list:
+    """The cached (or computed) candidates as ``(item id, score)`` tuples."""
     got = cache.get_or_compute(name, key, compute)["candidates"]
     return [[(str(i), float(s)) for i, s in cands] for cands in got]
 

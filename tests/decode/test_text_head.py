@@ -244,3 +244,25 @@ def test_cli_refuses_a_model_without_quantizer(fitted, tmp_path, capsys):
     assert main(["catalog", "text-head", "--model", str(copy)]) == 2
     err = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("recllm: error")]
     assert len(err) == 1 and "sid_quantizer" in err[0] and "recllm sid build" in err[0]
+
+
+def test_cold_start_head_candidates_split_trained_and_new(fitted, tmp_path):
+    """``text_head_candidates`` (the benchmark's rows): per user the head's best trained and best
+    new items, history items left out, cached; a user without history gets none."""
+    from recllm.bench.cold_start import text_head_candidates
+    from recllm.bench.scoring import ScoreCache
+    from recllm.data.splits import Example
+
+    model_dir, _, _ = fitted
+    _, _, valid = _valid_users(model_dir)
+    new = [str(g * PER_GROUP) for g in range(len(GROUPS))]  # treated as "new" here
+    users = [*valid[:6], Example("nobody", (), valid[0].target)]
+    cache = ScoreCache(tmp_path / "scores")
+    got = text_head_candidates(cache, "head", model_dir, users, new, depth=3)
+    assert got[-1] == []
+    for ex, cands in zip(users[:-1], got[:-1], strict=True):
+        ids = [i for i, _ in cands]
+        assert len(ids) == 6 and set(ids[3:]) <= set(new) and not set(ids[:3]) & set(new)
+        assert not set(ids) & set(ex.history)
+    assert (tmp_path / "scores" / "head.json").is_file()
+    assert text_head_candidates(cache, "head", model_dir, users, new, depth=3) == got
