@@ -227,20 +227,20 @@ class TextNewItems:
     ) -> list[list[tuple[str, float]]]:
         """Per history, its best ``k`` new items with their scores; never a history item, an
         excluded one, or one outside ``allow``."""
+        from recllm.decode.text_head import history_vectors
+
         index = {item: n for n, item in enumerate(self.item_ids)}
         rows = torch.tensor([index[i] for i in self.new_items], dtype=torch.long)
+        users = history_vectors(self.vectors, self.item_ids, histories, self.last, self.decay)
         out = []
         for b, history in enumerate(histories):
-            known = [index[str(i)] for i in history if str(i) in index][-self.last :]
-            if not known or not len(rows):
+            if not bool(users[b].any()) or not len(rows):
                 out.append([])
                 continue
-            w = self.decay ** torch.arange(len(known) - 1, -1, -1, dtype=torch.float32)
-            user = torch.nn.functional.normalize((w[:, None] * self.vectors[known]).sum(0), dim=0)
-            scores = self.alpha * (self.vectors[rows] @ user) + self.bonus
-            banned = {str(i) for i in history} | {
-                str(i) for i in (exclude or [None] * (b + 1))[b] or ()
-            }
+            scores = self.alpha * (self.vectors[rows] @ users[b]) + self.bonus
+            banned = {str(i) for i in history}
+            if exclude is not None and exclude[b] is not None:
+                banned |= {str(i) for i in exclude[b]}
             allowed = None if allow is None or allow[b] is None else {str(i) for i in allow[b]}
             ranked = []
             for n in torch.argsort(scores, descending=True, stable=True).tolist():

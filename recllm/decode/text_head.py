@@ -210,14 +210,26 @@ class ItemTable:
     ) -> torch.Tensor:
         """``(B, text_dim)``: each history's recency-weighted mean of its last ``last`` known
         items' vectors, as :class:`recllm.baselines.text_knn.TextKNN`'s user (zeros: none)."""
-        index = {item: n for n, item in enumerate(self.item_ids)}
-        out = torch.zeros(len(histories), self.vectors.shape[1])
-        for b, history in enumerate(histories):
-            rows = [index[i] for i in history if i in index][-last:]
-            if rows:
-                w = decay ** torch.arange(len(rows) - 1, -1, -1, dtype=torch.float32)
-                out[b] = nn.functional.normalize((w[:, None] * self.vectors[rows]).sum(0), dim=0)
-        return out
+        return history_vectors(self.vectors, self.item_ids, histories, last, decay)
+
+
+def history_vectors(
+    vectors: torch.Tensor,
+    item_ids: Sequence[str],
+    histories: Sequence[Sequence[str]],
+    last: int = 5,
+    decay: float = 0.7,
+) -> torch.Tensor:
+    """``(B, d)`` unit user vectors: per history the recency-weighted mean (``decay ** age``,
+    the newest item 1) of its last ``last`` items found in ``item_ids``; zeros: none found."""
+    index = {item: n for n, item in enumerate(item_ids)}
+    out = torch.zeros(len(histories), vectors.shape[1])
+    for b, history in enumerate(histories):
+        rows = [index[str(i)] for i in history if str(i) in index][-last:]
+        if rows:
+            w = decay ** torch.arange(len(rows) - 1, -1, -1, dtype=torch.float32)
+            out[b] = nn.functional.normalize((w[:, None] * vectors[rows]).sum(0), dim=0)
+    return out
 
 
 @torch.inference_mode()
