@@ -32,6 +32,8 @@ def test_lists_smoke(tmp_path, shared_data_or_none):
         "slate model (slate beam)",
         "next-item model, top N beams",
         "next-item model, slate beam (exclusion)",
+        "slate model (slate beam, spread)",
+        "next-item model, slate beam (spread)",
         "SASRec top N",
         "popularity",
     ]
@@ -40,6 +42,9 @@ def test_lists_smoke(tmp_path, shared_data_or_none):
         assert 0 <= f["ndcg@5"] <= 1 and 0 <= f["recall@5"] <= 1
         assert 0 < f["sid_diversity"] <= 1 and f["category_diversity"] > 0
         assert 0 <= f["repeat_rate"] <= 1
+    # spread: each item of a slate under its own first code (16 codes, 5 items)
+    assert rows["slate model (slate beam, spread)"]["sid_diversity"] == 1.0
+    assert rows["next-item model, slate beam (spread)"]["sid_diversity"] == 1.0
     # popularity: one list for everyone, so its diversity is that list's
     assert rows["popularity"]["sid_diversity"] * 5 == pytest.approx(
         round(rows["popularity"]["sid_diversity"] * 5)
