@@ -10,7 +10,6 @@ the reward (training the SASRec reward model on the TRAINING split when the rewa
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 from collections.abc import Callable
@@ -342,33 +341,10 @@ def _load_start_model(model_dir: Path) -> tuple[Any, Any, Any]:
 
 def _given_reward_model(rm_dir: Path, fingerprint: Any) -> Any:
     """Load ``--reward_model`` and check it was trained on this model's split."""
-    from recllm.baselines.sasrec import load_sasrec
+    from recllm.baselines.sasrec import load_split_sasrec
 
     fix = "pass a SASRec artifact trained on this split, or leave --reward_model out"
-    if not (rm_dir / "sasrec.json").is_file():
-        raise UserError(f"--reward_model {rm_dir}", "holds no SASRec artifact (sasrec.json)", fix)
-    try:
-        sasrec, record = load_sasrec(rm_dir)
-    except UserError:
-        raise
-    except Exception as e:  # a truncated or corrupt sasrec.safetensors
-        first = " ".join(str(e).split())[:200]
-        raise UserError(
-            rm_dir / "sasrec.safetensors",
-            f"is unreadable ({type(e).__name__}: {first}); the file is truncated or damaged",
-            "retrain the reward model, or leave --reward_model out to train one into "
-            "OUTPUT_DIR/reward_model",
-        ) from None
-    trained_on = (record.get("meta") or {}).get("data_fingerprint")
-    if trained_on != json.loads(json.dumps(fingerprint)):
-        raise UserError(
-            f"--reward_model {rm_dir}",
-            "was not trained on this model's data (its data fingerprint differs or is absent)"
-            if trained_on is not None
-            else "records no data fingerprint",
-            "train the reward model on the same split, or leave --reward_model out",
-        )
-    return sasrec
+    return load_split_sasrec(rm_dir, fingerprint, "--reward_model", fix)
 
 
 def _trained_reward_model(
@@ -376,17 +352,11 @@ def _trained_reward_model(
 ) -> Any:
     """The SASRec reward model of OUTPUT_DIR/reward_model, trained on the training split by
     rank 0 when it is not there yet."""
-    from recllm.baselines.sasrec import SASRecConfig, save_sasrec, train_sasrec
-    from recllm.data.fingerprint import data_fingerprint
+    from recllm.baselines.sasrec import SASRecConfig, split_sasrec
 
-    rm_dir = out / "reward_model"
+    cfg = SASRecConfig(time_budget_minutes=args.reward_model_minutes, seed=train_args.seed)
     with state.main_process_first():
-        if not (rm_dir / "sasrec.json").is_file():
-            logger.info("training the SASRec reward model on the training split")
-            cfg = SASRecConfig(time_budget_minutes=args.reward_model_minutes, seed=train_args.seed)
-            rm, _ = train_sasrec(split, catalog, cfg, progress=False)
-            save_sasrec(rm, rm_dir, meta={"data_fingerprint": data_fingerprint(split, catalog)})
-    return _given_reward_model(rm_dir, data_fingerprint(split, catalog))
+        return split_sasrec(out / "reward_model", split, catalog, cfg, "--reward_model")
 
 
 def _check_sizes(train_args: Any, tok: Any, sid_map: Any, spec: Any, examples: list, catalog: Any):

@@ -568,3 +568,68 @@ def _items_hash(item_ids: Sequence[str]) -> str:
     import hashlib
 
     return hashlib.sha256("\n".join(item_ids).encode()).hexdigest()[:16]
+
+
+def load_split_sasrec(directory: str | Path, fingerprint: Any, flag: str, fix: str) -> SASRec:
+    """Load a SASRec artifact that must have been trained on the split of ``fingerprint``
+    (:func:`recllm.data.fingerprint.data_fingerprint`), as a reward model or a teacher is: one
+    trained on other data (or on the test targets) would leak or mislead.
+
+    Args:
+        flag: The option that named the directory (``--reward_model DIR``), for the errors.
+        fix: What to do instead, for the errors.
+
+    Raises:
+        UserError: No artifact, damaged weights, or a missing or different data fingerprint.
+    """
+    import json
+
+    from recllm.errors import UserError
+
+    src = Path(directory)
+    if not (src / SASREC_FILE).is_file():
+        raise UserError(f"{flag} {src}", f"holds no SASRec artifact ({SASREC_FILE})", fix)
+    try:
+        model, record = load_sasrec(src)
+    except UserError:
+        raise
+    except Exception as e:  # a truncated or corrupt sasrec.safetensors
+        first = " ".join(str(e).split())[:200]
+        raise UserError(
+            src / "sasrec.safetensors",
+            f"is unreadable ({type(e).__name__}: {first}); the file is truncated or damaged",
+            fix,
+        ) from None
+    trained_on = (record.get("meta") or {}).get("data_fingerprint")
+    if trained_on != json.loads(json.dumps(fingerprint)):
+        raise UserError(
+            f"{flag} {src}",
+            "was not trained on this model's data (its data fingerprint differs)"
+            if trained_on is not None
+            else "records no data fingerprint",
+            fix,
+        )
+    return model
+
+
+def split_sasrec(
+    directory: str | Path, split: Split, catalog: Any, config: SASRecConfig, flag: str
+) -> SASRec:
+    """The SASRec of ``directory``, trained there on ``split``'s training sequences first when
+    it is absent or was trained with another ``config`` (the reward model or teacher a recipe
+    trains for itself). Returns it loaded and checked like :func:`load_split_sasrec`."""
+    import json
+
+    from recllm.data.fingerprint import data_fingerprint
+
+    out = Path(directory)
+    fingerprint = data_fingerprint(split, catalog)
+    record = out / SASREC_FILE
+    recorded = json.loads(record.read_text())["config"] if record.is_file() else None
+    if recorded != json.loads(json.dumps(asdict(config))):
+        logger.info("training SASRec on the training split into %s", out)
+        model, history = train_sasrec(split, catalog, config, progress=False)
+        save_sasrec(model, out, meta={"data_fingerprint": fingerprint, "history": history})
+    return load_split_sasrec(
+        out, fingerprint, flag, f"delete {out} to train it again, or pass another directory"
+    )

@@ -309,6 +309,8 @@ def run_seqlm(
 
         split = cut_training(split, args.train_until)
     period = window_period(split, args, args.max_items)  # refuses data without timestamps
+    # a given teacher must have been trained on this training split (cheap to check now)
+    teacher = _teacher(args, split, dataset.catalog, out, sft_cfg.seed) if args.teacher else None
     resolved = {
         "seqlm": asdict(args),
         "data": asdict(data_cfg),
@@ -370,9 +372,19 @@ def run_seqlm(
         # `recllm eval` refuses other data than this split
         "data_fingerprint": fingerprint,
     }
-    run = _Run(args, sft_cfg, split, dataset.catalog, sid_map, out, period, callbacks or [])
+    if args.distill_weight and teacher is None:  # trained into OUTPUT_DIR/teacher
+        teacher = _teacher(args, split, dataset.catalog, out, sft_cfg.seed)
+    run = _Run(
+        args, sft_cfg, split, dataset.catalog, sid_map, out, period, callbacks or [], teacher
+    )
     model_dirs: list[Path] = []
     log: dict[str, Any] = {"train_users": len(split.train.sequences), "seeds": {}}
+    if teacher is not None:
+        log["teacher"] = {
+            "dir": args.teacher or str(out / "teacher"),
+            "weight": args.distill_weight,
+            "temperature": args.distill_temperature,
+        }
     if period is not None:
         log["period"] = period.report()
     earlier = _finished_members(out) if resume is not None else {}
@@ -455,6 +467,27 @@ class _Run:
     out: Path
     period: Any = None
     callbacks: list = field(default_factory=list)
+    teacher: Any = None  # the SASRec a teacher's loss reads (distill_weight > 0)
+
+
+def _teacher(args: SeqLMArguments, split, catalog, out: Path, seed: int):
+    """The SASRec teacher: ``--teacher``, checked to be of this (training) split, or the one of
+    OUTPUT_DIR/teacher, trained there first on the training split when absent."""
+    from recllm.baselines.sasrec import SASRecConfig, load_split_sasrec, split_sasrec
+    from recllm.data.fingerprint import data_fingerprint
+    from recllm.train.distill import TEACHER_DIR
+
+    if args.teacher is not None:
+        fix = "pass a SASRec trained on this split, or drop --teacher to train one in the run"
+        fingerprint = data_fingerprint(split, catalog)
+        return load_split_sasrec(args.teacher, fingerprint, "--teacher", fix)
+    cfg = SASRecConfig(
+        time_budget_minutes=args.teacher_minutes,
+        dropout=args.teacher_dropout,
+        batch_size=64,
+        seed=seed,
+    )
+    return split_sasrec(out / TEACHER_DIR, split, catalog, cfg, "--teacher")
 
 
 def _train_member(
@@ -518,12 +551,27 @@ def _train_member(
         )
         callbacks.append(select)
     member_args = replace(run.sft_cfg, output_dir=str(run.out / "runs" / f"seed{seed}"), seed=seed)
-    trainer = SFTTrainer(
+    trainer_class, extra = SFTTrainer, {}
+    if run.teacher is not None:
+        from recllm.train.distill import SIDTeacher, distill_trainer_class
+        from recllm.vocab import SID_FORMAT
+
+        trainer_class = distill_trainer_class(SFTTrainer)
+        token_ids = SID_FORMAT.token_ids(tok, run.sid_map.codebook_sizes)
+        run.teacher.to(member_args.device)
+        extra = {
+            "teacher": SIDTeacher(
+                run.teacher, run.sid_map, token_ids, run.args.distill_temperature
+            ),
+            "distill_weight": run.args.distill_weight,
+        }
+    trainer = trainer_class(
         model=model,
         args=member_args,
         train_dataset=train,
         processing_class=tok,
         callbacks=[*callbacks, *run.callbacks, MarkCompleteCheckpoints()],
+        **extra,
     )
     train_from(trainer, checkpoint)
     if select is not None:

@@ -239,3 +239,32 @@ def test_resume_after_the_data_changed_is_refused(tmp_path):
     with pytest.raises(UserError, match="data_fingerprint"):
         run_seqlm(*parse_recipe_args(TYPES, argv, prog="seqlm"))
     assert (out / "resolved_config.json").read_bytes() == stamp
+
+
+def test_distillation_trains_a_teacher_and_refuses_one_of_other_data(tmp_path):
+    """--distill_weight > 0: a SASRec teacher is trained on the training split into
+    OUTPUT_DIR/teacher, recording the data it saw, and every step logs its KL. A teacher of
+    other data is refused by --teacher (control: the same teacher on its own data is taken)."""
+    from recllm.train.seqlm import run_seqlm
+
+    data = save_tiny_recommender(tmp_path / "tiny").parent / "data"
+    out = tmp_path / "run"
+    argv = ["--config", str(YAML), "--data_path", str(data), *TINY, "--valid_users", "0"]
+    argv += ["--max_steps", "4", "--bf16", "false", "--ensemble", "1"]
+    distill = ["--distill_weight", "0.5", "--teacher_minutes", "0.05"]
+    run = run_seqlm(*parse_recipe_args(TYPES, [*argv, *distill, "--output_dir", str(out)]))
+    teacher = json.loads((out / "teacher" / "sasrec.json").read_text())
+    assert teacher["meta"]["data_fingerprint"]["users"] > 0 and teacher["meta"]["history"]
+    assert run.log["teacher"] == {"dir": str(out / "teacher"), "weight": 0.5, "temperature": 1.0}
+    steps = [h for h in run.log["seeds"]["0"]["log_history"] if "loss" in h]
+    assert len(steps) == 4 and all(h["distill_kl"] > 0 and h["distill_items"] > 0 for h in steps)
+    # control: the same teacher on the same data is accepted as --teacher
+    given = [*distill[:2], "--teacher", str(out / "teacher")]
+    run_seqlm(*parse_recipe_args(TYPES, [*argv, *given, "--output_dir", str(tmp_path / "b")]))
+    # other data (fewer users): refused before anything is trained
+    other = [*argv, *given, "--output_dir", str(tmp_path / "c"), "--max_users", "30"]
+    with pytest.raises(UserError, match="--teacher .*was not trained on this model's data"):
+        run_seqlm(*parse_recipe_args(TYPES, other))
+    assert not (tmp_path / "c").exists()  # nothing written
+    with pytest.raises(UserError, match="--distill_weight is 0"):
+        parse_recipe_args(TYPES, [*argv, "--teacher", str(out / "teacher")])
