@@ -263,7 +263,7 @@ def test_distillation_trains_a_teacher_and_refuses_one_of_other_data(tmp_path):
     run_seqlm(*parse_recipe_args(TYPES, [*argv, *given, "--output_dir", str(tmp_path / "b")]))
     # other data (fewer users): refused before anything is trained
     other = [*argv, *given, "--output_dir", str(tmp_path / "c"), "--max_users", "30"]
-    with pytest.raises(UserError, match="--teacher .*was not trained on this model's data"):
+    with pytest.raises(UserError, match=r"--teacher .*was not trained on this model's data"):
         run_seqlm(*parse_recipe_args(TYPES, other))
     assert not (tmp_path / "c").exists()  # nothing written
     with pytest.raises(UserError, match="--distill_weight is 0"):

@@ -36,7 +36,7 @@ def random_teacher(items=ITEMS, max_len=8) -> SASRec:
 def test_items_are_read_back_from_token_ids_right_aligned():
     _, tok, ids = tokenizer_and_ids()
     # the teacher's order differs from the SID map's, and it knows one item the map lacks
-    teacher = SIDTeacher(random_teacher(ITEMS[::-1] + ["extra"]), sid_map(), ids)
+    teacher = SIDTeacher(random_teacher([*ITEMS[::-1], "extra"]), sid_map(), ids)
     rows = [ITEMS[:3], ITEMS[5:11]]
     enc = tok(
         [history_text(r, sid_map(), None) for r in rows],
@@ -164,10 +164,13 @@ def test_a_real_trl_run_moves_the_student_toward_its_teacher(tmp_path, torch_sin
     assert logged == []  # no teacher, no teacher loss
     distilled, tok, logged = train(3.0)
     assert all(h["distill_items"] > 0 for h in logged)  # every step had items to distill
-    p2 = [np.mean([next_item_probability(m, tok, h, t) for h, t in zip(histories, skip2)])
-          for m in (control, distilled)]  # fmt: skip
-    p1 = [np.mean([next_item_probability(m, tok, h, t) for h, t in zip(histories, skip1)])
-          for m in (control, distilled)]  # fmt: skip
+
+    def mean_probability(model, targets):
+        pairs = zip(histories, targets, strict=True)
+        return np.mean([next_item_probability(model, tok, h, t) for h, t in pairs])
+
+    p2 = [mean_probability(m, skip2) for m in (control, distilled)]
+    p1 = [mean_probability(m, skip1) for m in (control, distilled)]
     assert p1[0] > 0.8 and p2[0] < 0.05  # the control learned the data alone
     # the teacher moved mass onto its item (measured: .076 against .006; p(+1) .13 against .94)
     assert p2[1] > 0.04 and p2[1] > 5 * p2[0] and p1[1] < p1[0] - 0.3
