@@ -42,8 +42,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-TEACHER_DIR = "teacher"  # the in-run teacher's artifact, under the recipe's output directory
-
 
 class SIDTeacher:
     """A SASRec teacher read in SID terms: per-level soft targets and the distillation loss.

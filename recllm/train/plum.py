@@ -36,6 +36,7 @@ from recllm.sid.config import SIDConfig
 from recllm.tasks import TaskConfig
 from recllm.train import recipe_args
 from recllm.train.checkpoints import load_stage_rows, save_stage_rows
+from recllm.train.distill_args import DistillArguments, run_teacher, teacher_record
 from recllm.train.init_model import carry_catalog_files
 from recllm.train.lora import merge_adapter_full_precision, sid_lora_config
 from recllm.train.rows import train_top_layers
@@ -56,7 +57,7 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass
-class PlumArguments:
+class PlumArguments(DistillArguments):
     """Recipe-level options (the rest comes from the data, SID, task, SFT and model configs)."""
 
     sid_map: str | None = field(
@@ -186,6 +187,10 @@ def train_and_save(
     think_record: dict[str, Any] | None = None,
 ) -> Path:
     """The stages from the output directory on, for a validated run whose data is loaded."""
+    if run.plum.teacher is not None:  # a given teacher must be of this split: checked first
+        run.teacher = run_teacher(
+            run.plum, run.split, run.dataset.catalog, run.out, run.sft_cfg.seed, run.state
+        )
     open_output_dir(run)  # the first write
     build_sids(run)
     extend_vocabulary(run)
@@ -259,6 +264,10 @@ def fine_tune(run: PlumRun, callbacks: list | None = None) -> None:
                 sft_cfg.weight_decay,
             )
             sft_cfg = replace(sft_cfg, weight_decay=0.0)
+    distill = None
+    if run.plum.distill_weight:
+        distill = (sid_teacher(run), run.plum.distill_weight)
+        run.log["teacher"] = teacher_record(run.plum, run.out)
     try:
         run.trainer = train_stage(
             run.model,
@@ -269,12 +278,28 @@ def fine_tune(run: PlumRun, callbacks: list | None = None) -> None:
             resume_from_checkpoint=run.resume.sft_checkpoint,
             history_sids=run.history_sids(),
             callbacks=callbacks,
+            distill=distill,
         )
     finally:
         if top is not None:
             top.remove()
             run.model.requires_grad_(True)
     run.log["sft"] = run.trainer.state.log_history
+
+
+def sid_teacher(run: PlumRun) -> Any:
+    """The run's SASRec teacher (given, or trained into OUTPUT_DIR/teacher) read in the chat
+    tokenizer's SID tokens (:class:`recllm.train.distill.SIDTeacher`)."""
+    from recllm.train.distill import SIDTeacher
+    from recllm.vocab import SID_FORMAT
+
+    if run.teacher is None:
+        run.teacher = run_teacher(
+            run.plum, run.split, run.dataset.catalog, run.out, run.sft_cfg.seed, run.state
+        )
+    token_ids = SID_FORMAT.token_ids(run.tokenizer, run.sid_map.codebook_sizes)
+    run.teacher.to(run.model.device)
+    return SIDTeacher(run.teacher, run.sid_map, token_ids, run.plum.distill_temperature)
 
 
 def chat_recommender(

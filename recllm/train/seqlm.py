@@ -284,6 +284,7 @@ def run_seqlm(
     from recllm.train.checkpoints import (
         plan_trainer_resume,
     )
+    from recllm.train.distill_args import run_teacher, teacher_record
     from recllm.train.rundir import check_output_dir, check_sid_artifact
 
     if args.valid_users and evaluate is None:
@@ -310,7 +311,7 @@ def run_seqlm(
         split = cut_training(split, args.train_until)
     period = window_period(split, args, args.max_items)  # refuses data without timestamps
     # a given teacher must have been trained on this training split (cheap to check now)
-    teacher = _teacher(args, split, dataset.catalog, out, sft_cfg.seed) if args.teacher else None
+    teacher = run_teacher(args, split, dataset.catalog, out, sft_cfg.seed) if args.teacher else None
     resolved = {
         "seqlm": asdict(args),
         "data": asdict(data_cfg),
@@ -373,18 +374,14 @@ def run_seqlm(
         "data_fingerprint": fingerprint,
     }
     if args.distill_weight and teacher is None:  # trained into OUTPUT_DIR/teacher
-        teacher = _teacher(args, split, dataset.catalog, out, sft_cfg.seed)
+        teacher = run_teacher(args, split, dataset.catalog, out, sft_cfg.seed)
     run = _Run(
         args, sft_cfg, split, dataset.catalog, sid_map, out, period, callbacks or [], teacher
     )
     model_dirs: list[Path] = []
     log: dict[str, Any] = {"train_users": len(split.train.sequences), "seeds": {}}
     if teacher is not None:
-        log["teacher"] = {
-            "dir": args.teacher or str(out / "teacher"),
-            "weight": args.distill_weight,
-            "temperature": args.distill_temperature,
-        }
+        log["teacher"] = teacher_record(args, out)
     if period is not None:
         log["period"] = period.report()
     earlier = _finished_members(out) if resume is not None else {}
@@ -468,26 +465,6 @@ class _Run:
     period: Any = None
     callbacks: list = field(default_factory=list)
     teacher: Any = None  # the SASRec a teacher's loss reads (distill_weight > 0)
-
-
-def _teacher(args: SeqLMArguments, split, catalog, out: Path, seed: int):
-    """The SASRec teacher: ``--teacher``, checked to be of this (training) split, or the one of
-    OUTPUT_DIR/teacher, trained there first on the training split when absent."""
-    from recllm.baselines.sasrec import SASRecConfig, load_split_sasrec, split_sasrec
-    from recllm.data.fingerprint import data_fingerprint
-    from recllm.train.distill import TEACHER_DIR
-
-    if args.teacher is not None:
-        fix = "pass a SASRec trained on this split, or drop --teacher to train one in the run"
-        fingerprint = data_fingerprint(split, catalog)
-        return load_split_sasrec(args.teacher, fingerprint, "--teacher", fix)
-    cfg = SASRecConfig(
-        time_budget_minutes=args.teacher_minutes,
-        dropout=args.teacher_dropout,
-        batch_size=64,
-        seed=seed,
-    )
-    return split_sasrec(out / TEACHER_DIR, split, catalog, cfg, "--teacher")
 
 
 def _train_member(

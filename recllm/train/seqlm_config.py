@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 
+from recllm.train.distill_args import DistillArguments
+
 
 @dataclass
 class SeqLMConfig:
@@ -46,7 +48,7 @@ class SeqLMConfig:
 
 
 @dataclass
-class SeqLMArguments(SeqLMConfig):
+class SeqLMArguments(SeqLMConfig, DistillArguments):
     """The ``recipes/seqlm.py`` options: the decoder's size (:class:`SeqLMConfig`) plus seeds,
     budget, validation-based epoch selection and the SID map to use."""
 
@@ -135,50 +137,10 @@ class SeqLMArguments(SeqLMConfig):
         },
     )
 
-    distill_weight: float = field(
-        default=0.0,
-        metadata={
-            "help": "Weight of the teacher's loss beside the next-token loss (issue 30): a SASRec "
-            "teaches every SID level its share of the next-item distribution "
-            "(recllm.train.distill); 0 = no teacher."
-        },
-    )
-    teacher: str | None = field(
-        default=None,
-        metadata={
-            "help": "A SASRec artifact trained on this split (sasrec.json), e.g. "
-            "OUTPUT_DIR/teacher of an earlier run; null with distill_weight > 0: the recipe "
-            "trains one into OUTPUT_DIR/teacher first."
-        },
-    )
-    teacher_minutes: float = field(
-        default=10.0, metadata={"help": "Training budget of the in-run teacher, in minutes."}
-    )
-    teacher_dropout: float = field(
-        default=0.5, metadata={"help": "Dropout of the in-run teacher (0.5: sparse data)."}
-    )
-    distill_temperature: float = field(
-        default=1.0,
-        metadata={"help": "Softens the teacher and the student alike (> 1: softer targets)."},
-    )
-
     def __post_init__(self) -> None:
         from recllm.errors import UserError
 
-        if self.distill_weight < 0:
-            raise UserError(
-                f"--distill_weight {self.distill_weight}", "must be 0 or more", "pass 0 or 0.5"
-            )
-        if self.teacher is not None and not self.distill_weight:
-            raise UserError(
-                f"--teacher {self.teacher}",
-                "is read only when a teacher's loss is on, and --distill_weight is 0",
-                "add --distill_weight 0.5, or drop --teacher",
-            )
-        if self.distill_temperature <= 0 or self.teacher_minutes <= 0:
-            raise UserError(
-                "--distill_temperature/--teacher_minutes", "must be > 0", "pass 1.0 and 10"
-            )
+        super().__post_init__()  # the teacher's options
         if self.ensemble < 1:
             raise UserError("--ensemble", f"must be >= 1, got {self.ensemble}", "pass 1 or more")
         if self.session_length < 1:

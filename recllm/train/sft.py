@@ -24,6 +24,8 @@ if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
     from trl import SFTConfig, SFTTrainer
 
+    from recllm.train.distill import SIDTeacher
+
 logger = logging.getLogger(__name__)
 
 
@@ -56,6 +58,7 @@ def train_stage(
     resume_from_checkpoint: str | os.PathLike[str] | None = None,
     history_sids: tuple[Collection[int], int] | None = None,
     callbacks: list | None = None,
+    distill: tuple[SIDTeacher, float] | None = None,
 ) -> SFTTrainer:
     """Run one SFT stage and return its trainer (``trainer.state.log_history`` has the losses).
 
@@ -70,6 +73,8 @@ def train_stage(
         history_sids: ``(code token ids, levels)``: rows marked ``history_loss``
             (:data:`recllm.tasks.config.HISTORY_LOSS_TASKS`) are also supervised on the code
             tokens of every SID of their prompt after the first (:func:`supervise_history_sids`).
+        distill: ``(teacher, weight)``: a :class:`recllm.train.distill.SIDTeacher` whose loss
+            joins the next-token loss with that weight.
 
     Raises:
         ValueError: The data has ``history_loss`` rows and ``history_sids`` is not given.
@@ -80,7 +85,13 @@ def train_stage(
         # a fresh copy sets up its own accelerator state: transformers' Trainer refuses to build
         # a second DeepSpeed Accelerator on a state an earlier stage (the warm-up) configured
         args = replace(args)
-    trainer = SFTTrainer(
+    trainer_class, extra = SFTTrainer, {}
+    if distill is not None:
+        from recllm.train.distill import distill_trainer_class
+
+        trainer_class = distill_trainer_class(SFTTrainer)
+        extra = {"teacher": distill[0], "distill_weight": distill[1]}
+    trainer = trainer_class(
         model=model,
         args=args,
         train_dataset=train_dataset,
@@ -88,6 +99,7 @@ def train_stage(
         processing_class=tokenizer,
         peft_config=peft_config,
         callbacks=[MarkCompleteCheckpoints(), *(callbacks or [])],
+        **extra,
     )
     check_sharding(trainer, peft=peft_config is not None)
     if "history_loss" in trainer.train_dataset.column_names:

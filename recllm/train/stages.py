@@ -98,6 +98,7 @@ class PlumRun:
     train: Any = None
     log: dict[str, Any] = field(default_factory=dict)
     trainer: Any = None
+    teacher: Any = None  # the SASRec of --distill_weight (recllm.train.distill_args)
 
     @property
     def warmup_stage(self) -> bool:

@@ -430,3 +430,23 @@ def test_single_cpu_thread_under_accelerate_is_named():
     assert warn_single_cpu_thread({**launched, "WORLD_SIZE": "2"}, cores=2) is None  # 1 each
     assert warn_single_cpu_thread({"OMP_NUM_THREADS": "1"}, cores=2) is None  # not launched
     assert "--num_cpu_threads_per_process 8" in warn_single_cpu_thread(launched, cores=8)
+
+
+def test_distillation_joins_the_chat_model_sft(tmp_path, ml100k_subset):
+    """--distill_weight on the chat recipe (LoRA, so the teacher's hook sits under PEFT): a
+    SASRec teacher is trained into OUTPUT_DIR/teacher and every SFT step distills the
+    recommendation rows' completions (their prompts list the history's SIDs)."""
+    base = save_tiny_model(tmp_path / "base", tie_word_embeddings=True)
+    out = tmp_path / "run"
+    distill = ("--distill_weight", "1.0", "--teacher_minutes", "0.05")
+    proc = run_small(base, out, ml100k_subset, *LORA_ARGS, *distill, accelerate=False)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    log = json.loads((out / "train_log.json").read_text())
+    steps = [h for h in log["sft"] if "loss" in h]
+    assert len(steps) == 12
+    # a step's KL is positive exactly when its batch held a row to distill (history + target)
+    assert all((h["distill_kl"] > 0) == (h["distill_items"] > 0) for h in steps)
+    assert sum(h["distill_items"] > 0 for h in steps) >= 6, steps
+    assert log["teacher"]["dir"] == str(out / "teacher")
+    assert (out / "teacher" / "sasrec.json").is_file()
+    assert "distill_kl" not in json.dumps(log["warmup"])  # the warm-up trains SID rows only
