@@ -22,6 +22,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+# User sampling lives in data (below train, which samples validation users); importable here too.
+from recllm.data.splits import select_users  # noqa: F401
 from recllm.eval.metrics import RankingMetrics
 
 # Prompt building lives in tasks (below eval); these names stay importable from here.
@@ -40,26 +42,6 @@ logger = logging.getLogger(__name__)
 #: The ``protocol`` figure: the published one (seen items may be recommended), and the one
 #: that excludes every user's history inside the constraint.
 PROTOCOLS = {False: "p5", True: "p5_exclude_history"}
-
-
-def select_users(examples: Sequence[Example], n: int, seed: int | None = None) -> list[Example]:
-    """``n`` of ``examples`` (0 = all): the first ``n``, or a seeded random sample when ``seed``
-    is given (in their original order; the same seed and data give the same users).
-
-    The first users of a split are a sample of whatever order the data lists them in (for
-    ml-100k: user ids, and most-popular scores .015 on the first 200 test users against .050
-    on all 943); a seeded sample is a fair one for comparing methods on a subset.
-    """
-    import random
-
-    if n < 0:
-        raise ValueError(f"n must be >= 0 (0 = all), got {n}")
-    if not n or n >= len(examples):
-        return list(examples)
-    if seed is None:
-        return list(examples[:n])
-    keep = sorted(random.Random(seed).sample(range(len(examples)), n))
-    return [examples[i] for i in keep]
 
 
 def eval_examples(

@@ -507,7 +507,9 @@ def _train_member(
     callbacks: list[Any] = [budget]
     select = None
     if run.args.valid_users:
-        valid = run.split.valid[: run.args.valid_users]
+        from recllm.data.splits import select_users
+
+        valid = select_users(run.split.valid, run.args.valid_users, run.args.valid_seed)
         spec = PromptSpec(style=PROMPT_STYLE, max_history=cfg.max_items)
 
         def on_valid(m, tok=tok, valid=valid, spec=spec):

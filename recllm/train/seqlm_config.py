@@ -75,6 +75,13 @@ class SeqLMArguments(SeqLMConfig, DistillArguments):
             "per epoch."
         },
     )
+    valid_seed: int | None = field(
+        default=0,
+        metadata={
+            "help": "Seed of the valid_users sample (a seeded random sample of the validation "
+            "users; the first users of a file are a biased sample); null = the first users."
+        },
+    )
     valid_beams: int = field(
         default=20,
         metadata={"help": "Beam width of the validation passes (>= the K of select_metric)."},
