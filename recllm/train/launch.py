@@ -33,10 +33,13 @@ def launch_command(
 ) -> list[str]:
     """The ``accelerate launch`` command line of ``recipe``.
 
-    ``threads``: CPU threads per process (default: the usable cores divided among the
-    processes). accelerate gives a process one thread when there is no GPU unless told
-    otherwise, which makes a CPU run several times slower.
+    ``threads``: CPU threads per process (default: ``OMP_NUM_THREADS`` when the caller set it,
+    e.g. to 1 beside other work, else the usable cores divided among the processes).
+    accelerate gives a process one thread when there is no GPU unless told otherwise, which
+    makes a CPU run several times slower.
     """
+    if threads is None and os.environ.get("OMP_NUM_THREADS", "").isdigit():
+        threads = max(1, int(os.environ["OMP_NUM_THREADS"]))
     if threads is None:
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
         threads = max(1, (cores or 1) // num_processes)

@@ -24,7 +24,8 @@ sys.exit(int(os.environ.get("FAIL", "0")))
 """
 
 
-def test_recipe_runs_with_its_yaml_flags_threads_and_env(tmp_path: Path):
+def test_recipe_runs_with_its_yaml_flags_threads_and_env(tmp_path: Path, monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)  # the default: every usable core
     recipe = tmp_path / "recipe.py"
     recipe.write_text(RECIPE)
     cfg = {"model_name_or_path": "m", "mixture": {"rec": 1.0, "dialogue": 0.5}, "max_steps": 3}
@@ -63,6 +64,17 @@ def test_failing_recipe_raises_and_config_needs_a_path(tmp_path: Path):
         )
     with pytest.raises(ValueError, match="config_path"):
         launch_recipe(recipe, config={"a": 1})
-    cmd = launch_command(recipe, num_processes=2, threads=None)
-    n = len(os.sched_getaffinity(0))
-    assert cmd[cmd.index("--num_cpu_threads_per_process") + 1] == str(max(1, n // 2))
+
+def test_threads_default_to_the_callers_omp_setting_else_the_cores(tmp_path, monkeypatch):
+    recipe = tmp_path / "r.py"
+
+    def threads():
+        cmd = launch_command(recipe, num_processes=2, threads=None)
+        return cmd[cmd.index("--num_cpu_threads_per_process") + 1]
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert threads() == str(max(1, len(os.sched_getaffinity(0)) // 2))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # one thread beside other work, as asked
+    assert threads() == "1"
+    cmd = launch_command(recipe, threads=3)  # an explicit count wins
+    assert cmd[cmd.index("--num_cpu_threads_per_process") + 1] == "3"
