@@ -195,8 +195,10 @@ def table(summary: dict[str, Any]) -> str:
 
 
 def plot(summary: dict[str, Any], path: Path, title: str) -> Path:
-    """R@10 and N@10 of every row as grouped bars."""
+    """R@5, N@5, R@10 and N@10 of every row as grouped bars."""
     from recllm.bench.report import grouped_bars
 
-    series = {n: [f["recall@10"], f["ndcg@10"]] for n, f in summary["rows"].items()}
-    return grouped_bars(series, ["Recall@10", "NDCG@10"], path, title=title)
+    keys = ("recall@5", "ndcg@5", "recall@10", "ndcg@10")
+    series = {n: [f[k] for k in keys] for n, f in summary["rows"].items()}
+    groups = ["Recall@5", "NDCG@5", "Recall@10", "NDCG@10"]
+    return grouped_bars(series, groups, path, title=title)

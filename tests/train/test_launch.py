@@ -65,6 +65,7 @@ def test_failing_recipe_raises_and_config_needs_a_path(tmp_path: Path):
     with pytest.raises(ValueError, match="config_path"):
         launch_recipe(recipe, config={"a": 1})
 
+
 def test_threads_default_to_the_callers_omp_setting_else_the_cores(tmp_path, monkeypatch):
     recipe = tmp_path / "r.py"
 
