@@ -17,6 +17,7 @@ if __name__ == "__main__":
     # bitsandbytes (imported by TRL) warns at import on CPUs without its optional `kernels`
     # package; harmless, and it would stand before a one-line config error
     logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
+    from recllm.baselines.sasrec import run_teacher
     from recllm.errors import user_errors
     from recllm.train.plum import parse_recipe_args, run_plum
 
@@ -24,4 +25,4 @@ if __name__ == "__main__":
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     with user_errors("plum_sft"):
-        run_plum(*parse_recipe_args())
+        run_plum(*parse_recipe_args(), teacher_provider=run_teacher)

@@ -23,6 +23,7 @@ if __name__ == "__main__":
     logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
     from trl import SFTConfig
 
+    from recllm.baselines.sasrec import run_teacher
     from recllm.data import DataConfig
     from recllm.errors import user_errors
     from recllm.eval.run import evaluate_recommender
@@ -36,4 +37,4 @@ if __name__ == "__main__":
     with user_errors("seqlm"):
         args = parse_recipe_args((SeqLMArguments, DataConfig, SIDConfig, SFTConfig), prog="seqlm")
         # validation ranks users with eval's beam search; training never imports eval itself
-        run_seqlm(*args, evaluate=evaluate_recommender)
+        run_seqlm(*args, evaluate=evaluate_recommender, teacher_provider=run_teacher)

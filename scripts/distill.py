@@ -89,6 +89,7 @@ def main(argv: list[str] | None = None) -> dict:
     print(text)
     print(f"\nuser by user against the control ({summary['test_users']} test users):")
     print("\n".join(paired_lines(summary["paired_vs_control"], k=10)))
+    print("\n".join(paired_lines(summary["paired_vs_control_at5"], k=5)))
     print(f"weight chosen on validation: {summary['chosen_weight']:g}")
     title = f"teacher distillation: {summary['data']} ({summary['test_users']} test users)"
     distill.plot(summary, out / "distill.png", title)

@@ -633,3 +633,29 @@ def split_sasrec(
     return load_split_sasrec(
         out, fingerprint, flag, f"delete {out} to train it again, or pass another directory"
     )
+
+
+def run_teacher(
+    args: Any, split: Any, catalog: Any, out: Path, seed: int, state: Any = None
+) -> Any:
+    """The SASRec teacher of a run: ``args.teacher``, checked to be of this (training) split,
+    or the one of ``out``/teacher, trained there first on the training split when absent (by
+    the main process first when ``state``, an accelerate ``PartialState``, is given)."""
+    import contextlib
+
+    from recllm.data.fingerprint import data_fingerprint
+    from recllm.train.distill_args import TEACHER_DIR
+
+    if args.teacher is not None:
+        fix = "pass a SASRec trained on this split, or drop --teacher to train one in the run"
+        fingerprint = data_fingerprint(split, catalog)
+        return load_split_sasrec(args.teacher, fingerprint, "--teacher", fix)
+    cfg = SASRecConfig(
+        time_budget_minutes=args.teacher_minutes,
+        dropout=args.teacher_dropout,
+        batch_size=64,
+        seed=seed,
+    )
+    first = state.main_process_first() if state is not None else contextlib.nullcontext()
+    with first:
+        return split_sasrec(Path(out) / TEACHER_DIR, split, catalog, cfg, "--teacher")

@@ -159,7 +159,7 @@ def run(s: DistillSettings, root: Path) -> dict[str, Any]:
         }
     rows[TEACHER_ROW] = {**figures(ranks[TEACHER_ROW]), "train_minutes": teacher_minutes}
     chosen = chosen_weight({w: v for w, v in valid.items() if w})
-    paired = paired_vs(ranks, arm_name(0.0), k=10)
+    paired = {k: paired_vs(ranks, arm_name(0.0), k=k) for k in (5, 10)}
     return {
         "data": s.data or data_cfg.data_path,
         "test_users": len(test),
@@ -169,7 +169,8 @@ def run(s: DistillSettings, root: Path) -> dict[str, Any]:
         "chosen_weight": chosen,
         "chosen_by": "the arms' best validation Recall@10 (the recipe's seeded validation sample)",
         "rows": rows,
-        "paired_vs_control": paired,
+        "paired_vs_control": paired[10],
+        "paired_vs_control_at5": paired[5],
         "minutes": round((time.monotonic() - t0) / 60, 1),
     }
 

@@ -23,7 +23,8 @@ window is a target of the ones before it, and the chat model's recommendation ro
 prompt lists the history's SIDs and whose completion is the next item's.
 
 The student's code logits are computed from the backbone's last hidden state at those positions
-only (a forward hook), so TRL's fused LM-head loss keeps running unchanged beside it and no
+only, by a forward hook inside the model's forward (where a sharded LM head is gathered, as it is
+for TRL's fused head), so TRL's fused LM-head loss keeps running unchanged beside it and no
 ``(batch, length, vocabulary)`` logits are built.
 """
 
@@ -36,7 +37,6 @@ import torch
 import torch.nn.functional as F
 
 if TYPE_CHECKING:
-    from recllm.baselines.sasrec import SASRec
     from recllm.sid.sidmap import SIDMap
     from recllm.vocab.format import SIDTokenIds
 
@@ -47,7 +47,9 @@ class SIDTeacher:
     """A SASRec teacher read in SID terms: per-level soft targets and the distillation loss.
 
     Args:
-        teacher: A trained SASRec (put in eval mode; never trained here).
+        teacher: A trained :class:`recllm.baselines.sasrec.SASRec` (put in eval mode; never
+            trained here): its ``item_ids``, ``index``, ``encode``, ``logits`` and
+            ``config.max_len`` are read.
         sid_map: The student's SID map. Teacher items without a SID lose their probability mass
             (the rest is renormalized); SID items the teacher does not know are never distilled.
         token_ids: The student tokenizer's SID token layout.
@@ -60,7 +62,7 @@ class SIDTeacher:
 
     def __init__(
         self,
-        teacher: SASRec,
+        teacher: Any,
         sid_map: SIDMap,
         token_ids: SIDTokenIds,
         temperature: float = 1.0,
@@ -259,24 +261,34 @@ def distill_trainer_class(base: type) -> type:
                 raise ValueError(f"distill_weight must be > 0, got {distill_weight}")
             self.sid_teacher = teacher
             self.distill_weight = float(distill_weight)
-            self._last_hidden: torch.Tensor | None = None
-            backbone = self.accelerator.unwrap_model(self.model).get_decoder()
-            backbone.register_forward_hook(self._keep_hidden)
+            self._batch: tuple[torch.Tensor, torch.Tensor | None] | None = None
+            self._distilled: tuple[torch.Tensor, int] | None = None
+            model = self.accelerator.unwrap_model(self.model)
+            self._head = model.get_output_embeddings()
+            model.get_decoder().register_forward_hook(self._distill_in_forward)
 
-        def _keep_hidden(self, module, args, output) -> None:
-            self._last_hidden = output[0] if isinstance(output, tuple) else output.last_hidden_state
+        def _distill_in_forward(self, module, args, output) -> None:
+            # Inside the model's forward, where a sharded (FSDP) LM head's weights are gathered,
+            # as they are for TRL's fused head; only the first, gradient-carrying forward of a
+            # training step
+            if self._batch is None or self._distilled is not None or not torch.is_grad_enabled():
+                return
+            hidden = output[0] if isinstance(output, tuple) else output.last_hidden_state
+            bias = getattr(self._head, "bias", None)
+            self._distilled = self.sid_teacher.loss(hidden, self._head.weight, bias, *self._batch)
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            input_ids, labels = inputs["input_ids"], inputs.get("labels")
-            loss, outputs = super().compute_loss(
-                model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch
-            )
-            hidden, self._last_hidden = self._last_hidden, None
-            if self.model.training and hidden is not None:
-                head = self.accelerator.unwrap_model(self.model).get_output_embeddings()
-                kl, count = self.sid_teacher.loss(
-                    hidden, head.weight, getattr(head, "bias", None), input_ids, labels
+            if self.model.training:
+                self._batch = (inputs["input_ids"], inputs.get("labels"))
+            try:
+                loss, outputs = super().compute_loss(
+                    model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch
                 )
+                distilled = self._distilled
+            finally:
+                self._batch = self._distilled = None
+            if distilled is not None:
+                kl, count = distilled
                 steps = (
                     self.current_gradient_accumulation_steps
                     if num_items_in_batch is not None

@@ -1,5 +1,7 @@
 """The options of teacher distillation (:mod:`recllm.train.distill`), shared by the recipes that
-train a SID model (``recipes/seqlm.py``, ``recipes/plum_sft.py``), and the teacher they read."""
+train a SID model (``recipes/seqlm.py``, ``recipes/plum_sft.py``). The teacher itself is made by
+:func:`recllm.baselines.sasrec.run_teacher`, which the recipes pass in (training sits below the
+baselines)."""
 
 from __future__ import annotations
 
@@ -60,30 +62,14 @@ class DistillArguments:
             )
 
 
-def run_teacher(
-    args: DistillArguments, split: Any, catalog: Any, out: Path, seed: int, state: Any = None
-) -> Any:
-    """The SASRec teacher of a run: ``args.teacher``, checked to be of this (training) split,
-    or the one of ``out``/teacher, trained there first on the training split when absent (by
-    the main process first when ``state``, an accelerate ``PartialState``, is given)."""
-    import contextlib
-
-    from recllm.baselines.sasrec import SASRecConfig, load_split_sasrec, split_sasrec
-    from recllm.data.fingerprint import data_fingerprint
-
-    if args.teacher is not None:
-        fix = "pass a SASRec trained on this split, or drop --teacher to train one in the run"
-        fingerprint = data_fingerprint(split, catalog)
-        return load_split_sasrec(args.teacher, fingerprint, "--teacher", fix)
-    cfg = SASRecConfig(
-        time_budget_minutes=args.teacher_minutes,
-        dropout=args.teacher_dropout,
-        batch_size=64,
-        seed=seed,
-    )
-    first = state.main_process_first() if state is not None else contextlib.nullcontext()
-    with first:
-        return split_sasrec(Path(out) / TEACHER_DIR, split, catalog, cfg, "--teacher")
+def check_teacher_provider(args: DistillArguments, provider: Any) -> None:
+    """Training sits below the baselines, so the recipe hands the teacher's maker in
+    (:func:`recllm.baselines.sasrec.run_teacher`); refuse a teacher's loss without it."""
+    if args.distill_weight and provider is None:
+        raise ValueError(
+            "distill_weight > 0 needs teacher_provider=recllm.baselines.sasrec.run_teacher "
+            "(recipes/seqlm.py and recipes/plum_sft.py pass it)"
+        )
 
 
 def teacher_record(args: DistillArguments, out: Path) -> dict[str, Any]:

@@ -36,7 +36,7 @@ from recllm.sid.config import SIDConfig
 from recllm.tasks import TaskConfig
 from recllm.train import recipe_args
 from recllm.train.checkpoints import load_stage_rows, save_stage_rows
-from recllm.train.distill_args import DistillArguments, run_teacher, teacher_record
+from recllm.train.distill_args import DistillArguments, check_teacher_provider, teacher_record
 from recllm.train.init_model import carry_catalog_files
 from recllm.train.lora import merge_adapter_full_precision, sid_lora_config
 from recllm.train.rows import train_top_layers
@@ -160,6 +160,7 @@ def run_plum(
     callbacks: list | None = None,
     rationales: Any = None,
     think_record: dict[str, Any] | None = None,
+    teacher_provider: Any = None,
 ) -> Path:
     """Run the recipe end to end and return the saved model directory (OUTPUT_DIR/model).
 
@@ -172,7 +173,9 @@ def run_plum(
     Raises:
         UserError: A bad setting, model or data, found before anything is written.
     """
+    check_teacher_provider(plum, teacher_provider)
     run = validate(plum, data_cfg, sid_cfg, task_cfg, sft_cfg, model_cfg)
+    run.teacher_provider = teacher_provider
     load_data(run)
     return train_and_save(
         run, callbacks=callbacks, rationales=rationales, think_record=think_record
@@ -187,8 +190,9 @@ def train_and_save(
     think_record: dict[str, Any] | None = None,
 ) -> Path:
     """The stages from the output directory on, for a validated run whose data is loaded."""
+    check_teacher_provider(run.plum, run.teacher_provider)
     if run.plum.teacher is not None:  # a given teacher must be of this split: checked first
-        run.teacher = run_teacher(
+        run.teacher = run.teacher_provider(
             run.plum, run.split, run.dataset.catalog, run.out, run.sft_cfg.seed, run.state
         )
     open_output_dir(run)  # the first write
@@ -294,7 +298,7 @@ def sid_teacher(run: PlumRun) -> Any:
     from recllm.vocab import SID_FORMAT
 
     if run.teacher is None:
-        run.teacher = run_teacher(
+        run.teacher = run.teacher_provider(
             run.plum, run.split, run.dataset.catalog, run.out, run.sft_cfg.seed, run.state
         )
     token_ids = SID_FORMAT.token_ids(run.tokenizer, run.sid_map.codebook_sizes)

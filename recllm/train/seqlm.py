@@ -250,6 +250,7 @@ def run_seqlm(
     *,
     evaluate: Callable[..., Any] | None = None,
     callbacks: list | None = None,
+    teacher_provider: Callable[..., Any] | None = None,
 ) -> SeqLMRun:
     """Data -> SIDs -> ``args.ensemble`` from-scratch decoders -> model directories.
 
@@ -267,6 +268,8 @@ def run_seqlm(
             an object with ``.metrics`` (:func:`recllm.eval.run.evaluate_recommender`). Training
             sits below evaluation, so the caller passes it in; needed when ``valid_users`` > 0.
         callbacks: ``transformers.TrainerCallback`` objects joining every decoder's training.
+        teacher_provider: Makes the teacher of ``--distill_weight``
+            (:func:`recllm.baselines.sasrec.run_teacher`); needed when that weight is > 0.
 
     Raises:
         UserError: A stale output directory or SID map, or bad data.
@@ -284,9 +287,10 @@ def run_seqlm(
     from recllm.train.checkpoints import (
         plan_trainer_resume,
     )
-    from recllm.train.distill_args import run_teacher, teacher_record
+    from recllm.train.distill_args import check_teacher_provider, teacher_record
     from recllm.train.rundir import check_output_dir, check_sid_artifact
 
+    check_teacher_provider(args, teacher_provider)
     if args.valid_users and evaluate is None:
         raise ValueError("valid_users > 0 needs the `evaluate` function (evaluate_recommender)")
     if not torch.cuda.is_available() and not sft_cfg.use_cpu:
@@ -311,7 +315,9 @@ def run_seqlm(
         split = cut_training(split, args.train_until)
     period = window_period(split, args, args.max_items)  # refuses data without timestamps
     # a given teacher must have been trained on this training split (cheap to check now)
-    teacher = run_teacher(args, split, dataset.catalog, out, sft_cfg.seed) if args.teacher else None
+    teacher = None
+    if args.teacher:
+        teacher = teacher_provider(args, split, dataset.catalog, out, sft_cfg.seed)
     resolved = {
         "seqlm": asdict(args),
         "data": asdict(data_cfg),
@@ -374,7 +380,7 @@ def run_seqlm(
         "data_fingerprint": fingerprint,
     }
     if args.distill_weight and teacher is None:  # trained into OUTPUT_DIR/teacher
-        teacher = run_teacher(args, split, dataset.catalog, out, sft_cfg.seed)
+        teacher = teacher_provider(args, split, dataset.catalog, out, sft_cfg.seed)
     run = _Run(
         args, sft_cfg, split, dataset.catalog, sid_map, out, period, callbacks or [], teacher
     )

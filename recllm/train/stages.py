@@ -99,6 +99,7 @@ class PlumRun:
     log: dict[str, Any] = field(default_factory=dict)
     trainer: Any = None
     teacher: Any = None  # the SASRec of --distill_weight (recllm.train.distill_args)
+    teacher_provider: Any = None  # makes it: recllm.baselines.sasrec.run_teacher
 
     @property
     def warmup_stage(self) -> bool:

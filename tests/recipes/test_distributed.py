@@ -239,3 +239,22 @@ def test_ddp_ranks_hold_identical_weights(tmp_path, allreduce, ml100k_subset):
         else:
             assert not any(same.values()), [n for n, s in same.items() if s][:5]
     load_model_with_sids(out / "model")
+
+
+@pytest.mark.slow  # a third 2-rank launch; the distillation itself is tested in one process
+def test_fsdp_with_a_teacher_distills_on_every_rank(tmp_path, ml100k_subset):
+    """--distill_weight under FSDP2 on 2 CPU ranks: rank 0 trains the teacher while rank 1
+    waits, both read it, and the student's code logits come from the gathered LM head inside
+    the forward: finite losses, a KL on every step that had a recommendation row."""
+    base = save_tiny_model(tmp_path / "base", tie_word_embeddings=False)
+    out = tmp_path / "run"
+    distill = ("--distill_weight", "1.0", "--teacher_minutes", "0.05")
+    proc, records = launch(
+        "fsdp", base, out, ml100k_subset, 29584, *distill, HARNESS_SHARD_ON_CPU="1"
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert_sharded_run_saved_full_model(out, records, base, ml100k_subset, "DistributedType.FSDP")
+    steps = [h for h in json.loads((out / "train_log.json").read_text())["sft"] if "loss" in h]
+    assert all((h["distill_kl"] > 0) == (h["distill_items"] > 0) for h in steps)
+    assert any(h["distill_items"] > 0 for h in steps)
+    assert (out / "teacher" / "sasrec.json").is_file()

@@ -245,8 +245,14 @@ def test_distillation_trains_a_teacher_and_refuses_one_of_other_data(tmp_path):
     """--distill_weight > 0: a SASRec teacher is trained on the training split into
     OUTPUT_DIR/teacher, recording the data it saw, and every step logs its KL. A teacher of
     other data is refused by --teacher (control: the same teacher on its own data is taken)."""
+    from functools import partial
+
+    from recllm.baselines.sasrec import run_teacher
     from recllm.train.seqlm import run_seqlm
 
+    with pytest.raises(ValueError, match="needs teacher_provider"):  # training sits below it
+        run_seqlm(*parse_recipe_args(TYPES, ["--config", str(YAML), "--distill_weight", "1"]))
+    run_seqlm = partial(run_seqlm, teacher_provider=run_teacher)
     data = save_tiny_recommender(tmp_path / "tiny").parent / "data"
     out = tmp_path / "run"
     argv = ["--config", str(YAML), "--data_path", str(data), *TINY, "--valid_users", "0"]
