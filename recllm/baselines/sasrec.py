@@ -616,8 +616,8 @@ def split_sasrec(
     directory: str | Path, split: Split, catalog: Any, config: SASRecConfig, flag: str
 ) -> SASRec:
     """The SASRec of ``directory``, trained there on ``split``'s training sequences first when
-    it is absent or was trained with another ``config`` (the reward model or teacher a recipe
-    trains for itself). Returns it loaded and checked like :func:`load_split_sasrec`."""
+    it is absent or was trained with another ``config`` or on other data (the reward model or
+    teacher a recipe trains for itself). Returns it loaded and checked like :func:`load_split_sasrec`."""
     import json
 
     from recllm.data.fingerprint import data_fingerprint
@@ -625,8 +625,9 @@ def split_sasrec(
     out = Path(directory)
     fingerprint = data_fingerprint(split, catalog)
     record = out / SASREC_FILE
-    recorded = json.loads(record.read_text())["config"] if record.is_file() else None
-    if recorded != json.loads(json.dumps(asdict(config))):
+    stored = json.loads(record.read_text()) if record.is_file() else {}
+    made_with = [stored.get("config"), (stored.get("meta") or {}).get("data_fingerprint")]
+    if made_with != json.loads(json.dumps([asdict(config), fingerprint])):
         logger.info("training SASRec on the training split into %s", out)
         model, history = train_sasrec(split, catalog, config, progress=False)
         save_sasrec(model, out, meta={"data_fingerprint": fingerprint, "history": history})

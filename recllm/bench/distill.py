@@ -20,9 +20,10 @@ from typing import Any
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DistillSettings", "chosen_weight", "plot", "run", "sasrec_ranks", "table"]
+__all__ = ["DistillSettings", "chosen_weight", "plot", "run", "sasrec_lists", "table"]
 
 TEACHER_ROW = "SASRec (the teacher, same run)"
+FIGURES = ("recall@5", "ndcg@5", "recall@10", "ndcg@10")
 
 
 @dataclass(frozen=True)
@@ -48,31 +49,16 @@ def arm_name(weight: float) -> str:
     return "no teacher (control)" if not weight else f"distill_weight {weight:g}"
 
 
-def sasrec_ranks(model: Any, examples: Sequence[Any], top: int = 20, batch: int = 512) -> list:
-    """Every user's rank of its target in SASRec's full ranking (1 = first, 0 = below ``top``)."""
+def sasrec_lists(model: Any, examples: Sequence[Any], top: int = 20, batch: int = 512) -> list:
+    """Every user's ``top`` items in SASRec's full ranking, best first."""
     from recllm.baselines.sasrec import score_histories
 
-    ranks = []
+    lists = []
     for start in range(0, len(examples), batch):
         chunk = examples[start : start + batch]
         best = score_histories(model, [e.history for e in chunk]).topk(top, dim=1).indices
-        for ex, row in zip(chunk, best.tolist(), strict=True):
-            items = [model.item_ids[j] for j in row]
-            ranks.append(items.index(ex.target) + 1 if ex.target in items else 0)
-    return ranks
-
-
-def figures(ranks: Sequence[int], ks: Sequence[int] = (5, 10)) -> dict[str, float]:
-    """Recall@K and NDCG@K of one target per user from its ranks."""
-    import math
-
-    n = max(1, len(ranks))
-    out: dict[str, float] = {}
-    for k in ks:
-        hits = [r for r in ranks if 0 < r <= k]
-        out[f"recall@{k}"] = len(hits) / n
-        out[f"ndcg@{k}"] = sum(1 / math.log2(r + 1) for r in hits) / n
-    return out
+        lists += [[model.item_ids[j] for j in row] for row in best.tolist()]
+    return lists
 
 
 def best_valid(arm_dir: Path) -> dict[str, float] | None:
@@ -107,6 +93,8 @@ def run(s: DistillSettings, root: Path) -> dict[str, Any]:
     from recllm.bench.scoring import ScoreCache, Scorer
     from recllm.data import DataConfig, load_rec_dataset, split_dataset
     from recllm.data.splits import select_users
+    from recllm.eval.metrics import RankingMetrics
+    from recllm.eval.report import target_ranks
     from recllm.sid.config import SIDConfig
     from recllm.train.recipe_args import parse_recipe_args
     from recllm.train.seqlm import SeqLMArguments
@@ -133,7 +121,13 @@ def run(s: DistillSettings, root: Path) -> dict[str, Any]:
     teacher = split_sasrec(s.out / "teacher", split, dataset.catalog, teacher_cfg, "--teacher")
     record = json.loads((s.out / "teacher" / "sasrec.json").read_text())
     teacher_minutes = round(record["meta"]["history"][-1]["seconds"] / 60, 1)  # (reused: then)
-    ranks = {TEACHER_ROW: sasrec_ranks(teacher, test, s.beams)}
+    lists = sasrec_lists(teacher, test, s.beams)
+    ranks = {TEACHER_ROW: target_ranks([ex.target for ex in test], lists)}
+    metrics = RankingMetrics(teacher.item_ids)
+    for items, ex in zip(lists, test, strict=True):
+        metrics.add(items, ex.target)
+    computed = metrics.compute((5, 10))
+    teacher_figures = {k: computed[k] for k in FIGURES}
 
     recipe = root / "recipes" / "seqlm.py"
     cache = ScoreCache(s.out / "scores")
@@ -152,12 +146,12 @@ def run(s: DistillSettings, root: Path) -> dict[str, Any]:
         name = arm_name(weight)
         ranks[name] = scored.ranks
         rows[name] = {
-            **{k: scored.figures[k] for k in ("recall@5", "ndcg@5", "recall@10", "ndcg@10")},
+            **{k: scored.figures[k] for k in FIGURES},
             "invalid_rate": scored.figures.get("invalid_rate", 0.0),
             "train_minutes": round(arm.minutes, 1),
             "valid": valid[weight],
         }
-    rows[TEACHER_ROW] = {**figures(ranks[TEACHER_ROW]), "train_minutes": teacher_minutes}
+    rows[TEACHER_ROW] = {**teacher_figures, "train_minutes": teacher_minutes}
     chosen = chosen_weight({w: v for w, v in valid.items() if w})
     paired = {k: paired_vs(ranks, arm_name(0.0), k=k) for k in (5, 10)}
     return {

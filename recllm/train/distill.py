@@ -111,6 +111,7 @@ class SIDTeacher:
         self._starts = torch.tensor(
             [token_ids.level_ids(level).start for level in range(self.levels)], dtype=torch.long
         )
+        self._sizes = torch.tensor(token_ids.codebook_sizes, dtype=torch.long)
 
     # -- reading items from token ids -------------------------------------------------------------
 
@@ -136,8 +137,7 @@ class SIDTeacher:
         offsets = torch.arange(1, L + 1)
         tokens = ids[b[:, None], pos[:, None] + offsets]  # (n, L)
         codes = tokens - self._starts  # each level's code 0 is its first token id
-        sizes = torch.tensor(self.token_ids.codebook_sizes)
-        valid = ((codes >= 0) & (codes < sizes)).all(1)
+        valid = ((codes >= 0) & (codes < self._sizes)).all(1)
         valid &= ids[b, pos + L + 1] == self.token_ids.end_id
         b, pos, codes = b[valid], pos[valid], codes[valid]
         keys = codes @ self._strides
