@@ -215,12 +215,16 @@ def test_align_benchmark_script(seqlm_dir, tmp_path):
     for name in names[1:]:
         assert summary["rows"][name]["invalid_rate"] == 0.0
         assert summary["rows"][name]["users"] == 40
-    assert (
-        figures["+ DPO round 2 (seed 0)"]["minutes"] > figures["+ DPO round 1 (seed 0)"]["minutes"]
-    )
     assert (out / "align_benchmark.png").stat().st_size > 10_000
     log = json.loads((out / "dpo_seed0" / "dpo_log.json").read_text())
     assert [r["round"] for r in log["rounds"]] == [1, 2]
+    # each round's minutes are cumulative: round 2 counts round 1's time and its own
+    seconds = [r["seconds"] for r in log["rounds"]]
+    assert all(s > 0 for s in seconds)
+    assert figures["+ DPO round 1 (seed 0)"]["minutes"] == round(seconds[0] / 60, 2)
+    assert figures["+ DPO round 2 (seed 0)"]["minutes"] == round(
+        seconds[0] / 60 + seconds[1] / 60, 2
+    )
     # the kept ranks reproduce each row's metrics, so the paired differences are the table's
     sft = summary["rows"]["SFT start"]
     for name in names[2:]:
