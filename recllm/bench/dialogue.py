@@ -44,6 +44,7 @@ def train_dialogue_arm(
         "seed": seed,
         **{k: data[k] for k in ("data_path", "max_users", "max_history", "split") if k in data},
         "rec_history_titles": bool((record.get("task") or {}).get("rec_history_titles")),
+        "rec_history_markers": bool((record.get("task") or {}).get("rec_history_markers", True)),
         "mixture": {"dialogue": dialogue_weight},
     }
     recipe, config = ROOT / "recipes" / "plum_sft.py", ROOT / "recipes" / "quickstart.yaml"

@@ -298,17 +298,31 @@ def prefill(
     """
     batch, device = input_ids.shape[0], input_ids.device
     begin = torch.full((batch, 1), begin_id, dtype=input_ids.dtype, device=device)
+    shared = shared_prefix_length(input_ids, attention_mask) if batch > 1 else 0
+    if shared < MIN_SHARED_PREFIX:
+        shared = 0
+    prefix = input_ids[:1, input_ids.shape[1] - int(attention_mask[0].sum()) :][:, :shared]
+    if shared:  # every prompt's first ``shared`` tokens leave the rows: [prefix][pads][rest]
+        input_ids, attention_mask = cut_prefix(input_ids, attention_mask, shared)
     input_ids = torch.cat([input_ids, begin], dim=1)
-    attention_mask = torch.cat([attention_mask, torch.ones_like(begin)], dim=1)
+    attention_mask = torch.cat(
+        [attention_mask.new_ones(batch, shared), attention_mask, torch.ones_like(begin)], dim=1
+    )
     position_ids = (attention_mask.cumsum(-1) - 1).masked_fill(attention_mask == 0, 0)
+    position_ids = position_ids[:, shared:]
     padded = not bool(attention_mask.all())
     caches = []
     logp = 0.0
     for m in models:
+        cache = None
+        if shared:
+            cache = m(input_ids=prefix, use_cache=True, logits_to_keep=1).past_key_values
+            cache.batch_repeat_interleave(batch)
         out = m(
             input_ids=input_ids,
             attention_mask=attention_mask if padded else None,
             position_ids=position_ids,
+            past_key_values=cache,
             use_cache=True,
             logits_to_keep=2 if stop_token_id is not None else 1,
         )
@@ -319,6 +333,38 @@ def prefill(
     if stop_token_id is not None:
         scores += logp[:, -2, begin_id, None]
     return caches, logp[:, -1:], scores, attention_mask, position_ids[:, -1] + 1, padded
+
+
+#: A prompt prefix shared by every row of a batch is run once when it has this many tokens.
+MIN_SHARED_PREFIX = 4
+
+
+def shared_prefix_length(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> int:
+    """How many leading tokens every LEFT-padded row's prompt has in common (chat templates
+    give every recommendation prompt the same system turn and instruction), at most the
+    shortest prompt's length less one (each row keeps a token of its own)."""
+    lengths = attention_mask.sum(1)
+    shortest = int(lengths.min())
+    if shortest < 2:
+        return 0
+    width = input_ids.shape[1]
+    cols = (width - lengths)[:, None] + torch.arange(shortest - 1, device=input_ids.device)
+    heads = input_ids.gather(1, cols)  # (batch, shortest - 1): each prompt's first tokens
+    differs = (heads != heads[:1]).any(0)
+    return int(differs.float().argmax()) if bool(differs.any()) else shortest - 1
+
+
+def cut_prefix(
+    input_ids: torch.Tensor, attention_mask: torch.Tensor, shared: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The rows without their first ``shared`` tokens, left-padded again to the new width."""
+    lengths = attention_mask.sum(1) - shared
+    width = int(lengths.max())
+    cols = torch.arange(width, device=input_ids.device)
+    keep = cols[None, :] >= (width - lengths)[:, None]
+    src = (input_ids.shape[1] - width + cols)[None, :].expand_as(keep)
+    ids = torch.where(keep, input_ids.gather(1, src.clamp(min=0)), input_ids[:, :1] * 0)
+    return ids, keep.to(attention_mask.dtype)
 
 
 def _as_ensemble(model) -> list:

@@ -40,6 +40,7 @@ class ItemView:
     sid: str
     title: str
     text: str
+    codes: str = ""  # the SID's code tokens without its markers (compact histories)
 
 
 class TaskRenderer:
@@ -100,6 +101,13 @@ class TaskRenderer:
         }
 
 
+def _sid_codes(sid: str) -> str:
+    """A rendered SID's code tokens alone: ``<a_12><b_3>`` for ``<|sid_begin|><a_12><b_3><|sid_end|>``."""
+    from recllm.vocab import SID_FORMAT
+
+    return sid.removeprefix(SID_FORMAT.begin).removesuffix(SID_FORMAT.end)
+
+
 def _cut(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
 
@@ -148,7 +156,8 @@ class TaskBuilder:
             cfg = self.config
             view = ItemView(
                 id=item_id,
-                sid=self._sid_text(item_id),
+                sid=(sid := self._sid_text(item_id)),
+                codes=_sid_codes(sid),
                 title=_cut(self.catalog.title(item_id), cfg.max_title_chars),
                 text=_cut(
                     self.catalog.text(item_id) or self.catalog.title(item_id), cfg.max_text_chars
@@ -156,6 +165,15 @@ class TaskBuilder:
             )
             self._views[item_id] = view
         return view
+
+    @property
+    def history_style(self) -> dict[str, bool]:
+        """How the recommendation templates write a history (their ``with_titles`` and
+        ``history_markers`` variables), from the config."""
+        return {
+            "with_titles": self.config.rec_history_titles,
+            "history_markers": self.config.rec_history_markers,
+        }
 
     # ------------------------------------------------------------------ per task
 
@@ -166,7 +184,7 @@ class TaskBuilder:
                 "rec",
                 history=[self.item(i) for i in ex.history],
                 target=self.item(ex.target),
-                with_titles=self.config.rec_history_titles,
+                **self.history_style,
             )
             row["user_id"], row["target"] = ex.user_id, ex.target
             yield row
@@ -191,7 +209,7 @@ class TaskBuilder:
                 history=[self.item(i) for i in history],
                 target=self.item(r["target"]),
                 rationale=r["rationale"],
-                with_titles=self.config.rec_history_titles,
+                **self.history_style,
             )
             row["user_id"], row["target"] = r["user_id"], r["target"]
             yield row
@@ -235,7 +253,7 @@ class TaskBuilder:
                     "rec",
                     history=[self.item(i) for i in window[:-1]],
                     target=self.item(window[-1]),
-                    with_titles=self.config.rec_history_titles,
+                    **self.history_style,
                 )
                 row["task"] = "rec_sequence"
                 row["user_id"], row["target"] = user, window[-1]
@@ -263,7 +281,7 @@ class TaskBuilder:
                     history=[self.item(i) for i in history],
                     session=[self.item(i) for i in session],
                     n=n,
-                    with_titles=self.config.rec_history_titles,
+                    **self.history_style,
                 )
                 row["user_id"], row["target"] = user, session[0]
                 yield row
@@ -276,7 +294,7 @@ class TaskBuilder:
             history=[self.item(i) for i in history],
             session=[],
             n=self.config.session_length,
-            with_titles=self.config.rec_history_titles,
+            **self.history_style,
         )
         return [{"role": "user", "content": user}]
 

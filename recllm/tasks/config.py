@@ -91,6 +91,15 @@ class TaskConfig:
             "help": "Show titles next to the SIDs in recommendation histories (longer prompts)."
         },
     )
+    rec_history_markers: bool = field(
+        default=True,
+        metadata={
+            "help": "Write each history SID with its <|sid_begin|>/<|sid_end|> markers, one per "
+            "line, as answers are written. False: the code tokens alone, back to back (3 "
+            "tokens an item instead of 6 with 3 levels: shorter prompts, faster training and "
+            "decoding)."
+        },
+    )
     behaviour_max_items: int = field(
         default=20,
         metadata={"help": "Items per behaviour text (a window of a training history)."},

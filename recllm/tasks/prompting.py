@@ -156,7 +156,7 @@ def build_prompts(
             history=[builder.item(i) for i in ex.history],
             target=builder.item(ex.target),
             rationale="",
-            with_titles=task_cfg.rec_history_titles,
+            **builder.history_style,
         )["prompt"]
         for ex in trimmed
     ]

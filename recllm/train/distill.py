@@ -15,8 +15,9 @@ decoding applies, and the loss is ``KL(q_l || student_l)`` averaged over the tra
 positions (Hinton's temperature on both sides, times ``T^2``). It is added to the next-token
 loss with a weight (``--distill_weight``).
 
-Which positions learn from the teacher is read from the token ids themselves: every complete
-``<|sid_begin|> code ... <|sid_end|>`` of a row is an item, the items before it are its context,
+Which positions learn from the teacher is read from the token ids themselves: every complete run
+of code tokens (levels 0..L-1 in order, with or without the ``<|sid_begin|>``/``<|sid_end|>``
+markers around it) is an item, the items before it are its context,
 and its code positions are distilled when they are trained (their labels are not ``-100``) and
 at least one item precedes it. That covers the SID-sequence decoder, where every item of a
 window is a target of the ones before it, and the chat model's recommendation rows, whose
@@ -120,25 +121,30 @@ class SIDTeacher:
     ) -> dict[str, torch.Tensor]:
         """The complete SIDs of each row, as left-aligned-to-the-right item columns.
 
+        A SID is a run of ``L`` code tokens, levels ``0..L-1`` in order, with or without its
+        markers around it (answers carry them; compact histories, ``rec_history_markers:
+        false``, do not).
+
         Returns:
             ``items`` ``(B, M)`` teacher indices (1-based; 0 = padding or an item the teacher
-            does not know), ``codes`` ``(B, M, L)``, ``begin`` ``(B, M)`` the position of each
-            item's ``<|sid_begin|>`` (-1 on padding) and ``trained`` ``(B, M)``: all of the
-            item's code tokens carry labels (every position when ``labels`` is None). Items sit
+            does not know), ``codes`` ``(B, M, L)``, ``begin`` ``(B, M)`` the position whose
+            next token is the item's first code (its ``<|sid_begin|>``, or the token before it
+            in a compact history; -1 on padding) and ``trained`` ``(B, M)``: all of the item's
+            code tokens carry labels (every position when ``labels`` is None). Items sit
             right-aligned: the last column is each row's last item, as SASRec's left padding
             wants.
         """
         ids = input_ids.detach().cpu()
         rows, length = ids.shape
         L = self.levels
-        b, pos = torch.nonzero(ids == self.token_ids.begin_id, as_tuple=True)
-        fits = pos + L + 1 < length
-        b, pos = b[fits], pos[fits]
+        first = ids - self._starts[0]
+        b, pos = torch.nonzero((first >= 0) & (first < self._sizes[0]), as_tuple=True)
+        fits = (pos >= 1) & (pos + L <= length)
+        b, pos = b[fits], pos[fits] - 1  # pos: the position that predicts the first code
         offsets = torch.arange(1, L + 1)
         tokens = ids[b[:, None], pos[:, None] + offsets]  # (n, L)
         codes = tokens - self._starts  # each level's code 0 is its first token id
         valid = ((codes >= 0) & (codes < self._sizes)).all(1)
-        valid &= ids[b, pos + L + 1] == self.token_ids.end_id
         b, pos, codes = b[valid], pos[valid], codes[valid]
         keys = codes @ self._strides
         at = torch.searchsorted(self._keys, keys).clamp(max=len(self._keys) - 1)

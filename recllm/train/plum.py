@@ -320,6 +320,7 @@ def chat_recommender(
         "data_fingerprint": fingerprint,
         "task": {
             "rec_history_titles": task_cfg.rec_history_titles,
+            "rec_history_markers": task_cfg.rec_history_markers,
             "max_title_chars": task_cfg.max_title_chars,
             "max_text_chars": task_cfg.max_text_chars,
             "facet_labels": dict(task_cfg.facet_labels),

@@ -167,6 +167,58 @@ def test_sid_beam_search_equals_hf_beam_search(moe):
                 assert [tuple(sid_map.codes[r]) for r in rows] == ours_codes
 
 
+def test_shared_prefix_and_its_cut_on_hand_made_rows():
+    """Left-padded rows [0 0 7 8 9 1] / [7 8 9 2 3 4] / [0 7 8 9 5 6]: 3 tokens in common; cut,
+    each row keeps its own tokens, left-padded again; a row that is all prefix keeps one."""
+    from recllm.decode.beam import cut_prefix, shared_prefix_length
+
+    ids = torch.tensor([[0, 0, 7, 8, 9, 1], [7, 8, 9, 2, 3, 4], [0, 7, 8, 9, 5, 6]])
+    mask = (torch.arange(6) >= torch.tensor([[2], [0], [1]])).long()
+    assert shared_prefix_length(ids, mask) == 3
+    rest, rest_mask = cut_prefix(ids, mask, 3)
+    assert (rest * rest_mask).tolist() == [[0, 0, 1], [2, 3, 4], [0, 5, 6]]
+    assert rest_mask.tolist() == [[0, 0, 1], [1, 1, 1], [0, 1, 1]]
+    same = torch.tensor([[7, 8, 9], [7, 8, 9]])
+    assert shared_prefix_length(same, torch.ones_like(same)) == 2  # the last token stays
+    assert shared_prefix_length(ids[:, 2:], mask[:, 2:]) == 0  # row 1 starts with 9
+
+
+@pytest.mark.parametrize("moe", [False, True], ids=["dense", "moe"])
+def test_a_shared_prompt_prefix_runs_once_with_the_same_answers(moe, monkeypatch):
+    """A system turn common to every prompt: the prefill runs it once and expands its KV
+    cache; items and scores equal a prefill of every whole prompt (control: sharing switched
+    off) and model.generate's beams, with and without the stop-token scoring."""
+    import recllm.decode.beam as beam
+
+    sid_map = random_sid_map((6, 7, 8), 150, seed=1)
+    model, tok, token_ids = extended_model(sid_map, moe=moe, seed=3)
+    trie = SIDTrie.from_sid_map(sid_map, token_ids)
+    system = {"role": "system", "content": "You recommend items. Answer with a semantic ID."}
+    ids, mask = left_padded(tok, [[system, *p] for p in PROMPTS])
+    assert beam.shared_prefix_length(ids, mask) >= 10
+    calls = []
+    model.register_forward_pre_hook(
+        lambda m, a, kw: calls.append(tuple(kw["input_ids"].shape)), with_kwargs=True
+    )
+    for stop in (None, tok.eos_token_id):
+        calls.clear()
+        shared = sid_beam_search(model, ids, mask, trie, num_beams=8, stop_token_id=stop)
+        assert calls[0][0] == 1 and calls[1][1] < ids.shape[1]  # prefix once, then the rest
+        monkeypatch.setattr(beam, "MIN_SHARED_PREFIX", 10**6)
+        calls.clear()
+        whole = sid_beam_search(model, ids, mask, trie, num_beams=8, stop_token_id=stop)
+        assert calls[0] == (len(PROMPTS), ids.shape[1] + 1)
+        monkeypatch.undo()
+        assert shared.items.tolist() == whole.items.tolist()
+        torch.testing.assert_close(shared.scores, whole.scores, rtol=0, atol=1e-4)
+        hf = hf_beams(
+            model, ids, mask, trie, num_beams=8, lp=1.0, stop=stop, sid_only=stop is not None
+        )
+        assert [[tuple(c) for c in r] for r in shared.codes.tolist()] == [
+            [c for c, _ in row] for row in hf
+        ]
+
+
 def test_sid_beam_search_with_fewer_items_than_beams_has_dead_slots():
     sid_map = random_sid_map((2, 3), 4, seed=2)
     model, tok, token_ids = extended_model(sid_map, seed=1)

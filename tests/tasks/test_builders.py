@@ -52,6 +52,36 @@ def test_rec_with_titles_golden():
     )
 
 
+def test_compact_history_golden_for_every_recommendation_template():
+    """``rec_history_markers: false``: the history's code tokens back to back (no markers, no
+    line per item), the answer still a marked SID; the same in the reasoning and session
+    prompts. With titles, one item per line again."""
+    b = builder(rec_history_markers=False, session_length=2)
+    row = next(b.rec([Example("u", ("1", "2"), "3")]))
+    assert row["prompt"][0]["content"] == (
+        "A user interacted with these items, oldest first:\n<a_1><b_0><a_2><b_0>\n"
+        "Which item will the user interact with next? Answer with its semantic ID."
+    )
+    assert row["completion"][0]["content"] == "<|sid_begin|><a_3><b_0><|sid_end|>"
+    session = b.session_prompt(["1", "2"])[0]["content"].splitlines()
+    assert session[1] == "<a_1><b_0><a_2><b_0>"
+    reason = b.renderer.example(
+        "reason_rec",
+        history=[b.item("1")],
+        target=b.item("2"),
+        rationale="r",
+        **b.history_style,
+    )
+    assert reason["prompt"][0]["content"].splitlines()[1:3] == [
+        "<a_1><b_0>",
+        "Which item will the user interact with next? Think about the user's tastes first, "
+        "then answer with its semantic ID.",
+    ]
+    titled = builder(rec_history_markers=False, rec_history_titles=True)
+    lines = next(titled.rec([Example("u", ("1", "2"), "3")]))["prompt"][0]["content"]
+    assert lines.splitlines()[1:3] == ["<a_1><b_0> Toy Story", "<a_2><b_0> Heat"]
+
+
 def test_behaviour_golden():
     split = leave_one_out(Interactions({"u": ["1", "2", "3", "4", "5", "1"]}))  # train: 1 2 3 4
     rows = list(builder().behaviour(split))

@@ -38,6 +38,16 @@ def test_chat_prompt_with_titles_from_the_recorded_task_settings():
     assert prompt[0]["content"].splitlines()[1] == "<|sid_begin|><a_1><b_0><|sid_end|> title 3"
 
 
+def test_compact_history_from_the_recorded_task_settings():
+    """A model trained with ``rec_history_markers: false`` records it; its prompts are built
+    compact, and a record without the key (older models) gets the marked lines."""
+    spec = PromptSpec(max_history=2, task={"rec_history_markers": False})
+    (prompt,) = build_prompts(spec, [EXAMPLE], SIDS, CATALOG)
+    assert prompt[0]["content"].splitlines()[1] == "<a_0><b_1><a_1><b_0>"
+    (old,) = build_prompts(PromptSpec(max_history=2, task={}), [EXAMPLE], SIDS, CATALOG)
+    assert old[0]["content"].splitlines()[1] == "<|sid_begin|><a_0><b_1><|sid_end|>"
+
+
 def test_sid_sequence_prompt_golden():
     spec = PromptSpec(style=PROMPT_STYLE, max_history=2)
     assert build_prompts(spec, [EXAMPLE], SIDS, CATALOG) == [

@@ -58,6 +58,28 @@ def test_items_are_read_back_from_token_ids_right_aligned():
     assert trained[1].tolist() == [False] * 5 + [True]
 
 
+def test_items_of_a_compact_history_are_read_without_markers():
+    """A compact history (``rec_history_markers: false``: bare code tokens back to back) and a
+    marked answer after it: every item is found, each ``begin`` is the position right before
+    its first code; a cut-off SID at the end is no item. Control: the items' first codes alone,
+    back to back, are no items at all."""
+    _, tok, ids = tokenizer_and_ids()
+    teacher = SIDTeacher(random_teacher(), sid_map(), ids)
+    codes = "".join(SID_FORMAT.render(sid_map().code(i))[13:-11] for i in ITEMS[:4])
+    text = f"x{codes}\n{SID_FORMAT.render(sid_map().code('i9'))}<a_1>"
+    enc = tok([text], add_special_tokens=False, return_tensors="pt")
+    found = teacher.items_in(enc["input_ids"])
+    names = [teacher.teacher.item_ids[i - 1] for i in found["items"][0]]
+    assert names == [*ITEMS[:4], "i9"]
+    row = enc["input_ids"][0]
+    for col, begin in enumerate(found["begin"][0].tolist()):
+        assert ids.level_code(int(row[begin + 1])) == (0, sid_map().code(names[col])[0])
+    assert row[found["begin"][0, -1]] == ids.begin_id  # the answer's marker
+    firsts = "".join(f"<a_{sid_map().code(i)[0]}>" for i in ITEMS[:4])
+    enc = tok([f"x{firsts}"], add_special_tokens=False, return_tensors="pt")
+    assert teacher.items_in(enc["input_ids"])["items"].numel() == 0
+
+
 def test_level_targets_are_the_teacher_mass_under_the_true_prefix():
     _, _, ids = tokenizer_and_ids()
     teacher = SIDTeacher(random_teacher(), sid_map(), ids)
