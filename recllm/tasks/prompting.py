@@ -143,7 +143,6 @@ def build_prompts(
     from recllm.data.splits import Example as Ex
 
     builder = task_builder(spec, sid_map, catalog)
-    task_cfg = builder.config
     trimmed = [
         Ex(ex.user_id, tuple(ex.history[-cut:]) if cut else ex.history, ex.target)
         for ex in examples
