@@ -57,6 +57,7 @@ def main(argv: list[str] | None = None) -> dict:
     logging.basicConfig(level=logging.WARNING)
     import torch
 
+    from recllm.baselines.sasrec import run_teacher
     from recllm.bench.curves import most_popular
     from recllm.bench.machine import cpu_name
     from recllm.data import load_rec_dataset, split_dataset
@@ -111,7 +112,7 @@ def main(argv: list[str] | None = None) -> dict:
             print(f"{name}: done in an earlier run ({path})")
             continue
         with Stopwatch() as watch:
-            model_dir = run_plum(*configs(name, *extra[name]))
+            model_dir = run_plum(*configs(name, *extra[name]), teacher_provider=run_teacher)
         log = json.loads((out / name / "train_log.json").read_text())
         steps = max((h.get("step", 0) for h in log.get("sft", [])), default=None)
         row = score_model(model_dir, users, dataset.catalog, evaluate_recommender)

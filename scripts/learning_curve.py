@@ -49,6 +49,7 @@ def main() -> None:
 
     import torch
 
+    from recllm.baselines.sasrec import run_teacher
     from recllm.bench.curves import CurveProbe, most_popular
     from recllm.data import load_rec_dataset, split_dataset
     from recllm.eval.run import select_users
@@ -96,7 +97,7 @@ def main() -> None:
         out=out,
         emit=lambda line: print(line, flush=True),
     )
-    run_plum(*configs, callbacks=[probe])
+    run_plum(*configs, callbacks=[probe], teacher_provider=run_teacher)
     doc["done"] = True  # the last point is the run's last step (a resumable driver checks it)
     write_json_atomic(out / "curve.json", doc)
     plot_curve(doc, out / "curve.png")

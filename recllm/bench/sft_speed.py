@@ -28,7 +28,41 @@ from recllm.bench.sft_runs import (
     run_recipe,
 )
 
-__all__ = ["bench_config", "bench_trl"]
+__all__ = ["bench_config", "bench_trl", "matmul_flops_per_s", "step_flops"]
+
+
+def step_flops(model: Any, tokens: int, supervised: int, top: int | None) -> float:
+    """Matmul FLOPs of one run: every decoder layer's linear weights forward over ``tokens``
+    (2 per weight and token), the trained layers' backward (4: input and weight gradients;
+    all layers for full fine-tuning), and the LM head's rows over the ``supervised``
+    positions forward and back to the hidden state (2 + 2 per weight). Attention scores,
+    norms and the optimizer are left out, so the share below is a lower bound."""
+    layers = model.get_decoder().layers
+    per_layer = [
+        sum(p.numel() for n, p in layer.named_parameters() if p.dim() == 2) for layer in layers
+    ]
+    trained = per_layer if top is None else per_layer[len(per_layer) - top :]
+    head = model.get_output_embeddings().weight.numel()
+    return 2.0 * sum(per_layer) * tokens + 4.0 * sum(trained) * tokens + 4.0 * head * supervised
+
+
+def matmul_flops_per_s(rows: int, hidden: int, inner: int, bf16: bool, repeats: int = 20) -> float:
+    """A bare ``(rows, hidden) @ (hidden, inner)`` matmul's FLOP/s on these cores and threads,
+    in float32 or bfloat16 (the best of ``repeats``): the ceiling a training step's matmuls
+    of that shape could reach here."""
+    import torch
+
+    dtype = torch.bfloat16 if bf16 else torch.float32
+    a = torch.randn(rows, hidden, dtype=dtype)
+    b = torch.randn(hidden, inner, dtype=dtype)
+    for _ in range(3):
+        a @ b
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t0)
+    return 2.0 * rows * hidden * inner / best
 
 
 def bench_config(args: Any, recipe_flags: list[str], emit: Callable[[str], None]) -> dict:
@@ -63,11 +97,32 @@ def bench_config(args: Any, recipe_flags: list[str], emit: Callable[[str], None]
     as_is = next(iter(variants))
     results = _run_rounds(setup, variants, tmp, args, emit)
     figures = {k: _rates(v, steps) for k, v in results.items()}
+    shapes = setup.model.config
+    rows = max(1, results[as_is]["tokens"] // steps)  # a step's tokens: the matmuls' rows
+    ceiling = {
+        bf16: matmul_flops_per_s(rows, shapes.hidden_size, shapes.intermediate_size, bf16)
+        for bf16 in (False, True)
+    }
+    for key, (_, top, bf16) in variants.items():
+        res = results[key]
+        flops = step_flops(setup.model, res["tokens"], res["supervised"], top)
+        figures[key]["gflops_per_s"] = flops / res["wall"] / 1e9
+        figures[key]["matmul_share"] = flops / res["wall"] / ceiling[bf16]
     ref = figures[as_is]
     # this run's figure / run 1's: seconds < 1 and rates > 1 = faster than the config as is
     ratios = {k: {m: v / ref[m] for m, v in f.items()} for k, f in figures.items()}
     for line in _config_lines(variants, figures, ratios, results, steps, setup.train_top_layers):
         emit(line)
+    emit(
+        f"bare matmul ({rows} x {shapes.hidden_size} @ {shapes.hidden_size} x "
+        f"{shapes.intermediate_size}, these threads): {ceiling[False] / 1e9:.1f} GFLOP/s float32, "
+        f"{ceiling[True] / 1e9:.1f} GFLOP/s bf16"
+    )
+    for key, (name, _, bf16) in variants.items():
+        emit(
+            f"  {name}: {figures[key]['gflops_per_s']:.1f} GFLOP/s of the step's matmuls = "
+            f"{figures[key]['matmul_share']:.0%} of the bare {'bf16' if bf16 else 'float32'} matmul"
+        )
     return dict(
         {
             "command": "python " + " ".join(sys.argv),
@@ -82,6 +137,10 @@ def bench_config(args: Any, recipe_flags: list[str], emit: Callable[[str], None]
             "steps": steps,
             "repeats": args.repeats,
             "as_is": as_is,
+            "matmul_gflops_per_s": {
+                "float32": round(ceiling[False] / 1e9, 2),
+                "bf16": round(ceiling[True] / 1e9, 2),
+            },
             "runs": {
                 key: {
                     "label": name,

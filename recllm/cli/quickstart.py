@@ -19,6 +19,7 @@ STEPS = 6
 
 
 def cmd_quickstart(args: argparse.Namespace) -> int:
+    from recllm.baselines.sasrec import run_teacher
     from recllm.data import dataset_stats, format_stats, load_rec_dataset, split_dataset
     from recllm.sid.sidmap import SIDMap
     from recllm.train.plum import run_plum
@@ -48,14 +49,19 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
     print(f"  SID map, metrics and code_usage.png: written into {sid_dir} with the model")
     _show_model_and_training(plum, task_cfg, sft_cfg, model_cfg)
     t0 = time.monotonic()
-    model_dir = run_plum(plum, cfg, sid_cfg, task_cfg, sft_cfg, model_cfg)
+    model_dir = run_plum(
+        plum, cfg, sid_cfg, task_cfg, sft_cfg, model_cfg, teacher_provider=run_teacher
+    )
     train_minutes = (time.monotonic() - t0) / 60
     if SIDMap.load(sid_dir).content_hash != sid_map.content_hash:  # deterministic build
         logger.warning("the SID map in %s differs from the one shown in step 3", sid_dir)
     print(
         f"  trained in {train_minutes:.1f} min; the model, its tokenizer and SID map are in {model_dir}"
     )
-    _quickstart_eval(args, dataset, split, model_dir, STEPS)
+    teacher = None
+    if plum.distill_weight > 0:  # the teacher is also the same-run collaborative baseline
+        teacher = run_teacher(plum, split, dataset.catalog, Path(sft_cfg.output_dir), sft_cfg.seed)
+    _quickstart_eval(args, dataset, split, model_dir, STEPS, teacher)
     _print_usage(model_dir, out)
     return 0
 
@@ -139,8 +145,9 @@ def _check_base_model(model: str) -> None:
         raise UserError(f"--model {model}", e.problem, e.fix) from None
 
 
-def _quickstart_eval(args, dataset, split, model_dir, steps: int) -> None:
-    """Constrained beam search for a seeded sample of test users, metrics beside popularity."""
+def _quickstart_eval(args, dataset, split, model_dir, steps: int, teacher=None) -> None:
+    """Constrained beam search for a seeded sample of test users, metrics beside popularity
+    and, when the run distilled from one, its SASRec teacher (full ranking, same users)."""
     from collections import Counter
 
     from recllm.eval import RankingMetrics
@@ -176,8 +183,13 @@ def _quickstart_eval(args, dataset, split, model_dir, steps: int) -> None:
     for ex in examples:
         pop.add(popular, ex.target)
     pop_m, m = pop.compute(ks), result.metrics
+    rows = [("recllm (this model)", m), ("most popular items", pop_m)]
+    if teacher is not None:
+        from recllm.baselines.sasrec import evaluate_sasrec
+
+        rows.append(("SASRec (its teacher)", evaluate_sasrec(teacher, examples, ks=ks)))
     print(f"  {'':24s}{'R@5':>8s}{'N@5':>8s}{'R@10':>8s}{'N@10':>8s}")
-    for name, fig in (("recllm (this model)", m), ("most popular items", pop_m)):
+    for name, fig in rows:
         cells = "".join(f"{fig[f'{x}@{k}']:8.4f}" for k in ks for x in ("recall", "ndcg"))
         print(f"  {name:24s}{cells}")
     print(
@@ -188,15 +200,20 @@ def _quickstart_eval(args, dataset, split, model_dir, steps: int) -> None:
     verdict = "above" if len(beats) == 2 else "not above" if not beats else "partly above"
     print(
         f"  the model is {verdict} most-popular on these {len(examples)} users "
-        f"(R@10 {m['recall@10']:.4f} vs {pop_m['recall@10']:.4f}, N@10 {m['ndcg@10']:.4f} vs "
-        f"{pop_m['ndcg@10']:.4f}); a few hundred CPU steps are a start: the learning curve and "
-        "longer runs are in docs/quickstart.md and docs/pretrained_vs_scratch.md"
+        f"(R@10 {m['recall@10']:.4f} vs {pop_m['recall@10']:.4f}, {_ratio(m, pop_m, 'recall@10')}; "
+        f"N@10 {m['ndcg@10']:.4f} vs {pop_m['ndcg@10']:.4f}, {_ratio(m, pop_m, 'ndcg@10')}); "
+        "a few hundred CPU steps are a start: longer runs and the gap to SASRec are in "
+        "docs/quickstart.md and docs/quality.md"
     )
     title = dataset.catalog.title
     for ex, ranked in list(zip(examples, result.ranked, strict=True))[:3]:
         print(f"  user {ex.user_id}: ... {'; '.join(title(i) for i in ex.history[-3:])}")
         print(f"    recommended: {'; '.join(title(i) for i in ranked[:3])}")
         print(f"    actual next: {title(ex.target)}")
+
+
+def _ratio(a: dict, b: dict, key: str) -> str:
+    return f"{a[key] / b[key]:.2f}x" if b[key] > 0 else "n/a"
 
 
 def _print_usage(model_dir, out) -> None:

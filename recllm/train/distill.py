@@ -287,12 +287,18 @@ def distill_trainer_class(base: type) -> type:
             if self.model.training:
                 self._batch = (inputs["input_ids"], inputs.get("labels"))
             try:
-                loss, outputs = super().compute_loss(
-                    model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch
+                # return_outputs as asked: with True, TRL's SFTTrainer runs a second, full-logits
+                # forward for the outputs (the fused head builds none), which tripled a step
+                result = super().compute_loss(
+                    model,
+                    inputs,
+                    return_outputs=return_outputs,
+                    num_items_in_batch=num_items_in_batch,
                 )
                 distilled = self._distilled
             finally:
                 self._batch = self._distilled = None
+            loss, outputs = result if return_outputs else (result, None)
             if distilled is not None:
                 kl, count = distilled
                 steps = (

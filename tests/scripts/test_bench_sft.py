@@ -55,6 +55,14 @@ def test_quickstart_config_speed_options(tmp_path):
         off, on = runs[f"{method}_bf16_off"]["final_loss"], runs[f"{method}_bf16_on"]["final_loss"]
         assert abs(off - on) < 0.05
     assert "native bf16 (AVX512-BF16/AMX): " in proc.stdout
+    # FLOP/s as a share of a bare matmul on the same cores: full fine-tuning counts more FLOPs
+    # for the same batches than the top layer alone (its backward runs through every layer)
+    assert all(v > 0 for v in summary["matmul_gflops_per_s"].values())
+    for run in runs.values():
+        assert 0 < run["matmul_share"] < 2 and run["gflops_per_s"] > 0
+    top, full = runs["top1_bf16_off"], runs["full_bf16_off"]
+    assert full["gflops_per_s"] * full["wall_s"] > top["gflops_per_s"] * top["wall_s"]
+    assert "of the bare float32 matmul" in proc.stdout
     assert "different methods" in proc.stdout
 
 

@@ -173,7 +173,13 @@ def test_a_real_trl_run_moves_the_student_toward_its_teacher(tmp_path, torch_sin
             )  # fmt: skip
         else:
             trainer = SFTTrainer(model=model, args=args, train_dataset=data, processing_class=tok)
+        forwards = []
+        hook = model.register_forward_pre_hook(lambda *a: forwards.append(1))
         trainer.train()
+        hook.remove()
+        # one forward a step, as without a teacher (asking TRL for the outputs adds a second,
+        # full-logits forward: that tripled the chat model's step)
+        assert len(forwards) == args.max_steps
         model.eval()
         logged = [h for h in trainer.state.log_history if "distill_kl" in h]
         return model, tok, logged
