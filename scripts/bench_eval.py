@@ -44,11 +44,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def prompt_tokens(tokenizer, prompts) -> list[int]:
-    return [
-        len(tokenizer.apply_chat_template(p, tokenize=True, add_generation_prompt=True))
+def encoded(tokenizer, prompts) -> list[list[int]]:
+    """Each chat prompt's token ids, as evaluation feeds them."""
+    texts = [
+        tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True)
         for p in prompts
     ]
+    return [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -77,11 +79,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     tokens, shared = {}, {}
     for name, s in arms.items():
-        prompts = build_prompts(s, examples, sid_map, dataset.catalog)
-        tokens[name] = prompt_tokens(tok, prompts)
-        heads = [
-            tok.apply_chat_template(p, tokenize=True, add_generation_prompt=True) for p in prompts
-        ]
+        heads = encoded(tok, build_prompts(s, examples, sid_map, dataset.catalog))
+        tokens[name] = [len(h) for h in heads]
         common = 0
         while all(len(h) > common + 1 and h[common] == heads[0][common] for h in heads):
             common += 1
