@@ -154,6 +154,7 @@ def test_quickstart_end_to_end_on_a_tiny_model(tmp_path, shared_data_or_none):
     # the configuration distils from a SASRec trained in the run, shown beside the model
     assert resolved["plum"]["distill_weight"] > 0 and (out / "teacher" / "sasrec.json").is_file()
     assert "SASRec (its teacher)" in proc.stdout and "x; N@10" in proc.stdout
+    assert "with a teacher: a SASRec trained first" in proc.stdout
     assert f'load_model_with_sids("{out / "model"}")' in proc.stdout  # how to use it
     log = json.loads((out / "train_log.json").read_text())
     assert log["sft"][-1]["step"] == 3 and "train_loss" in log["sft"][-1]

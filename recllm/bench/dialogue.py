@@ -46,6 +46,7 @@ def train_dialogue_arm(
         "rec_history_titles": bool((record.get("task") or {}).get("rec_history_titles")),
         "rec_history_markers": bool((record.get("task") or {}).get("rec_history_markers", True)),
         "mixture": {"dialogue": dialogue_weight},
+        "distill_weight": 0.0,  # dialogue turns only: no recommendation rows for a teacher
     }
     recipe, config = ROOT / "recipes" / "plum_sft.py", ROOT / "recipes" / "quickstart.yaml"
     return train_arm(recipe, arm_dir, config=config, overrides=overrides).model_dir

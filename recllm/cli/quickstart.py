@@ -130,6 +130,12 @@ def _show_model_and_training(plum, task_cfg, sft_cfg, model_cfg) -> None:
         f"{plum.warmup_steps_embed} embedding-only warm-up steps -> {sft_cfg.max_steps} SFT steps "
         f"x batch {sft_cfg.per_device_train_batch_size} on {mix}, training {layers}"
     )
+    if plum.distill_weight > 0:
+        print(
+            f"  with a teacher: a SASRec trained first on the training split (up to "
+            f"{plum.teacher_minutes:g} min), whose next-item distribution every history SID also "
+            f"learns, level by level (distill_weight {plum.distill_weight:g})"
+        )
 
 
 def _check_base_model(model: str) -> None:

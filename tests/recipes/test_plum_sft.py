@@ -407,6 +407,7 @@ def test_quantized_base_without_peft_is_refused(tmp_path, ml100k_subset):
     ],
 )
 def test_train_top_layers_errors_before_anything_is_written(tmp_path, flags, message):
+    from recllm.baselines.sasrec import run_teacher
     from recllm.errors import UserError
     from recllm.train.plum import parse_recipe_args, run_plum
 
@@ -415,7 +416,7 @@ def test_train_top_layers_errors_before_anything_is_written(tmp_path, flags, mes
         ["--config", str(ROOT / "recipes" / "quickstart.yaml"), "--output_dir", str(out), *flags]
     )
     with pytest.raises(UserError) as err:
-        run_plum(*configs)
+        run_plum(*configs, teacher_provider=run_teacher)  # the quickstart distils
     assert str(err.value).startswith(message)
     assert not out.exists()
 
