@@ -26,7 +26,7 @@ def test_each_command_keeps_its_own_defaults():
         "engine": "sid_beam",
         "beams": 20,
         "k": [5, 10],
-        "batch_size": 32,
+        "batch_size": None,  # 8 with transformers, 32 with vLLM (cmd_eval)
         "no_constraint": False,
         "think": False,
         "rationales": 1,
