@@ -61,6 +61,7 @@ def main(argv: list[str] | None = None) -> dict:
     import recllm.decode.beam as beam
     from recllm.bench.machine import machine_line
     from recllm.data.splits import select_users
+    from recllm.decode.generate import left_pad
     from recllm.eval.run import PromptSpec, eval_examples, evaluate_recommender
     from recllm.tasks.prompting import build_prompts
     from recllm.vocab import load_model_with_sids
@@ -81,9 +82,8 @@ def main(argv: list[str] | None = None) -> dict:
     for name, s in arms.items():
         heads = encoded(tok, build_prompts(s, examples, sid_map, dataset.catalog))
         tokens[name] = [len(h) for h in heads]
-        common = 0
-        while all(len(h) > common + 1 and h[common] == heads[0][common] for h in heads):
-            common += 1
+        # what the beam search shares (per batch; the whole sample's prefix is its lower bound)
+        common = beam.shared_prefix_length(*left_pad(heads, 0, torch.device("cpu")))
         shared[name] = common if name != "whole prompts" else 0
 
     best: dict[str, float] = {}

@@ -301,8 +301,9 @@ def prefill(
     shared = shared_prefix_length(input_ids, attention_mask) if batch > 1 else 0
     if shared < MIN_SHARED_PREFIX:
         shared = 0
-    prefix = input_ids[:1, input_ids.shape[1] - int(attention_mask[0].sum()) :][:, :shared]
     if shared:  # every prompt's first ``shared`` tokens leave the rows: [prefix][pads][rest]
+        start = input_ids.shape[1] - int(attention_mask[0].sum())
+        prefix = input_ids[:1, start : start + shared]
         input_ids, attention_mask = cut_prefix(input_ids, attention_mask, shared)
     input_ids = torch.cat([input_ids, begin], dim=1)
     attention_mask = torch.cat(
