@@ -35,12 +35,13 @@ def _sid_config(args: argparse.Namespace):
         text_dim=args.text_dim,
         collab_weight=args.collab_weight,
         collab_dim=args.collab_dim,
+        first_level=args.first_level,
         contrastive_weight=args.contrastive_weight,
     )
 
 
 def _add_sid_args(p: argparse.ArgumentParser) -> None:
-    from recllm.sid.config import COLLISIONS, EMBEDDINGS, METHODS, SIDConfig
+    from recllm.sid.config import COLLISIONS, EMBEDDINGS, FIRST_LEVELS, METHODS, SIDConfig
 
     d = SIDConfig()
     _flag(p, "method", choices=METHODS, default=d.method, help="quantizer")
@@ -62,6 +63,13 @@ def _add_sid_args(p: argparse.ArgumentParser) -> None:
         help="collaborative share in [0,1)",
     )
     _flag(p, "collab_dim", type=_positive, default=d.collab_dim, help="collaborative dimension")
+    _flag(
+        p,
+        "first_level",
+        choices=FIRST_LEVELS,
+        default=d.first_level,
+        help="what the first level clusters: the fused vector, or the collaborative block only",
+    )
     _flag(
         p,
         "contrastive_weight",
@@ -191,6 +199,7 @@ def _rebuild_command(sid_map) -> str:
         "text-dim": cfg.get("text_dim"),
         "collab-weight": cfg.get("collab_weight"),
         "collab-dim": cfg.get("collab_dim"),
+        "first-level": cfg.get("first_level"),
         "contrastive-weight": cfg.get("contrastive_weight"),
     }
     parts = [f"--{k} {v}" for k, v in flags.items() if v is not None]

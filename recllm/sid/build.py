@@ -52,13 +52,32 @@ class SIDBuild:
     quantizer: SIDQuantizer | None = None
 
 
+def collab_columns(num_items: int, cfg: SIDConfig) -> int:
+    """How many trailing columns of the fused vectors are the collaborative block."""
+    return min(cfg.collab_dim, num_items - 1) if cfg.collab_weight > 0 else 0
+
+
 def quantize(x: np.ndarray, cfg: SIDConfig, pairs: np.ndarray | None = None) -> QuantizeResult:
-    """Run the configured quantizer on ``(N, d)`` embeddings."""
+    """Run the configured quantizer on ``(N, d)`` embeddings (text columns, then collaborative
+    columns when ``cfg.collab_weight > 0``)."""
+    start = x.shape[1] - collab_columns(len(x), cfg) if cfg.first_level == "collab" else None
     if cfg.method == "rq-kmeans":
-        return rq_kmeans(x, cfg.levels, cfg.codebook_size, seed=cfg.sid_seed, niter=cfg.niter)
+        return rq_kmeans(
+            x,
+            cfg.levels,
+            cfg.codebook_size,
+            seed=cfg.sid_seed,
+            niter=cfg.niter,
+            collab_start=start,
+        )
     if cfg.method == "balanced":
         return balanced_rq_kmeans(
-            x, cfg.levels, cfg.codebook_size, seed=cfg.sid_seed, niter=cfg.niter
+            x,
+            cfg.levels,
+            cfg.codebook_size,
+            seed=cfg.sid_seed,
+            niter=cfg.niter,
+            collab_start=start,
         )
     from recllm.sid.rq_vae import RQVAEConfig, rq_vae
 
@@ -94,6 +113,14 @@ def build_sid_map(
     """
     if embeddings is not None:
         check_embeddings_file(embeddings)
+        if cfg.first_level == "collab":
+            raise UserError(
+                f"--embeddings {embeddings}",
+                "--first-level collab needs to know which columns are collaborative, and a "
+                "precomputed-embeddings file does not say",
+                "leave out --embeddings (recllm fuses text and co-occurrence itself), or pass "
+                "--first-level fused",
+            )
     data_cfg = data_cfg or DataConfig()
     split = split or split_dataset(dataset, data_cfg)
     start = time.perf_counter()
@@ -154,7 +181,7 @@ def _fitted_quantizer(dataset, cfg, result, x, emb_desc, sid_map, embeddings) ->
     """
     fields = list(cfg.sid_text_fields or dataset.catalog.text_fields)
     arrays: dict[str, np.ndarray] = {}
-    collab_dim = min(cfg.collab_dim, len(x) - 1) if cfg.collab_weight > 0 else 0
+    collab_dim = collab_columns(len(x), cfg)
     if embeddings is not None:
         featurizer: dict[str, object] = {"kind": "external", "text_dim": int(x.shape[1])}
     elif cfg.embedding == "tfidf":

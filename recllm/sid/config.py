@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 METHODS = ("rq-kmeans", "balanced", "rq-vae")
 EMBEDDINGS = ("tfidf", "lm", "st")
 COLLISIONS = ("reassign", "extra-level")
+FIRST_LEVELS = ("fused", "collab")
 
 
 @dataclass
@@ -64,6 +65,16 @@ class SIDConfig:
             "co-occurrence of TRAINING interactions) in the fused vector; 0 = text only."
         },
     )
+    first_level: str = field(
+        default="fused",
+        metadata={
+            "help": f"What the first SID level clusters: one of {FIRST_LEVELS}. fused = the "
+            "fused text + collaborative vector, as every level; collab = the collaborative "
+            "block only (what users do next), the later levels the residuals, mostly text. "
+            "Items without interactions take their first code by text. k-means methods with "
+            "--collab-weight > 0 only."
+        },
+    )
     collab_dim: int = field(default=64, metadata={"help": "Collaborative embedding dimension."})
     collab_window: int = field(
         default=3, metadata={"help": "Items this many steps apart or closer co-occur."}
@@ -89,6 +100,13 @@ class SIDConfig:
             raise ValueError("--collab-weight must lie in [0, 1): 1 would drop the text entirely")
         if self.embedding in ("lm", "st") and not self.text_model:
             raise ValueError(f"--embedding {self.embedding} needs --text-model (a path or name)")
+        if self.first_level not in FIRST_LEVELS:
+            raise ValueError(f"--first-level {self.first_level!r} is not one of {FIRST_LEVELS}")
+        if self.first_level == "collab" and (self.collab_weight <= 0 or self.method == "rq-vae"):
+            raise ValueError(
+                "--first-level collab clusters the collaborative block: it needs "
+                "--collab-weight above 0 and --method rq-kmeans or balanced"
+            )
         if self.contrastive_weight < 0:
             raise ValueError("--contrastive-weight must be >= 0")
         if self.contrastive_weight > 0 and self.method != "rq-vae":

@@ -7,6 +7,10 @@ the SID map never care which method made the codes.
   ``0..l-1`` (faiss k-means underneath when installed, scikit-learn otherwise).
 - :func:`balanced_rq_kmeans`: the same with balanced clusters at every level, as OneRec
   describes: every code of a level holds ``N // K`` or ``N // K + 1`` items.
+
+Both take ``collab_start``: the first level then clusters only the collaborative columns
+``x[:, collab_start:]`` (what users do next), and the later levels the residuals, which are mostly
+text (:func:`first_level_by_collab`).
 """
 
 from __future__ import annotations
@@ -38,6 +42,9 @@ class QuantizeResult:
         encoder_state: rq-vae: the trained encoder's tensors and the input standardization
             (``mean``, ``scale``, ``config``), so new items can be encoded
             (:mod:`recllm.sid.quantizer`).
+        first_text_centroids: A collaborative first level (``collab_start``): the ``(K_0,
+            collab_start)`` text-column means of each first-level code's items with
+            interactions, which place the items without any (:func:`first_level_by_collab`).
     """
 
     codes: np.ndarray
@@ -48,6 +55,7 @@ class QuantizeResult:
     extras: dict[str, object] = field(default_factory=dict)
     assign_codebooks: list[np.ndarray] | None = field(default=None, repr=False)
     encoder_state: dict[str, object] | None = field(default=None, repr=False)
+    first_text_centroids: np.ndarray | None = field(default=None, repr=False)
 
 
 def check_embeddings(x: np.ndarray, codebook_size: int, source: str = "embeddings") -> np.ndarray:
@@ -133,8 +141,12 @@ def _residual_levels(
     codebook_size: int,
     fit_level,
     desc: str,
+    collab_start: int | None = None,
 ) -> QuantizeResult:
+    """Fit ``levels`` levels with ``fit_level(residual, level) -> (centroids, assignment)``;
+    with ``collab_start`` level 0 is :func:`first_level_by_collab` over the same fit."""
     residual = x.copy()
+    first_text: np.ndarray | None = None
     codes = np.empty((len(x), levels), dtype=np.int64)
     codebooks: list[np.ndarray] = []
     assign_books: list[np.ndarray] = []
@@ -142,7 +154,12 @@ def _residual_levels(
     last_input = residual
     chosen = np.empty_like(residual)  # reused buffer: fresh (N, d) temporaries cost page faults
     for level in tqdm(range(levels), desc=desc, unit="level", leave=False):
-        centroids, assign = fit_level(residual, level)
+        if level == 0 and collab_start is not None:
+            centroids, assign, first_text = first_level_by_collab(
+                residual, collab_start, codebook_size, lambda v: fit_level(v, 0)
+            )
+        else:
+            centroids, assign = fit_level(residual, level)
         assign_books.append(np.asarray(centroids, dtype=np.float32).copy())
         # Final M-step on all points: each code vector becomes the mean of the residuals it
         # holds. Then every level provably lowers (never raises) the mean squared error.
@@ -164,7 +181,63 @@ def _residual_levels(
         last_input,
         errors,
         assign_codebooks=assign_books,
+        first_text_centroids=first_text,
     )
+
+
+def first_level_by_collab(
+    x: np.ndarray, collab_start: int, k: int, fit
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A first level that follows behaviour: cluster the collaborative columns only.
+
+    Items with interactions (a non-zero collaborative block ``x[:, collab_start:]``) are clustered
+    on that block into ``k`` codes by ``fit(block) -> (centroids, assignment)``. Items without any (zero block: no
+    training co-occurrence, or a new item) cannot be placed by behaviour; each takes the code
+    whose items with interactions are nearest in the text columns on average. New items are
+    encoded the same way (:class:`recllm.sid.quantizer.SIDQuantizer`), so a training item and a
+    new item with the same text and no interactions get the same first code.
+
+    Returns:
+        ``(centroids (K, d), assignment (N,), text_centroids (K, collab_start))``: the
+        centroids are zero in the text columns (assignment looks at the collaborative columns
+        only); ``text_centroids`` place the items without interactions.
+
+    Raises:
+        ValueError: No collaborative columns, or fewer items with interactions than codes.
+    """
+    n, d = x.shape
+    if not 0 < collab_start < d:
+        raise ValueError(
+            f"a collaborative first level needs collaborative columns: collab_start "
+            f"{collab_start} of {d} columns; Fix: set --collab-weight above 0"
+        )
+    block = np.ascontiguousarray(x[:, collab_start:])
+    warm = np.einsum("ij,ij->i", block, block) > 0
+    warm_rows = np.flatnonzero(warm)
+    if len(warm_rows) < k:
+        raise ValueError(
+            f"{len(warm_rows)} items have interactions but the first level has {k} codes; "
+            "Fix: lower --codebook-size or use --first-level fused"
+        )
+    centroids_c, assign_w = fit(np.ascontiguousarray(block[warm_rows]))
+    text = np.ascontiguousarray(x[:, :collab_start])
+    text_centroids = _cluster_means(
+        text[warm_rows], assign_w, np.zeros((k, collab_start), dtype=np.float32)
+    )
+    assign = np.empty(n, dtype=np.int64)
+    assign[warm_rows] = assign_w
+    cold_rows = np.flatnonzero(~warm)
+    if cold_rows.size:
+        assign[cold_rows] = nearest(np.ascontiguousarray(text[cold_rows]), text_centroids)
+    logger.info(
+        "first level from the collaborative block: %d items by behaviour, %d without "
+        "interactions by text",
+        len(warm_rows),
+        len(cold_rows),
+    )
+    centroids = np.zeros((k, d), dtype=np.float32)
+    centroids[:, collab_start:] = centroids_c
+    return centroids, assign, text_centroids
 
 
 def _cluster_means(x: np.ndarray, assign: np.ndarray, fallback: np.ndarray) -> np.ndarray:
@@ -182,7 +255,13 @@ def _cluster_means(x: np.ndarray, assign: np.ndarray, fallback: np.ndarray) -> n
 
 
 def rq_kmeans(
-    x: np.ndarray, levels: int = 3, codebook_size: int = 256, *, seed: int = 0, niter: int = 20
+    x: np.ndarray,
+    levels: int = 3,
+    codebook_size: int = 256,
+    *,
+    seed: int = 0,
+    niter: int = 20,
+    collab_start: int | None = None,
 ) -> QuantizeResult:
     """Residual k-means: level ``l`` runs k-means on the residuals of levels ``< l``.
 
@@ -192,6 +271,8 @@ def rq_kmeans(
         codebook_size: Codes per level ``K``.
         seed: Seeds level ``l`` with ``seed + l``.
         niter: Lloyd iterations per level.
+        collab_start: First collaborative column: level 0 clusters those columns only
+            (:func:`first_level_by_collab`); None = every level sees all columns.
     """
     x = check_embeddings(x, codebook_size)
 
@@ -199,7 +280,7 @@ def rq_kmeans(
         centroids = kmeans(residual, codebook_size, niter=niter, seed=seed + level)
         return centroids, nearest(residual, centroids)
 
-    return _residual_levels(x, levels, codebook_size, fit, "rq-kmeans")
+    return _residual_levels(x, levels, codebook_size, fit, "rq-kmeans", collab_start)
 
 
 def balanced_sizes(n: int, k: int) -> np.ndarray:
@@ -332,12 +413,23 @@ def balanced_kmeans(
 
 
 def balanced_rq_kmeans(
-    x: np.ndarray, levels: int = 3, codebook_size: int = 256, *, seed: int = 0, niter: int = 20
+    x: np.ndarray,
+    levels: int = 3,
+    codebook_size: int = 256,
+    *,
+    seed: int = 0,
+    niter: int = 20,
+    collab_start: int | None = None,
 ) -> QuantizeResult:
-    """Residual k-means whose every level is balanced (OneRec): equal-size clusters per level."""
+    """Residual k-means whose every level is balanced (OneRec): equal-size clusters per level.
+
+    With ``collab_start`` level 0 balances the items with interactions over the collaborative
+    columns, and the items without any join their nearest code by text
+    (:func:`first_level_by_collab`), so that level is balanced up to those items.
+    """
     x = check_embeddings(x, codebook_size)
 
     def fit(residual: np.ndarray, level: int) -> tuple[np.ndarray, np.ndarray]:
         return balanced_kmeans(residual, codebook_size, niter=niter, seed=seed + level)
 
-    return _residual_levels(x, levels, codebook_size, fit, "balanced")
+    return _residual_levels(x, levels, codebook_size, fit, "balanced", collab_start)

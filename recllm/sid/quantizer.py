@@ -133,6 +133,8 @@ class SIDQuantizer:
         else:
             for level, book in enumerate(result.assign_codebooks):
                 arrays[f"assign.{level}"] = np.asarray(book, dtype=np.float32)
+            if result.first_text_centroids is not None:
+                arrays["first_text.0"] = np.asarray(result.first_text_centroids, np.float32)
         for level, book in enumerate(result.codebooks):
             arrays[f"codebook.{level}"] = np.asarray(book, dtype=np.float32)
         return cls(
@@ -297,10 +299,29 @@ class SIDQuantizer:
         last = residual
         for level in range(self.levels):
             last = residual.copy()
-            code = nearest(residual, self.arrays[f"assign.{level}"])
+            if level == 0 and "first_text.0" in self.arrays:
+                code = self._first_by_collab(residual)
+            else:
+                code = nearest(residual, self.arrays[f"assign.{level}"])
             codes[:, level] = code
             residual = residual - self.arrays[f"codebook.{level}"][code]
         return codes, last
+
+    def _first_by_collab(self, x: np.ndarray) -> np.ndarray:
+        """First codes of a collaborative first level (``first_level: collab``): by the
+        collaborative block where an item has one, by text where it is zero (new items), as
+        :func:`recllm.sid.quantize.first_level_by_collab` placed the build's items."""
+        start = self._text_dim()
+        block = np.ascontiguousarray(x[:, start:])
+        warm = np.einsum("ij,ij->i", block, block) > 0
+        code = np.empty(len(x), dtype=np.int64)
+        if warm.any():
+            books = np.ascontiguousarray(self.arrays["assign.0"][:, start:])
+            code[warm] = nearest(np.ascontiguousarray(block[warm]), books)
+        if (~warm).any():
+            text = np.ascontiguousarray(x[~warm, :start])
+            code[~warm] = nearest(text, self.arrays["first_text.0"])
+        return code
 
     def _encode_vae(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         import torch

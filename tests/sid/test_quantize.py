@@ -115,3 +115,57 @@ def test_candidate_assignment_balanced_even_when_all_points_agree():
     # the 250 points nearest to centroid 0 are the ones it kept
     d0 = (x**2).sum(1)
     assert set(np.flatnonzero(assign == 0)) == set(np.argsort(d0, kind="stable")[:250])
+
+
+def _behaviour_blobs(seed: int = 0):
+    """Items whose behaviour (4 tight collaborative clusters) disagrees with their text (wide,
+    random), and 12 items without interactions (zero collaborative block)."""
+    rng = np.random.default_rng(seed)
+    group = np.repeat(np.arange(4), 50)
+    centers = 3.0 * np.eye(4, dtype=np.float32)
+    collab = centers[group] + 0.1 * rng.standard_normal((200, 4)).astype(np.float32)
+    cold = np.arange(0, 200, 17)
+    collab[cold] = 0.0
+    text = 5.0 * rng.standard_normal((200, 6)).astype(np.float32)
+    return np.hstack([text, collab]), group, cold
+
+
+def _purity(codes: np.ndarray, group: np.ndarray) -> float:
+    """Share of items whose code holds mostly items of their own group."""
+    hits = sum(np.bincount(group[codes == c]).max() for c in np.unique(codes))
+    return hits / len(codes)
+
+
+@pytest.mark.parametrize("fn", [rq_kmeans, balanced_rq_kmeans])
+def test_collab_first_level_follows_behaviour(fn):
+    x, group, cold = _behaviour_blobs()
+    warm = np.setdiff1d(np.arange(200), cold)
+    r = fn(x, levels=2, codebook_size=4, seed=0, collab_start=6)
+    first = r.codes[:, 0]
+    assert _purity(first[warm], group[warm]) == 1.0  # one code per behaviour cluster
+    # control: the fused first level clusters the (wider) text and mixes the behaviour groups
+    fused = fn(x, levels=2, codebook_size=4, seed=0).codes[:, 0]
+    assert _purity(fused[warm], group[warm]) < 0.6
+    # the first code of a warm item does not depend on its text
+    y = x.copy()
+    y[:, :6] = np.random.default_rng(5).standard_normal((200, 6)) * 5
+    again = fn(y, levels=2, codebook_size=4, seed=0, collab_start=6).codes[:, 0]
+    np.testing.assert_array_equal(again[warm], first[warm])
+    # items without interactions: the code whose warm items are nearest in text on average
+    means = np.stack([x[warm][first[warm] == c, :6].mean(0) for c in range(4)])
+    expected = ((x[cold, None, :6] - means[None]) ** 2).sum(-1).argmin(1)
+    np.testing.assert_array_equal(first[cold], expected)
+    np.testing.assert_allclose(r.first_text_centroids, means, rtol=1e-5, atol=1e-5)
+    # later levels quantize the residual of the fused means: the error falls level by level
+    assert r.recon_error[1] < r.recon_error[0]
+
+
+def test_collab_first_level_needs_collab_columns():
+    x, _, _ = _behaviour_blobs()
+    with pytest.raises(ValueError, match="collaborative columns"):
+        rq_kmeans(x, levels=2, codebook_size=4, collab_start=10)
+    y = x.copy()
+    y[:, 6:] = 0.0
+    y[:3, 6] = 1.0  # 3 items with interactions, 4 codes
+    with pytest.raises(ValueError, match="3 items have interactions but the first level has 4"):
+        rq_kmeans(y, levels=2, codebook_size=4, collab_start=6)

@@ -69,10 +69,17 @@ def _built(toy, cfg, tmp_path):
 
 
 @pytest.mark.parametrize(
-    "method,collab", [("rq-kmeans", 0.0), ("rq-kmeans", 0.3), ("rq-vae", 0.0), ("rq-vae", 0.3)]
+    "method,collab,first",
+    [
+        ("rq-kmeans", 0.0, "fused"),
+        ("rq-kmeans", 0.3, "fused"),
+        ("rq-kmeans", 0.3, "collab"),
+        ("rq-vae", 0.0, "fused"),
+        ("rq-vae", 0.3, "fused"),
+    ],
 )
-def test_loaded_quantizer_reproduces_training_codes(toy, tmp_path, method, collab):
-    build, q = _built(toy, _cfg(method, collab), tmp_path)
+def test_loaded_quantizer_reproduces_training_codes(toy, tmp_path, method, collab, first):
+    build, q = _built(toy, _cfg(method, collab, first_level=first), tmp_path)
     rows = None
     if collab > 0:  # training items: their stored collaborative rows, as the build fused them
         split = split_dataset(toy, DataConfig())
@@ -80,7 +87,7 @@ def test_loaded_quantizer_reproduces_training_codes(toy, tmp_path, method, colla
     codes = q.encode_texts(q.texts_of(toy.catalog), rows)
     np.testing.assert_array_equal(codes, build.result.codes)
     # control: a quantizer fitted with another seed gives other codes for the same texts
-    _, other = _built(toy, _cfg(method, collab, sid_seed=7), tmp_path / "o")
+    _, other = _built(toy, _cfg(method, collab, sid_seed=7, first_level=first), tmp_path / "o")
     assert (other.encode_texts(q.texts_of(toy.catalog), rows) != codes).any(1).mean() > 0.2
 
 
@@ -104,6 +111,50 @@ def test_new_item_collab_block_is_zero(toy, tmp_path):
     assert fused.shape[1] == q._text_dim() + 16
     assert (fused[:, q._text_dim() :] == 0).all()
     np.testing.assert_allclose(np.linalg.norm(fused, axis=1), np.sqrt(0.7), rtol=1e-6)
+
+
+def test_collab_first_level_places_new_items_by_text(toy, tmp_path):
+    """first_level collab: a training item's first code comes from its collaborative row alone;
+    a new item (zero block) takes the code whose items are nearest in text, and its later levels
+    quantize the residual as for any item."""
+    build, q = _built(toy, _cfg("rq-kmeans", 0.3, first_level="collab"), tmp_path)
+    assert "first_text.0" in q.arrays
+    split = split_dataset(toy, DataConfig())
+    rows = collaborative_embeddings(split.train, toy.catalog.ids, 16, window=3, seed=0)
+    texts = q.texts_of(toy.catalog)
+    # the first code does not move when the text does (same collaborative rows, shuffled texts)
+    shuffled = q.encode_texts(texts[::-1], rows)
+    np.testing.assert_array_equal(shuffled[:, 0], build.result.codes[:, 0])
+    # control: a fused first level moves with the text
+    _, fused = _built(toy, _cfg("rq-kmeans", 0.3), tmp_path / "f")
+    moved = fused.encode_texts(texts[::-1], rows)[:, 0] != fused.encode_texts(texts, rows)[:, 0]
+    assert moved.mean() > 0.3
+    # new items: first code = nearest text centroid of the first level
+    new = ["title: red saw pro model 3; brand: b2", "title: lamp glue cable; brand: b5"]
+    codes = q.encode_texts(new)
+    from recllm.sid.collab import l2_normalize
+
+    fused_new = q.fuse(l2_normalize(q.embed_texts(new)))
+    text_part = fused_new[:, : q._text_dim()]
+    d = ((text_part[:, None] - q.arrays["first_text.0"][None]) ** 2).sum(-1)
+    np.testing.assert_array_equal(codes[:, 0], d.argmin(1))
+    # and assign_items gives them unique codes next to the unchanged old ones
+    out = assign_items(q, build.sid_map, _new_catalog(20))
+    np.testing.assert_array_equal(out.sid_map.codes[:300], build.sid_map.codes)
+    assert len({tuple(c) for c in out.sid_map.codes}) == 320
+
+
+def test_collab_first_level_config_errors(toy, tmp_path):
+    with pytest.raises(ValueError, match="needs --collab-weight above 0"):
+        _cfg("rq-kmeans", 0.0, first_level="collab")
+    with pytest.raises(ValueError, match="needs --collab-weight above 0"):
+        _cfg("rq-vae", 0.3, first_level="collab")
+    with pytest.raises(ValueError, match="is not one of"):
+        _cfg("rq-kmeans", 0.3, first_level="text")
+    emb = tmp_path / "e.npz"
+    np.savez(emb, ids=np.array(toy.catalog.ids), embeddings=np.zeros((300, 4), np.float32))
+    with pytest.raises(UserError, match="precomputed-embeddings file does not say"):
+        build_sid_map(toy, _cfg("rq-kmeans", 0.3, first_level="collab"), embeddings=emb)
 
 
 def test_quantizer_files_checked(toy, tmp_path):
