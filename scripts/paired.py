@@ -7,7 +7,8 @@ and p (is the change more than the noise of these users?).
     python scripts/paired.py --data ../shared/data/ml-100k \\
         outputs/a/test.jsonl outputs/b/test.jsonl --names control teacher
 
-The targets come from splitting ``--data`` as the models were evaluated (``--split-kind``,
+``--sasrec DIR`` adds a saved SASRec (such as the teacher a recipe trained into OUTPUT_DIR/teacher)
+as a row, ranking the same users over the full catalog. The targets come from splitting ``--data`` as the models were evaluated (``--split-kind``,
 ``--split``); every file must rank the same users. The last line of output is one JSON object:
 ``{"users": N, "rows": {name: {"R@k", "N@k"}}, "paired_vs_base": {name: {...}}}``.
 """
@@ -25,14 +26,23 @@ ROOT = Path(__file__).resolve().parents[1]
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("files", nargs="+", help="predictions files (.jsonl); the first is the base")
+    p.add_argument(
+        "--sasrec",
+        nargs="+",
+        default=[],
+        help="SASRec artifacts (e.g. a recipe's OUTPUT_DIR/teacher): each ranks the same users "
+        "over the full catalog and joins as a row",
+    )
     p.add_argument("--data", required=True, help="the dataset the models were evaluated on")
     p.add_argument("--split", choices=("test", "valid"), default="test")
     p.add_argument("--split-kind", default="loo", help="how the dataset was split (default loo)")
-    p.add_argument("--names", nargs="+", default=None, help="row names (default: file stems)")
+    p.add_argument(
+        "--names", nargs="+", default=None, help="names of the files' rows (default: file stems)"
+    )
     p.add_argument("--k", type=int, default=10, help="cut-off (default 10)")
     args = p.parse_args(argv)
-    if len(args.files) < 2:
-        p.error("give at least two predictions files: the base and one to compare")
+    if len(args.files) + len(args.sasrec) < 2:
+        p.error("give two rows at least: the base file, and a second file or --sasrec DIR")
     if args.names is not None and len(args.names) != len(args.files):
         p.error(f"--names has {len(args.names)} names for {len(args.files)} files")
     names = args.names or [Path(f).stem for f in args.files]
@@ -87,7 +97,7 @@ def main(argv: list[str] | None = None) -> dict:
     preds = [read_predictions(f) for f in args.files]
     users = set(preds[0])
     for f, p in zip(args.files[1:], preds[1:], strict=True):
-        if set(p) != users:
+        if set(p) != users:  # the same users, or the differences are not paired
             raise UserError(
                 f,
                 f"ranks {len(p)} users, {len(set(p) ^ users)} of them not as in {args.files[0]}",
@@ -104,9 +114,19 @@ def main(argv: list[str] | None = None) -> dict:
             f"{len(users) - len(examples)} of its users have no {args.split} target in {args.data}",
             "pass the --data and --split-kind the models were evaluated on",
         )
+    all_lists = {
+        name: [p[ex.user_id] for ex in examples] for name, p in zip(names, preds, strict=True)
+    }
+    for directory in args.sasrec:
+        from recllm.baselines.sasrec import load_sasrec
+        from recllm.bench.distill import sasrec_lists
+
+        model, _ = load_sasrec(directory)
+        all_lists[f"SASRec {Path(directory).parent.name}/{Path(directory).name}"] = sasrec_lists(
+            model, examples, top=args.k
+        )
     ranks, rows = {}, {}
-    for name, p in zip(names, preds, strict=True):
-        lists = [p[ex.user_id] for ex in examples]
+    for name, lists in all_lists.items():
         ranks[name] = target_ranks([ex.target for ex in examples], lists)
         metrics = RankingMetrics(catalog)
         for items, ex in zip(lists, examples, strict=True):
@@ -118,7 +138,7 @@ def main(argv: list[str] | None = None) -> dict:
         }
     paired = paired_vs(ranks, names[0], k=args.k)
     print(f"{len(examples)} {args.split} users of {args.data}")
-    width = max(map(len, names)) + 2
+    width = max(map(len, rows)) + 2
     for name, r in rows.items():
         print(
             f"  {name:<{width}} R@{args.k} {r[f'R@{args.k}']:.4f}  N@{args.k} {r[f'N@{args.k}']:.4f}"

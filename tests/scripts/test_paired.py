@@ -89,3 +89,35 @@ def test_paired_errors_name_the_file(tmp_path):
     assert p.returncode == 2 and "c.jsonl:2: not a" in p.stderr
     p = run(a, a)
     assert p.returncode == 2 and "repeat: give each file its own with --names" in p.stderr
+
+
+def test_paired_adds_a_sasrec_row(tmp_path):
+    """--sasrec ranks the same users with a saved SASRec; its row equals the figures of its own
+    full ranking, computed here directly."""
+    from recllm.baselines.sasrec import SASRecConfig, split_sasrec
+    from recllm.bench.distill import sasrec_lists
+    from recllm.data import DataConfig, load_rec_dataset, split_dataset
+
+    targets = _dataset(tmp_path / "data")
+    cfg = DataConfig(data_path=str(tmp_path / "data"))
+    ds = load_rec_dataset(config=cfg)
+    split = split_dataset(ds, cfg)
+    model = split_sasrec(
+        tmp_path / "teacher", split, ds.catalog, SASRecConfig(epochs=3, hidden_size=16), "--t"
+    )
+    lists = sasrec_lists(model, split.test, top=10)
+    hits = sum(ex.target in items for ex, items in zip(split.test, lists, strict=True))
+    assert 0 < hits < 30  # a row that can differ from the base and from a perfect ranking
+    a = _write(tmp_path / "a.jsonl", {u: [] for u in targets})  # ranks nothing: R@10 0
+    _, s = run_script(
+        "paired.py",
+        a,
+        "--data",
+        cfg.data_path,
+        "--sasrec",
+        str(tmp_path / "teacher"),
+        cwd=tmp_path,
+    )
+    row = s["rows"][f"SASRec {tmp_path.name}/teacher"]
+    assert row["R@10"] == round(hits / 30, 5)
+    assert s["paired_vs_base"][f"SASRec {tmp_path.name}/teacher"]["users_gained"] == hits
