@@ -30,6 +30,7 @@ from recllm.align.policy import (
     publish_final,
     resumed_policy,
     round_peft_config,
+    round_top_layers,
     save_round_model,
     start_policy,
     with_changes,
@@ -226,16 +227,17 @@ def run_awsft(args: AWSFTArguments, sft_cfg: Any) -> Path:
                     "rows": {k: v for k, v in rows.items() if k not in _BULKY},
                 },
             )
-        trainer = WeightedSFTTrainer(
-            model=policy,
-            args=with_changes(sft_cfg, output_dir=str(round_dir / "trainer")),
-            train_dataset=train,
-            processing_class=start.tokenizer,
-            callbacks=[MarkCompleteCheckpoints()],
-            peft_config=round_peft_config(start, args, policy),
-        )
-        with compact_lm_head(True):
-            train_from(trainer, checkpoint)
+        with round_top_layers(start, args, policy, sft_cfg) as round_cfg:
+            trainer = WeightedSFTTrainer(
+                model=policy,
+                args=with_changes(round_cfg, output_dir=str(round_dir / "trainer")),
+                train_dataset=train,
+                processing_class=start.tokenizer,
+                callbacks=[MarkCompleteCheckpoints()],
+                peft_config=round_peft_config(start, args, policy),
+            )
+            with compact_lm_head(True):
+                train_from(trainer, checkpoint)
         policy = merged(trainer.model)
         save_round_model(start, policy, round_dir / "model")
         last = round_dir / "model"

@@ -37,6 +37,7 @@ from recllm.align.policy import (
     publish_final,
     resumed_policy,
     round_peft_config,
+    round_top_layers,
     save_round_model,
     start_policy,
     with_changes,
@@ -120,8 +121,9 @@ def run_dpo(args: PreferenceArguments, dpo_cfg: Any) -> Path:
         round_dir = out / f"round{r}"
         checkpoint = plan.checkpoint if r == plan.first else None
         prefs, meta = _round_preferences(start, mining, policy, last, r, reuse=checkpoint)
-        trainer = _round_trainer(start, args, dpo_cfg, policy, last, prefs, round_dir)
-        train_from(trainer, checkpoint)
+        with round_top_layers(start, args, policy, dpo_cfg) as round_cfg:
+            trainer = _round_trainer(start, args, round_cfg, policy, last, prefs, round_dir)
+            train_from(trainer, checkpoint)
         policy = merged(trainer.model)
         save_round_model(start, policy, round_dir / "model")
         last = round_dir / "model"

@@ -32,6 +32,7 @@ from recllm.align.policy import (
     merged,
     publish_final,
     round_peft_config,
+    round_top_layers,
     save_round_model,
     start_policy,
     with_changes,
@@ -276,18 +277,19 @@ def run_grpo(args: GRPOArguments, grpo_cfg: Any) -> Path:
         seed=grpo_cfg.seed,
         engine=start.engine,
     )
-    trainer = GRPOTrainer(
-        model=start.model,
-        reward_funcs=[reward],
-        args=with_changes(grpo_cfg, output_dir=str(out / "trainer")),
-        train_dataset=train,
-        processing_class=start.tokenizer,
-        rollout_func=rollout,
-        peft_config=round_peft_config(start, args, start.model),
-        callbacks=[MarkCompleteCheckpoints()],
-    )
     t0 = time.monotonic()
-    train_from(trainer, checkpoint)
+    with round_top_layers(start, args, start.model, grpo_cfg) as round_cfg:
+        trainer = GRPOTrainer(
+            model=start.model,
+            reward_funcs=[reward],
+            args=with_changes(round_cfg, output_dir=str(out / "trainer")),
+            train_dataset=train,
+            processing_class=start.tokenizer,
+            rollout_func=rollout,
+            peft_config=round_peft_config(start, args, start.model),
+            callbacks=[MarkCompleteCheckpoints()],
+        )
+        train_from(trainer, checkpoint)
     start.close()
     save_round_model(start, merged(trainer.model), out / "round1" / "model")
     log = {

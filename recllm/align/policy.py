@@ -10,9 +10,10 @@ the reward (training the SASRec reward model on the TRAINING split when the rewa
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -66,6 +67,14 @@ class PolicyArguments:
             "instead of every weight; each round's adapter is merged into its saved model."
         },
     )
+    train_top_layers: int | None = field(
+        default=None,
+        metadata={
+            "help": "Train only the top N decoder layers, the final norm and the SID rows "
+            "(backward stops at the lowest trained layer), as the SFT recipe's "
+            "train_top_layers; null = every weight (or LoRA with use_peft)."
+        },
+    )
     lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
     lora_alpha: int = field(default=32, metadata={"help": "LoRA scaling numerator."})
     lora_dropout: float = field(default=0.05, metadata={"help": "Dropout on the LoRA input."})
@@ -95,6 +104,18 @@ class PolicyArguments:
             raise ValueError(f"rounds must be >= 1, got {self.rounds}")
         if self.beams < 2:
             raise ValueError(f"beams must be >= 2, got {self.beams}")
+        if self.train_top_layers is not None and self.train_top_layers < 1:
+            raise UserError(
+                f"--train_top_layers {self.train_top_layers}",
+                "must be >= 1",
+                "pass the number of top decoder layers that train, or null for all",
+            )
+        if self.train_top_layers is not None and self.use_peft:
+            raise UserError(
+                f"--train_top_layers {self.train_top_layers}",
+                "and --use_peft both choose what trains",
+                "drop one of --train_top_layers and --use_peft",
+            )
         if self.mining_engine not in ENGINES:
             raise ValueError(f"mining_engine must be one of {', '.join(ENGINES)}")
         from recllm.align.rewards import parse_reward_spec
@@ -418,6 +439,30 @@ def round_peft_config(start: PolicyStart, args: PolicyArguments, model: Any) -> 
 
     ids = SID_FORMAT.token_ids(start.tokenizer, start.sid_map.codebook_sizes).all_ids()
     return sid_lora_config(model, list(ids), args)
+
+
+@contextlib.contextmanager
+def round_top_layers(
+    start: PolicyStart, args: PolicyArguments, model: Any, train_args: Any
+) -> Iterator[Any]:
+    """``--train_top_layers N``: within the block only the top N decoder layers, the final
+    norm and the SID rows of ``model`` train (:func:`recllm.train.rows.train_top_layers`), with
+    weight decay 0 so that the frozen embedding rows stay bit-identical. Yields the trainer
+    config to use; on exit the hooks are lifted and every weight is trainable again.
+    Without the flag it yields ``train_args`` unchanged."""
+    if args.train_top_layers is None:
+        yield train_args
+        return
+    from recllm.train.rows import train_top_layers
+    from recllm.vocab import SID_FORMAT
+
+    ids = SID_FORMAT.token_ids(start.tokenizer, start.sid_map.codebook_sizes).all_ids()
+    handles = train_top_layers(model, args.train_top_layers, list(ids))
+    try:
+        yield with_changes(train_args, weight_decay=0.0) if train_args.weight_decay else train_args
+    finally:
+        handles.remove()
+        model.requires_grad_(True)
 
 
 def merged(model: Any) -> Any:
