@@ -119,7 +119,7 @@ def test_every_recipe_yaml_parses():
         for p in sorted((ROOT / "recipes").glob("*.yaml"))
         if p.stem == "plum_sft" or not (ROOT / "recipes" / f"{p.stem}.py").exists()
     ]
-    assert [p.name for p in own] == ["plum_sft.yaml", "quickstart.yaml"]
+    assert [p.name for p in own] == ["chat_ml100k.yaml", "plum_sft.yaml", "quickstart.yaml"]
     for path in own:
         parsed = parse_recipe_args(["--config", str(path)])
         keys = set(yaml.safe_load(path.read_text()))
