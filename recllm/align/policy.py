@@ -104,18 +104,9 @@ class PolicyArguments:
             raise ValueError(f"rounds must be >= 1, got {self.rounds}")
         if self.beams < 2:
             raise ValueError(f"beams must be >= 2, got {self.beams}")
-        if self.train_top_layers is not None and self.train_top_layers < 1:
-            raise UserError(
-                f"--train_top_layers {self.train_top_layers}",
-                "must be >= 1",
-                "pass the number of top decoder layers that train, or null for all",
-            )
-        if self.train_top_layers is not None and self.use_peft:
-            raise UserError(
-                f"--train_top_layers {self.train_top_layers}",
-                "and --use_peft both choose what trains",
-                "drop one of --train_top_layers and --use_peft",
-            )
+        from recllm.train.rows import check_top_layers_flag
+
+        check_top_layers_flag(self.train_top_layers, self.use_peft)
         if self.mining_engine not in ENGINES:
             raise ValueError(f"mining_engine must be one of {', '.join(ENGINES)}")
         from recllm.align.rewards import parse_reward_spec

@@ -61,23 +61,11 @@ def quantize(x: np.ndarray, cfg: SIDConfig, pairs: np.ndarray | None = None) -> 
     """Run the configured quantizer on ``(N, d)`` embeddings (text columns, then collaborative
     columns when ``cfg.collab_weight > 0``)."""
     start = x.shape[1] - collab_columns(len(x), cfg) if cfg.first_level == "collab" else None
-    if cfg.method == "rq-kmeans":
-        return rq_kmeans(
-            x,
-            cfg.levels,
-            cfg.codebook_size,
-            seed=cfg.sid_seed,
-            niter=cfg.niter,
-            collab_start=start,
-        )
-    if cfg.method == "balanced":
-        return balanced_rq_kmeans(
-            x,
-            cfg.levels,
-            cfg.codebook_size,
-            seed=cfg.sid_seed,
-            niter=cfg.niter,
-            collab_start=start,
+    kmeans_methods = {"rq-kmeans": rq_kmeans, "balanced": balanced_rq_kmeans}
+    if cfg.method in kmeans_methods:
+        fit = kmeans_methods[cfg.method]
+        return fit(
+            x, cfg.levels, cfg.codebook_size, seed=cfg.sid_seed, niter=cfg.niter, collab_start=start
         )
     from recllm.sid.rq_vae import RQVAEConfig, rq_vae
 

@@ -144,6 +144,28 @@ def decoder_layers(model: nn.Module) -> nn.ModuleList:
     return layers
 
 
+def check_top_layers_flag(n_layers: int | None, use_peft: bool) -> None:
+    """``--train_top_layers``: at least 1, and not with ``--use_peft`` (both choose what trains).
+
+    Raises:
+        UserError: Either of those.
+    """
+    from recllm.errors import UserError
+
+    if n_layers is not None and n_layers < 1:
+        raise UserError(
+            f"--train_top_layers {n_layers}",
+            "must be at least 1",
+            "pass the number of top layers to train, or null for every weight",
+        )
+    if n_layers is not None and use_peft:
+        raise UserError(
+            f"--train_top_layers {n_layers}",
+            "freezes layers of a full fine-tuning; with --use_peft the adapters decide what trains",
+            "drop one of --train_top_layers and --use_peft",
+        )
+
+
 def train_top_layers(model: nn.Module, n_layers: int, rows: Iterable[int]) -> RowTraining:
     """Train only the top ``n_layers`` decoder blocks, the final norm and the ``rows`` of the
     output embedding; everything below stays frozen and backward stops at the lowest trained

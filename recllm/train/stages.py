@@ -50,6 +50,7 @@ from recllm.train.checkpoints import (
 from recllm.train.init_model import check_items_in_map, load_init_model
 from recllm.train.period import cut_training, event_times, select_period
 from recllm.train.recipe_args import check_training_values
+from recllm.train.rows import check_top_layers_flag
 from recllm.train.rundir import check_output_dir, check_sid_artifact
 from recllm.train.sft import (
     bf16_fast,
@@ -140,18 +141,7 @@ def _device_settings(sft_cfg: SFTConfig) -> SFTConfig:
 
 def _check_flags(plum: PlumArguments, sft_cfg: SFTConfig, model_cfg: ModelConfig) -> None:
     """Settings that are wrong whatever the model and the data."""
-    if plum.train_top_layers is not None and plum.train_top_layers < 1:
-        raise UserError(
-            f"--train_top_layers {plum.train_top_layers}",
-            "must be at least 1",
-            "pass the number of top layers to train, or null for full fine-tuning",
-        )
-    if plum.train_top_layers is not None and model_cfg.use_peft:
-        raise UserError(
-            f"--train_top_layers {plum.train_top_layers}",
-            "freezes layers of a full fine-tuning; with --use_peft the adapters decide what trains",
-            "drop one of --train_top_layers and --use_peft",
-        )
+    check_top_layers_flag(plum.train_top_layers, model_cfg.use_peft)
     if plum.init_weights not in ("pretrained", "random"):
         raise UserError(
             f"--init_weights {plum.init_weights}",

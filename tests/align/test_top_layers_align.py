@@ -58,7 +58,7 @@ def test_top_layers_only_move(tmp_path, recipe):
 def test_top_layers_flag_errors(tmp_path):
     sft = save_tiny_recommender(tmp_path / "tiny")
     base = _args("dpo", sft, tmp_path / "x")
-    with pytest.raises(UserError, match="must be >= 1"):
+    with pytest.raises(UserError, match="must be at least 1"):
         run("dpo", [*base, "--train_top_layers", "0"])
     with pytest.raises(UserError, match="drop one of --train_top_layers and --use_peft"):
         run("dpo", [*base, "--train_top_layers", "1", "--use_peft", "true"])
