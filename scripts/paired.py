@@ -8,9 +8,15 @@ and p (is the change more than the noise of these users?).
         outputs/a/test.jsonl outputs/b/test.jsonl --names control teacher
 
 ``--sasrec DIR`` adds a saved SASRec (such as the teacher a recipe trained into OUTPUT_DIR/teacher)
-as a row, ranking the same users over the full catalog. The targets come from splitting ``--data`` as the models were evaluated (``--split-kind``,
-``--split``); every file must rank the same users. The last line of output is one JSON object:
-``{"users": N, "rows": {name: {"R@k", "N@k"}}, "paired_vs_base": {name: {...}}}``.
+as a row, ranking the same users over the full catalog. The targets come from splitting ``--data``
+as the models were evaluated (``--split-kind``, ``--split``); every file must rank the same users.
+
+``--by-popularity`` splits the users by how often their target occurs in the training part (0,
+1-4, 5-19, 20-99, 100 or more times) and gives every row's R@k within each group, and each group's
+share of the hits: where one model finds targets that another misses, on the head of the catalog
+or its tail. The last line of output is one JSON object:
+``{"users": N, "rows": {name: {"R@k", "N@k"}}, "paired_vs_base": {name: {...}},
+"by_popularity": [{"bucket", "users", "R@k": {name: ...}}]}`` (the last key with the flag only).
 """
 
 from __future__ import annotations
@@ -40,7 +46,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--names", nargs="+", default=None, help="names of the files' rows (default: file stems)"
     )
     p.add_argument("--k", type=int, default=10, help="cut-off (default 10)")
+    p.add_argument(
+        "--by-popularity",
+        action="store_true",
+        help="R@k per group of users by their target's count in the training part",
+    )
+    p.add_argument(
+        "--plot", default=None, help="with --by-popularity: a PNG of R@k per group and row"
+    )
     args = p.parse_args(argv)
+    if args.plot and not args.by_popularity:
+        p.error("--plot draws the groups of --by-popularity: add --by-popularity")
     if len(args.files) + len(args.sasrec) < 2:
         p.error("give two rows at least: the base file, and a second file or --sasrec DIR")
     if args.names is not None and len(args.names) != len(args.files):
@@ -83,6 +99,75 @@ def read_predictions(path: str | Path) -> dict[str, list[str | None]]:
             raise UserError(f"{p}:{n}", f"user {user} listed twice", "one line per user")
         out[user] = items
     return out
+
+
+#: Lower edges of the groups of ``--by-popularity``: a target's count in the training part.
+POPULARITY_EDGES = (0, 1, 5, 20, 100)
+
+
+def popularity_groups(
+    train: dict[str, list[str]], targets: list[str], edges: tuple[int, ...] = POPULARITY_EDGES
+) -> list[tuple[str, list[int]]]:
+    """The users' indices grouped by their target's count in the training sequences ``train``:
+    one ``(label, indices)`` per group of ``edges`` (lower bounds), empty groups included."""
+    from collections import Counter
+
+    counts = Counter(item for seq in train.values() for item in seq)
+    labels = [
+        f"{lo}" if hi == lo + 1 else (f"{lo}-{hi - 1}" if hi is not None else f"{lo}+")
+        for lo, hi in zip(edges, (*edges[1:], None), strict=True)
+    ]
+    groups: list[list[int]] = [[] for _ in edges]
+    for i, target in enumerate(targets):
+        n = counts.get(target, 0)
+        groups[max(g for g, lo in enumerate(edges) if n >= lo)].append(i)
+    return list(zip(labels, groups, strict=True))
+
+
+def by_popularity(
+    groups: list[tuple[str, list[int]]], ranks: dict[str, list[int]], k: int
+) -> list[dict]:
+    """Per group: its users, and every row's R@k on them and share of that row's hits."""
+    out = []
+    for label, idx in groups:
+        row: dict = {"bucket": label, "users": len(idx), f"R@{k}": {}, "hit_share": {}}
+        for name, r in ranks.items():
+            hits = sum(1 for i in idx if 0 < r[i] <= k)
+            total = sum(1 for x in r if 0 < x <= k)
+            row[f"R@{k}"][name] = round(hits / len(idx), 5) if idx else None
+            row["hit_share"][name] = round(hits / total, 4) if total else None
+        out.append(row)
+    return out
+
+
+def plot_groups(groups: list[dict], k: int, path: str | Path, title: str) -> None:
+    """Grouped bars: R@k of every row within each popularity group (empty groups left out)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from recllm.io import atomic_path
+
+    shown = [g for g in groups if g["users"]]
+    names = list(shown[0][f"R@{k}"])
+    width = 0.8 / len(names)
+    fig, ax = plt.subplots(figsize=(1.6 * len(shown) + 2.5, 3.8))
+    for j, name in enumerate(names):
+        xs = [i + (j - (len(names) - 1) / 2) * width for i in range(len(shown))]
+        ax.bar(xs, [g[f"R@{k}"][name] for g in shown], width, label=name)
+    ax.set_xticks(
+        range(len(shown)), [f"{g['bucket']}\n({g['users']} users)" for g in shown], fontsize=8
+    )
+    ax.set_xlabel("the target's interactions in the training part")
+    ax.set_ylabel(f"Recall@{k}")
+    ax.set_title(title, fontsize=9)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    plt.close(fig)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -150,6 +235,20 @@ def main(argv: list[str] | None = None) -> dict:
         "rows": rows,
         "paired_vs_base": {n: c for n, c in paired.items() if c is not None},
     }
+    if args.by_popularity:
+        groups = popularity_groups(split.train.sequences, [ex.target for ex in examples])
+        summary["by_popularity"] = by_popularity(groups, ranks, args.k)
+        print(f"R@{args.k} by the target's count in the training part (users; share of hits):")
+        for g in summary["by_popularity"]:
+            cells = "  ".join(
+                f"{name} {'-' if v is None else format(v, '.4f')}"
+                for name, v in g[f"R@{args.k}"].items()
+            )
+            print(f"  {g['bucket']:>7} ({g['users']} users): {cells}")
+        if args.plot:
+            title = f"{args.data}: {len(examples)} {args.split} users, R@{args.k} by popularity"
+            plot_groups(summary["by_popularity"], args.k, args.plot, title)
+            print(f"plot: {args.plot}")
     print(json.dumps(summary))
     return summary
 

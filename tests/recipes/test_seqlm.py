@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 from trl import SFTConfig
 
 from recllm.data import DataConfig
@@ -51,6 +52,29 @@ def test_yaml_parses_into_the_recipe_dataclasses():
     assert (sft.learning_rate, sft.num_train_epochs, sft.max_length) == (2e-3, 14, None)
     # every key of the YAML carries a comment on its effect
     for line in YAML.read_text().splitlines():
+        if line and not line.startswith((" ", "#")):
+            assert "#" in line, f"uncommented key: {line}"
+
+
+def test_item_token_yaml_is_seqlm_yaml_with_item_tokens_and_a_teacher():
+    """recipes/seqlm_items.yaml: the settings of docs/quality.md's item-token decoder, and
+    otherwise the SID recipe's (a key of one that the other lacks would be a silent default)."""
+    items_yaml = ROOT / "recipes" / "seqlm_items.yaml"
+    seqlm, _, _, sft = parse_recipe_args(TYPES, ["--config", str(items_yaml)], prog="seqlm")
+    assert seqlm.item_tokens and seqlm.distill_weight == 1.0 and seqlm.ensemble == 1
+    assert (seqlm.hidden_size, seqlm.num_layers, seqlm.teacher_dropout) == (256, 2, 0.5)
+    assert (sft.num_train_epochs, seqlm.time_budget_minutes) == (6, 30)
+    a, b = yaml.safe_load(YAML.read_text()), yaml.safe_load(items_yaml.read_text())
+    assert set(a) == set(b)
+    changed = {k for k in a if a[k] != b[k]}
+    assert changed == {
+        "item_tokens",
+        "distill_weight",
+        "ensemble",
+        "num_train_epochs",
+        "output_dir",
+    }
+    for line in items_yaml.read_text().splitlines():
         if line and not line.startswith((" ", "#")):
             assert "#" in line, f"uncommented key: {line}"
 

@@ -121,3 +121,42 @@ def test_paired_adds_a_sasrec_row(tmp_path):
     row = s["rows"][f"SASRec {tmp_path.name}/teacher"]
     assert row["R@10"] == round(hits / 30, 5)
     assert s["paired_vs_base"][f"SASRec {tmp_path.name}/teacher"]["users_gained"] == hits
+
+
+def test_paired_by_popularity_groups_users_by_their_targets_training_count(tmp_path):
+    """--by-popularity: each user falls in the group of its target's count in the training part
+    (here counted from how the data was generated, not from the split), and each group's R@10 is
+    its own users' hits; the groups partition the users and their hits."""
+    targets = _dataset(tmp_path / "data")
+    # training part (leave-one-out): items t = 0..3 of every user, i.e. i{(u + 3t) % 40}
+    count = {}
+    for u in range(30):
+        for t in range(4):
+            count[f"i{(u + 3 * t) % 40}"] = count.get(f"i{(u + 3 * t) % 40}", 0) + 1
+    # the target first for users 0-14, absent for the others
+    lists = {u: [t] if int(u[1:]) < 15 else [] for u, t in targets.items()}
+    a = _write(tmp_path / "a.jsonl", lists)
+    b = _write(tmp_path / "b.jsonl", {u: [] for u in targets})
+    _, s = run_script(
+        "paired.py",
+        *(a, b, "--data", str(tmp_path / "data"), "--by-popularity"),
+        *("--plot", str(tmp_path / "pop.png")),
+        cwd=tmp_path,
+    )
+    assert (tmp_path / "pop.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    groups = s["by_popularity"]
+    assert [g["bucket"] for g in groups] == ["0", "1-4", "5-19", "20-99", "100+"]
+    expected = {}
+    for u, t in targets.items():
+        n = count.get(t, 0)
+        label = "0" if n == 0 else "1-4" if n < 5 else "5-19" if n < 20 else "20-99"
+        users, hits = expected.get(label, (0, 0))
+        expected[label] = (users + 1, hits + (int(u[1:]) < 15))
+    assert len(expected) >= 2  # the data spreads over two groups at least
+    for g in groups:
+        users, hits = expected.get(g["bucket"], (0, 0))
+        assert g["users"] == users
+        assert g["R@10"]["a"] == (round(hits / users, 5) if users else None)
+        assert g["R@10"]["b"] == (0.0 if users else None)
+    assert sum(g["users"] for g in groups) == 30
+    assert abs(sum(g["hit_share"]["a"] or 0 for g in groups) - 1.0) < 1e-3
