@@ -19,6 +19,9 @@ steps (trainer set-up and saving are outside it). Methods:
 Prints each method's seconds per step and its ratio to ``full`` (measured in the same run, on
 the same cores), and the round's seconds in all (mining, training, saving). The last line is one JSON object of
 the figures. Runs one method after another, never two at once (each uses the machine's threads).
+A method whose run with the same flags already finished in OUT is read back, not timed again
+(:func:`recllm.bench.arms.train_arm`); delete ``OUT/<method>`` (or pick a new OUT) after changing
+the model at the same path or the machine.
 """
 
 from __future__ import annotations
@@ -80,6 +83,7 @@ def step_seconds(dpo_log: dict) -> tuple[float, int]:
 
 def main(argv: list[str] | None = None) -> dict:
     from recllm.bench.arms import train_arm
+    from recllm.bench.machine import machine_line
     from recllm.errors import UserError
 
     args = parse_args(argv)
@@ -136,11 +140,18 @@ def main(argv: list[str] | None = None) -> dict:
     base = rows.get("full")
     for r in rows.values():
         r["vs_full"] = round(r["seconds_per_step"] / base["seconds_per_step"], 3) if base else None
-    print(f"DPO, {args.steps} steps of {args.batch} pairs, from {model}:")
+    machine = machine_line()
+    print(f"DPO, {args.steps} steps of {args.batch} pairs, from {model}, on {machine}:")
     for method, r in rows.items():
         ratio = "" if r["vs_full"] is None else f"  {r['vs_full']:.2f}x full"
         print(f"  {method:<5} {r['seconds_per_step']:7.2f} s/step{ratio}")
-    summary = {"model": str(model), "steps": args.steps, "batch": args.batch, "methods": rows}
+    summary = {
+        "model": str(model),
+        "machine": machine,
+        "steps": args.steps,
+        "batch": args.batch,
+        "methods": rows,
+    }
     print(json.dumps(summary))
     return summary
 

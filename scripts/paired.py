@@ -128,12 +128,13 @@ def by_popularity(
     groups: list[tuple[str, list[int]]], ranks: dict[str, list[int]], k: int
 ) -> list[dict]:
     """Per group: its users, and every row's R@k on them and share of that row's hits."""
+    totals = {name: sum(1 for x in r if 0 < x <= k) for name, r in ranks.items()}
     out = []
     for label, idx in groups:
         row: dict = {"bucket": label, "users": len(idx), f"R@{k}": {}, "hit_share": {}}
         for name, r in ranks.items():
             hits = sum(1 for i in idx if 0 < r[i] <= k)
-            total = sum(1 for x in r if 0 < x <= k)
+            total = totals[name]
             row[f"R@{k}"][name] = round(hits / len(idx), 5) if idx else None
             row["hit_share"][name] = round(hits / total, 4) if total else None
         out.append(row)
