@@ -13,7 +13,10 @@ within ``--recllm-minutes``, each keeping the epoch with the best Recall@10 on t
 ``valid_users`` VALIDATION users -> trie-constrained beam search (``--beams``) over the test
 users, of the first decoder alone and of all of them together. SASRec side: full-softmax
 cross-entropy (recllm.baselines.sasrec) within ``--sasrec-minutes``, epoch chosen on validation
-NDCG@10. Nothing is chosen on the test split, which is scored once at the end. Both:
+NDCG@10. With the recipe's teacher on (``distill_weight`` > 0, the YAML's default) and no
+``--teacher`` given, that SASRec is saved into ``--out/sasrec`` and teaches the decoders: the
+recllm rows are distilled from the baseline printed beside them. Nothing is chosen on the test
+split, which is scored once at the end. Both:
 leave-one-out, full ranking, histories cut to the recipe's ``max_history``, seen items not
 removed (../shared/data/README.md).
 
@@ -113,7 +116,11 @@ def main(argv: list[str] | None = None) -> dict:
     test = select_users(split.test, args.eval_users, args.eval_seed)
     info: dict[str, object] = {"dataset": key, "data": str(args.data)}
     sasrec = None
+    recipe_args = configs[0]
     if args.sasrec_minutes > 0:
+        # the recipe's teacher (distill_weight > 0, no --teacher) is this same-run SASRec,
+        # saved for it, rather than a second SASRec trained inside the recipe
+        teach = recipe_args.distill_weight > 0 and recipe_args.teacher is None
         sasrec, info["sasrec"] = sasrec_baseline(
             split,
             test,
@@ -121,7 +128,13 @@ def main(argv: list[str] | None = None) -> dict:
             args.sasrec_minutes,
             args.sasrec_dropout,
             args.sasrec_batch,
+            directory=out / "sasrec" if teach else None,
         )
+        if teach:
+            recipe_args.teacher = str(out / "sasrec")
+            print(
+                f"the SASRec row is also recllm's teacher (distill_weight {recipe_args.distill_weight:g})"
+            )
     rows, more = seqlm_rows(configs, test, dataset.catalog, args.beams)
     info.update(more)
     if sasrec is not None:

@@ -47,19 +47,40 @@ def table(rows: dict[str, dict[str, float]], columns: tuple[str, ...]) -> str:
 
 
 def sasrec_baseline(
-    split: Any, test: list, catalog: Any, minutes: float, dropout: float, batch: int
+    split: Any,
+    test: list,
+    catalog: Any,
+    minutes: float,
+    dropout: float,
+    batch: int,
+    directory: Path | None = None,
 ) -> tuple[dict, dict]:
     """SASRec trained within ``minutes`` (epoch chosen on validation NDCG@10), scored on the
-    ``test`` users: (figures, info)."""
-    from recllm.baselines.sasrec import SASRecConfig, evaluate_sasrec, train_sasrec
+    ``test`` users: (figures, info). With ``directory`` it is also saved there (or taken from
+    there when it was trained with the same settings on the same split), for the recipe to use
+    as its teacher."""
+    import json
+
+    from recllm.baselines.sasrec import (
+        SASREC_FILE,
+        SASRecConfig,
+        evaluate_sasrec,
+        split_sasrec,
+        train_sasrec,
+    )
 
     t = time.monotonic()
     cfg = SASRecConfig(time_budget_minutes=minutes, dropout=dropout, batch_size=batch)
-    model, history = train_sasrec(split, catalog, cfg, progress=False)
+    if directory is None:
+        model, history = train_sasrec(split, catalog, cfg, progress=False)
+    else:
+        model = split_sasrec(directory, split, catalog, cfg, "--sasrec-minutes")
+        history = json.loads((Path(directory) / SASREC_FILE).read_text())["meta"]["history"]
     info = {
         "minutes": round((time.monotonic() - t) / 60, 2),
         "epochs": len(history),
         "config": dataclasses.asdict(cfg),
+        **({"saved_as_teacher": str(directory)} if directory is not None else {}),
     }
     scored = dataclasses.replace(split, test=test)  # the same users as recllm
     return evaluate_sasrec(model, scored, "test", ks=(5, 10)), info
@@ -69,12 +90,13 @@ def seqlm_rows(configs: tuple, test: list, catalog: Any, beams: int) -> tuple[di
     """``recipes/seqlm.py``'s code path (:func:`recllm.train.seqlm.run_seqlm`) with the parsed
     ``configs``, then the first decoder and (several) the ensemble scored on ``test``:
     (rows, info)."""
+    from recllm.baselines.sasrec import run_teacher
     from recllm.eval.run import evaluate_recommender, load_ensemble
     from recllm.train.seqlm import run_seqlm
 
     info: dict[str, Any] = {}
     t = time.monotonic()
-    run = run_seqlm(*configs, evaluate=evaluate_recommender)
+    run = run_seqlm(*configs, evaluate=evaluate_recommender, teacher_provider=run_teacher)
     info["recllm_train_minutes"] = round((time.monotonic() - t) / 60, 2)
     info["recllm"] = {
         seed: {

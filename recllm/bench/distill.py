@@ -135,9 +135,9 @@ def run(s: DistillSettings, root: Path) -> dict[str, Any]:
     rows: dict[str, dict[str, Any]] = {}
     valid: dict[float, dict[str, float] | None] = {}
     for weight in s.weights:
-        flags = list(base)
+        flags = [*base, "--distill_weight", str(weight)]  # 0 said, not left to the YAML
         if weight:
-            flags += ["--distill_weight", str(weight), "--teacher", str(s.out / "teacher")]
+            flags += ["--teacher", str(s.out / "teacher")]
             flags += ["--distill_temperature", str(s.temperature)]
         arm_dir = s.out / f"w{weight:g}"
         arm = train_arm(recipe, arm_dir, args=flags)

@@ -7,12 +7,14 @@ import json
 import os
 import subprocess
 import sys
+from functools import partial
 from pathlib import Path
 
 import pytest
 import yaml
 from trl import SFTConfig
 
+from recllm.baselines.sasrec import run_teacher
 from recllm.data import DataConfig
 from recllm.errors import UserError
 from recllm.sid.config import SIDConfig
@@ -69,7 +71,6 @@ def test_item_token_yaml_is_seqlm_yaml_with_item_tokens_and_a_teacher():
     changed = {k for k in a if a[k] != b[k]}
     assert changed == {
         "item_tokens",
-        "distill_weight",
         "ensemble",
         "num_train_epochs",
         "output_dir",
@@ -214,6 +215,8 @@ def test_resume_keeps_finished_decoders_and_refuses_what_it_cannot_continue(tmp_
     resume (its best weights lived in memory)."""
     from recllm.train.seqlm import run_seqlm
 
+    run_seqlm = partial(run_seqlm, teacher_provider=run_teacher)  # the YAML's teacher
+
     data = save_tiny_recommender(tmp_path / "tiny").parent / "data"
     out = tmp_path / "run"
     argv = ["--config", str(YAML), "--data_path", str(data), "--output_dir", str(out)]
@@ -247,6 +250,8 @@ def test_resume_after_the_data_changed_is_refused(tmp_path):
     fingerprint covers the data's content, not only its path and settings)."""
     from recllm.train.seqlm import run_seqlm
 
+    run_seqlm = partial(run_seqlm, teacher_provider=run_teacher)  # the YAML's teacher
+
     data = save_tiny_recommender(tmp_path / "tiny").parent / "data"
     out = tmp_path / "run"
     argv = ["--config", str(YAML), "--data_path", str(data), "--output_dir", str(out)]
@@ -269,9 +274,6 @@ def test_distillation_trains_a_teacher_and_refuses_one_of_other_data(tmp_path):
     """--distill_weight > 0: a SASRec teacher is trained on the training split into
     OUTPUT_DIR/teacher, recording the data it saw, and every step logs its KL. A teacher of
     other data is refused by --teacher (control: the same teacher on its own data is taken)."""
-    from functools import partial
-
-    from recllm.baselines.sasrec import run_teacher
     from recllm.train.seqlm import run_seqlm
 
     with pytest.raises(ValueError, match="needs teacher_provider"):  # training sits below it
@@ -297,4 +299,6 @@ def test_distillation_trains_a_teacher_and_refuses_one_of_other_data(tmp_path):
         run_seqlm(*parse_recipe_args(TYPES, other))
     assert not (tmp_path / "c").exists()  # nothing written
     with pytest.raises(UserError, match="--distill_weight is 0"):
-        parse_recipe_args(TYPES, [*argv, "--teacher", str(out / "teacher")])
+        parse_recipe_args(
+            TYPES, [*argv, "--distill_weight", "0", "--teacher", str(out / "teacher")]
+        )

@@ -3,6 +3,8 @@ the last line one JSON object, and data of no published table says so."""
 
 from __future__ import annotations
 
+import json
+
 from recllm.testing import save_tiny_recommender
 from tests.scripts.running import run_script
 
@@ -31,3 +33,9 @@ def test_benchmark_smoke(tmp_path):
     assert "TIGER (paper)" in proc.stdout and "NeurIPS 2023, Table 1" in proc.stdout
     assert (out / "metrics.json").is_file() and (out / "recall.png").is_file()
     assert (out / "seqlm" / "model").is_dir()
+    # the recipe's teacher (the YAML's distill_weight 1) is the SASRec row itself, not a second
+    # SASRec trained inside the recipe
+    recipe = json.loads((out / "seqlm" / "resolved_config.json").read_text())["seqlm"]
+    assert recipe["distill_weight"] == 1.0 and recipe["teacher"] == str(out / "sasrec")
+    assert summary["info"]["sasrec"]["saved_as_teacher"] == str(out / "sasrec")
+    assert (out / "sasrec" / "sasrec.json").is_file() and not (out / "seqlm" / "teacher").exists()

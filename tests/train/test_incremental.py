@@ -5,12 +5,14 @@ training examples plus a seeded replay share of older ones."""
 from __future__ import annotations
 
 import json
+from functools import partial
 from pathlib import Path
 
 import pytest
 import torch
 from transformers import TrainerCallback
 
+from recllm.baselines.sasrec import run_teacher
 from recllm.data import DataConfig, load_rec_dataset, split_dataset
 from recllm.errors import UserError
 from recllm.testing import save_tiny_model
@@ -196,6 +198,8 @@ def seqlm_configs(data: Path, out: Path, *extra: str):
 def test_seqlm_init_model_starts_from_the_saved_decoder_on_a_period(tmp_path):
     from recllm.train.seqlm import run_seqlm
 
+    run_seqlm = partial(run_seqlm, teacher_provider=run_teacher)  # the YAML's teacher
+
     data = write_data(tmp_path / "data", 60)
     first = run_seqlm(*seqlm_configs(data, tmp_path / "first")).model_dirs[0]
     saved, _, start_map = load_model_with_sids(first)
@@ -217,6 +221,8 @@ def test_seqlm_init_model_starts_from_the_saved_decoder_on_a_period(tmp_path):
 
 def test_seqlm_init_model_refuses_unknown_items_and_a_chat_model(trained, tmp_path):
     from recllm.train.seqlm import run_seqlm
+
+    run_seqlm = partial(run_seqlm, teacher_provider=run_teacher)  # the YAML's teacher
 
     chat_model, data = trained
     with pytest.raises(UserError, match="is a chat-prompted model"):
