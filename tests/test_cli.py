@@ -505,3 +505,29 @@ def test_eval_writes_predictions_an_outside_scorer_agrees_with(two_recommenders,
         assert metrics[f"ndcg@{k}"] == pytest.approx(ndcg)
     bad = run_cli("eval", "--model", str(a), *args, "--predictions", str(tmp_path))
     assert bad.returncode == 2 and "--predictions" in one_line_error(bad.stderr)
+
+
+def test_eval_sample_seed_scores_a_seeded_sample_not_the_first_users(two_recommenders, tmp_path):
+    """`recllm eval --max-users N --sample-seed S` (issue 30: settings are chosen on a seeded
+    sample, not the first N users of the file): the predicted users are the seeded draw, the
+    same for the same seed, not the first N (the control), and the seed is recorded; without
+    --max-users the seed is refused."""
+    from recllm.eval.run import eval_examples
+
+    a, _ = two_recommenders
+    every = [ex.user_id for ex in eval_examples(a, None, "valid", None)[2]]
+    first = every[:5]
+    drawn = []
+    for seed, name in ((3, "s3"), (3, "again")):
+        out, preds = tmp_path / name, tmp_path / f"{name}.jsonl"
+        args = ["--split", "valid", "--max-users", "5", "--sample-seed", str(seed)]
+        args += ["--beams", "2", "--k", "1,2", "--out", str(out), "--predictions", str(preds)]
+        proc = run_cli("eval", "--model", str(a), *args, env={"OMP_NUM_THREADS": "1"})
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        drawn.append([json.loads(line)["user"] for line in preds.read_text().splitlines()])
+        assert json.loads((out / "metrics.json").read_text())["config"]["sample_seed"] == seed
+    assert drawn[0] == drawn[1] and len(set(drawn[0])) == 5 and set(drawn[0]) <= set(every)
+    assert drawn[0] != first  # the control: the first five users of the split
+    assert drawn[0] == sorted(drawn[0], key=every.index)  # the split's order is kept
+    bad = run_cli("eval", "--model", str(a), "--sample-seed", "0", "--beams", "2", "--k", "1,2")
+    assert bad.returncode == 2 and "--sample-seed 0" in one_line_error(bad.stderr)

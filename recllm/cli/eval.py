@@ -29,7 +29,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
     out = _out_dir(args, model_dir)
     spec = PromptSpec.from_model_dir(model_dir)
     data_fields, dataset, examples = eval_examples(
-        model_dir, args.data, args.split, args.max_users, allow_other_data=args.allow_other_data
+        model_dir,
+        args.data,
+        args.split,
+        args.max_users,
+        allow_other_data=args.allow_other_data,
+        sample_seed=args.sample_seed,
     )
     catalog = model_catalog(model_dir, dataset.catalog)  # + items added by `recllm catalog add`
     if args.prefixes:  # before the model loads: a file of another split or data costs no wait
@@ -84,6 +89,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def _check_flags(args: argparse.Namespace) -> None:
     """The decoding flags that cannot go together, before anything is read."""
     ks = args.k
+    if args.sample_seed is not None and not args.max_users:
+        raise UserError(
+            f"--sample-seed {args.sample_seed}",
+            "draws --max-users users, and --max-users is not given (all users are scored)",
+            "add --max-users N, or drop --sample-seed",
+        )
     if args.beams < max(ks):
         raise UserError(
             f"--beams {args.beams}",
@@ -295,7 +306,15 @@ def add_parsers(sub: Any) -> None:
         "max_users",
         type=_positive,
         default=None,
-        help="evaluate the first N users only (N >= 1; default: all)",
+        help="evaluate the first N users only (N >= 1; default: all; see --sample-seed)",
+    )
+    _flag(
+        ev,
+        "sample_seed",
+        type=int,
+        default=None,
+        help="with --max-users: a seeded random sample of N users instead of the first N (the "
+        "first users of a file are a biased sample; choose settings on a seeded one)",
     )
     ev.add_argument(
         "--predictions",

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 # User sampling lives in data (below train, which samples validation users); importable here too.
-from recllm.data.splits import select_users  # noqa: F401
+from recllm.data.splits import select_users
 from recllm.eval.metrics import RankingMetrics
 
 # Prompt building lives in tasks (below eval); these names stay importable from here.
@@ -51,6 +51,7 @@ def eval_examples(
     max_users: int | None = 0,
     *,
     allow_other_data: bool = False,
+    sample_seed: int | None = None,
 ) -> tuple[dict[str, Any], Any, list[Example]]:
     """The data a model directory records (``data`` overrides its path), and its eval users.
 
@@ -60,7 +61,9 @@ def eval_examples(
 
     Returns:
         ``(data_fields, dataset, examples)``: the DataConfig fields used, the loaded dataset
-        and the first ``max_users`` (0 or None = all) examples of ``split`` ("test" or "valid").
+        and the first ``max_users`` (0 or None = all) examples of ``split`` ("test" or "valid"),
+        or with ``sample_seed`` a seeded random sample of ``max_users`` of them
+        (:func:`recllm.data.splits.select_users`).
 
     Raises:
         UserError: The directory records no data and ``data`` is None; ``max_users`` is
@@ -91,7 +94,7 @@ def eval_examples(
         allow_other_data=allow_other_data,
     )
     examples = parts.test if split == "test" else parts.valid
-    return data_fields, dataset, list(examples[:max_users] if max_users else examples)
+    return data_fields, dataset, select_users(examples, max_users or 0, sample_seed)
 
 
 @dataclass
