@@ -73,6 +73,7 @@ def test_vllm_slates_equal_hf(model_dir: Path, tmp_path: Path):
             "exclude_history": True,
         },
         "spread": {"n": 3, "num_beams": 5, "num_slates": 2, "spread": True},
+        "penalty": {"n": 4, "num_beams": 5, "num_slates": 3, "diversity_penalty": 0.7},
     }
     from recllm.decode import encode_prompts
 
@@ -93,6 +94,10 @@ def test_vllm_slates_equal_hf(model_dir: Path, tmp_path: Path):
                 assert len(set(ids)) == kw["n"]
                 assert abs(score - w.score) < 5e-4, name
                 assert max(abs(p - r.score) for p, r in zip(parts, w.items, strict=True)) < 5e-4
+    # the penalty call is not the plain search in disguise: its HF slates differ from plain ones
+    plain = hf.recommend_slates(histories, n=4, num_beams=5, num_slates=3)
+    ranked = [[[r.item_id for r in s.items] for s in row] for row in plain]
+    assert [[ids for ids, _, _ in row] for row in got["penalty"]] != ranked
     first = {i: hf.sid_map.code(i)[0] for i in items}
     for row in got["spread"]:  # each item under its own first code
         for ids, _, _ in row:

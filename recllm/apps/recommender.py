@@ -585,6 +585,7 @@ class Recommender:
         temperature: float = 1.0,
         seed: int | None = None,
         spread: bool = False,
+        diversity_penalty: float = 0.0,
     ) -> Slate:
         """The best slate of ``n`` distinct items after ``history``, decoded in ONE answer of
         ``n`` SIDs (:func:`recllm.decode.slate.slate_search`): each item is chosen knowing the
@@ -598,6 +599,10 @@ class Recommender:
         same slates and scores); ``"sample"`` runs on the transformers engine only.
         ``spread``: each item of the slate under its own first SID code (the items sharing a
         first code with one already in the slate are excluded too), on either engine.
+        ``diversity_penalty``: the soft form of ``spread``: slates are ranked by log-prob minus
+        this for every item sharing an earlier item's first SID code (the scores stay the
+        log-probs); on either engine (vLLM asks for ``num_beams + n - 1`` log-probs per step,
+        within its ``max_logprobs``).
 
         Raises:
             UserError: ``"sample"`` on vLLM, a bad ``mode``, unknown item ids in the filters,
@@ -614,6 +619,7 @@ class Recommender:
             temperature=temperature,
             seed=seed,
             spread=spread,
+            diversity_penalty=diversity_penalty,
         )[0][0]
 
     def recommend_slates(
@@ -631,6 +637,7 @@ class Recommender:
         seed: int | None = None,
         prompts: Sequence[Prompt] | None = None,
         spread: bool = False,
+        diversity_penalty: float = 0.0,
     ) -> list[list[Slate]]:
         """:meth:`recommend_slate` for many histories: per history, its best ``num_slates``
         slates, best first (``exclude`` / ``allow``: one entry per history). ``prompts``: the
@@ -646,6 +653,7 @@ class Recommender:
         )
         if spread:
             self._check_spread(filters, n, len(encoded))
+        _check_penalty(diversity_penalty)
         if self.engine == "vllm":
             from recllm.decode.vllm_slate import vllm_slate_search
 
@@ -659,6 +667,7 @@ class Recommender:
                 exclude=_as_ids(exclude),
                 allow=_as_ids(allow),
                 spread=spread,
+                diversity_penalty=diversity_penalty,
             )
             return [[self._slate(s) for s in row] for row in found]
         model = self.backend
@@ -681,6 +690,7 @@ class Recommender:
                 temperature=temperature,
                 seed=None if seed is None else seed + start,
                 spread=spread,
+                diversity_penalty=diversity_penalty,
             )
             for b in range(stop - start):
                 slates = []
@@ -819,6 +829,8 @@ class Recommender:
         spread = bool(kwargs.get("spread", False))
         if spread:
             self._check_spread(filters, n, len(encoded))
+        penalty = kwargs.get("diversity_penalty", 0.0)
+        _check_penalty(penalty)
         found = await async_vllm_slate_search(
             self.backend,
             encoded,
@@ -830,6 +842,7 @@ class Recommender:
             exclude=_as_ids(exclude),
             allow=_as_ids(allow),
             spread=spread,
+            diversity_penalty=penalty,
         )
         return [[self._slate(s) for s in row] for row in found]
 
@@ -968,6 +981,23 @@ class Recommender:
             title = self.catalog.title(item) if item in self.catalog else None
             out.append(Recommendation(item, score, title))
         return out
+
+
+def _check_penalty(penalty: Any) -> None:
+    """A slate's ``diversity_penalty``: a finite number >= 0.
+
+    Raises:
+        UserError: Anything else.
+    """
+    import math
+
+    ok = isinstance(penalty, (int, float)) and not isinstance(penalty, bool)
+    if not ok or not 0 <= penalty < math.inf:
+        raise UserError(
+            "diversity_penalty",
+            f"must be a finite number >= 0, got {clip(penalty)}",
+            "pass 0 (off) or a log-prob penalty such as 0.5 or 2",
+        )
 
 
 def _as_ids(lists: ItemLists | None) -> list[list[str] | None] | None:

@@ -26,7 +26,8 @@ unknown id in them, or filters that leave no item, get HTTP 422 naming the field
 ``"mode": "slate"`` answers ONE slate of ``k`` distinct items decoded as one answer of ``k``
 SIDs (:meth:`recllm.apps.recommender.Recommender.recommend_slate`; ``"decoding"``: ``"beam"``,
 the default, ``"greedy"`` or ``"sample"``, with ``"seed"``; ``"spread": true``: each item under
-its own first SID code): ``{"object": "slate", "score":
+its own first SID code; ``"diversity_penalty": d``: its soft form, slates ranked by log-prob
+minus ``d`` per item sharing an earlier item's first code): ``{"object": "slate", "score":
 joint log-prob, "items": [...]}``, each item's ``score`` its part of the joint log-prob. vLLM
 decodes beam and greedy slates (:mod:`recllm.decode.vllm_slate`); ``"sample"`` runs on the
 transformers engine only for now (HTTP 400 on vLLM, saying so).
@@ -348,6 +349,7 @@ _FIELDS = (
     "decoding",
     "seed",
     "spread",
+    "diversity_penalty",
 )
 
 
@@ -455,7 +457,7 @@ def _parse_slate(body: dict[str, Any], recommender: Any, think: bool) -> dict[st
             "mode", f'must be "rank" or "slate", got {clip(mode)}', 'send "mode": "slate"'
         )
     if mode == "rank":
-        for key in ("decoding", "seed", "spread"):
+        for key in ("decoding", "seed", "spread", "diversity_penalty"):
             if key in body:
                 raise UserError(key, 'applies to "mode": "slate" only', f'send {key} with "slate"')
         return None
@@ -480,7 +482,19 @@ def _parse_slate(body: dict[str, Any], recommender: Any, think: bool) -> dict[st
         raise UserError(
             "spread", f"must be true or false, got {clip(spread)}", 'send "spread": true'
         )
-    return {"mode": decoding, "seed": seed, **({"spread": True} if spread else {})}
+    penalty = body.get("diversity_penalty", 0)
+    if isinstance(penalty, bool) or not isinstance(penalty, (int, float)) or not penalty >= 0:
+        raise UserError(
+            "diversity_penalty",
+            f"must be a number >= 0, got {clip(penalty)}",
+            'send e.g. "diversity_penalty": 1.0 (0: off)',
+        )
+    return {
+        "mode": decoding,
+        "seed": seed,
+        **({"spread": True} if spread else {}),
+        **({"diversity_penalty": float(penalty)} if penalty else {}),
+    }
 
 
 async def _decode(

@@ -99,6 +99,7 @@ def _request(args: argparse.Namespace) -> tuple[list[str], int]:
             ("--seed", args.seed is not None),
             ("--temperature", args.temperature is not None),
             ("--slate-spread", args.slate_spread),
+            ("--slate-diversity-penalty", args.slate_diversity_penalty is not None),
         ):
             if given:
                 raise UserError(flag, "applies to slates only", "add --slate N, or drop it")
@@ -192,11 +193,14 @@ def cmd_recommend(args: argparse.Namespace) -> int:
             temperature=1.0 if args.temperature is None else args.temperature,
             seed=0 if args.seed is None else args.seed,
             spread=args.slate_spread,
+            diversity_penalty=args.slate_diversity_penalty or 0.0,
         )
         items, score = slate.items, slate.score
         answer = {"object": "slate", "n": want, "mode": mode, "score": score}
         if args.slate_spread:
             answer["spread"] = True
+        if args.slate_diversity_penalty:
+            answer["diversity_penalty"] = args.slate_diversity_penalty
     rows = _rows(items, rec.sid_map)
     if args.json:
         print(json.dumps({**answer, "history": history, "items": rows}, ensure_ascii=False))
@@ -296,6 +300,14 @@ def add_parsers(sub: Any) -> None:
         "--slate-spread",
         action="store_true",
         help="each item of the slate under its own first SID code (a more varied slate)",
+    )
+    decoding.add_argument(
+        "--slate-diversity-penalty",
+        type=_fraction(0.0, 1e4),
+        default=None,
+        metavar="D",
+        help="the soft form of --slate-spread: slates ranked by log-prob minus D for every item "
+        "that shares an earlier item's first SID code (default: off)",
     )
     decoding.add_argument(
         "--seed", type=_non_negative, default=None, help="seed of a sampled slate (default 0)"

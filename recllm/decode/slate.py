@@ -38,6 +38,14 @@ Modes:
 Scores are the summed full-vocabulary log-probs (float32) of the code tokens; with
 ``stop_token_id`` also of every forced marker and the stop token, so a score is the log-prob of
 the whole answer. They are not length-normalised: every slate of ``n`` items has one length.
+
+Diversity, two ways: ``spread`` excludes every item under a first SID code the slate already
+holds (a hard rule: each item opens another first-level branch); ``diversity_penalty`` ``d``
+only discourages it. A slate is then ranked by its log-prob minus ``d`` for every item that
+shares its first code with an earlier item of the slate (``d`` x the number of such earlier
+items), at every step of the search and in the returned order, while the scores returned stay
+the log-probs. ``d = 0`` is the plain search; a large ``d`` gives ``spread``'s slates wherever
+the catalog has ``n`` first codes to spread over.
 """
 
 from __future__ import annotations
@@ -116,6 +124,7 @@ def slate_search(
     item_filter: ItemFilter | None = None,
     distinct: bool = True,
     spread: bool = False,
+    diversity_penalty: float = 0.0,
     temperature: float = 1.0,
     seed: int | None = None,
 ) -> SlateOutput:
@@ -143,11 +152,15 @@ def slate_search(
         spread: Also exclude every item whose first SID code is already in the slate, so each
             item of a slate opens another first-level branch of the catalog (with
             ``distinct``).
+        diversity_penalty: Subtracted from a slate's ranking score once per earlier item of
+            the slate under the same first SID code as a new item (the module docstring): beams
+            are kept, drawn and returned by log-prob minus the penalties; 0 = off.
         temperature: Softmax temperature of ``"sample"`` (scores stay the model's log-probs).
         seed: Seed of ``"sample"`` (None: torch's global generator).
 
     Returns:
-        A :class:`SlateOutput` on the model's device.
+        A :class:`SlateOutput` on the model's device, best first (by log-prob minus the
+        diversity penalties when ``diversity_penalty`` > 0).
 
     Raises:
         ValueError: A bad mode or size, a right-padded batch, or a prompt whose filter leaves
@@ -167,6 +180,9 @@ def slate_search(
         )
     if mode == "sample" and not temperature > 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
+    if not 0 <= diversity_penalty < float("inf"):
+        raise ValueError(f"diversity_penalty must be a finite number >= 0, got {diversity_penalty}")
+    soft = diversity_penalty > 0 and n > 1  # rank by log-prob - penalty; else plain log-prob
     models = _as_ensemble(model)
     device = models[0].device
     trie = trie.to(device)
@@ -195,6 +211,7 @@ def slate_search(
     caches, logp, scores, attention_mask, next_position, padded = prefill(
         models, input_ids, attention_mask, ids.begin_id, stop_token_id
     )
+    penalty = torch.zeros_like(scores)  # each beam's summed diversity penalty (soft only)
     nodes = torch.zeros(batch, 1, dtype=torch.long, device=device)
     codes = torch.zeros(batch, 1, 0, levels, dtype=torch.long, device=device)  # done slots
     slot_codes = torch.zeros(batch, 1, 0, dtype=torch.long, device=device)  # this slot's
@@ -217,6 +234,11 @@ def slate_search(
             allowed = trie.allowed[nodes] & (code_range < trie.codebook_sizes[level])
             if filt is not None:
                 allowed &= ~filt.removed_codes(origin, nodes)
+            # (batch, beams, codes): the penalty of each first code, from the slate's first codes
+            step_pen = None
+            if soft and level == 0 and s > 0:
+                used = torch.nn.functional.one_hot(codes[..., 0], max_codes).sum(2)
+                step_pen = diversity_penalty * used.to(step_logp.dtype)
             if mode == "sample":
                 if beams < num_beams:  # the first step: every draw starts from the one beam
                     step_logp = step_logp.expand(batch, num_beams, max_codes)
@@ -225,15 +247,24 @@ def slate_search(
                 else:
                     source = torch.arange(num_beams, device=device).expand(batch, num_beams)
                 alive_rows = torch.isfinite(scores.gather(1, source))
-                weights = torch.where(allowed, step_logp / temperature, float("-inf"))
+                ranked = step_logp if step_pen is None else step_logp - step_pen
+                weights = torch.where(allowed, ranked / temperature, float("-inf"))
                 weights = torch.where(alive_rows[..., None], weights, 0.0)  # dead: any code
                 probs = torch.softmax(weights.view(-1, max_codes), dim=-1)
                 code = torch.multinomial(probs, 1, generator=generator).view(batch, num_beams)
                 picked = step_logp.gather(2, code[..., None])[..., 0]
                 ok = allowed.gather(2, code[..., None])[..., 0]
                 top = torch.where(ok, scores.gather(1, source) + picked, float("-inf"))
+                if soft:  # (the first draw widens one beam into num_beams: gather, always)
+                    penalty = penalty.gather(1, source)
+                    if step_pen is not None:
+                        penalty = penalty + step_pen.gather(2, code[..., None])[..., 0]
             else:
-                cand = torch.where(allowed, step_logp + scores[..., None], float("-inf"))
+                rank = scores - penalty if soft else scores
+                cand = step_logp + rank[..., None]
+                if step_pen is not None:
+                    cand = cand - step_pen
+                cand = torch.where(allowed, cand, float("-inf"))
                 flat = cand.view(batch, beams * max_codes)
                 width = min(num_beams, flat.shape[1])
                 top, index = flat.topk(width, dim=1)
@@ -242,6 +273,13 @@ def slate_search(
                     top = torch.cat([top, top.new_full((batch, pad), float("-inf"))], 1)
                     index = torch.cat([index, index.new_zeros((batch, pad))], 1)
                 source, code = index // max_codes, index % max_codes
+                if soft:  # top holds ranking scores: back to log-probs, penalties apart
+                    live = torch.isfinite(top)
+                    picked = step_logp.reshape(batch, -1).gather(1, index)
+                    top = torch.where(live, scores.gather(1, source) + picked, float("-inf"))
+                    penalty = penalty.gather(1, source)
+                    if step_pen is not None:
+                        penalty = penalty + step_pen.reshape(batch, -1).gather(1, index)
             alive = torch.isfinite(top)
             child = trie.child(nodes.gather(1, source), code)
             nodes = torch.where(alive, child, 0)
@@ -286,7 +324,11 @@ def slate_search(
         if s < n - 1 and distinct:
             filt, origin = _slate_filter(trie, item_filter, slate, batch, first)
 
-    scores, order = scores.sort(dim=1, descending=True, stable=True)
+    if soft:
+        _, order = (scores - penalty).sort(dim=1, descending=True, stable=True)
+        scores = scores.gather(1, order)
+    else:
+        scores, order = scores.sort(dim=1, descending=True, stable=True)
     scores, order = scores[:, :k], order[:, :k]
     items = slate[rows, order]
     live = torch.isfinite(scores)[..., None]

@@ -20,6 +20,11 @@ trie mask, so a beam never repeats an item. At each step the best ``num_beams`` 
 pairs of each prompt survive, so the result equals :func:`~recllm.decode.slate.slate_search`
 with ``stop_token_id`` (``n * L + 1`` rounds). Beam and greedy (width 1) only; sampling needs
 the whole allowed distribution at every step and runs on the transformers engine.
+
+With a ``diversity_penalty`` (:func:`~recllm.decode.slate.slate_search`'s soft spread), beams
+are kept and returned by log-prob minus the penalties. A round that opens a new SID then asks
+for ``num_beams`` + (items in the slate) level-0 codes per beam: at most that many of a beam's
+codes are penalised, so the best ``num_beams`` after the penalty are always among them.
 """
 
 from __future__ import annotations
@@ -75,6 +80,8 @@ class _Beam:
     score: float
     parts: tuple[float, ...]  # finished items' parts
     start: float  # score before the SID in progress
+    firsts: tuple[int, ...] = ()  # finished items' first code tokens
+    penalty: float = 0.0  # summed diversity penalty (diversity_penalty > 0)
 
 
 def _params(
@@ -139,6 +146,7 @@ def slate_rounds(
     exclude: Sequence[Sequence[str] | None] | None = None,
     allow: Sequence[Sequence[str] | None] | None = None,
     spread: bool = False,
+    diversity_penalty: float = 0.0,
 ) -> Generator[Round, list[CompletionOutput], list[list[RankedSlate]]]:
     """The slate beam search as rounds of requests (see the module docstring).
 
@@ -146,7 +154,9 @@ def slate_rounds(
     ``catalog``: the SID map's content hash (the processor's ``recllm_catalog``);
     ``exclude`` / ``allow``: per prompt, item ids (or None);
     ``spread``: a beam's requests also exclude every item under a first code its slate holds
-    (:func:`recllm.decode.slate.slate_search`'s ``spread``).
+    (:func:`recllm.decode.slate.slate_search`'s ``spread``);
+    ``diversity_penalty``: subtracted from a slate's ranking once per item sharing an earlier
+    item's first code (:func:`recllm.decode.slate.slate_search`'s ``diversity_penalty``).
 
     Yields one round (``(token_ids, SamplingParams)`` per request) at a time and expects the
     requests' first ``CompletionOutput`` back, in order, through ``send``.
@@ -163,6 +173,8 @@ def slate_rounds(
         raise ValueError(f"need n >= 1 and 1 <= k ({k}) <= num_beams ({num_beams})")
     if trie.item_ids is None:
         raise ValueError("the trie has no item ids (build it with SIDTrie.from_sid_map)")
+    if not 0 <= diversity_penalty < math.inf:
+        raise ValueError(f"diversity_penalty must be a finite number >= 0, got {diversity_penalty}")
     import torch
 
     ids, levels = trie.token_ids, trie.levels
@@ -211,8 +223,20 @@ def slate_rounds(
     def grow(beam: _Beam, tokens: tuple[int, ...], lp: float, code: int, level: int) -> _Beam:
         codes = (*beam.codes, code)
         score = beam.score + lp
+        penalty = beam.penalty
+        if level == 0 and diversity_penalty:
+            penalty += diversity_penalty * beam.firsts.count(code)
         if level < levels - 1:
-            return _Beam((*beam.answer, *tokens), beam.items, codes, score, beam.parts, beam.start)
+            return _Beam(
+                (*beam.answer, *tokens),
+                beam.items,
+                codes,
+                score,
+                beam.parts,
+                beam.start,
+                beam.firsts,
+                penalty,
+            )
         return _Beam(
             (*beam.answer, *tokens),
             (*beam.items, item_of(codes)),
@@ -220,10 +244,12 @@ def slate_rounds(
             score,
             beam.parts,
             beam.start,
+            (*beam.firsts, codes[0]),
+            penalty,
         )
 
-    def best(cands: list[_Beam]) -> list[_Beam]:
-        return sorted(cands, key=lambda b: -b.score)[:num_beams]
+    def best(cands: list[_Beam]) -> list[_Beam]:  # stable: ties keep the engine's order
+        return sorted(cands, key=lambda b: -(b.score - b.penalty))[:num_beams]
 
     def check_level(t: int, level: int) -> None:
         lo = code_start[level]
@@ -268,15 +294,17 @@ def slate_rounds(
                     raise RuntimeError(f"expected the stop token, got {list(out.token_ids)}")
                 tail = _forced(out, 0, ids.end_id) + _forced(out, 1, stop)
                 score = b.score + tail
+                parts = (*b.parts, score - b.start)
                 final[p].append(
-                    _Beam(b.answer, b.items, (), score, (*b.parts, score - b.start), score)
+                    _Beam(b.answer, b.items, (), score, parts, score, b.firsts, b.penalty)
                 )
             beams = [best(row) for row in final]
             break
-        # close this SID, open the next: <|sid_end|>, <|sid_begin|>, its level-0 codes
+        # close this SID, open the next: <|sid_end|>, <|sid_begin|>, its level-0 codes (with a
+        # penalty, num_beams + the slate's items of them: see the module docstring)
+        wide = num_beams + (slot + 1 if diversity_penalty else 0)
         outs = yield [
-            (prompts[p] + list(b.answer), params(p, b, 3, num_beams, next_sid=True))
-            for p, b in flat
+            (prompts[p] + list(b.answer), params(p, b, 3, wide, next_sid=True)) for p, b in flat
         ]
         grown = [[] for _ in prompts]
         for (p, b), out in zip(flat, outs, strict=True):
@@ -289,6 +317,8 @@ def slate_rounds(
                 score,
                 (*b.parts, score - b.start),
                 score,
+                b.firsts,
+                b.penalty,
             )
             for t, lp in _finite(out, 2):
                 check_level(t, 0)

@@ -59,6 +59,12 @@ def test_slate_mode_answers_one_slate(served):
     spread = [i["item_id"] for i in _slate(client, history=history, k=4, spread=True)["items"]]
     assert spread == [r.item_id for r in rec.recommend_slate(history, n=4, spread=True).items]
     assert len({rec.sid_map.code(i)[0] for i in spread}) == 4
+    soft = _slate(client, history=history, k=4, diversity_penalty=1e4)
+    assert [i["item_id"] for i in soft["items"]] == spread  # a huge penalty: the spread slate
+    want = rec.recommend_slate(history, n=4, diversity_penalty=0.5)
+    got = _slate(client, history=history, k=4, diversity_penalty=0.5)
+    assert [i["item_id"] for i in got["items"]] == [r.item_id for r in want.items]
+    assert got["score"] == pytest.approx(want.score)
 
 
 @pytest.mark.parametrize(
@@ -70,6 +76,9 @@ def test_slate_mode_answers_one_slate(served):
         ({"decoding": "greedy"}, 400, 'decoding: applies to "mode": "slate" only'),
         ({"spread": True}, 400, 'spread: applies to "mode": "slate" only'),
         ({"mode": "slate", "spread": "yes"}, 400, "spread: must be true or false"),
+        ({"diversity_penalty": 1}, 400, 'diversity_penalty: applies to "mode": "slate" only'),
+        ({"mode": "slate", "diversity_penalty": -1}, 400, "diversity_penalty: must be a number"),
+        ({"mode": "slate", "diversity_penalty": "x"}, 400, "diversity_penalty: must be a number"),
         ({"mode": "slate", "exclude": ["ghost"]}, 422, "exclude: unknown item id 'ghost'"),
         (
             {"mode": "slate", "allow": ["item1", "item2"]},

@@ -63,6 +63,7 @@ def _same(got: list[dict], want, rec: Recommender) -> None:
             dict(n=3, mode="sample", seed=4, temperature=2.0),
         ),
         (["--slate", "5", "--slate-spread"], dict(n=5, spread=True)),
+        (["--slate", "5", "--slate-diversity-penalty", "2"], dict(n=5, diversity_penalty=2.0)),
     ],
 )
 def test_cli_slate_equals_recommend_slate(capsys, model: Path, rec: Recommender, flags, kwargs):
@@ -81,6 +82,8 @@ def test_cli_slate_equals_recommend_slate(capsys, model: Path, rec: Recommender,
         assert len(set(firsts)) == len(firsts)
         plain = rec.recommend_slate(HISTORY, n=5)
         assert len({rec.sid_map.code(r.item_id)[0] for r in plain.items}) < 5
+    if kwargs.get("diversity_penalty"):
+        assert got["diversity_penalty"] == kwargs["diversity_penalty"]
 
 
 def test_cli_ranking_and_table(capsys, model: Path, rec: Recommender):

@@ -195,3 +195,75 @@ def test_spread_slates_open_distinct_first_codes_exhaustively(tiny):
     assert any(codes[a][0] == codes[c][0] for a, c in plain.items[0].tolist())  # control
     with pytest.raises(ValueError, match="first SID codes"):
         slate_search(model, ids, mask, trie, n=3, num_beams=4, spread=True)
+
+
+def _shared_first(codes, slate):
+    """Items of ``slate`` whose first code an earlier item of it already has."""
+    return sum(codes[j][0] == codes[i][0] for b, j in enumerate(slate) for i in slate[:b])
+
+
+@pytest.mark.parametrize("n", [2, 3])
+def test_diversity_penalty_ranks_exhaustively_by_log_prob_minus_the_penalties(tiny, n):
+    """``diversity_penalty d``: a full-width beam returns every slate once, ordered by brute-force
+    log-prob minus d per item sharing an earlier item's first code, with the scores still the
+    plain log-probs. The control: d = 0 is the plain search, slate for slate, and its order
+    differs from the penalised one."""
+    sid_map, model, _, tok, trie, ids, mask = tiny
+    stop = tok.eos_token_id
+    codes = [[int(c) for c in row] for row in sid_map.codes]
+    brute = brute_scores(model, tok, trie, codes, n, stop)
+    total = len(brute[0])
+    plain = slate_search(model, ids, mask, trie, n=n, num_beams=total, stop_token_id=stop)
+    zero = slate_search(
+        model, ids, mask, trie, n=n, num_beams=total, stop_token_id=stop, diversity_penalty=0.0
+    )
+    assert torch.equal(plain.items, zero.items) and torch.equal(plain.scores, zero.scores)
+    changed = False
+    for d in (0.5, 3.0):
+        got = slate_search(
+            model, ids, mask, trie, n=n, num_beams=total, stop_token_id=stop, diversity_penalty=d
+        )
+        for b, row in enumerate(brute):
+            slates = [tuple(s) for s in got.items[b].tolist()]
+            assert sorted(slates) == sorted(row)
+            torch.testing.assert_close(
+                got.scores[b], torch.tensor([row[s] for s in slates]), rtol=0, atol=2e-3
+            )
+            ranked = [row[s] - d * _shared_first(codes, s) for s in slates]
+            assert all(a >= c - 2e-3 for a, c in itertools.pairwise(ranked))  # best first
+            best = max(row, key=lambda s: row[s] - d * _shared_first(codes, s))
+            assert slates[0] == best
+            changed |= slates != [tuple(x) for x in plain.items[b].tolist()]
+    assert changed  # the penalty reordered some prompt's slates
+
+
+def test_a_large_diversity_penalty_gives_the_spread_slates_and_sampling_obeys_it(tiny):
+    """A penalty far above any log-prob gap: the best slate is spread's (every first code its
+    own) for every prompt, in beam and greedy mode; sampled slates never share a first code,
+    where the control (no penalty) samples some that do."""
+    sid_map, model, flat, tok, trie, ids, mask = tiny
+    stop = tok.eos_token_id
+    codes = [[int(c) for c in row] for row in sid_map.codes]
+    spread = slate_search(
+        model, ids, mask, trie, n=2, num_beams=30, stop_token_id=stop, spread=True
+    )
+    soft = slate_search(
+        model, ids, mask, trie, n=2, num_beams=30, stop_token_id=stop, diversity_penalty=1e4
+    )
+    assert torch.equal(soft.items[:, 0], spread.items[:, 0])
+    greedy = slate_search(
+        model, ids, mask, trie, n=2, mode="greedy", stop_token_id=stop, diversity_penalty=1e4
+    )
+    assert all(_shared_first(codes, s) == 0 for s in greedy.items[:, 0].tolist())
+    drawn = {"penalty": [], "control": []}
+    for seed in range(6):
+        for name, d in (("penalty", 1e4), ("control", 0.0)):
+            out = slate_search(
+                flat, ids, mask, trie, n=2, mode="sample", num_beams=8, seed=seed,
+                diversity_penalty=d,
+            )  # fmt: skip
+            drawn[name] += out.items.reshape(-1, 2).tolist()
+    assert all(_shared_first(codes, s) == 0 for s in drawn["penalty"])
+    assert any(_shared_first(codes, s) > 0 for s in drawn["control"])
+    with pytest.raises(ValueError, match="diversity_penalty"):
+        slate_search(model, ids, mask, trie, n=2, diversity_penalty=-1.0)
