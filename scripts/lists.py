@@ -13,7 +13,10 @@ model (the YAML as it is) into ``OUT/next_item`` and the slate model (plus the s
 ``mixture.rec_session`` / seqlm windows of max_items + N items) into ``OUT/slate``. Rows, on the
 same test users (``--users``: a seeded sample, 0 = all): the slate model's best slate
 (slate_search), the next-item model's top N beams, the next-item model's best slate (the
-exclusion inside the constraint), SASRec's top N, popularity (recllm.bench.lists). Figures: set
+exclusion inside the constraint), the two slates again with each item under its own first SID
+code (spread), the slate model with a diversity penalty chosen on ``--valid-users`` validation
+sessions among ``--penalties`` (the most set recall at the next-item top N's diversity or more),
+SASRec's top N, popularity (recllm.bench.lists). Figures: set
 Recall@N and NDCG@N against the session, SID and category diversity, repeat rate
 (recllm.eval.lists). Finished parts are not run again.
 
@@ -50,6 +53,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--sasrec-minutes", type=float, default=5.0, help="SASRec training budget")
     p.add_argument(
+        "--penalties",
+        type=float,
+        nargs="*",
+        default=[0.5, 1.0, 2.0, 4.0],
+        help="diversity penalties tried for the slate model's penalty row (besides 0); none: no "
+        "such row",
+    )
+    p.add_argument(
+        "--valid-users",
+        type=int,
+        default=200,
+        help="validation sessions (seeded by --seed) that choose the penalty (0: no such row)",
+    )
+    p.add_argument(
         "--recipe-args",
         nargs=argparse.REMAINDER,
         default=[],
@@ -76,6 +93,7 @@ def main(argv: list[str] | None = None) -> dict:
             "config": Path(args.config),
             "out": Path(args.out),
             "recipe_args": tuple(args.recipe_args),
+            "penalties": tuple(args.penalties),
         },
     )
     summary = {"machine": machine_line(), **lists.run(settings, ROOT)}

@@ -21,6 +21,11 @@ Rows, all on the same test users, each a list of N items:
 - ``... (spread)``: the two slate rows again with ``spread=True``: each item of a slate under
   its own first SID code (the items sharing a first code with one already in the slate are
   excluded inside the constraint too);
+- ``slate model (slate beam, diversity penalty)``: the slate model with the soft form of spread
+  (``diversity_penalty`` d), d chosen on a seeded sample of validation sessions
+  (``valid_users``) among ``penalties`` and 0 by the issue's goal: the most set recall among
+  the penalties whose slates are at least as diverse (SID diversity) as the next-item model's
+  top N on the same validation users (none: the most diverse);
 - ``SASRec top N`` (:mod:`recllm.baselines.sasrec`, trained on the same training part);
 - ``popularity``: the training part's N most frequent items.
 
@@ -63,6 +68,7 @@ ROW_TOP = "next-item model, top N beams"
 ROW_EXCL = "next-item model, slate beam (exclusion)"
 ROW_SLATE_SPREAD = "slate model (slate beam, spread)"
 ROW_EXCL_SPREAD = "next-item model, slate beam (spread)"
+ROW_SLATE_PENALTY = "slate model (slate beam, diversity penalty)"
 ROW_SASREC = "SASRec top N"
 ROW_POP = "popularity"
 
@@ -83,6 +89,8 @@ class ListsSettings:
     batch_size: int = 16
     session_weight: float = 1.0
     sasrec_minutes: float = 5.0
+    penalties: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0)
+    valid_users: int = 200
     recipe_args: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
@@ -97,6 +105,14 @@ class ListsSettings:
                 "--beams",
                 f"{self.beams} beams cannot hold the next-item model's top {self.n}",
                 f"pass --beams {self.n} or more",
+            )
+        if any(not 0 < d < float("inf") for d in self.penalties) or self.valid_users < 0:
+            raise UserError(
+                "--penalties / --valid-users",
+                f"need finite penalties > 0 and valid users >= 0, got {list(self.penalties)} "
+                f"and {self.valid_users}",
+                "pass e.g. --penalties 0.5 1 2 4 --valid-users 200 (--penalties with no value: "
+                "no penalty row)",
             )
         if self.session_weight <= 0:
             raise UserError(
@@ -142,10 +158,11 @@ def slate_lists(
     beams: int = 10,
     batch_size: int = 16,
     spread: bool = False,
+    diversity_penalty: float = 0.0,
 ) -> list[list[str]]:
     """Each user's best slate of ``n`` distinct items (:func:`recllm.decode.slate.slate_search`,
-    mode ``beam``, ``beams`` wide; ``spread``: each item under its own first code), cached
-    under ``name``.
+    mode ``beam``, ``beams`` wide; ``spread``: each item under its own first code;
+    ``diversity_penalty``: its soft form), cached under ``name``.
 
     Args:
         prompt: ``"session"`` (the session task's prompt: a chat model's ``rec_session``, a
@@ -160,6 +177,7 @@ def slate_lists(
         "beams": beams,
         "prompt": prompt,
         **({"spread": True} if spread else {}),  # (older caches: no spread)
+        **({"diversity_penalty": diversity_penalty} if diversity_penalty else {}),
     }
 
     def compute() -> dict:
@@ -205,6 +223,7 @@ def slate_lists(
                     num_return_sequences=1,
                     stop_token_id=stop,
                     spread=spread,
+                    diversity_penalty=diversity_penalty,
                 )
             for row in out.items[:, 0].tolist():
                 found.append([sid_map.item_ids[i] for i in row if i >= 0])
@@ -294,6 +313,16 @@ def plot(rows: dict[str, dict[str, Any]], path: str | Path, title: str, n: int) 
     return save_png(fig, path)
 
 
+def choose_penalty(tried: dict[float, dict[str, float]], floor: float, n: int) -> float:
+    """The penalty of the goal's rule: the most set Recall@N among those whose SID diversity is
+    at least ``floor`` (the next-item model's top N on the same users); none: the most diverse.
+    Ties go to the smaller penalty."""
+    ok = [d for d, f in tried.items() if f["sid_diversity"] >= floor]
+    if ok:
+        return max(sorted(ok), key=lambda d: tried[d][f"recall@{n}"])
+    return max(sorted(tried), key=lambda d: tried[d]["sid_diversity"])
+
+
 def _round(figures: dict[str, Any]) -> dict[str, Any]:
     return {k: round(v, 4) if isinstance(v, float) else v for k, v in figures.items()}
 
@@ -381,6 +410,43 @@ def run(s: ListsSettings, root: Path) -> dict[str, Any]:
         **decode,
     )
     notes[ROW_EXCL_SPREAD] = "the next-item prompt; each item under its own first code"
+    sid_map = SIDMap.load(Path(base.model_dir) / FILENAME)
+    first_code = {i: int(sid_map.code(i)[0]) for i in sid_map.item_ids}
+    tag_field, tags = category_tags(catalog)
+    if s.penalties and s.valid_users:
+        valid = select_users(split.valid_sessions, s.valid_users, seed=s.seed)
+        valid_histories = [list(split.train.sequences.get(v.user_id, [])) for v in valid]
+
+        def score(got: list[list[str]]) -> dict[str, float]:
+            truth = [v.session for v in valid]
+            return list_metrics(got, truth, valid_histories, n, first_code=first_code)
+
+        vex = [Example(v.user_id, v.history, v.session[0]) for v in valid]
+        top_valid = model_lists(
+            cache, "valid_next_item_top", base.model_dir, vex, catalog, **decode
+        )
+        floor = score([row[:n] for row in top_valid])["sid_diversity"]
+        tried: dict[float, dict[str, float]] = {}
+        for d in (0.0, *s.penalties):
+            got = slate_lists(
+                cache, f"valid_slate_d{d:g}", slate.model_dir, valid, catalog, n=n,
+                prompt="session", diversity_penalty=d, **decode,
+            )  # fmt: skip
+            tried[d] = {k: round(v, 4) for k, v in score(got).items() if v is not None}
+        chosen = choose_penalty(tried, floor, n)
+        info["penalty"] = {
+            "valid_users": len(valid),
+            "next_item_top_sid_diversity": round(floor, 4),
+            "tried": {f"{d:g}": f for d, f in tried.items()},
+            "chosen": chosen,
+        }
+        lists[ROW_SLATE_PENALTY] = slate_lists(
+            cache, f"slate_d{chosen:g}", slate.model_dir, sessions, catalog, n=n,
+            prompt="session", diversity_penalty=chosen, **decode,
+        )  # fmt: skip
+        notes[ROW_SLATE_PENALTY] = (
+            f"diversity penalty {chosen:g}, chosen on {len(valid)} validation sessions"
+        )
     histories = full_histories(split, sessions)
     sas, info["sasrec"] = sasrec_top(
         split,
@@ -395,9 +461,6 @@ def run(s: ListsSettings, root: Path) -> dict[str, Any]:
     lists[ROW_POP] = [row[:n] for row in popularity_lists(split, len(sessions))]
     notes[ROW_POP] = "training counts"
 
-    sid_map = SIDMap.load(Path(base.model_dir) / FILENAME)
-    first_code = {i: int(sid_map.code(i)[0]) for i in sid_map.item_ids}
-    tag_field, tags = category_tags(catalog)
     rows: dict[str, dict[str, Any]] = {}
     for name, got in lists.items():
         figures = list_metrics(

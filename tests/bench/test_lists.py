@@ -5,7 +5,13 @@ from __future__ import annotations
 
 import pytest
 
-from recllm.bench.lists import ListsSettings, category_tags, full_histories, table
+from recllm.bench.lists import (
+    ListsSettings,
+    category_tags,
+    choose_penalty,
+    full_histories,
+    table,
+)
 from recllm.data import Catalog, Interactions
 from recllm.data.splits import next_session_split
 from recllm.errors import UserError
@@ -40,3 +46,20 @@ def test_settings_refuse_what_cannot_run(tmp_path):
         ListsSettings("chat", tmp_path / "c.yaml", tmp_path, session_weight=0)
     with pytest.raises(UserError, match="--kind"):
         ListsSettings("other", tmp_path / "c.yaml", tmp_path)
+    with pytest.raises(UserError, match="--penalties"):
+        ListsSettings("chat", tmp_path / "c.yaml", tmp_path, penalties=(1.0, 0.0))
+
+
+def test_choose_penalty_takes_the_most_recall_at_the_next_item_diversity_or_more():
+    """The goal's rule: among penalties whose slates are at least as diverse as the next-item
+    model's top N (floor), the most set recall; the more recall of a less diverse penalty does
+    not count; no penalty reaching the floor: the most diverse one; ties: the smaller."""
+    tried = {
+        0.0: {"recall@5": 0.30, "sid_diversity": 0.40},  # the most recall, below the floor
+        1.0: {"recall@5": 0.22, "sid_diversity": 0.70},
+        2.0: {"recall@5": 0.25, "sid_diversity": 0.80},
+        4.0: {"recall@5": 0.25, "sid_diversity": 0.95},
+    }
+    assert choose_penalty(tried, floor=0.7, n=5) == 2.0
+    assert choose_penalty(tried, floor=0.3, n=5) == 0.0
+    assert choose_penalty(tried, floor=0.99, n=5) == 4.0

@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from recllm.bench.lists import choose_penalty
 from recllm.sid.sidmap import SIDMap
 from recllm.testing import save_tiny_model, save_tiny_recommender
 from recllm.vocab.checkpoint import read_vocab_record
@@ -20,7 +21,8 @@ def test_lists_smoke(tmp_path, shared_data_or_none):
     out = tmp_path / "out"
     args = ["--kind", "chat", "--config", str(ROOT / "recipes" / "plum_sft.yaml")]
     args += ["--data", data, "--max-users", "30", "--out", str(out), "--users", "12"]
-    args += ["--sasrec-minutes", "0.05", "--recipe-args", "--model_name_or_path", str(base)]
+    args += ["--sasrec-minutes", "0.05", "--penalties", "1", "100", "--valid-users", "10"]
+    args += ["--recipe-args", "--model_name_or_path", str(base)]
     args += ["--codebook_size", "16", "--warmup_steps_embed", "0", "--max_steps", "1"]
     _, last = run_script("lists.py", *args, cwd=tmp_path)
     summary = json.loads((out / "summary.json").read_text())
@@ -34,9 +36,17 @@ def test_lists_smoke(tmp_path, shared_data_or_none):
         "next-item model, slate beam (exclusion)",
         "slate model (slate beam, spread)",
         "next-item model, slate beam (spread)",
+        "slate model (slate beam, diversity penalty)",
         "SASRec top N",
         "popularity",
     ]
+    # the penalty row: 0, 1 and 100 tried on 10 validation sessions, chosen by the goal's rule
+    penalty = summary["penalty"]
+    assert penalty["valid_users"] == 10 and list(penalty["tried"]) == ["0", "1", "100"]
+    tried = {float(d): f for d, f in penalty["tried"].items()}
+    floor = penalty["next_item_top_sid_diversity"]
+    assert penalty["chosen"] == choose_penalty(tried, floor, 5)
+    assert tried[100.0]["sid_diversity"] >= tried[0.0]["sid_diversity"]  # 16 codes, 5 items
     for name, f in rows.items():
         assert f["users"] == 12 and f["short_lists"] == 0, name
         assert 0 <= f["ndcg@5"] <= 1 and 0 <= f["recall@5"] <= 1
