@@ -10,11 +10,12 @@ the test session, the N before the validation session, the rest trains; users wi
 2N + 1 items are skipped and counted). The recipe (``--kind chat``: recipes/plum_sft.py;
 ``seqlm``: recipes/seqlm.py, one decoder) trains twice on the training part: the next-item
 model (the YAML as it is) into ``OUT/next_item`` and the slate model (plus the session task:
-``mixture.rec_session`` / seqlm windows of max_items + N items) into ``OUT/slate``. Rows, on the
+``mixture.rec_session`` / seqlm windows of max_items + N items) into ``OUT/slate``; a SASRec
+teacher the first run trained (seqlm's distill_weight) teaches the second too. Rows, on the
 same test users (``--users``: a seeded sample, 0 = all): the slate model's best slate
 (slate_search), the next-item model's top N beams, the next-item model's best slate (the
-exclusion inside the constraint), the two slates again with each item under its own first SID
-code (spread), the slate model with a diversity penalty chosen on ``--valid-users`` validation
+exclusion inside the constraint), with ``--spread`` the two slates again with each item under its
+own first SID code, the slate model with a diversity penalty chosen on ``--valid-users`` validation
 sessions among ``--penalties`` (the most set recall at the next-item top N's diversity or more),
 SASRec's top N, popularity (recllm.bench.lists). Figures: set
 Recall@N and NDCG@N against the session, SID and category diversity, repeat rate
@@ -65,6 +66,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=int,
         default=200,
         help="validation sessions (seeded by --seed) that choose the penalty (0: no such row)",
+    )
+    p.add_argument(
+        "--spread",
+        dest="spread_rows",
+        action="store_true",
+        help="also the two spread rows (each slate item under its own first SID code)",
     )
     p.add_argument(
         "--recipe-args",

@@ -173,7 +173,8 @@ class Recommender:
             new_item_text_alpha: Score the added items by ``alpha`` x their text cosine to the
                 history's recent items + the bonus, beside a search of the trained items alone
                 (:class:`recllm.decode.fresh.TextNewItems`, the hybrid); default: the alpha the
-                model directory records (``recllm catalog add --new-item-text-alpha``).
+                model directory records (``recllm catalog add --new-item-text-alpha``). Its
+                ``norm_top`` and ``guide`` are always the recorded ones.
 
         Raises:
             VocabMismatchError: Model, tokenizer and SID map do not belong together.
@@ -209,6 +210,7 @@ class Recommender:
         from recllm.vocab.catalog_add import (
             read_added_items,
             recorded_new_item_bonus,
+            recorded_new_item_text,
             recorded_new_item_text_alpha,
         )
 
@@ -225,7 +227,12 @@ class Recommender:
 
             quantizer = SIDQuantizer.load(model_quantizer_dir(model_dir, None))
             text_new = TextNewItems.build(
-                quantizer, catalog, new_items, new_item_text_alpha, new_item_bonus or 0.0
+                quantizer,
+                catalog,
+                new_items,
+                new_item_text_alpha,
+                new_item_bonus or 0.0,
+                **recorded_new_item_text(model_dir),  # norm_top, guide
             )
         if backend is None:
             backend = _start_backend(model_dir, engine, tokenizer, dtype, max_k, vllm_kwargs)
@@ -409,7 +416,11 @@ class Recommender:
         from recllm.decode.fresh import TextNewItems
 
         extra = self.text_new.candidates(  # type: ignore[union-attr]
-            [[str(i) for i in h] for h in histories], k, _as_ids(exclude), _as_ids(allow)
+            [[str(i) for i in h] for h in histories],
+            k,
+            _as_ids(exclude),
+            _as_ids(allow),
+            found=[[(r.item_id, r.score) for r in recs] for recs in found],
         )
         out = []
         for recs, more in zip(found, extra, strict=True):

@@ -17,9 +17,11 @@ held out form the *cold* set, all others the *warm* set. Rows, all ranked on the
   own (:mod:`recllm.decode.fresh`), with a bonus chosen on validation users by R@10 of all, and
   by the goal's rule (``warm_tolerance``: the most cold R@10 with warm within 5%).
 - ``recllm + new items by text similarity (hybrid)``: the trained items by the beam, the new
-  items by ``alpha`` x their text cosine to the user's recent items + a bonus
-  (:class:`recllm.decode.fresh.TextNewItems`, what ``catalog add --new-item-text-alpha`` makes
-  the Recommender do), ``alpha`` and the bonus chosen on validation users by the goal's rule.
+  items by ``alpha`` x their text cosine to the user's recent items (less the mean cosine of the
+  user's ``norm_top`` nearest items; the user's vector blended by ``guide`` with the beam's best
+  items') + a bonus (:class:`recllm.decode.fresh.TextNewItems`, what ``catalog add
+  --new-item-text-alpha`` makes the Recommender do), all four chosen on validation users by the
+  goal's rule.
 - ``recllm text head``: a read-out of the frozen model's state fitted into the added model
   (:mod:`recllm.decode.text_head`), over the trained items alone (its own warm reference), with
   the new items at its learned new-item bias, and with a bonus chosen by the goal's rule.
@@ -598,6 +600,10 @@ HYBRID_ALPHAS = (1.0, 2.0, 3.0, 5.0, 7.0, 10.0, 15.0)
 #: The hybrid's bonuses: wide enough that ``-alpha`` (a new item at cosine 1 scoring 0) and the
 #: beam's log-prob range below it are covered.
 HYBRID_BONUS_GRID = tuple(round(0.5 * n, 1) for n in range(-60, 21))
+#: The hybrid's per-user base (``TextNewItems.norm_top``: 0 = the raw cosine) and guide shares
+#: (``TextNewItems.guide``) tried.
+HYBRID_NORM_TOPS = (0, 50, 200)
+HYBRID_GUIDES = (0.0, 0.5)
 
 
 def text_similarity_candidates(
@@ -606,18 +612,83 @@ def text_similarity_candidates(
     examples: Sequence[Example],
     alpha: float,
     depth: int = K,
+    *,
+    norm_top: int = 0,
+    guide: float = 0.0,
 ) -> list[list[tuple[str, float]]]:
     """Hybrid candidates, as the Recommender forms them: the beam's trained items with their
-    scores, plus each user's best ``depth`` new items by ``alpha`` times their text cosine to
-    the user's recent items (``text_new``: a :class:`recllm.decode.fresh.TextNewItems`; its
-    own bonus is replaced by 0, :func:`with_bonus` then shifts the new items)."""
-    scorer = dataclasses.replace(text_new, alpha=alpha, bonus=0.0)
+    scores, plus each user's best ``depth`` new items by their text score (``text_new``: a
+    :class:`recllm.decode.fresh.TextNewItems`, with ``alpha``, ``norm_top`` and ``guide``
+    replaced and its bonus by 0, which :func:`with_bonus` then shifts)."""
+    scorer = dataclasses.replace(text_new, alpha=alpha, bonus=0.0, norm_top=norm_top, guide=guide)
     held = set(text_new.new_items)
-    extra = scorer.candidates([list(ex.history) for ex in examples], depth)
-    return [
-        [(i, s) for i, s in cands if i not in held] + more
-        for cands, more in zip(candidates, extra, strict=True)
-    ]
+    trained = [[(i, s) for i, s in cands if i not in held] for cands in candidates]
+    extra = scorer.candidates([list(ex.history) for ex in examples], depth, found=trained)
+    return [a + b for a, b in zip(trained, extra, strict=True)]
+
+
+def hybrid_curve(
+    candidates: Sequence[Sequence[tuple[str, float]]],
+    examples: Sequence[Example],
+    new_items: Sequence[str],
+    grid: Sequence[float],
+    k: int = K,
+) -> list[dict[str, Any]]:
+    """R@10 of all, cold and warm, at every bonus of ``grid``: what :func:`with_bonus` and
+    :func:`figures` give, from one threshold per user instead of a sort per user and bonus.
+
+    A new target is in a user's top ``k`` for every bonus above one threshold, a trained target
+    for every bonus up to another (ties go to the trained items, as in :func:`with_bonus`):
+    so the curve is two sorted threshold arrays read at the grid.
+    """
+    import numpy as np
+
+    new = set(new_items)
+    cold_t, warm_t = [], []
+    n_cold = n_warm = 0
+    for ex, cands in zip(examples, candidates, strict=True):
+        trained = [(n, s) for n, (i, s) in enumerate(cands) if i not in new]
+        fresh = [(n, s) for n, (i, s) in enumerate(cands) if i in new]
+        where = next((n for n, (i, _) in enumerate(cands) if i == ex.target), None)
+        if ex.target in new:
+            n_cold += 1
+            if where is None:
+                continue
+            t = cands[where][1]  # new items ahead of the target: higher score, or equal and first
+            ahead = sum(1 for n, v in fresh if v > t or (v == t and n < where))
+            q = k - ahead
+            if q <= 0:
+                continue
+            above = sorted((v for _, v in trained), reverse=True)
+            # in the top k iff fewer than q trained items score >= t + b
+            cold_t.append(above[q - 1] - t if q <= len(above) else -np.inf)
+        else:
+            n_warm += 1
+            if where is None:
+                continue
+            t = cands[where][1]
+            ahead = sum(1 for n, v in trained if v > t or (v == t and n < where))
+            q = k - ahead
+            if q <= 0:
+                continue
+            scores = sorted((v for _, v in fresh), reverse=True)
+            # in the top k iff fewer than q new items score > t - b, i.e. b <= t - scores[q-1]
+            warm_t.append(t - scores[q - 1] if q <= len(scores) else np.inf)
+    cold_a, warm_a = np.sort(np.asarray(cold_t)), np.sort(np.asarray(warm_t))
+    out = []
+    for b in grid:
+        c = int(np.searchsorted(cold_a, b, side="left"))  # thresholds < b: strict
+        w = len(warm_a) - int(np.searchsorted(warm_a, b, side="left"))  # thresholds >= b
+        total = n_cold + n_warm
+        out.append(
+            {
+                "bonus": b,
+                "R@10": round((c + w) / total, 4) if total else 0.0,
+                "cold_R@10": round(c / n_cold, 4) if n_cold else None,
+                "warm_R@10": round(w / n_warm, 4) if n_warm else None,
+            }
+        )
+    return out
 
 
 def choose_hybrid(
@@ -625,20 +696,41 @@ def choose_hybrid(
     text_new: Any,
     valid: Sequence[Example],
     warm_tolerance: float,
-) -> tuple[float, float, list[dict[str, Any]]]:
-    """``(alpha, bonus, per-alpha choices)``: per alpha the bonus of the warm-tolerance rule,
-    then the alpha whose choice has the most validation cold R@10 (ties: R@10 of all)."""
+    *,
+    norm_tops: Sequence[int] = HYBRID_NORM_TOPS,
+    guides: Sequence[float] = HYBRID_GUIDES,
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The hybrid's settings by the cold-start goal's rule on validation users: per
+    ``(norm_top, guide, alpha)`` the bonus with the most cold R@10 among those whose warm
+    R@10 stays within ``warm_tolerance`` of the trained items' own list (ties: R@10 of all,
+    then the bonus nearest 0), then the setting whose choice has the most cold R@10 (ties: R@10
+    of all, then the earlier: raw cosine and no guide first). A ``norm_top`` above the
+    catalog's size is skipped.
+
+    Returns:
+        ``(chosen, tried)``: ``{"alpha", "bonus", "norm_top", "guide"}`` and every setting's
+        chosen point with its validation figures.
+    """
     held = list(text_new.new_items)
     tried = []
-    for alpha in HYBRID_ALPHAS:
-        cands = text_similarity_candidates(candidates, text_new, valid, alpha)
-        bonus, curve = choose_bonus(
-            cands, valid, held, HYBRID_BONUS_GRID, warm_tolerance=warm_tolerance
-        )
-        point = next(c for c in curve if c["bonus"] == bonus)
-        tried.append({"alpha": alpha, **point})
+    for norm_top in [m for m in norm_tops if m <= len(text_new.item_ids)]:
+        for guide in guides:
+            for alpha in HYBRID_ALPHAS:
+                cands = text_similarity_candidates(
+                    candidates, text_new, valid, alpha, norm_top=norm_top, guide=guide
+                )
+                curve = hybrid_curve(cands, valid, held, HYBRID_BONUS_GRID)
+                stale = hybrid_curve(cands, valid, held, [float("-inf")])[0]
+                floor = (1 - warm_tolerance) * (stale["warm_R@10"] or 0.0)
+                within = [c for c in curve if (c["warm_R@10"] or 0.0) >= floor - 1e-12]
+                point = max(
+                    within or [min(curve, key=lambda c: c["bonus"])],
+                    key=lambda c: (c["cold_R@10"] or 0.0, c["R@10"], -abs(c["bonus"])),
+                )
+                tried.append({"alpha": alpha, "norm_top": norm_top, "guide": guide, **point})
     best = max(tried, key=lambda c: (c["cold_R@10"] or 0.0, c["R@10"]))
-    return best["alpha"], best["bonus"], tried
+    chosen = {key: best[key] for key in ("alpha", "bonus", "norm_top", "guide")}
+    return chosen, tried
 
 
 def popularity_lists(split: Split, n_users: int) -> list[list[str]]:
@@ -886,16 +978,23 @@ def run(s: ColdStartSettings, root: Path) -> dict[str, Any]:
     fresh_v = fresh_candidates(
         cache, "fresh_valid", added, valid, cold.catalog, cold.held_out, **rank
     )
-    alpha, hb, tried = choose_hybrid(fresh_v, text_new, valid, s.warm_tolerance)
-    info["hybrid"] = {"alpha": alpha, "bonus": hb, "tried": tried}
+    hybrid, tried = choose_hybrid(fresh_v, text_new, valid, s.warm_tolerance)
+    info["hybrid"] = {**hybrid, "tried": tried}
+    alpha, hb = hybrid["alpha"], hybrid["bonus"]
+    shape = {"norm_top": hybrid["norm_top"], "guide": hybrid["guide"]}
     rows["recllm + new items by text similarity (hybrid, warm within)"] = {
         **figures(
-            with_bonus(text_similarity_candidates(cands, text_new, test, alpha), cold.held_out, hb),
+            with_bonus(
+                text_similarity_candidates(cands, text_new, test, alpha, **shape),
+                cold.held_out,
+                hb,
+            ),
             test,
             cold.held_out,
         ),
-        "note": f"trained items by the beam, new items by {alpha} x text cosine + {hb}, both "
-        f"chosen on {len(valid)} validation users (warm within {s.warm_tolerance:.0%})",
+        "note": f"trained items by the beam, new items by {alpha} x (text cosine - the mean of "
+        f"the user's {shape['norm_top']} nearest) + {hb}, guide {shape['guide']}, all chosen on "
+        f"{len(valid)} validation users (warm within {s.warm_tolerance:.0%})",
     }
     if s.text_head:
         info["text_head"] = _text_head_rows(s, cache, added, valid, test, cold.held_out, rows)

@@ -18,9 +18,9 @@ Rows, all on the same test users, each a list of N items:
 - ``next-item model, top N beams``: constrained SID beam search, the N best beams;
 - ``next-item model, slate beam (exclusion)``: ``slate_search`` on the next-item model after
   its ``rec`` prompt (the items already written excluded inside the constraint);
-- ``... (spread)``: the two slate rows again with ``spread=True``: each item of a slate under
-  its own first SID code (the items sharing a first code with one already in the slate are
-  excluded inside the constraint too);
+- ``... (spread)``, with ``spread_rows``: the two slate rows again with ``spread=True``: each
+  item of a slate under its own first SID code (the items sharing a first code with one already
+  in the slate are excluded inside the constraint too);
 - ``slate model (slate beam, diversity penalty)``: the slate model with the soft form of spread
   (``diversity_penalty`` d), d chosen on a seeded sample of validation sessions
   (``valid_users``) among ``penalties`` and 0 by the issue's goal: the most set recall among
@@ -58,6 +58,7 @@ __all__ = [
     "plot",
     "run",
     "sasrec_top",
+    "shared_teacher",
     "slate_lists",
     "table",
 ]
@@ -91,6 +92,7 @@ class ListsSettings:
     sasrec_minutes: float = 5.0
     penalties: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0)
     valid_users: int = 200
+    spread_rows: bool = False
     recipe_args: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
@@ -234,6 +236,19 @@ def slate_lists(
     return cache.get_or_compute(name, key, compute)["lists"]
 
 
+def shared_teacher(arm_dir: Path, args: Sequence[str]) -> Path | None:
+    """The SASRec teacher the next-item arm trained into ``arm_dir/teacher``, for the slate arm
+    to reuse (both arms train on the same training part, so a second one would be the same
+    model again, minutes later); None when the arm has none or ``args`` name a teacher."""
+    from recllm.train.distill_args import TEACHER_DIR
+
+    teacher = arm_dir / TEACHER_DIR
+    named = any(a == "--teacher" or a.startswith("--teacher=") for a in args)
+    if named or not teacher.is_dir():
+        return None
+    return teacher.resolve()
+
+
 def sasrec_top(
     split: SessionSplit, catalog: Catalog, histories: Sequence[Sequence[str]], n: int, **cfg: Any
 ) -> tuple[list[list[str]], dict]:
@@ -363,6 +378,10 @@ def run(s: ListsSettings, root: Path) -> dict[str, Any]:
     t = time.monotonic()
     base = train_arm(recipe, out / "next_item", config=s.config, overrides=overrides, args=args)
     slate_overrides: dict[str, Any] = {**overrides, "session_length": s.n}
+    shared = shared_teacher(out / "next_item", args)
+    if shared is not None:  # one SASRec teacher for both arms: the same training part
+        slate_overrides["teacher"] = str(shared)
+        info["shared_teacher"] = str(shared)
     if s.kind == "chat":
         slate_overrides["mixture"] = {"rec_session": s.session_weight}
     slate = train_arm(recipe, out / "slate", config=s.config, overrides=slate_overrides, args=args)
@@ -386,30 +405,31 @@ def run(s: ListsSettings, root: Path) -> dict[str, Any]:
         cache, "next_item_slate", base.model_dir, sessions, catalog, n=n, prompt="rec", **decode
     )
     notes[ROW_EXCL] = "the next-item prompt; slate items excluded inside the constraint"
-    lists[ROW_SLATE_SPREAD] = slate_lists(
-        cache,
-        "slate_spread",
-        slate.model_dir,
-        sessions,
-        catalog,
-        n=n,
-        prompt="session",
-        spread=True,
-        **decode,
-    )
-    notes[ROW_SLATE_SPREAD] = "as the slate model's row, each item under its own first code"
-    lists[ROW_EXCL_SPREAD] = slate_lists(
-        cache,
-        "next_item_slate_spread",
-        base.model_dir,
-        sessions,
-        catalog,
-        n=n,
-        prompt="rec",
-        spread=True,
-        **decode,
-    )
-    notes[ROW_EXCL_SPREAD] = "the next-item prompt; each item under its own first code"
+    if s.spread_rows:
+        lists[ROW_SLATE_SPREAD] = slate_lists(
+            cache,
+            "slate_spread",
+            slate.model_dir,
+            sessions,
+            catalog,
+            n=n,
+            prompt="session",
+            spread=True,
+            **decode,
+        )
+        notes[ROW_SLATE_SPREAD] = "as the slate model's row, each item under its own first code"
+        lists[ROW_EXCL_SPREAD] = slate_lists(
+            cache,
+            "next_item_slate_spread",
+            base.model_dir,
+            sessions,
+            catalog,
+            n=n,
+            prompt="rec",
+            spread=True,
+            **decode,
+        )
+        notes[ROW_EXCL_SPREAD] = "the next-item prompt; each item under its own first code"
     sid_map = SIDMap.load(Path(base.model_dir) / FILENAME)
     first_code = {i: int(sid_map.code(i)[0]) for i in sid_map.item_ids}
     tag_field, tags = category_tags(catalog)

@@ -35,6 +35,26 @@ def cmd_catalog_add(args: argparse.Namespace) -> int:
             f"must be a positive number, got {args.new_item_text_alpha}",
             "pass the alpha scripts/cold_start.py chose on validation users (e.g. 3)",
         )
+    text_options = (args.new_item_text_norm_top, args.new_item_text_guide)
+    if args.new_item_text_alpha is None and any(v is not None for v in text_options):
+        from recllm.errors import UserError
+
+        raise UserError(
+            "--new-item-text-norm-top / --new-item-text-guide",
+            "shape the hybrid's text score, and there is no hybrid without --new-item-text-alpha",
+            "add --new-item-text-alpha (scripts/cold_start.py chooses all three)",
+        )
+    bad_norm = args.new_item_text_norm_top is not None and args.new_item_text_norm_top < 0
+    bad_guide = args.new_item_text_guide is not None and not 0 <= args.new_item_text_guide <= 1
+    if bad_norm or bad_guide:
+        from recllm.errors import UserError
+
+        raise UserError(
+            "--new-item-text-norm-top / --new-item-text-guide",
+            f"need norm-top >= 0 and 0 <= guide <= 1, got {args.new_item_text_norm_top} and "
+            f"{args.new_item_text_guide}",
+            "pass what scripts/cold_start.py chose on validation users",
+        )
     model = Path(args.model)
     check_model_dir(model, weights=True)
     qdir = model_quantizer_dir(model, args.sids)
@@ -64,6 +84,8 @@ def cmd_catalog_add(args: argparse.Namespace) -> int:
         warmup=warmup,
         new_item_bonus=args.new_item_bonus,
         new_item_text_alpha=args.new_item_text_alpha,
+        new_item_text_norm_top=args.new_item_text_norm_top,
+        new_item_text_guide=args.new_item_text_guide,
         quantizer_dir=qdir,
         overwrite=args.overwrite,
     )
@@ -142,6 +164,22 @@ def add_parsers(sub: Any) -> None:
         help="score the added items by ALPHA x their text cosine to the history's recent items "
         "+ --new-item-bonus, beside a search of the trained items alone (the hybrid; both "
         "chosen on validation users by scripts/cold_start.py; docs/cold_start.md)",
+    )
+    a.add_argument(
+        "--new-item-text-norm-top",
+        type=int,
+        default=None,
+        metavar="M",
+        help="the hybrid's text score: cosine minus the mean cosine of the user's M nearest "
+        "catalog items (default: none)",
+    )
+    a.add_argument(
+        "--new-item-text-guide",
+        type=float,
+        default=None,
+        metavar="G",
+        help="the hybrid's user vector: (1 - G) x the history's + G x the search's best trained "
+        "items' (default 0: the history only)",
     )
     a.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     a.set_defaults(func=cmd_catalog_add)

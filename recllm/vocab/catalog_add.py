@@ -102,6 +102,21 @@ def recorded_new_item_text_alpha(model_dir: str | os.PathLike[str]) -> float | N
     return None if alpha is None else float(alpha)
 
 
+def recorded_new_item_text(model_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    """The hybrid's ``norm_top`` and ``guide`` (:class:`recllm.decode.fresh.TextNewItems`) the
+    last ``recllm catalog add`` recorded; ``{}`` when it recorded neither (older models)."""
+    from recllm.vocab.checkpoint import read_vocab_record
+
+    additions = read_vocab_record(Path(model_dir)).get("catalog_additions") or []
+    last = additions[-1] if additions else {}
+    out: dict[str, Any] = {}
+    if last.get("new_item_text_norm_top") is not None:
+        out["norm_top"] = int(last["new_item_text_norm_top"])
+    if last.get("new_item_text_guide") is not None:
+        out["guide"] = float(last["new_item_text_guide"])
+    return out
+
+
 def read_added_items(model_dir: str | os.PathLike[str]) -> Catalog:
     """The items added to ``model_dir`` by :func:`add_items_to_model` (empty when none).
 
@@ -309,6 +324,8 @@ def add_items_to_model(
     overwrite: bool = False,
     new_item_bonus: float | None = None,
     new_item_text_alpha: float | None = None,
+    new_item_text_norm_top: int | None = None,
+    new_item_text_guide: float | None = None,
 ) -> Path:
     """Write a copy of ``model_dir`` that also knows the assignment's new items.
 
@@ -333,6 +350,10 @@ def add_items_to_model(
         new_item_text_alpha: Recorded for the Recommender: the added items are scored by this
             times their text cosine to the history's recent items, plus ``new_item_bonus``,
             beside a search of the trained items alone (``TextNewItems``, the hybrid).
+        new_item_text_norm_top: Recorded for the hybrid: the cosine minus the mean of the
+            user's ``m`` nearest catalog items (``TextNewItems.norm_top``).
+        new_item_text_guide: Recorded for the hybrid: the share of the search's best trained
+            items in the user's text vector (``TextNewItems.guide``).
 
     Returns:
         ``out_dir`` as a Path.
@@ -367,6 +388,8 @@ def add_items_to_model(
             "report": dict(getattr(assignment, "report", {}) or {}),
             "new_item_bonus": new_item_bonus,
             "new_item_text_alpha": new_item_text_alpha,
+            "new_item_text_norm_top": new_item_text_norm_top,
+            "new_item_text_guide": new_item_text_guide,
         }
     )
     with atomic_dir(out_dir, overwrite=overwrite) as tmp:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -11,7 +12,7 @@ from recllm.apps.recommender import Recommender
 from recllm.cli import main
 from recllm.decode.fresh import TextNewItems
 from recllm.errors import UserError
-from recllm.vocab.catalog_add import recorded_new_item_text_alpha
+from recllm.vocab.catalog_add import recorded_new_item_text, recorded_new_item_text_alpha
 from tests.decode.test_text_head import GROUPS, PER_GROUP, grouped_model
 
 NEW = {f"new-{w}": f"{w} brand new item" for w in GROUPS}
@@ -43,6 +44,11 @@ def models(tmp_path_factory):
         "lead": add("lead", "--new-item-text-alpha", "5", "--new-item-bonus", "100"),
         "last": add("last", "--new-item-text-alpha", "5", "--new-item-bonus", "-100"),
         "beam": add("beam"),
+        "shaped": add(
+            "shaped",
+            *("--new-item-text-alpha", "5", "--new-item-bonus", "0"),
+            *("--new-item-text-norm-top", "3", "--new-item-text-guide", "0.5"),
+        ),
     }
 
 
@@ -109,3 +115,36 @@ def test_bad_alpha_is_refused(models, tmp_path, capsys):
     assert not (tmp_path / "o").exists()
     with pytest.raises(UserError, match="alpha"):
         TextNewItems.build(None, None, [], float("nan"), 0.0)
+
+
+def test_recorded_norm_top_and_guide_shape_the_scores(models):
+    """`catalog add --new-item-text-norm-top 3 --new-item-text-guide 0.5` is recorded, read by
+    the Recommender, and its new items' scores are the guided, normalised text scores of the
+    trained items it found."""
+    assert recorded_new_item_text(models["shaped"]) == {"norm_top": 3, "guide": 0.5}
+    assert recorded_new_item_text(models["lead"]) == {}  # none recorded: the plain hybrid
+    rec = Recommender.from_pretrained(models["shaped"], engine="hf", max_k=20)
+    assert (rec.text_new.norm_top, rec.text_new.guide) == (3, 0.5)
+    h = _history("guitar")
+    got = rec.recommend(h, k=20)
+    new = [(r.item_id, r.score) for r in got if r.item_id in NEW]
+    assert new  # a new item made the list
+    found = [(r.item_id, r.score) for r in got if r.item_id not in NEW]
+    want = dict(rec.text_new.candidates([h], len(NEW), found=[found])[0])
+    assert all(s == pytest.approx(want[i]) for i, s in new)
+    # control: the same text scores without the guide and the base differ
+    plain = dataclasses.replace(rec.text_new, norm_top=0, guide=0.0)
+    other = dict(plain.candidates([h], len(NEW))[0])
+    assert any(abs(other[i] - s) > 1e-3 for i, s in new)
+
+
+def test_text_shape_needs_alpha(models, tmp_path, capsys):
+    items = tmp_path / "n.jsonl"
+    items.write_text(json.dumps({"item_id": "z", "title": "camera lens"}) + "\n")
+    argv = ["catalog", "add", "--model", str(models["base"]), "--items", str(items)]
+    assert main([*argv, "--out", str(tmp_path / "o"), "--new-item-text-guide", "0.5"]) == 2
+    assert "--new-item-text-alpha" in capsys.readouterr().err
+    flags = ["--new-item-text-alpha", "1", "--new-item-text-guide", "2"]
+    assert main([*argv, "--out", str(tmp_path / "o"), *flags]) == 2
+    assert "0 <= guide <= 1" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()

@@ -174,9 +174,12 @@ def test_choose_hybrid_finds_the_cold_user_without_costing_the_warm_one():
     ]
     users = [Example("u1", ("a",), "n1"), Example("u2", ("b",), "t9")]
     text_new = _text_new(cold)
-    alpha, bonus, tried = choose_hybrid(beam, text_new, users, warm_tolerance=0.05)
+    chosen, tried = choose_hybrid(beam, text_new, users, warm_tolerance=0.05, norm_tops=(0, 2, 50))
+    alpha, bonus = chosen["alpha"], chosen["bonus"]
     assert {t["alpha"] for t in tried} == {1.0, 2.0, 3.0, 5.0, 7.0, 10.0, 15.0}
-    cands = text_similarity_candidates(beam, text_new, users, alpha)
+    assert len(tried) == 7 * 2 * 2  # every alpha x norm_top x guide; 50 > the 16 items: skipped
+    shape = {"norm_top": chosen["norm_top"], "guide": chosen["guide"]}
+    cands = text_similarity_candidates(beam, text_new, users, alpha, **shape)
     f = figures(with_bonus(cands, cold.held_out, bonus), users, cold.held_out)
     assert f["cold_R@10"] == 1.0 and f["warm_R@10"] == 1.0
     # controls: without the new items the cold user gets nothing; with a bonus that lets the
@@ -185,3 +188,33 @@ def test_choose_hybrid_finds_the_cold_user_without_costing_the_warm_one():
     assert stale["cold_R@10"] == 0.0
     greedy = figures(with_bonus(cands, cold.held_out, 10.0), users, cold.held_out)
     assert greedy["cold_R@10"] == 1.0 and greedy["warm_R@10"] == 0.0
+
+
+def test_hybrid_curve_equals_sorting_every_list():
+    """The threshold curve gives what with_bonus + figures give at every bonus, on random
+    candidate lists (trained items first, as the hybrid forms them), ties included."""
+    import random
+
+    from recllm.bench.cold_start import hybrid_curve, with_bonus
+
+    rng = random.Random(0)
+    new = [f"n{k}" for k in range(30)]
+    trained = [f"t{k}" for k in range(60)]
+    cands, users = [], []
+    for u in range(300):
+        got = [(i, round(rng.uniform(-4, 0), 1)) for i in rng.sample(trained, rng.randint(0, 15))]
+        got += [(i, round(rng.uniform(-6, 1), 1)) for i in rng.sample(new, rng.randint(0, 12))]
+        pool = new if u % 3 == 0 else trained  # a third cold, some targets not in the list
+        users.append(Example(f"u{u}", ("h",), rng.choice(pool)))
+        cands.append(got)
+    grid = [round(-5 + 0.25 * n, 2) for n in range(41)]
+    curve = hybrid_curve(cands, users, new, grid)
+    hits = 0
+    for point in curve:
+        f = figures(with_bonus(cands, new, point["bonus"]), users, new)
+        assert (point["cold_R@10"], point["warm_R@10"]) == (f["cold_R@10"], f["warm_R@10"])
+        hits += f["cold_R@10"] > 0 and f["warm_R@10"] > 0
+    assert hits > 10  # the grid crosses the region where both kinds hit
+    stale = hybrid_curve(cands, users, new, [float("-inf")])[0]
+    f = figures(with_bonus(cands, new, float("-inf")), users, new)
+    assert (stale["cold_R@10"], stale["warm_R@10"]) == (0.0, f["warm_R@10"])

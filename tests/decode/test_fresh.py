@@ -177,3 +177,52 @@ def test_fresh_items_refuse_bad_input(tiny):
         FreshItems.from_rows(trie, [0], bonus=float("nan"))
     with pytest.raises(UserError, match="not in the model's catalog"):
         FreshItems.from_ids(trie, ["no-such-item"])
+
+
+def _text_items(**kw):
+    from recllm.decode.fresh import TextNewItems
+
+    vecs = {
+        "a": [1.0, 0.0, 0.0],
+        "b": [0.0, 1.0, 0.0],
+        "c": [0.0, 0.0, 1.0],
+        "n1": [1.0, 0.2, 0.0],  # new, near a
+        "n2": [0.2, 1.0, 0.0],  # new, near b
+    }
+    x = torch.nn.functional.normalize(torch.tensor(list(vecs.values())), dim=-1)
+    return TextNewItems(("n1", "n2"), tuple(vecs), x, kw.pop("alpha", 2.0), 0.5, **kw)
+
+
+def test_text_new_items_guide_follows_the_search():
+    """guide 1: the user vector is the search's best trained items', so the new item near
+    them leads; the control (guide 0) ranks by the history alone."""
+    found = [[("b", -0.1), ("c", -2.0)]]
+    plain = _text_items().candidates([["a"]], 2, found=found)[0]
+    assert [i for i, _ in plain] == ["n1", "n2"]
+    guided = _text_items(guide=1.0, guide_top=1).candidates([["a"]], 2, found=found)[0]
+    assert [i for i, _ in guided] == ["n2", "n1"]
+    cos = torch.nn.functional.normalize(torch.tensor([0.2, 1.0, 0.0]), dim=0)[1]
+    assert guided[0][1] == pytest.approx(2.0 * float(cos) + 0.5)  # user = b exactly
+    # half and half: the blend of a and b, where the two new items tie
+    half = _text_items(guide=0.5, guide_top=1).candidates([["a"]], 2, found=found)[0]
+    assert half[0][1] == pytest.approx(half[1][1], abs=1e-6)
+    with pytest.raises(ValueError, match="found lists"):
+        _text_items(guide=0.5).candidates([["a"], ["b"]], 2, found=found)
+
+
+def test_text_new_items_norm_top_subtracts_the_users_nearest():
+    """norm_top m: the cosine minus the mean of the user's m nearest catalog items."""
+    t = _text_items(norm_top=2)
+    user = torch.tensor([[1.0, 0.0, 0.0]])
+    sims = user @ t.vectors.T  # a: 1, n1: .98, n2: .196, b = c: 0
+    base = float(sims[0].topk(2).values.mean())
+    assert base == pytest.approx((1 + float(sims[0, 3])) / 2)
+    got = t.scores(user)[0]
+    assert got.tolist() == pytest.approx([2.0 * (float(sims[0, i]) - base) + 0.5 for i in (3, 4)])
+    # control: without the base the scores are the raw cosines'
+    raw = _text_items().scores(user)[0]
+    assert raw.tolist() == pytest.approx([2.0 * float(sims[0, i]) + 0.5 for i in (3, 4)])
+    with pytest.raises(UserError, match="norm-top"):
+        _text_items(norm_top=6)
+    with pytest.raises(UserError, match="guide"):
+        _text_items(guide=1.5)

@@ -22,7 +22,7 @@ def test_lists_smoke(tmp_path, shared_data_or_none):
     args = ["--kind", "chat", "--config", str(ROOT / "recipes" / "plum_sft.yaml")]
     args += ["--data", data, "--max-users", "30", "--out", str(out), "--users", "12"]
     args += ["--sasrec-minutes", "0.05", "--penalties", "1", "100", "--valid-users", "10"]
-    args += ["--recipe-args", "--model_name_or_path", str(base)]
+    args += ["--spread", "--recipe-args", "--model_name_or_path", str(base)]
     args += ["--codebook_size", "16", "--warmup_steps_embed", "0", "--max_steps", "1"]
     _, last = run_script("lists.py", *args, cwd=tmp_path)
     summary = json.loads((out / "summary.json").read_text())
@@ -94,6 +94,7 @@ def test_lists_smoke_sid_sequence(tmp_path):
     # every user the loader keeps (3+ items) is split or counted as skipped (fewer than 5)
     assert summary["test_users"] == summary["split_users"] >= 30
     assert summary["split_users"] + summary["skipped_users"] <= 40
+    assert "slate model (slate beam, spread)" not in last["rows"]  # without --spread
     for name, f in last["rows"].items():
         assert f["short_lists"] == 0 and "category_diversity" not in f, name
         assert 0 <= f["ndcg@2"] <= 1 and 0 < f["sid_diversity"] <= 1
@@ -101,5 +102,9 @@ def test_lists_smoke_sid_sequence(tmp_path):
     plain = json.loads((out / "next_item" / "resolved_config.json").read_text())
     assert json.dumps(slate).count('"session_length": 2') >= 1
     assert json.dumps(plain).count('"session_length": 1') >= 1
+    # one SASRec teacher (seqlm.yaml's distill_weight 1): the next-item arm's, read by both
+    assert (out / "next_item" / "teacher").is_dir() and not (out / "slate" / "teacher").exists()
+    assert summary["shared_teacher"] == str((out / "next_item" / "teacher").resolve())
+    assert summary["shared_teacher"] in json.dumps(slate)  # the slate arm's resolved teacher
     lists = json.loads((out / "scores" / "slate.json").read_text())["result"]["lists"]
     assert len(lists) == summary["test_users"] and all(len(set(x)) == 2 for x in lists)
