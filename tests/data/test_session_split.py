@@ -1,4 +1,4 @@
-"""The next-session split: exact parts, sizes, no overlap, skipped users counted."""
+"""The next-session split: exact parts, sizes, no overlap, short users counted and trained on."""
 
 from __future__ import annotations
 
@@ -16,14 +16,22 @@ def test_next_session_split_exact(caplog):
     seqs = {
         "a": [f"a{k}" for k in range(9)],  # 9 = 2 * 3 + 3 training items
         "b": [f"b{k}" for k in range(7)],  # 7 = 2 * 3 + 1: the shortest that splits
-        "c": [f"c{k}" for k in range(6)],  # too short: skipped
-        "d": ["d0"],  # too short: skipped
+        "c": [f"c{k}" for k in range(6)],  # too short to score: trains whole
+        "d": ["d0"],  # too short to score: trains whole
     }
     with caplog.at_level(logging.WARNING):
         split = next_session_split(Interactions(seqs), session_length=3, max_history=2)
-    assert "skipped 2 users with fewer than 7 interactions" in caplog.text
+    assert "2 users with fewer than 7 interactions (1 training item + 2 sessions of 3)" in (
+        caplog.text
+    )
     assert split.skipped_users == 2 and split.kind == "session" and split.session_length == 3
-    assert split.train.sequences == {"a": ["a0", "a1", "a2"], "b": ["b0"]}
+    assert split.train.sequences == {
+        "a": ["a0", "a1", "a2"],
+        "b": ["b0"],
+        "c": seqs["c"],
+        "d": ["d0"],
+    }
+    assert {s.user_id for s in split.valid_sessions + split.test_sessions} == {"a", "b"}
     assert split.valid_sessions == [
         SessionExample("a", ("a1", "a2"), ("a3", "a4", "a5")),
         SessionExample("b", ("b0",), ("b1", "b2", "b3")),
@@ -42,6 +50,9 @@ def test_next_session_split_sizes_and_no_overlap():
     split = next_session_split(Interactions(seqs), session_length=5, max_history=None)
     kept = [u for u, s in seqs.items() if len(s) >= 11]
     assert split.skipped_users == 20 - len(kept) == 6
+    for u, seq in seqs.items():  # the users too short to score train on everything
+        if u not in kept:
+            assert split.train.sequences[u] == seq
     assert len(split.valid_sessions) == len(split.test_sessions) == len(kept)
     for v, t in zip(split.valid_sessions, split.test_sessions, strict=True):
         seq = seqs[v.user_id]
