@@ -44,17 +44,9 @@ def cmd_catalog_add(args: argparse.Namespace) -> int:
             "shape the hybrid's text score, and there is no hybrid without --new-item-text-alpha",
             "add --new-item-text-alpha (scripts/cold_start.py chooses all three)",
         )
-    bad_norm = args.new_item_text_norm_top is not None and args.new_item_text_norm_top < 0
-    bad_guide = args.new_item_text_guide is not None and not 0 <= args.new_item_text_guide <= 1
-    if bad_norm or bad_guide:
-        from recllm.errors import UserError
+    from recllm.decode.fresh import check_text_shape
 
-        raise UserError(
-            "--new-item-text-norm-top / --new-item-text-guide",
-            f"need norm-top >= 0 and 0 <= guide <= 1, got {args.new_item_text_norm_top} and "
-            f"{args.new_item_text_guide}",
-            "pass what scripts/cold_start.py chose on validation users",
-        )
+    check_text_shape(args.new_item_text_norm_top, args.new_item_text_guide)
     model = Path(args.model)
     check_model_dir(model, weights=True)
     qdir = model_quantizer_dir(model, args.sids)

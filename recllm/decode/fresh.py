@@ -28,6 +28,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -163,6 +164,21 @@ def merge_groups(
     return items, codes[rows, order], scores
 
 
+def check_text_shape(norm_top: int | None, guide: float | None, items: int | None = None) -> None:
+    """Refuse a hybrid shape out of range: ``norm_top`` < 0 (or above ``items``), ``guide``
+    outside [0, 1]; None: not given."""
+    bad_norm = norm_top is not None and not 0 <= norm_top <= (
+        items if items is not None else norm_top
+    )
+    if bad_norm or (guide is not None and not 0 <= guide <= 1):
+        most = f" <= {items} items" if items is not None else ""
+        raise UserError(
+            "--new-item-text-norm-top / --new-item-text-guide",
+            f"need 0 <= norm-top{most} and 0 <= guide <= 1, got {norm_top} and {guide}",
+            "choose both on validation users (scripts/cold_start.py prints them)",
+        )
+
+
 def _check_alpha_bonus(alpha: float, bonus: float) -> None:
     import math
 
@@ -219,13 +235,7 @@ class TextNewItems:
 
     def __post_init__(self) -> None:
         _check_alpha_bonus(self.alpha, self.bonus)
-        if not (0 <= self.norm_top <= len(self.item_ids) and 0 <= self.guide <= 1):
-            raise UserError(
-                "--new-item-text-norm-top / --new-item-text-guide",
-                f"need 0 <= norm-top <= {len(self.item_ids)} items and 0 <= guide <= 1, got "
-                f"{self.norm_top} and {self.guide}",
-                "choose both on validation users (scripts/cold_start.py prints them)",
-            )
+        check_text_shape(self.norm_top, self.guide, len(self.item_ids))
 
     @classmethod
     def build(
@@ -278,10 +288,15 @@ class TextNewItems:
         blend = (1 - self.guide) * users + self.guide * predicted
         return torch.nn.functional.normalize(blend, dim=-1)
 
+    @functools.cached_property
+    def _new_rows(self) -> torch.Tensor:
+        """The new items' rows of ``vectors`` (built once, not per request)."""
+        index = {item: n for n, item in enumerate(self.item_ids)}
+        return torch.tensor([index[i] for i in self.new_items], dtype=torch.long)
+
     def scores(self, users: torch.Tensor, chunk: int = 1024) -> torch.Tensor:
         """``(B, len(new_items))``: every new item's score for each user vector."""
-        index = {item: n for n, item in enumerate(self.item_ids)}
-        rows = torch.tensor([index[i] for i in self.new_items], dtype=torch.long)
+        rows = self._new_rows
         out = []
         for s in range(0, len(users), chunk):
             sims = users[s : s + chunk] @ self.vectors.T
