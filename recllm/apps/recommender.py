@@ -232,7 +232,7 @@ class Recommender:
                 new_items,
                 new_item_text_alpha,
                 new_item_bonus or 0.0,
-                **recorded_new_item_text(model_dir),  # norm_top, guide
+                **recorded_new_item_text(model_dir),  # norm_top, guide, max_new
             )
         if backend is None:
             backend = _start_backend(model_dir, engine, tokenizer, dtype, max_k, vllm_kwargs)

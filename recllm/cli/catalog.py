@@ -35,18 +35,24 @@ def cmd_catalog_add(args: argparse.Namespace) -> int:
             f"must be a positive number, got {args.new_item_text_alpha}",
             "pass the alpha scripts/cold_start.py chose on validation users (e.g. 3)",
         )
-    text_options = (args.new_item_text_norm_top, args.new_item_text_guide)
+    text_options = (
+        args.new_item_text_norm_top,
+        args.new_item_text_guide,
+        args.new_item_text_max_new,
+    )
     if args.new_item_text_alpha is None and any(v is not None for v in text_options):
         from recllm.errors import UserError
 
         raise UserError(
-            "--new-item-text-norm-top / --new-item-text-guide",
-            "shape the hybrid's text score, and there is no hybrid without --new-item-text-alpha",
-            "add --new-item-text-alpha (scripts/cold_start.py chooses all three)",
+            "--new-item-text-norm-top / --new-item-text-guide / --new-item-text-max-new",
+            "shape the hybrid, and there is no hybrid without --new-item-text-alpha",
+            "add --new-item-text-alpha (scripts/cold_start.py chooses them all)",
         )
     from recllm.decode.fresh import check_text_shape
 
-    check_text_shape(args.new_item_text_norm_top, args.new_item_text_guide)
+    check_text_shape(
+        args.new_item_text_norm_top, args.new_item_text_guide, max_new=args.new_item_text_max_new
+    )
     model = Path(args.model)
     check_model_dir(model, weights=True)
     qdir = model_quantizer_dir(model, args.sids)
@@ -78,6 +84,7 @@ def cmd_catalog_add(args: argparse.Namespace) -> int:
         new_item_text_alpha=args.new_item_text_alpha,
         new_item_text_norm_top=args.new_item_text_norm_top,
         new_item_text_guide=args.new_item_text_guide,
+        new_item_text_max_new=args.new_item_text_max_new,
         quantizer_dir=qdir,
         overwrite=args.overwrite,
     )
@@ -172,6 +179,14 @@ def add_parsers(sub: Any) -> None:
         metavar="G",
         help="the hybrid's user vector: (1 - G) x the history's + G x the search's best trained "
         "items' (default 0: the history only)",
+    )
+    a.add_argument(
+        "--new-item-text-max-new",
+        type=int,
+        default=None,
+        metavar="S",
+        help="the hybrid's freshness quota: at most S new items in one list, the user's best "
+        "(default 0: no cap)",
     )
     a.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     a.set_defaults(func=cmd_catalog_add)

@@ -164,18 +164,25 @@ def merge_groups(
     return items, codes[rows, order], scores
 
 
-def check_text_shape(norm_top: int | None, guide: float | None, items: int | None = None) -> None:
+def check_text_shape(
+    norm_top: int | None,
+    guide: float | None,
+    items: int | None = None,
+    max_new: int | None = None,
+) -> None:
     """Refuse a hybrid shape out of range: ``norm_top`` < 0 (or above ``items``), ``guide``
-    outside [0, 1]; None: not given."""
+    outside [0, 1], ``max_new`` < 0; None: not given."""
     bad_norm = norm_top is not None and not 0 <= norm_top <= (
         items if items is not None else norm_top
     )
-    if bad_norm or (guide is not None and not 0 <= guide <= 1):
+    bad_cap = max_new is not None and max_new < 0
+    if bad_norm or bad_cap or (guide is not None and not 0 <= guide <= 1):
         most = f" <= {items} items" if items is not None else ""
         raise UserError(
-            "--new-item-text-norm-top / --new-item-text-guide",
-            f"need 0 <= norm-top{most} and 0 <= guide <= 1, got {norm_top} and {guide}",
-            "choose both on validation users (scripts/cold_start.py prints them)",
+            "--new-item-text-norm-top / --new-item-text-guide / --new-item-text-max-new",
+            f"need 0 <= norm-top{most}, 0 <= guide <= 1 and max-new >= 0, got {norm_top}, "
+            f"{guide} and {max_new}",
+            "choose them on validation users (scripts/cold_start.py prints them)",
         )
 
 
@@ -205,6 +212,9 @@ class TextNewItems:
     - ``base`` is 0, or with ``norm_top`` m > 0 the mean cosine of the user's ``m`` nearest
       catalog items: a user whose vector is close to much of the catalog needs a higher cosine
       before a new item says anything.
+    - ``max_new`` S > 0 caps the new items of one list at the user's S best (a freshness
+      quota): the first new item of a list is the likeliest hit, and every further one costs a
+      trained item as much while finding fewer targets.
 
     The search itself leaves the new items out, so the trained items' list is exactly the stale
     model's; :meth:`merge` puts a new item in it only where it outscores a trained one (scores
@@ -220,6 +230,7 @@ class TextNewItems:
         bonus: Added to every new item's score.
         norm_top: ``m`` of the per-user base (0: none).
         guide: Share of the predicted items' vector in the user vector (0: the history only).
+        max_new: Most new items per list (0: no cap).
     """
 
     new_items: tuple[str, ...]
@@ -232,10 +243,11 @@ class TextNewItems:
     norm_top: int = 0
     guide: float = 0.0
     guide_top: int = 10
+    max_new: int = 0
 
     def __post_init__(self) -> None:
         _check_alpha_bonus(self.alpha, self.bonus)
-        check_text_shape(self.norm_top, self.guide, len(self.item_ids))
+        check_text_shape(self.norm_top, self.guide, len(self.item_ids), self.max_new)
 
     @classmethod
     def build(
@@ -248,12 +260,13 @@ class TextNewItems:
         *,
         norm_top: int = 0,
         guide: float = 0.0,
+        max_new: int = 0,
     ) -> TextNewItems:
         """Embed ``catalog`` with the quantizer's featurizer.
 
         Raises:
             UserError: ``alpha`` or ``bonus`` is not finite, ``alpha`` is not positive, or
-                ``norm_top`` / ``guide`` are out of range.
+                ``norm_top`` / ``guide`` / ``max_new`` are out of range.
         """
         _check_alpha_bonus(alpha, bonus)  # before the featurizer's work
         x = torch.as_tensor(quantizer.embed_texts(quantizer.texts_of(catalog)))  # type: ignore[attr-defined]
@@ -261,7 +274,7 @@ class TextNewItems:
         ids = tuple(catalog.ids)  # type: ignore[attr-defined]
         return cls(
             tuple(new_items), ids, x, float(alpha), float(bonus), norm_top=int(norm_top),
-            guide=float(guide),
+            guide=float(guide), max_new=int(max_new),
         )  # fmt: skip
 
     def user_vectors(
@@ -314,9 +327,11 @@ class TextNewItems:
         allow: Sequence[Sequence[str] | None] | None = None,
         found: Sequence[Sequence[tuple[str, float]]] | None = None,
     ) -> list[list[tuple[str, float]]]:
-        """Per history, its best ``k`` new items with their scores; never a history item, an
-        excluded one, or one outside ``allow``. ``found``: the search's trained items per
-        history, best first (what ``guide`` reads)."""
+        """Per history, its best ``k`` new items (at most ``max_new``) with their scores; never
+        a history item, an excluded one, or one outside ``allow``. ``found``: the search's
+        trained items per history, best first (what ``guide`` reads)."""
+        if self.max_new:
+            k = min(k, self.max_new)
         users = self.user_vectors(histories, found)
         scores = self.scores(users)
         out = []

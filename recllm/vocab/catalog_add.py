@@ -103,8 +103,9 @@ def recorded_new_item_text_alpha(model_dir: str | os.PathLike[str]) -> float | N
 
 
 def recorded_new_item_text(model_dir: str | os.PathLike[str]) -> dict[str, Any]:
-    """The hybrid's ``norm_top`` and ``guide`` (:class:`recllm.decode.fresh.TextNewItems`) the
-    last ``recllm catalog add`` recorded; ``{}`` when it recorded neither (older models)."""
+    """The hybrid's ``norm_top``, ``guide`` and ``max_new``
+    (:class:`recllm.decode.fresh.TextNewItems`) the last ``recllm catalog add`` recorded; ``{}``
+    when it recorded none (older models)."""
     from recllm.vocab.checkpoint import read_vocab_record
 
     additions = read_vocab_record(Path(model_dir)).get("catalog_additions") or []
@@ -114,6 +115,8 @@ def recorded_new_item_text(model_dir: str | os.PathLike[str]) -> dict[str, Any]:
         out["norm_top"] = int(last["new_item_text_norm_top"])
     if last.get("new_item_text_guide") is not None:
         out["guide"] = float(last["new_item_text_guide"])
+    if last.get("new_item_text_max_new") is not None:
+        out["max_new"] = int(last["new_item_text_max_new"])
     return out
 
 
@@ -326,6 +329,7 @@ def add_items_to_model(
     new_item_text_alpha: float | None = None,
     new_item_text_norm_top: int | None = None,
     new_item_text_guide: float | None = None,
+    new_item_text_max_new: int | None = None,
 ) -> Path:
     """Write a copy of ``model_dir`` that also knows the assignment's new items.
 
@@ -354,6 +358,8 @@ def add_items_to_model(
             user's ``m`` nearest catalog items (``TextNewItems.norm_top``).
         new_item_text_guide: Recorded for the hybrid: the share of the search's best trained
             items in the user's text vector (``TextNewItems.guide``).
+        new_item_text_max_new: Recorded for the hybrid: the most new items in one list
+            (``TextNewItems.max_new``).
 
     Returns:
         ``out_dir`` as a Path.
@@ -390,6 +396,7 @@ def add_items_to_model(
             "new_item_text_alpha": new_item_text_alpha,
             "new_item_text_norm_top": new_item_text_norm_top,
             "new_item_text_guide": new_item_text_guide,
+            "new_item_text_max_new": new_item_text_max_new,
         }
     )
     with atomic_dir(out_dir, overwrite=overwrite) as tmp:

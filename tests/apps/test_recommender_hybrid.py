@@ -49,6 +49,11 @@ def models(tmp_path_factory):
             *("--new-item-text-alpha", "5", "--new-item-bonus", "0"),
             *("--new-item-text-norm-top", "3", "--new-item-text-guide", "0.5"),
         ),
+        "quota": add(
+            "quota",
+            *("--new-item-text-alpha", "5", "--new-item-bonus", "100"),
+            *("--new-item-text-max-new", "1"),
+        ),
     }
 
 
@@ -144,8 +149,30 @@ def test_recorded_norm_top_and_guide_shape_the_scores(models):
     assert any(abs(other[i] - s) > 1e-3 for i, s in new)
 
 
+def test_recorded_quota_caps_the_new_items(models):
+    """`catalog add --new-item-text-max-new 1`: every list holds one new item, the history's
+    best by text; the control (the same model without the quota) puts several first."""
+    assert recorded_new_item_text(models["quota"]) == {"max_new": 1}
+    rec = Recommender.from_pretrained(models["quota"], engine="hf", max_k=20)
+    lead = Recommender.from_pretrained(models["lead"], engine="hf", max_k=20)
+    stale = Recommender.from_pretrained(models["base"], engine="hf", max_k=20)
+    for group in GROUPS:
+        got = rec.recommend(_history(group), k=8, num_beams=16)
+        assert [r.item_id for r in got if r.item_id in NEW] == [f"new-{group}"]
+        assert got[0].item_id == f"new-{group}" and len(got) == 8
+        # the other 7 places: the stale model's list
+        want = stale.recommend(_history(group), k=7, num_beams=16)
+        assert [r.item_id for r in got[1:]] == [r.item_id for r in want]
+        plain = [r.item_id for r in lead.recommend(_history(group), k=8, num_beams=16)]
+        assert sum(i in NEW for i in plain) > 1
+
+
 def test_text_shape_needs_alpha(models, tmp_path, capsys):
     err = _add_refused(models, tmp_path, capsys, "--new-item-text-guide", "0.5")
     assert "--new-item-text-alpha" in err
     flags = ["--new-item-text-alpha", "1", "--new-item-text-guide", "2"]
     assert "0 <= guide <= 1" in _add_refused(models, tmp_path, capsys, *flags)
+    err = _add_refused(models, tmp_path, capsys, "--new-item-text-max-new", "1")
+    assert "--new-item-text-alpha" in err
+    flags = ["--new-item-text-alpha", "1", "--new-item-text-max-new", "-1"]
+    assert "max-new >= 0" in _add_refused(models, tmp_path, capsys, *flags)

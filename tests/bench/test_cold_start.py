@@ -7,7 +7,13 @@ import math
 import pytest
 import torch
 
-from recllm.bench.cold_start import figures, make_cold_split, popularity_lists, without_items
+from recllm.bench.cold_start import (
+    figures,
+    make_cold_split,
+    popularity_lists,
+    with_bonus,
+    without_items,
+)
 from recllm.data import DataConfig, Example, load_rec_dataset, split_dataset
 from tests.data.test_holdout import _toy
 
@@ -177,8 +183,9 @@ def test_choose_hybrid_finds_the_cold_user_without_costing_the_warm_one():
     chosen, tried = choose_hybrid(beam, text_new, users, warm_tolerance=0.05, norm_tops=(0, 2, 50))
     alpha, bonus = chosen["alpha"], chosen["bonus"]
     assert {t["alpha"] for t in tried} == {1.0, 2.0, 3.0, 5.0, 7.0, 10.0, 15.0}
-    assert len(tried) == 7 * 2 * 2  # every alpha x norm_top x guide; 50 > the 16 items: skipped
-    shape = {"norm_top": chosen["norm_top"], "guide": chosen["guide"]}
+    # every alpha x norm_top x guide x quota; 50 > the 16 items: skipped
+    assert len(tried) == 7 * 2 * 1 * 4
+    shape = {k: chosen[k] for k in ("norm_top", "guide", "max_new")}
     cands = text_similarity_candidates(beam, text_new, users, alpha, **shape)
     f = figures(with_bonus(cands, cold.held_out, bonus), users, cold.held_out)
     assert f["cold_R@10"] == 1.0 and f["warm_R@10"] == 1.0
@@ -188,6 +195,52 @@ def test_choose_hybrid_finds_the_cold_user_without_costing_the_warm_one():
     assert stale["cold_R@10"] == 0.0
     greedy = figures(with_bonus(cands, cold.held_out, 10.0), users, cold.held_out)
     assert greedy["cold_R@10"] == 1.0 and greedy["warm_R@10"] == 0.0
+
+
+def _quota_case():
+    """Two users with the same trained list (its 9th and 10th items tie): the cold one has one
+    new item near its history (its target), the warm one two, as near; the warm target is the
+    9th trained item."""
+    from recllm.decode.fresh import TextNewItems
+
+    vecs = {
+        "x": [1.0, 0.0, 0.0],
+        "y": [0.0, 1.0, 0.0],
+        "n1": [0.8, 0.0, 0.6],  # cos .8 to x, 0 to y
+        "n2": [0.0, 0.8, 0.6],  # cos .8 to y, 0 to x
+        "n3": [0.0, 0.8, -0.6],
+    }
+    x = torch.tensor(list(vecs.values()))
+    text_new = TextNewItems(("n1", "n2", "n3"), tuple(vecs), x, 1.0, 0.0)
+    trained = [(f"t{k}", -0.1 * min(k, 8)) for k in range(10)]  # t8 and t9 tie at -0.8
+    users = [Example("u1", ("x",), "n1"), Example("u2", ("y",), "t8")]
+    return text_new, [list(trained), list(trained)], users
+
+
+def test_the_quota_finds_the_cold_user_where_no_bonus_can():
+    """With every new item a user likes in its list, any bonus that lets the cold user's target
+    in pushes the warm user's target out (two new items above it); a quota of one new item per
+    list keeps both, and choose_hybrid picks it."""
+    from recllm.bench.cold_start import cap_new, choose_hybrid, text_similarity_candidates
+
+    text_new, beam, users = _quota_case()
+    held = list(text_new.new_items)
+    chosen, tried = choose_hybrid(beam, text_new, users, 0.05, norm_tops=(0,))
+    assert chosen["max_new"] == 1
+    shape = {k: chosen[k] for k in ("norm_top", "guide", "max_new")}
+    cands = text_similarity_candidates(beam, text_new, users, chosen["alpha"], **shape)
+    f = figures(with_bonus(cands, held, chosen["bonus"]), users, held)
+    assert f["cold_R@10"] == 1.0 and f["warm_R@10"] == 1.0
+    # control: no setting without a quota finds the cold user within the warm tolerance
+    assert max(t["cold_R@10"] for t in tried if t["max_new"] == 0) == 0.0
+    full = text_similarity_candidates(beam, text_new, users, chosen["alpha"])
+    f = figures(with_bonus(full, held, chosen["bonus"]), users, held)
+    assert f["cold_R@10"] == 1.0 and f["warm_R@10"] == 0.0
+    # cap_new (the fast path choose_hybrid takes) equals the quota of TextNewItems itself
+    for m in (1, 2, 3):
+        capped = text_similarity_candidates(beam, text_new, users, 2.0, max_new=m)
+        assert cap_new(text_similarity_candidates(beam, text_new, users, 2.0), held, m) == capped
+        assert [sum(i in held for i, _ in c) for c in capped] == [min(m, 3)] * 2
 
 
 def test_hybrid_curve_equals_sorting_every_list():

@@ -226,3 +226,14 @@ def test_text_new_items_norm_top_subtracts_the_users_nearest():
         _text_items(norm_top=6)
     with pytest.raises(UserError, match="guide"):
         _text_items(guide=1.5)
+
+
+def test_text_new_items_max_new_caps_each_list():
+    """max_new 1: one new item per history, its best; the control (no cap) gives both."""
+    capped = _text_items(max_new=1).candidates([["a"], ["b"]], 5)
+    assert [[i for i, _ in c] for c in capped] == [["n1"], ["n2"]]
+    plain = _text_items().candidates([["a"], ["b"]], 5)
+    assert [[i for i, _ in c] for c in plain] == [["n1", "n2"], ["n2", "n1"]]
+    assert [c[:1] for c in plain] == capped  # the same best item, the same score
+    with pytest.raises(UserError, match="max-new"):
+        _text_items(max_new=-1)

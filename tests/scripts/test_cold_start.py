@@ -36,10 +36,11 @@ def test_cold_start_smoke(tmp_path, shared_data_or_none):
         assert 0 <= f["cold_N@10"] <= f["cold_R@10"] <= 1
         assert 0 <= f["warm_N@10"] <= f["warm_R@10"] <= 1
     assert rows["text-KNN (TF-IDF, last 5 items)"]["cold_share_top10"] > 0
-    # the hybrid's four settings, chosen on validation users over the whole grid
+    # the hybrid's five settings, chosen on validation users over the whole grid
     hybrid = summary["hybrid"]
-    assert {"alpha", "bonus", "norm_top", "guide"} <= set(hybrid)
-    assert {(t["norm_top"], t["guide"]) for t in hybrid["tried"]} >= {(0, 0.0), (50, 0.5)}
+    assert {"alpha", "bonus", "norm_top", "guide", "max_new"} <= set(hybrid)
+    tried = {(t["norm_top"], t["max_new"]) for t in hybrid["tried"]}
+    assert tried >= {(0, 0), (50, 0), (0, 1), (50, 3)}
     # the model the added row ranked with knows every held-out item; the trained one none
     added = SIDMap.load(out / "model_added" / "sid_map.json")
     trained = SIDMap.load(out / "model_run" / "model" / "sid_map.json")
