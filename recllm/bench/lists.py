@@ -355,7 +355,7 @@ def run(s: ListsSettings, root: Path) -> dict[str, Any]:
     from recllm.bench.arms import train_arm
     from recllm.bench.cold_start import _data_config, model_lists, popularity_lists
     from recllm.data import load_rec_dataset, split_dataset
-    from recllm.eval.lists import list_metrics
+    from recllm.eval.lists import list_metrics, paired_lists
     from recllm.eval.run import select_users
     from recllm.sid.sidmap import FILENAME, SIDMap
 
@@ -493,6 +493,13 @@ def run(s: ListsSettings, root: Path) -> dict[str, Any]:
         )
         short = sum(len(g) < n for g in got)
         rows[name] = {**_round(figures), "short_lists": short, "note": notes[name]}
+    # the goal's comparison, user by user: every recllm list row against the next-item top N
+    truth = [x.session for x in sessions]
+    info["paired_vs_next_item_top"] = {
+        name: paired_lists(lists[ROW_TOP], got, truth, n, first_code=first_code)
+        for name, got in lists.items()
+        if name not in (ROW_TOP, ROW_SASREC, ROW_POP)
+    }
     return {
         "kind": s.kind,
         "config": str(s.config),

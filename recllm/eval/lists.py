@@ -31,6 +31,7 @@ from recllm.eval.metrics import _check_k, ndcg_at_k, recall_at_k
 __all__ = [
     "category_diversity",
     "list_metrics",
+    "paired_lists",
     "repeat_rate",
     "sid_diversity",
 ]
@@ -141,4 +142,47 @@ def list_metrics(
     out["repeat_rate"] = repeat_rate(cut, histories, n)
     out["users"] = len(cut)
     out["n"] = n
+    return out
+
+
+def paired_lists(
+    base: Sequence[Sequence[str | None]],
+    other: Sequence[Sequence[str | None]],
+    sessions: Sequence[Collection[str]],
+    n: int,
+    *,
+    first_code: Mapping[str, int] | None = None,
+) -> dict[str, Any]:
+    """``other``'s lists against ``base``'s on the same users, user by user: set Recall@N and
+    (with ``first_code``) SID diversity, each as :func:`recllm.eval.metrics.paired_values`
+    (mean difference, 95% interval, p), plus the users whose set recall rose and fell.
+
+    Raises:
+        ValueError: The lists and sessions differ in number, or are empty.
+    """
+    from recllm.eval.metrics import paired_values
+
+    _check_k(n)
+    if not (len(base) == len(other) == len(sessions)) or not sessions:
+        raise ValueError(
+            f"{len(base)} and {len(other)} lists for {len(sessions)} sessions: pass one list "
+            "of each row per user"
+        )
+    targets = [frozenset(t) for t in sessions]
+
+    def recall(lists: Sequence[Sequence[str | None]]) -> list[float]:
+        return [recall_at_k([row], [t], n) for row, t in zip(_cut(lists, n), targets, strict=True)]
+
+    b, o = recall(base), recall(other)
+    out: dict[str, Any] = {
+        f"recall@{n}": paired_values(b, o),
+        "users_gained": sum(y > x for x, y in zip(b, o, strict=True)),
+        "users_lost": sum(y < x for x, y in zip(b, o, strict=True)),
+    }
+    if first_code is not None:
+
+        def spread(lists: Sequence[Sequence[str | None]]) -> list[float]:
+            return [sid_diversity([row], first_code, n) for row in lists]
+
+        out["sid_diversity"] = paired_values(spread(base), spread(other))
     return out

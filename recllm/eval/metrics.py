@@ -397,6 +397,29 @@ def plot_recall(
     return out
 
 
+def paired_values(base: Sequence[float], other: Sequence[float]) -> dict:
+    """``other`` minus ``base``, user by user: the mean, its 95% interval and the two-sided p
+    (normal approximation: thousands of users), of any per-user figure.
+
+    Raises:
+        ValueError: The two hold another number of users.
+    """
+    import numpy as np
+
+    b, o = np.asarray(base, dtype=float), np.asarray(other, dtype=float)
+    if b.shape != o.shape:
+        raise ValueError(f"figures of {len(b)} and {len(o)} users: not the same users")
+    d = o - b
+    mean = float(d.mean())
+    se = float(d.std(ddof=1) / math.sqrt(len(d))) if len(d) > 1 else 0.0
+    z = mean / se if se > 0 else 0.0
+    return {
+        "delta": round(mean, 5),
+        "ci95": [round(mean - 1.96 * se, 5), round(mean + 1.96 * se, 5)],
+        "p": float(f"{math.erfc(abs(z) / math.sqrt(2)):.3g}"),
+    }
+
+
 def paired_difference(base: list[int], other: list[int], k: int = 10) -> dict:
     """``other`` minus ``base`` on the same users: mean, 95% interval and two-sided p of R@k, N@k.
 
@@ -417,16 +440,7 @@ def paired_difference(base: list[int], other: list[int], k: int = 10) -> dict:
     def gain(r):
         return np.where((r > 0) & (r <= k), 1.0 / np.log2(np.maximum(r, 1) + 1.0), 0.0)
 
-    out = {}
-    for label, f in ((f"R@{k}", hit), (f"N@{k}", gain)):
-        d = f(o) - f(b)
-        mean, se = float(d.mean()), float(d.std(ddof=1) / math.sqrt(len(d)))
-        z = mean / se if se > 0 else 0.0
-        out[label] = {
-            "delta": round(mean, 5),
-            "ci95": [round(mean - 1.96 * se, 5), round(mean + 1.96 * se, 5)],
-            "p": float(f"{math.erfc(abs(z) / math.sqrt(2)):.3g}"),
-        }
+    out = {label: paired_values(f(b), f(o)) for label, f in ((f"R@{k}", hit), (f"N@{k}", gain))}
     out["users_gained"] = int(((hit(o) - hit(b)) > 0).sum())
     out["users_lost"] = int(((hit(o) - hit(b)) < 0).sum())
     return out

@@ -74,3 +74,31 @@ def test_list_metrics_refuses_mismatch():
         list_metrics(LISTS, SESSIONS[:1], HISTORIES, 5)
     with pytest.raises(ValueError, match="k must be"):
         list_metrics(LISTS, SESSIONS, HISTORIES, 0)
+
+
+def test_paired_lists_by_hand():
+    """User by user: set recall 1/2 -> 1 (+.5), 0 -> 0, 1/2 -> 0 (-.5); SID codes 1 -> 2 (+.5
+    of N = 2) for every user."""
+    import math
+
+    from recllm.eval.lists import paired_lists
+
+    sessions = [{"a", "b"}, {"c"}, {"d", "e"}]
+    base = [["a", "x"], ["x", "y"], ["d", "x"]]
+    other = [["a", "b"], ["y", "z"], ["z", "y"]]
+    code = {"a": 0, "b": 1, "c": 0, "d": 0, "e": 0, "x": 0, "y": 1, "z": 0}
+    got = paired_lists(base, other, sessions, 2, first_code=code)
+    r = got["recall@2"]
+    assert r["delta"] == 0.0 and r["ci95"][0] < 0 < r["ci95"][1] and r["p"] == 1.0
+    assert (got["users_gained"], got["users_lost"]) == (1, 1)
+    # sid diversity per user: base 1/2, 1, 1/2 -> other 1, 1, 1: differences .5, 0, .5
+    d = got["sid_diversity"]
+    se = math.sqrt(((0.5 - 1 / 3) ** 2 * 2 + (1 / 3) ** 2) / 2) / math.sqrt(3)
+    assert d["delta"] == pytest.approx(1 / 3, abs=1e-5)
+    assert d["ci95"] == pytest.approx([1 / 3 - 1.96 * se, 1 / 3 + 1.96 * se], abs=1e-5)
+    assert d["p"] == pytest.approx(math.erfc((1 / 3) / se / math.sqrt(2)), rel=1e-2)
+    # the control: a row against itself moves nothing
+    same = paired_lists(base, base, sessions, 2, first_code=code)
+    assert same["recall@2"]["delta"] == 0.0 and same["users_gained"] == same["users_lost"] == 0
+    with pytest.raises(ValueError, match="one list"):
+        paired_lists(base, other[:2], sessions, 2)
