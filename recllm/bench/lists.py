@@ -311,7 +311,7 @@ def plot(rows: dict[str, dict[str, Any]], path: str | Path, title: str, n: int) 
 
     from recllm.bench.report import save_png
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = plt.subplots(figsize=(7, 5.5))
     for name, f in rows.items():
         if f.get(f"recall@{n}") is None or f.get("sid_diversity") is None:
             continue
@@ -323,7 +323,8 @@ def plot(rows: dict[str, dict[str, Any]], path: str | Path, title: str, n: int) 
     ax.set_ylim(bottom=0)
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="upper left")
+    # below the axes: inside, it covered points that sit near the top left
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, frameon=False)
     fig.tight_layout()
     return save_png(fig, path)
 
