@@ -741,6 +741,11 @@ def choose_hybrid(
         setting's chosen point with its validation figures.
     """
     held = list(text_new.new_items)
+    new = set(held)
+    # the trained items' own list (every new item left out) is the same in every setting
+    trained = [[(i, v) for i, v in c if i not in new] for c in candidates]
+    stale = hybrid_curve(trained, valid, held, [float("-inf")])[0]
+    floor = (1 - warm_tolerance) * (stale["warm_R@10"] or 0.0)
     tried = []
     for norm_top in [m for m in norm_tops if m <= len(text_new.item_ids)]:
         for guide in guides:
@@ -751,8 +756,6 @@ def choose_hybrid(
                 for max_new in max_news:
                     cands = cap_new(full, held, max_new)
                     curve = hybrid_curve(cands, valid, held, HYBRID_BONUS_GRID)
-                    stale = hybrid_curve(cands, valid, held, [float("-inf")])[0]
-                    floor = (1 - warm_tolerance) * (stale["warm_R@10"] or 0.0)
                     within = [c for c in curve if (c["warm_R@10"] or 0.0) >= floor - 1e-12]
                     point = max(
                         within or [min(curve, key=lambda c: c["bonus"])],
@@ -760,9 +763,15 @@ def choose_hybrid(
                     )
                     shape = {"norm_top": norm_top, "guide": guide, "max_new": max_new}
                     tried.append({"alpha": alpha, **shape, **point})
-    best = max(tried, key=lambda c: (c["cold_R@10"] or 0.0, c["R@10"]))
+    best = best_setting(tried)
     chosen = {key: best[key] for key in ("alpha", "bonus", "norm_top", "guide", "max_new")}
     return chosen, tried
+
+
+def best_setting(tried: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The setting of ``tried`` (:func:`choose_hybrid`'s) with the most validation cold R@10;
+    ties: R@10 of all, then the earlier."""
+    return max(tried, key=lambda c: (c["cold_R@10"] or 0.0, c["R@10"]))
 
 
 def hybrid_row(
@@ -984,11 +993,11 @@ def run(s: ColdStartSettings, root: Path) -> dict[str, Any]:
     from recllm.eval.run import select_users
 
     valid = select_users(cold.valid, s.bonus_users, seed=s.seed) if s.bonus_users else cold.valid
-    cands = fresh_candidates(
+    fresh_v = fresh_candidates(
         cache, "fresh_valid", added, valid, cold.catalog, cold.held_out, **rank
     )
-    bonus, curve = choose_bonus(cands, valid, cold.held_out)
-    goal_bonus, _ = choose_bonus(cands, valid, cold.held_out, warm_tolerance=s.warm_tolerance)
+    bonus, curve = choose_bonus(fresh_v, valid, cold.held_out)
+    goal_bonus, _ = choose_bonus(fresh_v, valid, cold.held_out, warm_tolerance=s.warm_tolerance)
     info["bonus"] = {
         "chosen": bonus,
         "chosen_warm_within": goal_bonus,
@@ -1027,19 +1036,13 @@ def run(s: ColdStartSettings, root: Path) -> dict[str, Any]:
     text_new = TextNewItems.build(
         SIDQuantizer.load(added / "sid_quantizer"), cold.catalog, cold.held_out, 1.0, 0.0
     )
-    fresh_v = fresh_candidates(
-        cache, "fresh_valid", added, valid, cold.catalog, cold.held_out, **rank
-    )
     hybrid, tried = choose_hybrid(fresh_v, text_new, valid, s.warm_tolerance)
     info["hybrid"] = {**hybrid, "tried": tried}
     within = f"{len(valid)} validation users (warm within {s.warm_tolerance:.0%})"
     name = "recllm + new items by text similarity (hybrid, warm within)"
     rows[name] = hybrid_row(cands, text_new, test, hybrid, f"all chosen on {within}")
     if hybrid["max_new"]:  # what the quota adds: the best setting without one
-        uncapped = max(
-            (t for t in tried if not t["max_new"]),
-            key=lambda c: (c["cold_R@10"] or 0.0, c["R@10"]),
-        )
+        uncapped = best_setting([t for t in tried if not t["max_new"]])
         rows[name.replace("warm within", "no quota, warm within")] = hybrid_row(
             cands, text_new, test, uncapped, f"the best without a quota on {within}"
         )
